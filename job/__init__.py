@@ -1,0 +1,1 @@
+"""grpo-job: GRPO fine-tuning of a LoRA as a restartable batch job."""

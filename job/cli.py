@@ -1,0 +1,147 @@
+"""Command line: `run` (the container's default) and `check` (validate and show the plan).
+
+    python entrypoint.py run   [--config FILE] [--section.field=value ...]
+    python entrypoint.py check [--config FILE] [--section.field=value ...]
+
+Exit codes are documented in job/errors.py. Nothing here imports an ML library: settings and the
+plan are checked first, and torch/transformers are imported only inside the stages that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+
+from job import errors
+from job.engines import has_cuda_gpu, pick_engine
+from job.errors import JobError, SettingsError
+from job.settings import JobSettings, load_settings
+
+log = logging.getLogger("job")
+
+
+def plan(settings: JobSettings) -> dict:
+    """What `run` would do, after checking everything that can be checked without a GPU or a download.
+    Raises SettingsError listing every problem found."""
+    from job import data, models, pipeline
+
+    problems: list[str] = []
+    engine = pick_engine(settings)
+    gpu = has_cuda_gpu()
+    if engine == "unsloth" and not gpu:
+        problems.append("model.engine=unsloth needs an NVIDIA GPU and none is visible; set GRPO_MODEL__ENGINE=trl")
+    if engine == "unsloth" and not importlib.util.find_spec("unsloth"):
+        problems.append("model.engine=unsloth but Unsloth is not installed: pip install '.[gpu]' or use engine trl")
+    if "8bit" in settings.train.optim and not gpu:
+        problems.append(
+            f"train.optim={settings.train.optim} needs a CUDA GPU (bitsandbytes); on CPU set GRPO_TRAIN__OPTIM=adamw_torch"
+        )
+    model_source = None
+    try:
+        model_source = models.source_dir(settings.model)
+    except SettingsError as e:
+        problems.append(str(e))
+    try:
+        file = None if settings.data.path.startswith("s3://") else data.local_data_file(settings.data, Path("."))
+        if file is not None:
+            data.check_columns(data.peek_columns(file), settings.data.task, str(file))
+        elif settings.data.path.startswith("s3://"):
+            from job.s3store import object_size
+
+            object_size(settings.data.path)
+    except SettingsError as e:
+        problems.append(str(e))
+
+    ctx = pipeline.open_run(settings)
+    try:
+        ctx.store.check_reachable()
+        done = {s.name for s in pipeline.stages() if ctx.store.exists(pipeline.marker_key(s.name))}
+    except SettingsError as e:
+        problems.append(str(e))
+        done = set()
+    if problems:
+        raise SettingsError("the run cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
+    stages = []
+    for s in pipeline.stages():
+        state = "done" if s.name in done else ("run" if s.enabled(settings) else "disabled")
+        stages.append({"stage": s.name, "will": state, "about": s.about})
+    return {
+        "run_id": ctx.run_id,
+        "store": ctx.store.uri,
+        "engine": engine,
+        "gpu": gpu,
+        "model": model_source,
+        "data": settings.data.path,
+        "rewards": settings.rewards,
+        "stages": stages,
+    }
+
+
+def _print_plan(p: dict, settings: JobSettings) -> None:
+    print(f"run id : {p['run_id']}\nstore  : {p['store']}\nengine : {p['engine']} (GPU visible: {p['gpu']})")
+    print(f"model  : {settings.model.name_or_path} -> {p['model']}")
+    print(f"data   : {p['data']} (task {settings.data.task})")
+    print("rewards: " + ", ".join(f"{k} x{v:g}" for k, v in p["rewards"].items()))
+    t = settings.train
+    print(
+        f"train  : {t.max_steps} steps, lr {t.learning_rate:g} {t.lr_scheduler_type}, {t.num_generations} generations, "
+        f"batch {t.per_device_train_batch_size}x{t.gradient_accumulation_steps}, completions <= {t.max_completion_length} "
+        f"tokens, save every {t.save_steps}"
+    )
+    for s in p["stages"]:
+        print(f"  {s['will']:8s} {s['stage']:14s} {s['about']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="entrypoint.py",
+        description="GRPO training job. Settings: GRPO_* environment variables, --config YAML, --section.field=value.",
+        epilog="Exit codes: 0 done, 1 failure, 2 invalid settings, 3 stopped by a health guard, 75 stopped early "
+        "after saving (retry).",
+    )
+    p.add_argument("command", choices=["run", "check"], help="run the job, or only validate and show the plan")
+    p.add_argument("--config", help="YAML settings file (also GRPO_CONFIG)")
+    p.add_argument("--print-settings", action="store_true", help="with check: print the resolved settings as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = build_parser().parse_known_args(argv)
+    try:
+        settings = load_settings(args.config, overrides)
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return errors.EXIT_INVALID
+    from job import logs
+
+    logs.setup(settings.log_format)
+    for w in settings.warnings():
+        log.warning("settings: %s", w)
+    try:
+        if args.command == "check":
+            p = plan(settings)
+            if args.print_settings:
+                print(json.dumps(settings.redacted(), indent=1, default=str))
+            _print_plan(p, settings)
+            return errors.EXIT_OK
+        from job import pipeline
+
+        plan(settings)  # same checks as `check`, before any model is loaded
+        pipeline.run(settings)
+        return errors.EXIT_OK
+    except SettingsError as e:
+        log.error("%s", e)
+        return e.exit_code
+    except JobError as e:
+        log.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return errors.EXIT_FAILURE
+    except Exception:
+        log.exception("the job failed")
+        return errors.EXIT_FAILURE

@@ -1,0 +1,142 @@
+"""Engines: how the policy model is built and how generation runs. Everything above (settings,
+data, rewards, stages) and below (TRL's GRPOTrainer, checkpoints, export) is shared.
+
+- `trl`: transformers + peft + TRL's GRPOTrainer; runs on CPU, and on a GPU with vLLM colocated
+  when vLLM is installed.
+- `unsloth`: Unsloth's patched model with vLLM generating in the same process (`fast_inference`).
+
+`import unsloth` must come before transformers/trl/peft are imported (it patches them), so the
+unsloth engine imports it first thing in `load`, and nothing ML is imported before a stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from job.settings import JobSettings
+
+log = logging.getLogger(__name__)
+
+
+def has_cuda_gpu() -> bool:
+    """Whether an NVIDIA GPU is visible, without importing torch or touching the device."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
+def pick_engine(settings: JobSettings) -> str:
+    """`auto` -> `unsloth` with a CUDA GPU and Unsloth installed, else `trl`."""
+    if settings.model.engine != "auto":
+        return settings.model.engine
+    return "unsloth" if has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+
+
+class Engine(Protocol):
+    name: str
+
+    def load(self, model_path: str, s: JobSettings) -> tuple[Any, Any, Any]:
+        """(model, tokenizer, peft_config or None when the model already carries the adapter)."""
+
+    def grpo_args(self, s: JobSettings) -> dict[str, Any]:
+        """Engine-specific GRPOConfig arguments (device, precision, generation backend)."""
+
+
+def _fix_tokenizer(tok: Any) -> Any:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+class TrlEngine:
+    name = "trl"
+
+    def __init__(self) -> None:
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        self.bf16 = self.cuda and torch.cuda.is_bf16_supported()
+        self.vllm = self.cuda and importlib.util.find_spec("vllm") is not None
+
+    def load(self, model_path: str, s: JobSettings) -> tuple[Any, Any, Any]:
+        import torch
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = {"auto": torch.bfloat16 if self.bf16 else torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16, "float32": torch.float32}[s.model.dtype]
+        kwargs: dict[str, Any] = {"dtype": dtype, "revision": s.model.revision}
+        if self.cuda:
+            kwargs["device_map"] = "cuda"
+            if s.model.load_in_4bit:
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+                )
+        elif s.model.load_in_4bit:
+            log.info("model.load_in_4bit is ignored on CPU (bitsandbytes 4-bit needs CUDA)")
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+        tok = _fix_tokenizer(AutoTokenizer.from_pretrained(model_path, revision=s.model.revision))
+        peft_config = LoraConfig(
+            r=s.lora.r, lora_alpha=s.lora.lora_alpha, lora_dropout=s.lora.lora_dropout,
+            target_modules=s.lora.target_modules, task_type="CAUSAL_LM",
+        )
+        return model, tok, peft_config
+
+    def grpo_args(self, s: JobSettings) -> dict[str, Any]:
+        args: dict[str, Any] = {"use_cpu": not self.cuda, "bf16": self.bf16}
+        if self.vllm:
+            # TRL colocate runs vLLM through torch.distributed's external launcher, which needs a
+            # process-group environment even for one process.
+            for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                         "MASTER_PORT": "29513"}.items():
+                os.environ.setdefault(k, v)
+            args.update(use_vllm=True, vllm_mode="colocate",
+                        vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
+                        vllm_max_model_length=s.model.max_seq_length)
+        return args
+
+
+class UnslothEngine:
+    name = "unsloth"
+
+    def load(self, model_path: str, s: JobSettings) -> tuple[Any, Any, Any]:
+        from unsloth import FastLanguageModel  # first: it patches transformers, peft and trl
+
+        model, tok = FastLanguageModel.from_pretrained(
+            model_name=model_path,
+            revision=s.model.revision,
+            max_seq_length=s.model.max_seq_length,
+            load_in_4bit=s.model.load_in_4bit,
+            fast_inference=True,
+            max_lora_rank=s.lora.r,
+            gpu_memory_utilization=s.model.gpu_memory_utilization,
+        )
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=s.lora.r,
+            lora_alpha=s.lora.lora_alpha,
+            lora_dropout=s.lora.lora_dropout,
+            target_modules=s.lora.target_modules,
+            use_gradient_checkpointing="unsloth",
+            random_state=s.train.seed,
+        )
+        return model, _fix_tokenizer(tok), None
+
+    def grpo_args(self, s: JobSettings) -> dict[str, Any]:
+        import torch
+
+        return {"use_vllm": True, "bf16": torch.cuda.is_bf16_supported(), "fp16": not torch.cuda.is_bf16_supported()}
+
+
+def get(name: str) -> Engine:
+    if name == "unsloth":
+        return UnslothEngine()
+    return TrlEngine()

@@ -1,0 +1,45 @@
+"""Exit codes and the exceptions that map to them.
+
+The exit code is the job's contract with whoever restarts it (Kubernetes' podFailurePolicy, a CI
+workflow, a shell loop). Keep these numbers stable: k8s/ and .github/ refer to them.
+
+| code | meaning                                                      | retry? |
+|------|--------------------------------------------------------------|--------|
+| 0    | every stage finished                                         | no     |
+| 1    | any other failure (a bug, a crash, a lost store)             | yes, within the backoff budget |
+| 2    | invalid settings or input: fix the configuration             | never  |
+| 3    | training stopped by a health guard (no learning signal, NaN); a checkpoint was saved | no: change the recipe |
+| 75   | stopped early after saving a checkpoint (SIGTERM, deadline)  | yes, it resumes where it stopped |
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+EXIT_UNHEALTHY = 3
+EXIT_RETRY = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
+
+
+class JobError(Exception):
+    """Base class of the errors the job reports as a message instead of a traceback."""
+
+    exit_code = EXIT_FAILURE
+
+
+class SettingsError(JobError):
+    """The settings or the input they point at are wrong; retrying cannot help."""
+
+    exit_code = EXIT_INVALID
+
+
+class StoppedEarly(JobError):
+    """The run stopped before the end after saving a checkpoint; start it again to resume."""
+
+    exit_code = EXIT_RETRY
+
+
+class TrainingUnhealthy(JobError):
+    """A training health guard stopped the run (a checkpoint was saved first)."""
+
+    exit_code = EXIT_UNHEALTHY

@@ -1,0 +1,40 @@
+"""Artifacts from a trained adapter: the LoRA merged into a 16-bit copy of the base model.
+
+The merged folder (safetensors, config, tokenizer with its chat template) goes to `merged/` in the
+run store, where the GGUF export and the Hub push pick it up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from job import models
+
+if TYPE_CHECKING:
+    from job.pipeline import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def merge(ctx: RunContext) -> dict[str, Any]:
+    """peft's merge_and_unload on the base model loaded in 16 bits (never the 4-bit training copy)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    s = ctx.settings
+    adapter_dir = ctx.work_dir / "adapter"
+    ctx.store.get_dir("adapter", adapter_dir)
+    base_path = models.resolve(s.model, ctx.cache_dir)
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    if not torch.cuda.is_available():
+        dtype = torch.bfloat16  # merge in bf16 on CPU too: that is what gets shipped
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=s.model.revision)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
+    out = ctx.work_dir / "merged"
+    merged.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    keys = ctx.store.put_dir(out, "merged")
+    return {"base": base_path, "dtype": str(dtype).removeprefix("torch."), "files": len(keys)}

@@ -1,0 +1,82 @@
+"""Logging: readable text on a terminal, one JSON object per line for log collectors, and secret
+values scrubbed from every record whatever the format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+# Standard variables that hold secrets; their values are masked wherever they appear in a message.
+SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets = [v for k in SECRET_ENV_VARS if (v := os.environ.get(k)) and len(v) >= 6]
+
+    def _scrub(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            record.msg = self._scrub(record.getMessage())
+            record.args = ()
+            for k, v in list(record.__dict__.items()):
+                if k not in _RESERVED and isinstance(v, str):
+                    setattr(record, k, self._scrub(v))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extra = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+        if extra:
+            base += "  " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extra.items())
+        return base
+
+
+def resolve_format(fmt: str) -> str:
+    if fmt == "auto":
+        return "text" if sys.stderr.isatty() else "json"
+    return fmt
+
+
+def setup(fmt: str) -> str:
+    """Configure the root logger; returns the format in use (`text` or `json`)."""
+    fmt = resolve_format(fmt)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactSecrets())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # Libraries log at INFO far more than a job log wants.
+    for noisy in ("httpx", "urllib3", "botocore", "boto3", "s3transfer", "filelock", "datasets", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return fmt

@@ -1,0 +1,137 @@
+"""The run as an ordered list of named, idempotent stages.
+
+Each stage reads its inputs from the run store and writes its outputs there, then a done-marker
+`stages/<name>.json` (with a summary) is written last. A restarted job skips every stage that has
+a marker and goes straight to the first unfinished one; a stage interrupted half way simply runs
+again (the train stage resumes from its newest complete checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from job import data as data_mod
+from job.settings import JobSettings
+from job.store import RunStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    settings: JobSettings
+    store: RunStore
+    run_id: str
+    work_dir: Path  # local scratch for this run
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.work_dir / "cache"
+
+    def stage_summary(self, name: str) -> dict[str, Any] | None:
+        key = marker_key(name)
+        return json.loads(self.store.read_text(key)) if self.store.exists(key) else None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext], dict[str, Any]]
+    enabled: Callable[[JobSettings], bool] = lambda s: True
+    about: str = ""
+
+
+def marker_key(name: str) -> str:
+    return f"stages/{name}.json"
+
+
+# ---------------------------------------------------------------- stage bodies kept here (small)
+def prepare_data(ctx: RunContext) -> dict[str, Any]:
+    train, heldout, summary = data_mod.prepare(ctx.settings.data, ctx.cache_dir)
+    ctx.store.write_text("data/train.jsonl", data_mod.to_jsonl(train))
+    ctx.store.write_text("data/eval.jsonl", data_mod.to_jsonl(heldout))
+    return summary
+
+
+def _train(ctx: RunContext) -> dict[str, Any]:
+    from job import train
+
+    return train.run(ctx)
+
+
+def _merge(ctx: RunContext) -> dict[str, Any]:
+    from job import export
+
+    return export.merge(ctx)
+
+
+def stages() -> list[Stage]:
+    return [
+        Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
+        Stage("train", _train, about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
+        Stage(
+            "merge",
+            _merge,
+            enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
+            about="merge the LoRA into a 16-bit copy of the base model",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- running
+def open_run(settings: JobSettings) -> RunContext:
+    run_id = settings.resolved_run_id()
+    store = open_store(settings.store.uri, run_id)
+    work_dir = settings.work_dir / "runs" / run_id
+    return RunContext(settings=settings, store=store, run_id=run_id, work_dir=work_dir)
+
+
+def _record_settings(ctx: RunContext) -> None:
+    """Keep the (redacted) settings with the run; warn when a restart runs different settings."""
+    fingerprint = ctx.settings.fingerprint()
+    if ctx.store.exists("settings.json"):
+        saved = json.loads(ctx.store.read_text("settings.json"))
+        if saved.get("fingerprint") != fingerprint:
+            log.warning(
+                "run %s was started with different settings (fingerprint %s, now %s); finished stages are kept "
+                "and not redone. Use a new GRPO_RUN_ID to start over.",
+                ctx.run_id, saved.get("fingerprint"), fingerprint,
+            )
+        return
+    ctx.store.write_text(
+        "settings.json", json.dumps({"fingerprint": fingerprint, "settings": ctx.settings.redacted()}, indent=1)
+    )
+
+
+def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dict[str, Any]]:
+    """Run every enabled stage in order, skipping finished ones. Returns each stage's summary."""
+    ctx = open_run(settings)
+    ctx.store.check_reachable()
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run %s: store %s", ctx.run_id, ctx.store.uri, extra={"run_id": ctx.run_id})
+    _record_settings(ctx)
+    results: dict[str, dict[str, Any]] = {}
+    for stage in only or stages():
+        if not stage.enabled(settings):
+            log.info("stage %s: disabled by the settings", stage.name, extra={"stage": stage.name})
+            continue
+        done = ctx.stage_summary(stage.name)
+        if done is not None:
+            log.info("stage %s: already done, skipped", stage.name, extra={"stage": stage.name})
+            results[stage.name] = done
+            continue
+        log.info("stage %s: start (%s)", stage.name, stage.about, extra={"stage": stage.name})
+        t0 = time.monotonic()
+        summary = dict(stage.run(ctx) or {})
+        summary["seconds"] = round(time.monotonic() - t0, 1)
+        summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ctx.store.write_text(marker_key(stage.name), json.dumps(summary, indent=1, default=str))
+        log.info("stage %s: done in %.1f s", stage.name, summary["seconds"], extra={"stage": stage.name, "summary": summary})
+        results[stage.name] = summary
+    return results

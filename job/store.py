@@ -1,0 +1,165 @@
+"""The run store: where a run's data, checkpoints, done-markers and artifacts live.
+
+`open_store(uri, run_id)` returns a store rooted at `<uri>/<run_id>/`. Keys are `/`-separated paths
+relative to that root. The local-directory store is the embedded default; an S3 store implements
+the same interface. Writes of single objects are atomic (a reader sees the old object or the new
+one, never half of one), which is what done-markers and checkpoint manifests rely on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from job.errors import SettingsError
+
+
+class RunStore(ABC):
+    """A run's storage, addressed by relative keys."""
+
+    uri: str
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write one object atomically."""
+
+    @abstractmethod
+    def put_file(self, local: Path, key: str) -> None: ...
+
+    @abstractmethod
+    def get_file(self, key: str, local: Path) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under `prefix` (recursive), sorted."""
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    def check_reachable(self) -> None:
+        """Raise SettingsError when the store cannot be used (called by `check` and before `run`)."""
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode()
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode())
+
+    def put_dir(self, local_dir: Path, prefix: str) -> list[str]:
+        """Upload every file under `local_dir` to `prefix/…`; returns the keys written."""
+        keys = []
+        for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+            key = f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}"
+            self.put_file(path, key)
+            keys.append(key)
+        return keys
+
+    def get_dir(self, prefix: str, local_dir: Path) -> list[Path]:
+        """Download every object under `prefix/` into `local_dir`, keeping relative paths."""
+        prefix = prefix.rstrip("/") + "/"
+        out = []
+        for key in self.list(prefix):
+            target = Path(local_dir) / key[len(prefix) :]
+            self.get_file(key, target)
+            out.append(target)
+        return out
+
+
+class LocalStore(RunStore):
+    """A directory on a local or mounted file system."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"key {key!r} escapes the store root")
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, local: Path, key: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+
+    def get_file(self, key: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._path(key), local)
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            # a prefix may end mid-name (like S3's): list the parent and filter
+            parent = base.parent
+            if not parent.is_dir():
+                return []
+            candidates = [p for p in parent.rglob("*") if p.is_file()]
+            keys = [p.relative_to(self.root).as_posix() for p in candidates]
+            return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+        keys = [p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file()]
+        return sorted(k for k in keys if not Path(k).name.startswith("."))
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+    def check_reachable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SettingsError(f"store {self.uri!r} cannot be created: {e}; set GRPO_STORE__URI") from None
+        if not os.access(self.root, os.W_OK):
+            raise SettingsError(f"store {self.uri!r} is not writable; set GRPO_STORE__URI to a writable place")
+
+
+def open_store(uri: str, run_id: str) -> RunStore:
+    """The store of run `run_id` under `uri` (a local path, file://… or s3://bucket/prefix)."""
+    if uri.startswith("s3://"):
+        from job.s3store import S3Store
+
+        return S3Store(f"{uri.rstrip('/')}/{run_id}")
+    return LocalStore(Path(uri.removeprefix("file://")).expanduser() / run_id)

@@ -1,0 +1,135 @@
+"""The train stage: GRPO on the prepared prompts with TRL's GRPOTrainer, whichever engine built
+the model; checkpoints mirrored to the run store every `save_steps`; resume from the newest
+complete checkpoint in the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from job import checkpoints, data, engines, models
+from job import rewards as reward_registry
+from job.settings import JobSettings
+
+if TYPE_CHECKING:
+    from job.pipeline import RunContext
+
+log = logging.getLogger(__name__)
+
+# Settings of ours that are not GRPOConfig arguments.
+_NOT_GRPO_ARGS = {"max_prompt_length", "world_size"}
+
+
+def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -> dict[str, Any]:
+    """GRPOConfig arguments from the settings; the field names are GRPOConfig's own."""
+    kwargs = s.train.model_dump(exclude=_NOT_GRPO_ARGS)
+    kwargs.update(
+        output_dir=str(output_dir),
+        reward_weights=list(s.rewards.values()),
+        save_strategy="steps",
+        save_total_limit=1,  # the store keeps the history; locally only the newest is needed
+        report_to="none",
+        disable_tqdm=quiet_progress,
+        log_completions=False,
+    )
+    return kwargs
+
+
+def drop_long_prompts(rows: list[dict], tok: Any, max_len: int) -> list[dict]:
+    kept = [r for r in rows if len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True)) <= max_len]
+    if len(kept) < len(rows):
+        log.warning("dropped %d of %d prompts longer than train.max_prompt_length=%d tokens",
+                    len(rows) - len(kept), len(rows), max_len)
+    return kept
+
+
+def _callbacks(ctx: RunContext, metrics_path: Path) -> list[Any]:
+    from transformers import TrainerCallback
+
+    store, keep_last = ctx.store, ctx.settings.store.keep_last
+
+    class StoreCheckpoints(TrainerCallback):
+        """Mirror each checkpoint the trainer writes into the run store, manifest last."""
+
+        def on_save(self, args, state, control, **kwargs):
+            local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            manifest = checkpoints.publish(store, local, state.global_step, keep_last)
+            store.put_file(metrics_path, "metrics.jsonl") if metrics_path.exists() else None
+            log.info("checkpoint-%d saved to the store (%d files)", state.global_step, len(manifest["files"]),
+                     extra={"step": state.global_step})
+
+    class StepLog(TrainerCallback):
+        """One record per logged step: in the job log and in metrics.jsonl."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs:
+                return
+            record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            keys = ("loss", "reward", "reward_std", "completions/mean_length", "grad_norm", "learning_rate")
+            shown = {k: record[k] for k in keys if k in record}
+            shown.update({k: v for k, v in record.items() if k.startswith("rewards/") and k.endswith("/mean")})
+            log.info("step %d/%d %s", state.global_step, state.max_steps,
+                     " ".join(f"{k}={v:.4g}" for k, v in shown.items()), extra={"metrics": record})
+
+    return [StoreCheckpoints(), StepLog()]
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    s = ctx.settings
+    if not engines.has_cuda_gpu():
+        # TRL computes log-probs with Triton kernels; on a CPU they run in Triton's interpreter.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    engine_name = engines.pick_engine(s)
+    log.info("engine: %s (setting %s)", engine_name, s.model.engine)
+    engine = engines.get(engine_name)
+    model_path = models.resolve(s.model, ctx.cache_dir)
+    model, tok, peft_config = engine.load(model_path, s)  # imports unsloth first on that engine
+
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), tok, s.train.max_prompt_length)
+    output_dir = ctx.work_dir / "trainer"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = ctx.work_dir / "metrics.jsonl"
+    if ctx.store.exists("metrics.jsonl"):
+        ctx.store.get_file("metrics.jsonl", metrics_path)
+    resume = checkpoints.restore_latest(ctx.store, output_dir)
+    if resume is None:
+        metrics_path.unlink(missing_ok=True)
+
+    from job import logs
+
+    quiet = logs.resolve_format(s.log_format) == "json"
+    args = GRPOConfig(**grpo_config_kwargs(s, output_dir, quiet), **engine.grpo_args(s))
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tok,
+        reward_funcs=[reward_registry.resolve(name) for name in s.rewards],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        peft_config=peft_config,
+        callbacks=_callbacks(ctx, metrics_path),
+    )
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    adapter_dir = ctx.work_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    tok.save_pretrained(str(adapter_dir))
+    ctx.store.put_dir(adapter_dir, "adapter")
+    if metrics_path.exists():
+        ctx.store.put_file(metrics_path, "metrics.jsonl")
+    last = next((h for h in reversed(trainer.state.log_history) if "reward" in h), {})
+    return {
+        "engine": engine_name,
+        "model": model_path,
+        "steps": trainer.state.global_step,
+        "resumed_from": int(resume.name.split("-")[1]) if resume else None,
+        "final_reward": last.get("reward"),
+        "final_metrics": {k: v for k, v in last.items() if k.startswith("rewards/")},
+    }

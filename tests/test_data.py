@@ -1,0 +1,65 @@
+"""Data: task mapping, sources, missing columns, the built-in generator."""
+
+import json
+
+import pytest
+
+from job import data
+from job.errors import SettingsError
+from job.rewards import correctness_reward
+from job.settings import DataSettings
+
+
+def test_gsm8k_answer_after_hashes_commas_stripped():
+    assert data.gsm8k_answer("She pays 2 * 500 = 1,000 dollars.\n#### 1,000") == "1000"
+    assert data.gsm8k_answer("#### -4") == "-4"
+
+
+def test_builtin_arithmetic_is_reproducible_consistent_and_disjoint(tmp_path):
+    s = DataSettings(path="builtin:arithmetic", max_samples=50, eval_samples=10)
+    train, heldout, summary = data.prepare(s, tmp_path)
+    again, _, _ = data.prepare(s, tmp_path)
+    assert train == again and summary["train_rows"] == 50 and summary["eval_rows"] == 10
+    assert not {r["prompt"][1]["content"] for r in train} & {r["prompt"][1]["content"] for r in heldout}
+    for r in train:
+        assert r["prompt"][0] == {"role": "system", "content": s.system_prompt}
+        assert r["answer"].lstrip("-").isdigit()
+    # the generated answers are right: recompute a few from the templates' reasoning lines
+    raw = data.generate_arithmetic(20, 0)
+    for row in raw:
+        steps, final = row["answer"].split("####")
+        last = steps.strip().rstrip(".").split("=")[-1].strip()
+        assert last == final.strip()
+
+
+def test_local_jsonl_mapped_and_held_out(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"work\n#### {i}"}) + "\n" for i in range(40)))
+    train, heldout, summary = data.prepare(DataSettings(path=str(f), eval_fraction=0.25), tmp_path)
+    assert (len(train), len(heldout)) == (30, 10)
+    assert {r["answer"] for r in train + heldout} == {str(i) for i in range(40)}
+    # a perfect completion for a prepared row earns the correctness reward: the mapping and rewards agree
+    row = train[0]
+    assert correctness_reward([f"<reasoning>.</reasoning><answer>{row['answer']}</answer>"], answer=[row["answer"]]) == [1.0]
+
+
+def test_missing_column_named_with_what_was_found(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"problem": "1+1", "solution": "2"}) + "\n")
+    with pytest.raises(SettingsError) as e:
+        data.prepare(DataSettings(path=str(f)), tmp_path)
+    assert "['question', 'answer']" in str(e.value) and "['problem', 'solution']" in str(e.value)
+    assert data.peek_columns(f) == ["problem", "solution"]
+
+
+def test_csv_and_parquet_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(10)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    (tmp_path / "d.csv").write_text("question,answer\n" + "".join(f"q{i},#### {i}\n" for i in range(10)))
+    for name in ("d.parquet", "d.csv"):
+        train, heldout, _ = data.prepare(DataSettings(path=str(tmp_path / name)), tmp_path)
+        assert len(train) + len(heldout) == 10
+        assert data.peek_columns(tmp_path / name) == ["question", "answer"]

@@ -1,0 +1,48 @@
+"""End to end on CPU: the real SmolLM2-135M-Instruct, real GRPO steps, checkpoints in a local store,
+the LoRA weights changed, and a second run skips finished stages."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+# a user reward with guaranteed variance (length), so every step has nonzero advantages
+ARGS = ("--train.max_steps=3", "--train.save_steps=2", "--export.merge=false",
+        '--rewards={"tests.reward_fixtures:length_reward": 1.0}')
+
+
+def run_job(tmp_path, *extra, timeout=900):
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples" / "smoke.yaml"),
+           f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--log_format=json", *extra]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def test_smoke_run_trains_checkpoints_and_skips_on_rerun(tmp_path):
+    r = run_job(tmp_path, *ARGS)
+    assert r.returncode == 0, r.stderr[-4000:]
+    records = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    steps = [rec["metrics"] for rec in records if "metrics" in rec and "loss" in rec["metrics"]]
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert all("reward" in s and "rewards/partial_format_reward/mean" in s and "rewards/length_reward/mean" in s
+               for s in steps)
+
+    run = tmp_path / "runs" / "smoke"
+    assert (run / "checkpoints/checkpoint-2/manifest.json").is_file()
+    assert (run / "stages/train.json").is_file() and (run / "adapter/adapter_model.safetensors").is_file()
+
+    # LoRA B starts at zero: any nonzero B means optimizer steps changed the adapter.
+    weights = load_file(run / "adapter/adapter_model.safetensors")
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and any(torch.count_nonzero(v) > 0 for v in lora_b)
+
+    again = run_job(tmp_path, *ARGS)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "stage train: already done, skipped" in again.stderr
+    assert '"loss"' not in again.stderr

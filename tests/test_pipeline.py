@@ -1,0 +1,60 @@
+"""Stages: order, done-markers in the store, skipping finished stages, re-running failed ones."""
+
+import json
+
+import pytest
+
+from job import pipeline
+from job.settings import load_settings
+from job.store import LocalStore
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(overrides=[f"--store.uri={tmp_path / 'runs'}", "--run_id=t1", f"--work_dir={tmp_path / 'work'}",
+                                    "--data.path=builtin:arithmetic"])
+
+
+def test_stages_run_in_order_then_skip(settings, tmp_path):
+    calls = []
+
+    def make(name):
+        def body(ctx):
+            calls.append(name)
+            return {"did": name}
+        return pipeline.Stage(name, body)
+
+    stages = [make("a"), make("b"), pipeline.Stage("off", lambda c: calls.append("off"), enabled=lambda s: False)]
+    first = pipeline.run(settings, stages)
+    assert calls == ["a", "b"] and first["b"]["did"] == "b"
+    store = LocalStore(tmp_path / "runs" / "t1")
+    assert json.loads(store.read_text("stages/a.json"))["did"] == "a"
+    assert json.loads(store.read_text("settings.json"))["fingerprint"] == settings.fingerprint()
+    calls.clear()
+    second = pipeline.run(settings, stages)
+    assert calls == [] and second["a"]["did"] == "a"
+
+
+def test_failed_stage_leaves_no_marker_and_reruns(settings, tmp_path):
+    state = {"fail": True}
+
+    def flaky(ctx):
+        if state["fail"]:
+            raise RuntimeError("boom")
+        return {}
+
+    stages = [pipeline.Stage("ok", lambda c: {}), pipeline.Stage("flaky", flaky)]
+    with pytest.raises(RuntimeError):
+        pipeline.run(settings, stages)
+    store = LocalStore(tmp_path / "runs" / "t1")
+    assert store.exists("stages/ok.json") and not store.exists("stages/flaky.json")
+    state["fail"] = False
+    pipeline.run(settings, stages)
+    assert store.exists("stages/flaky.json")
+
+
+def test_prepare_data_stage_writes_prompts_to_store(settings, tmp_path):
+    pipeline.run(settings, [s for s in pipeline.stages() if s.name == "prepare_data"])
+    store = LocalStore(tmp_path / "runs" / "t1")
+    rows = [json.loads(line) for line in store.read_text("data/train.jsonl").splitlines()]
+    assert len(rows) == 256 and rows[0]["prompt"][1]["role"] == "user"
