@@ -155,8 +155,9 @@ def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[R
         rng = random.Random(settings.seed)
         order = list(range(len(rows)))
         rng.shuffle(order)
-        n_eval = max(1, round(len(rows) * settings.eval_fraction))
-        held = {order[i] for i in range(n_eval)}
+        # at least one held-out row, but never all of them
+        n_eval = min(max(1, round(len(rows) * settings.eval_fraction)), len(rows) - 1)
+        held = {order[i] for i in range(max(n_eval, 0))}
         train = [r for i, r in enumerate(rows) if i not in held]
         heldout = [r for i, r in enumerate(rows) if i in held]
         return train, heldout, settings.path
@@ -186,9 +187,10 @@ def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
 def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Row], dict[str, Any]]:
     """Load, map with the task, shuffle and cap: (train prompts, eval prompts, summary)."""
     train_raw, eval_raw, where = load_raw(settings, cache_dir)
+    if train_raw or eval_raw:
+        check_columns((train_raw or eval_raw)[0].keys(), settings.task, where)
     if not train_raw:
         raise SettingsError(f"dataset {where} has no training rows")
-    check_columns(train_raw[0].keys(), settings.task, where)
     _, mapper = TASKS[settings.task]
     rng = random.Random(settings.seed)
     rng.shuffle(train_raw)

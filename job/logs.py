@@ -70,6 +70,10 @@ def resolve_format(fmt: str) -> str:
 def setup(fmt: str) -> str:
     """Configure the root logger; returns the format in use (`text` or `json`)."""
     fmt = resolve_format(fmt)
+    if fmt == "json":
+        # progress bars are terminal furniture: in a log collector they are noise
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactSecrets())

@@ -75,7 +75,7 @@ def partial_format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     out = []
     for c in completions:
         text = completion_text(c)
-        out.append(sum(0.25 for tag in _TAGS if text.count(tag) == 1))
+        out.append(float(sum(0.25 for tag in _TAGS if text.count(tag) == 1)))
     return out
 
 

@@ -48,6 +48,7 @@ class RunStore(ABC):
     @abstractmethod
     def delete_prefix(self, prefix: str) -> None: ...
 
+    @abstractmethod
     def check_reachable(self) -> None:
         """Raise SettingsError when the store cannot be used (called by `check` and before `run`)."""
 
@@ -81,7 +82,7 @@ class LocalStore(RunStore):
     """A directory on a local or mounted file system."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
@@ -123,19 +124,11 @@ class LocalStore(RunStore):
         shutil.copyfile(self._path(key), local)
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self._path(prefix) if prefix else self.root
-        if base.is_file():
-            return [prefix]
-        if not base.is_dir():
-            # a prefix may end mid-name (like S3's): list the parent and filter
-            parent = base.parent
-            if not parent.is_dir():
-                return []
-            candidates = [p for p in parent.rglob("*") if p.is_file()]
-            keys = [p.relative_to(self.root).as_posix() for p in candidates]
-            return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
-        keys = [p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file()]
-        return sorted(k for k in keys if not Path(k).name.startswith("."))
+        # S3 semantics: a prefix is a string prefix of the key, not necessarily a folder.
+        if not self.root.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
