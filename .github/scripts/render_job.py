@@ -49,7 +49,8 @@ def write(overlay: Path, image: str, job_name: str, out: Path, sets: list[str]) 
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not _SETTING.match(key):
-            fail(f"--set {item!r}: write GRPO_SECTION__FIELD=value (secrets go in the grpo-job-secrets Secret)")
+            # the value is not shown: a secret pasted in the wrong place must not reach the log
+            fail(f"--set {key!r}: write GRPO_SECTION__FIELD=value (secrets go in the grpo-job-secrets Secret)")
         if value == "":
             continue  # an empty workflow input keeps the overlay's value
         if "\n" in value:
@@ -74,9 +75,7 @@ def write(overlay: Path, image: str, job_name: str, out: Path, sets: list[str]) 
         ],
     }
     if literals:
-        kustomization["configMapGenerator"] = [
-            {"name": "grpo-job-settings", "behavior": "merge", "literals": literals}
-        ]
+        kustomization["configMapGenerator"] = [{"name": "grpo-job-settings", "behavior": "merge", "literals": literals}]
     path = out / "kustomization.yaml"
     path.write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return path
