@@ -37,8 +37,6 @@ RUN tar -xzf llama-cpp-python.tar.gz \
  && mkdir -p /opt/llama.cpp/bin \
  && cp build/bin/llama-quantize /opt/llama.cpp/bin/ \
  && cp -r llama.cpp/convert_hf_to_gguf.py llama.cpp/conversion llama.cpp/gguf-py llama.cpp/LICENSE /opt/llama.cpp/
-# The quantizer must start (it prints its usage and exits 1 when given no arguments).
-RUN { /opt/llama.cpp/bin/llama-quantize 2>&1 || true; } | grep -q "usage:"
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime
@@ -47,32 +45,34 @@ ARG PYTHON_VERSION=3.12
 ARG DEBIAN_FRONTEND=noninteractive
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
 # Triton (used by vLLM, Unsloth and torch.compile) compiles small C launchers at run time: it needs gcc and
-# Python's headers. tini forwards SIGTERM to the job and reaps vLLM's worker processes.
+# Python's headers. libgomp1: llama-quantize's OpenMP runtime. tini forwards SIGTERM to the job and reaps vLLM's worker processes.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" "python${PYTHON_VERSION}-dev" \
-      gcc libc6-dev ca-certificates tini \
+      gcc libc6-dev libgomp1 ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
  && "python${PYTHON_VERSION}" -m venv "$VIRTUAL_ENV"
 
 # The dependency layer depends on the lock alone, so editing job/ rebuilds in seconds. --require-hashes and
 # --no-deps: exactly the locked files are installed, nothing resolved at build time; --only-binary: no
-# compiler toolchain runs here.
+# compiler toolchain runs here. pip's download cache is a BuildKit cache mount, never part of the layer.
 COPY requirements/gpu.lock /tmp/gpu.lock
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
-    PIP_NO_CACHE_DIR=0 pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/gpu.lock \
+    pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/gpu.lock \
  && rm /tmp/gpu.lock
 
 COPY --from=llama-cpp /opt/llama.cpp /opt/llama.cpp
-# The converter must import with the locked torch/numpy/sentencepiece (no GPU needed for --help).
-RUN python /opt/llama.cpp/convert_hf_to_gguf.py --help > /dev/null
+# Both tools must start here, not at the end of a training run: the quantizer (it links libgomp and
+# libstdc++ dynamically; it prints its usage and exits 1 without arguments) and the converter with the
+# locked torch/numpy/sentencepiece (no GPU needed for --help).
+RUN { /opt/llama.cpp/bin/llama-quantize 2>&1 || true; } | grep -q "usage:" \
+ && python /opt/llama.cpp/convert_hf_to_gguf.py --help > /dev/null
 
 # Non-root user; every cache that the stack writes lives under /cache (a volume: a PVC or emptyDir on
 # Kubernetes, `-v grpo-cache:/cache` with Docker) so compiled kernels and downloads survive restarts.
