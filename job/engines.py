@@ -12,6 +12,7 @@ unsloth engine imports it first thing in `load`, and nothing ML is imported befo
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -105,6 +106,13 @@ class TrlEngine:
 
 
 class UnslothEngine:
+    """Unsloth's patched model with vLLM generating in the same process (`fast_inference=True`).
+
+    TRL's GRPOTrainer runs underneath, patched by Unsloth at import: before each generation it hands
+    the current LoRA tensors to vLLM (`load_lora(..., load_tensors=True)`), so a resumed run's
+    restored adapter is what vLLM samples from at its first step (checked by tests/test_gpu.py).
+    """
+
     name = "unsloth"
 
     def load(self, model_path: str, s: JobSettings) -> tuple[Any, Any, Any]:
@@ -114,8 +122,10 @@ class UnslothEngine:
             model_name=model_path,
             revision=s.model.revision,
             max_seq_length=s.model.max_seq_length,
+            dtype=_unsloth_dtype(s),
             load_in_4bit=s.model.load_in_4bit,
             fast_inference=True,
+            # vLLM sizes its LoRA slots for this rank; a smaller value than lora.r would reject the adapter
             max_lora_rank=s.lora.r,
             gpu_memory_utilization=s.model.gpu_memory_utilization,
         )
@@ -133,7 +143,38 @@ class UnslothEngine:
     def grpo_args(self, s: JobSettings) -> dict[str, Any]:
         import torch
 
-        return {"use_vllm": True, "bf16": torch.cuda.is_bf16_supported(), "fp16": not torch.cuda.is_bf16_supported()}
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"use_vllm": True, "bf16": bf16, "fp16": not bf16}
+
+    def merge(self, base_path: str, adapter_dir: Path, out_dir: Path, s: JobSettings) -> dict[str, Any]:
+        """Unsloth's own merged save: the base reloaded in 16 bits (never the 4-bit training copy),
+        the adapter applied, `save_pretrained_merged(save_method="merged_16bit")`."""
+        from unsloth import FastLanguageModel  # first, as in load
+
+        # The adapter names the base by the path it was trained from; a restarted pod may have the
+        # base elsewhere, so point it at the base this job resolved.
+        cfg_path = adapter_dir / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = base_path
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        model, tok = FastLanguageModel.from_pretrained(
+            model_name=str(adapter_dir),  # adapter_config.json names the base; Unsloth loads both
+            max_seq_length=s.model.max_seq_length,
+            dtype=_unsloth_dtype(s),
+            load_in_4bit=False,
+            fast_inference=False,  # no second vLLM engine just to merge
+        )
+        model.save_pretrained_merged(str(out_dir), tok, save_method="merged_16bit")
+        return {"method": "unsloth save_pretrained_merged(merged_16bit)", "base": base_path}
+
+
+def _unsloth_dtype(s: JobSettings) -> Any:
+    """None lets Unsloth pick (bfloat16 where the GPU has it, else float16)."""
+    if s.model.dtype in ("auto", "float32"):
+        return None
+    import torch
+
+    return getattr(torch, s.model.dtype)
 
 
 def get(name: str) -> Engine:
