@@ -78,7 +78,7 @@ class Phases:
     """Exclusive time per phase per step, from wrappers around the trainer's own bound methods."""
 
     def __init__(self, torch) -> None:
-        self.torch, self.stack, self.current, self.steps = torch, [], {}, []
+        self.torch, self.stack, self.current, self.steps, self.fired = torch, [], {}, [], set()
 
     def wrap(self, owner, attr: str, phase: str) -> bool:
         fn = getattr(owner, attr, None)
@@ -101,6 +101,7 @@ class Phases:
                 took = time.perf_counter() - t
                 children = self.stack.pop()
                 self.current[name] = self.current.get(name, 0.0) + took - children
+                self.fired.add(name)
                 if self.stack:
                     self.stack[-1] += took
 
@@ -251,9 +252,14 @@ def run_one(a: argparse.Namespace) -> dict:
     decode_floor = (max_len * n_bytes + a.batch * kv_per_token * sum(prompt_len + t for t in range(int(max_len)))) / (bw * 1e9)
     gen_s = statistics.median(ph.get("generation", 0.0) for ph in steady_phases) if found["generation"] else None
     phase_names = ("generation", "weight_sync", "reward", "logprob", "loss_forward")
-    phase_med = {k: round(statistics.median(ph.get(k, 0.0) for ph in steady_phases), 3) for k in phase_names}
+    # None: the engine's trainer never called that method (Unsloth's compiled GRPO loss computes
+    # log-probs inside its own fused loss and hands vLLM the LoRA with each generate call), so that
+    # time is inside "rest" or "generation" instead.
+    phase_med = {k: round(statistics.median(ph.get(k, 0.0) for ph in steady_phases), 3) if k in phases.fired else None
+                 for k in phase_names}
     phase_med["rest (backward, optimizer, other)"] = round(
         statistics.median(t - sum(ph.values()) for t, ph in zip(steady, steady_phases, strict=False)), 3)
+    found = {k: v for k, v in found.items() if k in phases.fired or (k == "logprob" and "loss_forward" in phases.fired)}
     tokens_trained = a.batch * (prompt_len + mean_len)
     return {
         "engine": a.one, "model": Path(a.model).name, "params_B": round(n_params / 1e9, 3), "batch": a.batch,
@@ -301,7 +307,7 @@ def table(results: list[dict]) -> str:
     lines.append("|" + "---|" * 12)
     for r in results:
         ph, st = r["phases_median_s"], r["startup_s"]
-        lines.append(f"| {r['engine']} | " + " | ".join(str(v) for v in ph.values()) + " | "
+        lines.append(f"| {r['engine']} | " + " | ".join("-" if v is None else str(v) for v in ph.values()) + " | "
                      + " | ".join(str(st[k]) for k in ("import", "engine_load", "trainer_build", "first_step",
                                                         "process_start_to_first_step_done")) + " |")
     return "\n".join(lines)

@@ -144,12 +144,10 @@ def test_resume_restores_adapter_into_vllm(first, tmp_path):
     print(f"|B| ckpt2={n(ckpt2):.4g} resumed-final={n(final):.4g} uninterrupted-final={n(ref):.4g}")
     assert n(final) > 1.2 * n(ckpt2)
 
-    # vLLM samples from the restored adapter: its log-probs of the sampled tokens agree with the
-    # trainer's as closely as in the uninterrupted run (a base-only vLLM would disagree more).
-    diff = "sampling/sampling_logp_difference/mean"
+    # vLLM samples from the restored adapter: the run is seeded (same seed, same vLLM sampling seed),
+    # so steps 3-4 draw the same completions as the uninterrupted run only if vLLM generates with the
+    # adapter of checkpoint-2; with the zero-initialised adapter (LoRA not re-synced) they differ.
+    # On the H100 they matched exactly (0.638 and 1.0).
     for s in resumed:
-        print(f"step {s['step']}: reward {s.get('reward')} (uninterrupted {before[s['step']].get('reward')}); "
-              f"{diff} {s.get(diff)} (uninterrupted {before[s['step']].get(diff)})")
-    if diff in before[3]:
-        for s in resumed:
-            assert s[diff] <= max(2 * before[s["step"]][diff], 0.05), (s, before[s["step"]])
+        print(f"step {s['step']}: reward {s['reward']} (uninterrupted {before[s['step']]['reward']})")
+        assert abs(s["reward"] - before[s["step"]]["reward"]) < 1e-3, (s, before[s["step"]])
