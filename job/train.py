@@ -39,7 +39,7 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
 
 
 def drop_long_prompts(rows: list[dict], tok: Any, max_len: int) -> list[dict]:
-    kept = [r for r in rows if len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True)) <= max_len]
+    kept = [r for r in rows if len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)) <= max_len]
     if len(kept) < len(rows):
         log.warning("dropped %d of %d prompts longer than train.max_prompt_length=%d tokens",
                     len(rows) - len(kept), len(rows), max_len)
