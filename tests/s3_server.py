@@ -16,8 +16,11 @@ import socket
 import socketserver
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import pytest
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -256,3 +259,44 @@ class FaultProxy:
                         s.close()
                     except OSError:
                         pass
+
+
+# ---------------------------------------------------------------- pytest fixtures
+@dataclass
+class S3Env:
+    server: S3Server
+    proxy: FaultProxy
+    bucket: str
+    direct: object  # a boto3 client straight to the server (bypassing the proxy) for checks
+    env: dict[str, str]  # variables a job subprocess needs to reach the store through the proxy
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.direct.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """A fresh bucket on the loopback server, reached through a fresh fault proxy via boto3's own
+    AWS_ENDPOINT_URL_S3 variable (set for this process; `env` has it for subprocesses)."""
+    import boto3
+
+    proxy = FaultProxy(s3_server.port)
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": proxy.url}
+    for k in ("AWS_PROFILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    direct = boto3.session.Session().client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
+                                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    direct.create_bucket(Bucket=bucket)
+    yield S3Env(s3_server, proxy, bucket, direct, env)
+    proxy.stop()
