@@ -188,8 +188,8 @@ class TrainSettings(_Section):
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     """Learning-rate schedule after warm-up."""
 
-    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    """Share of `max_steps` spent warming up."""
+    warmup_steps: float = Field(0.1, ge=0.0)
+    """Linear warm-up: a float in [0, 1) is a share of `max_steps`, a whole number is a step count."""
 
     optim: str = "adamw_8bit"
     """Optimizer name as transformers knows it; `adamw_8bit` needs a CUDA GPU (bitsandbytes)."""

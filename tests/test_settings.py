@@ -30,7 +30,7 @@ def test_defaults_reproduce_the_recipe():
     assert s.rewards == {"format": 0.5, "correctness": 2.0}
     assert s.lora.r == 32 and set(s.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     t = s.train
-    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_ratio, t.optim) == (5e-6, "cosine", 0.1, "adamw_8bit")
+    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_steps, t.optim) == (5e-6, "cosine", 0.1, "adamw_8bit")
     assert (t.num_generations, t.max_completion_length, t.save_steps) == (8, 512, 100)
     assert s.warnings() == []
 
@@ -144,10 +144,10 @@ def test_check_cli_exits_2_with_every_bad_field_and_no_traceback(tmp_path):
 
 def test_check_imports_no_ml_library(tmp_path):
     code = (
-        "import sys; from job.cli import main; rc = main(['check', '--config', %r]); "
+        "import sys; from job.cli import main; rc = main(['check', '--config', {!r}]); "
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'unsloth', 'vllm') if m in sys.modules]; "
         "print('HEAVY', heavy); sys.exit(rc)"
-    ) % str(ROOT / "examples" / "smoke.yaml")
+    ).format(str(ROOT / "examples" / "smoke.yaml"))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GRPO_STORE__URI": str(tmp_path / "runs")})
     assert r.returncode == 0, r.stderr
