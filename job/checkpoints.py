@@ -130,6 +130,7 @@ class BackgroundPublisher:
     # ------------------------------------------------------------ caller side (training thread)
     def submit(self, local_dir: Path, step: int, extras: dict[str, Path] | None = None) -> None:
         self.raise_if_failed()
+        t0 = time.monotonic()
         folder = snapshot(Path(local_dir), self.staging_dir / f"checkpoint-{step}")
         copies = {}
         for key, path in (extras or {}).items():
@@ -139,7 +140,8 @@ class BackgroundPublisher:
         with self._cond:
             self._pending += 1
         self._queue.put(_Job(step, folder, copies))
-        log.info("checkpoint-%d queued for upload", step, extra={"step": step})
+        log.info("checkpoint-%d queued for upload", step,
+                 extra={"step": step, "snapshot_seconds": round(time.monotonic() - t0, 4)})
 
     @property
     def pending(self) -> int:
@@ -211,7 +213,8 @@ class BackgroundPublisher:
         self.published.append(job.step)
         size = sum(m["size"] for m in manifest["files"].values())
         log.info("checkpoint-%d saved to the store (%d files, %.1f MiB, %.1f s)", job.step, len(manifest["files"]),
-                 size / (1 << 20), seconds, extra={"step": job.step})
+                 size / (1 << 20), seconds,
+                 extra={"step": job.step, "upload": {"bytes": size, "seconds": round(seconds, 3)}})
 
 
 def steps_in_store(store: RunStore) -> list[int]:

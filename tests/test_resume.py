@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from s3_server import s3, s3_server  # noqa: F401  (fixtures)
 
 from job.errors import EXIT_RETRY
 from job.stopping import StopControl
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ("s3_server",)  # the loopback S3 fixtures: s3_server, s3
 ARGS = ("--export.merge=false", "--data.max_samples=32", '--rewards={"tests.reward_fixtures:length_reward": 1.0}')
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from s3_server import s3, s3_server  # noqa: F401  (fixtures)
 
 from job import checkpoints
 from job.errors import EXIT_INVALID, SettingsError
@@ -18,6 +17,7 @@ from job.s3store import S3Store, download_object, object_size
 from job.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ("s3_server",)  # the loopback S3 fixtures: s3_server, s3
 MiB = 1 << 20
 
 
