@@ -4,6 +4,10 @@ restart, verified, and handed back to the trainer to resume.
 Layout in the store: `checkpoints/checkpoint-<step>/<files…>` and, written only after every file
 is in place, `checkpoints/checkpoint-<step>/manifest.json` listing each file's size and sha256. A
 checkpoint without a valid manifest does not exist as far as resume is concerned.
+
+`BackgroundPublisher` does the publishing in a worker thread while training goes on: the trainer's
+checkpoint folder is snapshotted (hard links) before `on_save` returns, so the trainer may delete
+it (`save_total_limit`) while the upload still reads it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import queue
 import re
 import shutil
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +56,165 @@ def checkpoint_prefix(step: int) -> str:
     return f"{PREFIX}/checkpoint-{step}"
 
 
+class UploadFailed(RuntimeError):
+    """A checkpoint could not be uploaded even after retrying: the job must fail, not pretend."""
+
+
 def publish(store: RunStore, local_dir: Path, step: int, keep_last: int) -> dict[str, Any]:
-    """Upload a local trainer checkpoint, then its manifest, then prune old complete checkpoints."""
+    """Upload a local trainer checkpoint, then its manifest, then prune old complete checkpoints.
+
+    The manifest is written only after every file was uploaded and is listed in the store with its
+    size; any failure before that raises and leaves no manifest (so the checkpoint does not count).
+    """
+    if (local_dir / MANIFEST).exists():
+        raise ValueError(f"{local_dir} already holds a {MANIFEST}; it must be written last, by publish()")
     manifest = build_manifest(local_dir, step)
     prefix = checkpoint_prefix(step)
-    for rel in manifest["files"]:
-        store.put_file(local_dir / rel, f"{prefix}/{rel}")
+    store.put_dir(local_dir, prefix)  # S3: every file and part concurrently, through the transfer manager
+    present = set(store.list(prefix + "/"))
+    missing = [rel for rel, meta in manifest["files"].items()
+               if f"{prefix}/{rel}" not in present or store.size(f"{prefix}/{rel}") != meta["size"]]
+    if missing:
+        raise UploadFailed(f"checkpoint-{step}: {', '.join(missing)} missing or short in the store after upload")
     store.write_text(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1))  # last: makes it count
     prune(store, keep_last)
     return manifest
+
+
+def snapshot(src: Path, dest: Path) -> Path:
+    """A copy of folder `src` at `dest` made of hard links (instant, no extra space), or real copies
+    where links are impossible (another file system). Deleting `src` afterwards leaves it intact."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dest / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+    return dest
+
+
+@dataclass
+class _Job:
+    step: int
+    folder: Path  # the snapshot
+    extras: dict[str, Path] = field(default_factory=dict)  # store key -> local copy, uploaded after the manifest
+
+
+class BackgroundPublisher:
+    """Publishes checkpoints from one worker thread, oldest first, while training continues.
+
+    - `submit` snapshots the checkpoint and returns at once; the worker builds the manifest,
+      uploads (the store's own retries apply to every request), writes the manifest last, prunes.
+    - A checkpoint whose upload fails is uploaded again from scratch `attempts - 1` more times;
+      if it still fails the publisher is broken: `raise_if_failed` (called by the training loop
+      at each step) and `wait` raise `UploadFailed` in the caller's thread, and later
+      checkpoints are not uploaded (their steps would sit on top of a lost one).
+    - The worker is not a daemon thread: the interpreter cannot exit while an upload is running.
+    """
+
+    def __init__(self, store: RunStore, keep_last: int, staging_dir: Path, attempts: int = 2):
+        self.store, self.keep_last, self.attempts = store, keep_last, attempts
+        self.staging_dir = Path(staging_dir)
+        self.published: list[int] = []
+        self.upload_seconds: list[float] = []
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._failure: BaseException | None = None
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="checkpoint-publisher", daemon=False)
+        self._thread.start()
+
+    # ------------------------------------------------------------ caller side (training thread)
+    def submit(self, local_dir: Path, step: int, extras: dict[str, Path] | None = None) -> None:
+        self.raise_if_failed()
+        t0 = time.monotonic()
+        folder = snapshot(Path(local_dir), self.staging_dir / f"checkpoint-{step}")
+        copies = {}
+        for key, path in (extras or {}).items():
+            if path.exists():  # extras (metrics.jsonl) are appended to in place: copy, do not link
+                copies[key] = self.staging_dir / f"extra-{step}-{Path(key).name}"
+                shutil.copyfile(path, copies[key])
+        with self._cond:
+            self._pending += 1
+        self._queue.put(_Job(step, folder, copies))
+        log.info("checkpoint-%d queued for upload", step,
+                 extra={"step": step, "snapshot_seconds": round(time.monotonic() - t0, 4)})
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._pending
+
+    def raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise UploadFailed(str(self._failure)) from self._failure
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every submitted checkpoint is published (True) or `timeout` passes (False).
+        Raises UploadFailed if one could not be published."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending and self._failure is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        self.raise_if_failed()
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for pending uploads, then stop the worker. Returns False when `timeout` ran out."""
+        try:
+            done = self.wait(timeout)
+        finally:
+            self._queue.put(None)
+        if done:
+            self._thread.join()
+        return done
+
+    # ------------------------------------------------------------ worker thread
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._publish(job)
+                except BaseException as e:  # handed to the training thread, which raises it
+                    self._failure = e
+                    log.error("checkpoint-%d could not be uploaded: %s: %s", job.step, type(e).__name__, e,
+                              extra={"step": job.step})
+            shutil.rmtree(job.folder, ignore_errors=True)
+            for path in job.extras.values():
+                path.unlink(missing_ok=True)
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def _publish(self, job: _Job) -> None:
+        t0 = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                manifest = publish(self.store, job.folder, job.step, self.keep_last)
+                break
+            except Exception as e:
+                if attempt == self.attempts:
+                    raise UploadFailed(
+                        f"checkpoint-{job.step} failed to upload {attempt} times to {self.store.uri}; "
+                        f"last error: {type(e).__name__}: {e}"
+                    ) from e
+                log.warning("checkpoint-%d upload attempt %d failed (%s: %s); uploading it again", job.step,
+                            attempt, type(e).__name__, e, extra={"step": job.step})
+        for key, path in job.extras.items():
+            self.store.put_file(path, key)
+        seconds = time.monotonic() - t0
+        self.upload_seconds.append(seconds)
+        self.published.append(job.step)
+        size = sum(m["size"] for m in manifest["files"].values())
+        log.info("checkpoint-%d saved to the store (%d files, %.1f MiB, %.1f s)", job.step, len(manifest["files"]),
+                 size / (1 << 20), seconds,
+                 extra={"step": job.step, "upload": {"bytes": size, "seconds": round(seconds, 3)}})
 
 
 def steps_in_store(store: RunStore) -> list[int]:
@@ -132,3 +291,71 @@ def restore_latest(store: RunStore, output_dir: Path) -> Path | None:
         log.info("restored checkpoint-%d from the store", step)
         return target
     return None
+
+
+# ---------------------------------------------------------------- resume check
+def tensor_digest(tensors: dict[str, Any]) -> str:
+    """sha256 over (name, dtype, shape, raw bytes) of each tensor, by sorted name."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def optimizer_tensors(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of an optimizer state dict, named `<param index>.<slot>` (exp_avg, step…)."""
+    import torch
+
+    return {f"{pid}.{slot}": v for pid, slots in state_dict["state"].items() for slot, v in slots.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: Any, lr_scheduler: Any) -> dict[str, Any]:
+    """Check that what the trainer loaded equals the checkpoint's files: step, LoRA weights,
+    optimizer and scheduler state. Raises RuntimeError naming what differs; returns digests."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    problems = []
+    saved_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    if global_step != saved_step:
+        problems.append(f"trainer step {global_step} != saved {saved_step}")
+
+    saved_lora = load_file(checkpoint / "adapter_model.safetensors")
+    loaded_lora = get_peft_model_state_dict(model)
+    if set(saved_lora) != set(loaded_lora):
+        problems.append(f"LoRA tensor names differ ({len(saved_lora)} saved, {len(loaded_lora)} loaded)")
+    else:
+        differ = [k for k in saved_lora if not torch.equal(saved_lora[k], loaded_lora[k].detach().cpu())]
+        if differ:
+            problems.append(f"{len(differ)} LoRA tensors differ, e.g. {differ[0]}")
+
+    saved_opt = optimizer_tensors(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
+    loaded_opt = optimizer_tensors(optimizer.state_dict())
+    if set(saved_opt) != set(loaded_opt):
+        problems.append(f"optimizer state differs in shape ({len(saved_opt)} saved tensors, {len(loaded_opt)} loaded)")
+    else:
+        differ = [k for k in saved_opt if not torch.equal(saved_opt[k], loaded_opt[k].detach().cpu())]
+        if differ:
+            problems.append(f"{len(differ)} optimizer tensors differ, e.g. {differ[0]}")
+
+    # the scheduler file is the Trainer's own pickle; it was checksum-verified against the manifest
+    saved_sched = torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=False)
+    if saved_sched.get("last_epoch") != lr_scheduler.state_dict().get("last_epoch"):
+        problems.append(f"scheduler position {lr_scheduler.state_dict().get('last_epoch')} != saved "
+                        f"{saved_sched.get('last_epoch')}")
+    if problems:
+        raise RuntimeError(f"the state resumed from {checkpoint.name} is not the saved one: " + "; ".join(problems))
+    return {
+        "step": global_step,
+        "lora_sha256": tensor_digest(loaded_lora),
+        "optimizer_sha256": tensor_digest(loaded_opt),
+        "scheduler_last_epoch": saved_sched.get("last_epoch"),
+        "lora_tensors": len(loaded_lora),
+        "optimizer_tensors": len(loaded_opt),
+    }

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -263,6 +264,31 @@ class StoreSettings(_Section):
         return v
 
 
+class StopSettings(_Section):
+    """Stopping early on purpose (SIGTERM, a deadline): save a checkpoint, upload it, exit 75."""
+
+    grace_seconds: float = Field(25.0, gt=0.0, le=3600.0)
+    """Seconds from SIGTERM (or from the point the deadline forces a stop) to the process' exit:
+    finish the current step, save, upload with the manifest, exit 75. A step that cannot finish in
+    time is abandoned (the newest complete checkpoint in the store stays). Keep it a few seconds
+    below the pod's `terminationGracePeriodSeconds` (Kubernetes' default: 30 s)."""
+
+    deadline: datetime | None = None
+    """Wall-clock time (ISO 8601 with a zone, e.g. `2026-05-01T18:00:00Z`) by which the job must
+    have exited, like the end of a spot reservation: training stops in time to save and upload
+    before it, then exits 75."""
+
+    max_runtime_seconds: float | None = Field(None, gt=0.0)
+    """The same as a deadline, counted from this process' start (one pod's run)."""
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_has_zone(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("the deadline needs a time zone: write e.g. 2026-05-01T18:00:00Z or +02:00")
+        return v
+
+
 class ExportSettings(_Section):
     merge: bool = True
     """Merge the LoRA into a 16-bit copy of the base model after training."""
@@ -324,6 +350,7 @@ class JobSettings(BaseSettings):
     (see `job.rewards.REGISTRY`) or `module:function` for your own."""
     train: TrainSettings = TrainSettings()
     store: StoreSettings = StoreSettings()
+    stop: StopSettings = StopSettings()
     export: ExportSettings = ExportSettings()
     hub: HubSettings = HubSettings()
 
@@ -410,6 +437,11 @@ class JobSettings(BaseSettings):
                 f"train.save_steps={self.train.save_steps} > train.max_steps={self.train.max_steps}: no "
                 "checkpoint before the end, so a preempted run restarts from step 0"
             )
+        if self.stop.grace_seconds >= 30:
+            out.append(
+                f"stop.grace_seconds={self.stop.grace_seconds:g}: Kubernetes kills a pod 30 s after SIGTERM unless "
+                "its terminationGracePeriodSeconds is raised above this budget"
+            )
         return out
 
     def redacted(self) -> dict[str, Any]:
@@ -419,7 +451,7 @@ class JobSettings(BaseSettings):
     def fingerprint(self) -> str:
         """A short hash of what defines the run's result (not where it is stored or how it logs)."""
         data = self.redacted()
-        for k in ("run_id", "log_format", "work_dir", "store"):
+        for k in ("run_id", "log_format", "work_dir", "store", "stop"):
             data.pop(k, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job import checkpoints, data, engines, models
+from job import checkpoints, data, engines, models, stopping
 from job import rewards as reward_registry
+from job.errors import StoppedEarly
 from job.settings import JobSettings
 
 if TYPE_CHECKING:
@@ -46,20 +47,42 @@ def drop_long_prompts(rows: list[dict], tok: Any, max_len: int) -> list[dict]:
     return kept
 
 
-def _callbacks(ctx: RunContext, metrics_path: Path) -> list[Any]:
+def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.BackgroundPublisher,
+               stop: stopping.StopControl, resume: Path | None) -> list[Any]:
     from transformers import TrainerCallback
 
-    store, keep_last = ctx.store, ctx.settings.store.keep_last
-
     class StoreCheckpoints(TrainerCallback):
-        """Mirror each checkpoint the trainer writes into the run store, manifest last."""
+        """Hand each checkpoint the trainer writes to the background publisher (manifest last); an
+        upload that failed for good stops training at the next step, loudly."""
 
         def on_save(self, args, state, control, **kwargs):
             local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            manifest = checkpoints.publish(store, local, state.global_step, keep_last)
-            store.put_file(metrics_path, "metrics.jsonl") if metrics_path.exists() else None
-            log.info("checkpoint-%d saved to the store (%d files)", state.global_step, len(manifest["files"]),
-                     extra={"step": state.global_step})
+            publisher.submit(local, state.global_step, extras={"metrics.jsonl": metrics_path})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            publisher.raise_if_failed()
+
+    class StopEarly(TrainerCallback):
+        """On SIGTERM or a near deadline: save at this step end, then stop (the stage exits 75)."""
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            stop.step_began()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop.step_ended()
+            if (reason := stop.should_stop()) and not control.should_training_stop:
+                control.should_save = control.should_training_stop = True
+                log.warning("stop: %s; saving checkpoint-%d, uploading it, then exiting 75 (%.0f s left)", reason,
+                            state.global_step, stop.seconds_left() or 0, extra={"step": state.global_step})
+
+    class ResumeCheck(TrainerCallback):
+        """After a resume, prove the loaded state is the saved one (step, LoRA, optimizer, scheduler)."""
+
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+            if resume is not None:
+                facts = checkpoints.verify_resumed(resume, state.global_step, model, optimizer, lr_scheduler)
+                log.info("resumed from %s: step, LoRA weights, optimizer and scheduler state equal the saved ones",
+                         resume.name, extra={"resume": facts})
 
     class StepLog(TrainerCallback):
         """One record per logged step: in the job log and in metrics.jsonl."""
@@ -76,10 +99,20 @@ def _callbacks(ctx: RunContext, metrics_path: Path) -> list[Any]:
             log.info("step %d/%d %s", state.global_step, state.max_steps,
                      " ".join(f"{k}={v:.4g}" for k, v in shown.items()), extra={"metrics": record})
 
-    return [StoreCheckpoints(), StepLog()]
+    return [StoreCheckpoints(), StopEarly(), ResumeCheck(), StepLog()]
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
+    s = ctx.settings
+    stop = stopping.from_settings(s.stop)
+    stop.install()  # from here SIGTERM only sets a flag; the grace budget is enforced
+    try:
+        return _train(ctx, stop)
+    finally:
+        stop.uninstall()
+
+
+def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     s = ctx.settings
     if not engines.has_cuda_gpu():
         # TRL computes log-probs with Triton kernels; on a CPU they run in Triton's interpreter.
@@ -102,21 +135,34 @@ def run(ctx: RunContext) -> dict[str, Any]:
     resume = checkpoints.restore_latest(ctx.store, output_dir)
     if resume is None:
         metrics_path.unlink(missing_ok=True)
+    if stop.should_stop():
+        raise StoppedEarly(f"stopped ({stop.reason}) before training started; nothing new to save, run again")
 
     from job import logs
 
     quiet = logs.resolve_format(s.log_format) == "json"
     args = GRPOConfig(**grpo_config_kwargs(s, output_dir, quiet), **engine.grpo_args(s))
-    trainer = GRPOTrainer(
-        model=model,
-        processing_class=tok,
-        reward_funcs=[reward_registry.resolve(name) for name in s.rewards],
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        peft_config=peft_config,
-        callbacks=_callbacks(ctx, metrics_path),
-    )
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    publisher = checkpoints.BackgroundPublisher(ctx.store, s.store.keep_last, ctx.work_dir / "upload-staging")
+    try:
+        trainer = GRPOTrainer(
+            model=model,
+            processing_class=tok,
+            reward_funcs=[reward_registry.resolve(name) for name in s.rewards],
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            peft_config=peft_config,
+            callbacks=_callbacks(ctx, metrics_path, publisher, stop, resume),
+        )
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        # Never leave with an upload pending: even after a crash, checkpoints saved before it go to
+        # the store. Raises UploadFailed if one could not be uploaded.
+        if not publisher.close(timeout=stop.seconds_left()):
+            log.error("uploads still pending when the stop budget ran out")
+    if stop.reason:
+        step = trainer.state.global_step
+        raise StoppedEarly(f"stopped early ({stop.reason}) at step {step}: checkpoint-{step} is in the store with "
+                           f"its manifest; run the job again to resume from it")
 
     adapter_dir = ctx.work_dir / "adapter"
     trainer.save_model(str(adapter_dir))
