@@ -8,7 +8,8 @@ LFS files), so the client's "file unchanged" checks see what they would on the H
 
 Faults for restart tests: `fail_lfs_uploads_after=N` answers the (N+1)-th and later LFS uploads with
 403 (the client does not retry 4xx), `fail_commits=N` answers the next N commits with 500.
-Every request must carry `Authorization: Bearer <token>`. The server stops itself after `lifetime` s.
+Every request must carry `Authorization: Bearer <token>`, except LFS uploads, which go to the signed URL
+the batch endpoint hands out (as the Hub's S3 URLs). The server stops itself after `lifetime` s.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class HubState:
         self.root = Path(root)
         (self.root / "lfs").mkdir(parents=True, exist_ok=True)
         self.token = token
+        self.signature = uuid.uuid4().hex
         self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
         self.fail_lfs_uploads_after: int | None = None
@@ -150,7 +152,11 @@ class Handler(BaseHTTPRequestHandler):
         self.state.requests.append(f"{method} {url.path}")
         query = parse_qs(url.query)
         body = self._body() if method in ("POST", "PUT") else b""
-        if not self._authorized():
+        # LFS uploads go to the pre-signed URL the batch answer gave (as S3's are): no token, a signature
+        if url.path.startswith("/lfs-upload/"):
+            if query.get("sig", [""])[0] != self.state.signature:
+                return self._error(403, "bad upload signature")
+        elif not self._authorized():
             return
         for m, pattern, fn in ROUTES:
             if m == method or (m == "GET" and method == "HEAD"):
@@ -235,7 +241,8 @@ class Handler(BaseHTTPRequestHandler):
             stored = self.state.lfs_path(obj["oid"])
             entry = {"oid": obj["oid"], "size": obj["size"]}
             if not (stored.is_file() and stored.stat().st_size == obj["size"]):  # already there: nothing to do
-                entry["actions"] = {"upload": {"href": f"{self.base_url}/lfs-upload/{obj['oid']}/{obj['size']}"}}
+                href = f"{self.base_url}/lfs-upload/{obj['oid']}/{obj['size']}?sig={self.state.signature}"
+                entry["actions"] = {"upload": {"href": href}}
             objects.append(entry)
         self._send(200, {"transfer": "basic", "objects": objects})
 
