@@ -162,7 +162,7 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
         f"| training steps | {train.get('steps', 'n/a')} of max_steps {t.max_steps} |",
         f"| LoRA | r={lora.r}, alpha={lora.lora_alpha}, dropout={lora.lora_dropout}, "
         f"targets {', '.join(lora.target_modules)} |",
-        f"| optimizer | {t.optim}, lr {t.learning_rate:g} ({t.lr_scheduler_type}, warmup {t.warmup_ratio:g}), "
+        f"| optimizer | {t.optim}, lr {t.learning_rate:g} ({t.lr_scheduler_type}, warmup {t.warmup_steps:g}), "
         f"weight decay {t.weight_decay:g}, max grad norm {t.max_grad_norm:g} |",
         f"| GRPO | {t.num_generations} generations per prompt, batch {t.per_device_train_batch_size}"
         f"x{t.gradient_accumulation_steps}, loss `{t.loss_type}`, beta {t.beta:g}, temperature {t.temperature:g}, "
@@ -190,7 +190,9 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
                   "|---|---|---|"]
         for q, res in verify["files"].items():
             tok_ok = all(r["tokenization_match"] for r in res.get("results", [])) and bool(res.get("results"))
-            greedy = {True: "yes", False: "no", None: "not required for this type"}[res.get("greedy_match")]
+            greedy = {"exact": "yes, identical", "near-tie": "yes, up to near-ties (top-2 logits within "
+                      f"{verify.get('tie_margins', {}).get(q, '?')})", "no": "no",
+                      None: "not required for this type"}.get(res.get("greedy_match"), "n/a")
             lines.append(f"| `{gguf_filename(s, q)}` | {'yes' if tok_ok else 'no'} | {greedy} |")
     lines += ["", "## Use", "", "With transformers (merged model):", "", "```python",
               "from transformers import AutoModelForCausalLM, AutoTokenizer",

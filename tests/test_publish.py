@@ -95,7 +95,8 @@ def test_push_round_trip_interrupted_then_idempotent(tmp_path_factory, tmp_path)
                    f"ollama run hf.co/{REPO_ID}:Q8_0", "llama-cli", "<reasoning>"):
         assert needle in card, needle
     assert f"| `reward` | {METRICS[-1]['reward']:.4g} |" in card  # the last logged step's reward
-    assert "| `grpo-smollm2-test-Q8_0.gguf` | yes |" in card  # from gguf/verify.json
+    assert "| `grpo-smollm2-test-Q8_0.gguf` | yes | yes" in card  # from gguf/verify.json
+    assert "| `grpo-smollm2-test-Q4_K_M.gguf` | yes | not required for this type |" in card
 
 
 def test_check_remote_fails_on_missing_or_wrong_size(tmp_path):
