@@ -44,6 +44,12 @@ def publish(ctx: RunContext) -> dict[str, Any]:
     if not (s.hf_token and s.hf_token.get_secret_value()):
         raise SettingsError(f"hub.repo_id={repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
     files = collect_files(ctx)
+    from job import logs
+
+    if logs.resolve_format(s.log_format) == "json":  # keep the log one JSON object per line
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     api = HfApi(token=s.hf_token.get_secret_value())
     repo_url = api.create_repo(repo_id, private=s.hub.private, exist_ok=True, repo_type="model")
     if branch != "main":

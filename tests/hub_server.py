@@ -196,7 +196,9 @@ class Handler(BaseHTTPRequestHandler):
         req = json.loads(body)
         repo_id = f"{req['organization']}/{req['name']}"
         if repo_id in self.state.repos:
-            return self._error(409, "You already created this model repo")
+            # the Hub's 409 carries the repo's url, which create_repo(exist_ok=True) returns
+            return self._send(409, {"error": "You already created this model repo", "url": f"{self.base_url}/{repo_id}"},
+                              headers={"X-Error-Message": "You already created this model repo"})
         repo = Repo(private=req.get("visibility", "public") != "public" or bool(req.get("private")))
         self.state.repos[repo_id] = repo
         attrs = Blob(size=len(GITATTRIBUTES), blob_id=git_blob_id(GITATTRIBUTES), content=GITATTRIBUTES)

