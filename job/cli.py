@@ -56,6 +56,8 @@ def plan(settings: JobSettings) -> dict:
     except SettingsError as e:
         problems.append(str(e))
 
+    problems.extend(_artifact_problems(settings))
+
     ctx = pipeline.open_run(settings)
     try:
         ctx.store.check_reachable()
@@ -79,6 +81,21 @@ def plan(settings: JobSettings) -> dict:
         "rewards": settings.rewards,
         "stages": stages,
     }
+
+
+def _artifact_problems(settings: JobSettings) -> list[str]:
+    """GGUF tools, llama-cpp-python and the Hub token: missing ones fail here, not after training."""
+    from job import llamacpp
+
+    problems = []
+    if settings.export.quantizations:
+        problems.extend(llamacpp.check())
+        if settings.export.verify and not importlib.util.find_spec("llama_cpp"):
+            problems.append("export.verify loads each GGUF in llama.cpp but llama-cpp-python is not installed: "
+                            "pip install '.[gguf]', or set GRPO_EXPORT__VERIFY=false")
+    if settings.hub.repo_id and not (settings.hf_token and settings.hf_token.get_secret_value()):
+        problems.append(f"hub.repo_id={settings.hub.repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
+    return problems
 
 
 def _print_plan(p: dict, settings: JobSettings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -13,6 +14,18 @@ from job.errors import SettingsError
 from job.settings import ModelSettings
 
 log = logging.getLogger(__name__)
+
+# Bumped whenever `_dequantize` writes a different folder (2: byte-level BPE tokenizer fix).
+_DEQUANT_FORMAT = 2
+
+# GGUF `tokenizer.ggml.pre` -> the Hugging Face pre-tokenizer that splits text the same way (llama.cpp's
+# llama-vocab.cpp regexes). `smollm`: every digit on its own, then the GPT-2 split (SmolLM/SmolLM2).
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_PRE_TOKENIZERS = {
+    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
+    "gpt-2": _BYTE_LEVEL,
+    "default": _BYTE_LEVEL,
+}
 
 
 def source_dir(ms: ModelSettings) -> str:
@@ -38,7 +51,9 @@ def resolve(ms: ModelSettings, cache_dir: Path) -> str:
     if not ms.gguf_file:
         return src
     gguf = Path(src) / ms.gguf_file
-    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()
+    # The format version is part of the key so a folder written by an older, broken conversion is redone.
+    key = f"{_DEQUANT_FORMAT}:{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
     out = cache_dir / "models" / f"{gguf.stem}-{digest[:10]}"
     if (out / "config.json").is_file():
         return str(out)
@@ -76,4 +91,63 @@ def _dequantize(gguf: Path, out: Path) -> None:
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    _fix_byte_level_tokenizer(gguf, tmp)
     tmp.replace(out)
+
+
+def _gguf_tokenizer_kind(gguf: Path) -> tuple[str | None, str | None]:
+    """(`tokenizer.ggml.model`, `tokenizer.ggml.pre`) of a GGUF file, e.g. ('gpt2', 'smollm')."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+
+    def text(key: str) -> str | None:
+        field = fields.get(key)
+        return field.contents() if field is not None else None
+
+    return text("tokenizer.ggml.model"), text("tokenizer.ggml.pre")
+
+
+def _fix_byte_level_tokenizer(gguf: Path, folder: Path) -> None:
+    """Make the saved tokenizer.json the byte-level BPE tokenizer the GGUF describes.
+
+    transformers rebuilds the tokenizer of every `llama`-architecture GGUF as a SentencePiece-style BPE
+    (`byte_fallback: true`, a `ByteFallback`/`Replace('▁')` decoder), even when the GGUF says
+    `tokenizer.ggml.model = gpt2` (byte-level BPE, as SmolLM2's). llama.cpp's converter then takes that
+    tokenizer.json for a Llama SentencePiece vocab (LlamaHfVocab) and writes `tokenizer.ggml.model = llama`
+    over a byte-level vocab that has no `<0xNN>` byte tokens; llama.cpp's SPM tokenizer falls back to them
+    for any text outside the vocab and throws std::out_of_range in byte_to_token. With byte_fallback off,
+    a ByteLevel decoder and the GGUF's own pre-tokenizer, the converter picks its GPT-2 (BPE) vocab path and
+    recognises the pre-tokenizer (`tokenizer.ggml.pre`) from its hash.
+    """
+    model_kind, pre = _gguf_tokenizer_kind(gguf)
+    if model_kind != "gpt2":
+        return
+    path = folder / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    spec["model"].update(byte_fallback=False, fuse_unk=False)
+    spec["normalizer"] = None
+    spec["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    if pre in _PRE_TOKENIZERS:
+        spec["pre_tokenizer"] = _PRE_TOKENIZERS[pre]
+    else:
+        log.warning("GGUF pre-tokenizer %r is not one this job maps; kept transformers' %s (GGUF export may not "
+                    "recognise it)", pre, spec.get("pre_tokenizer"))
+    path.write_text(json.dumps(spec, ensure_ascii=False, indent=1))
+    # byte-level BPE keeps every space itself; the WordPiece-era clean-up would only be warned about
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["clean_up_tokenization_spaces"] = False
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=1))
+    _check_round_trip(folder)
+
+
+def _check_round_trip(folder: Path) -> None:
+    """A byte-level tokenizer decodes what it encodes, byte for byte; a broken rebuild does not."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    sample = "Hello world!\n  12+7=19, naïve café 🦙 我想 -- <tag>"
+    back = tok.decode(tok.encode(sample, add_special_tokens=False))
+    if back != sample:
+        raise RuntimeError(f"the rebuilt tokenizer in {folder} does not round-trip text: {sample!r} -> {back!r}")

@@ -71,6 +71,24 @@ def _merge(ctx: RunContext) -> dict[str, Any]:
     return export.merge(ctx)
 
 
+def _export_gguf(ctx: RunContext) -> dict[str, Any]:
+    from job import export
+
+    return export.export_gguf(ctx)
+
+
+def _verify_gguf(ctx: RunContext) -> dict[str, Any]:
+    from job import export
+
+    return export.verify_gguf(ctx)
+
+
+def _publish(ctx: RunContext) -> dict[str, Any]:
+    from job import publish
+
+    return publish.publish(ctx)
+
+
 def stages() -> list[Stage]:
     return [
         Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
@@ -80,6 +98,24 @@ def stages() -> list[Stage]:
             _merge,
             enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
             about="merge the LoRA into a 16-bit copy of the base model",
+        ),
+        Stage(
+            "export_gguf",
+            _export_gguf,
+            enabled=lambda s: bool(s.export.quantizations),
+            about="GGUF files with llama.cpp's converter and llama-quantize (pinned version)",
+        ),
+        Stage(
+            "verify_gguf",
+            _verify_gguf,
+            enabled=lambda s: bool(s.export.quantizations) and s.export.verify,
+            about="load each GGUF in llama.cpp; greedy output of f16/q8_0 must match the merged model",
+        ),
+        Stage(
+            "publish",
+            _publish,
+            enabled=lambda s: s.hub.repo_id is not None,
+            about="push merged model, GGUF files, adapter and model card to the Hub in one commit",
         ),
     ]
 

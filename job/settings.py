@@ -296,7 +296,13 @@ class ExportSettings(_Section):
     quantizations: list[Literal["f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]] = Field(
         default_factory=lambda: ["q4_k_m"]
     )
-    """GGUF files to write with llama.cpp's converter and quantizer; empty skips GGUF export."""
+    """GGUF files to write with llama.cpp's converter and quantizer; empty skips GGUF export. The tools
+    are found at `$LLAMA_CPP_DIR` (the image's /opt/llama.cpp) or built once from the pinned
+    llama-cpp-python sdist into ~/.cache/grpo-job (needs cmake and a C++ compiler)."""
+
+    verify: bool = True
+    """Load each GGUF in llama.cpp (the `gguf` extra: llama-cpp-python) and check it generates, with
+    f16/bf16/q8_0 greedy output equal to the merged model's on fixed prompts."""
 
 
 class HubSettings(_Section):
@@ -307,7 +313,10 @@ class HubSettings(_Section):
     """Create the repo private if it does not exist."""
 
     revision: str = "main"
-    """Branch to commit to."""
+    """Branch to commit to (created from the default branch if missing)."""
+
+    include_adapter: bool = True
+    """Also push the LoRA adapter (under `adapter/`), so it can be loaded on the base model with peft."""
 
     @field_validator("repo_id")
     @classmethod

