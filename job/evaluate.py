@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ SAMPLES_KEPT = 20  # completions kept in eval/<which>.json for reading
 def load_model(s: JobSettings, ctx: RunContext, adapter: bool) -> tuple[Any, Any]:
     """(model in eval mode on the best device, tokenizer). With `adapter`, the LoRA from the store's
     `adapter/` is merged into the base weights (faster generation, same outputs)."""
+    if not engines.has_cuda_gpu():
+        # as in the train stage: Triton (imported with transformers/peft) reads this once, at import
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     if engines.pick_engine(s) == "unsloth":
         import unsloth  # noqa: F401  (first: it patches transformers, and the train stage relies on that)
     import torch
