@@ -333,7 +333,7 @@ class HealthSettings(_Section):
     """Stop after this many logged steps in a row in which every group had zero reward variance
     (TRL's `frac_reward_zero_std` = 1: all advantages are 0, nothing is learned). 0 disables."""
 
-    zero_reward_steps: int = Field(50, ge=0)
+    zero_reward_steps: int = Field(100, ge=0)
     """Stop after this many logged steps in a row in which one reward's mean is exactly 0 (its
     regex never matches, its weight is wasted). 0 disables."""
 
