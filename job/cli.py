@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return errors.EXIT_FAILURE
-    except Exception:
+    except Exception as e:
+        from job.health import oom_message
+
+        if (msg := oom_message(e)) is not None:
+            # the same settings would run out of memory again: exit 2, not worth a retry
+            log.error("%s", msg)
+            return errors.EXIT_INVALID
         log.exception("the job failed")
         return errors.EXIT_FAILURE

@@ -209,4 +209,5 @@ def to_jsonl(rows: list[Row]) -> str:
 
 
 def from_jsonl(text: str) -> list[Row]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines() also splits inside strings at U+2028 and friends (GSM8K has them)
+    return [json.loads(line) for line in text.split("\n") if line.strip()]

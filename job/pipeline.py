@@ -89,10 +89,39 @@ def _publish(ctx: RunContext) -> dict[str, Any]:
     return publish.publish(ctx)
 
 
+def _preflight(ctx: RunContext) -> dict[str, Any]:
+    from job import health
+
+    return health.preflight(ctx)
+
+
+def _evaluate(which: str) -> Callable[[RunContext], dict[str, Any]]:
+    def body(ctx: RunContext) -> dict[str, Any]:
+        from job import evaluate
+
+        return evaluate.run(ctx, which)
+
+    return body
+
+
+def _report(ctx: RunContext) -> dict[str, Any]:
+    from job import report
+
+    return report.run(ctx)
+
+
 def stages() -> list[Stage]:
     return [
         Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
+        Stage("reward_preflight", _preflight, enabled=lambda s: s.health.preflight_samples > 0,
+              about="sample from the base model and run every reward: fail early on a broken one"),
+        Stage("evaluate_base", _evaluate("base"), enabled=lambda s: s.evaluation.enabled,
+              about="greedy accuracy / format / length of the base model on held-out prompts"),
         Stage("train", _train, about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
+        Stage("evaluate_trained", _evaluate("trained"), enabled=lambda s: s.evaluation.enabled,
+              about="the same evaluation on base + the trained adapter"),
+        Stage("report", _report, enabled=lambda s: s.report.enabled,
+              about="plots of rewards and completion length, report.md with before/after, in report/"),
         Stage(
             "merge",
             _merge,

@@ -326,6 +326,82 @@ class HubSettings(_Section):
         return v
 
 
+class EvaluationSettings(_Section):
+    """The evaluate_base / evaluate_trained stages: greedy answers on held-out prompts, scored with the
+    same extraction as the correctness reward."""
+
+    enabled: bool = True
+    """Evaluate the base model before training and base + adapter after it."""
+
+    max_samples: int | None = Field(None, ge=1)
+    """Examples to evaluate; None means the whole held-out split on a GPU and `cpu_samples` on CPU."""
+
+    cpu_samples: int = Field(8, ge=1)
+    """Examples evaluated on CPU when `max_samples` is None (CPU generation is slow)."""
+
+    max_new_tokens: int | None = Field(None, ge=1)
+    """Longest generated answer in tokens; None uses train.max_completion_length."""
+
+    batch_size: int = Field(32, ge=1)
+    """Prompts generated together (left-padded); lower it if evaluation runs out of GPU memory."""
+
+    data_path: str | None = None
+    """A local .jsonl/.json/.parquet/.csv file of raw rows (mapped by data.task) to evaluate on
+    instead of the held-out split, e.g. GSM8K's test split when training from a local train file."""
+
+    @field_validator("data_path")
+    @classmethod
+    def _data_path_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v.removeprefix("file://")).is_file():
+            raise ValueError(f"evaluation data file {v!r} does not exist")
+        return v
+
+
+class HealthSettings(_Section):
+    """Reward-health preflight and guards that stop a run that cannot learn (exit code 3)."""
+
+    preflight_samples: int = Field(8, ge=0)
+    """Completions sampled from the base model before training and scored by every reward: a reward
+    that raises or returns the wrong number of scores fails the run (exit 2). 0 skips the preflight."""
+
+    zero_std_steps: int = Field(20, ge=0)
+    """Stop after this many logged steps in a row in which every group had zero reward variance
+    (TRL's `frac_reward_zero_std` = 1: all advantages are 0, nothing is learned). 0 disables."""
+
+    zero_reward_steps: int = Field(100, ge=0)
+    """Stop after this many logged steps in a row in which one reward's mean is exactly 0 (its
+    regex never matches, its weight is wasted). 0 disables."""
+
+    zero_reward_exempt: list[str] = Field(default_factory=list)
+    """Rewards (names as in `rewards`) allowed to stay at 0, e.g. `correctness` for a model too small
+    to solve anything yet while a format reward gives the signal."""
+
+    stop_on_nan: bool = True
+    """Stop at the first logged step whose loss or grad norm is NaN or infinite."""
+
+
+class ReportSettings(_Section):
+    """The report stage (report/ in the run store) and optional experiment trackers."""
+
+    enabled: bool = True
+    """Write report/report.md with before/after evaluation, plots of the reward curves and
+    completion length, and the main settings."""
+
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    """Also send the trainer's metrics to these trackers (GRPOConfig `report_to`); each needs its
+    package installed and its usual environment variables (WANDB_API_KEY, MLFLOW_TRACKING_URI…)."""
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, v: list[str]) -> list[str]:
+        import importlib.util
+
+        missing = [t for t in v if importlib.util.find_spec(t) is None]
+        if missing:
+            raise ValueError(f"report_to names {missing} but the package is not installed: pip install {' '.join(missing)}")
+        return v
+
+
 _config_path: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpo_config_path", default=None)
 
 
@@ -362,6 +438,9 @@ class JobSettings(BaseSettings):
     stop: StopSettings = StopSettings()
     export: ExportSettings = ExportSettings()
     hub: HubSettings = HubSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    health: HealthSettings = HealthSettings()
+    report: ReportSettings = ReportSettings()
 
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
     """Hugging Face token, from the standard `HF_TOKEN` variable; needed to publish."""
@@ -419,6 +498,9 @@ class JobSettings(BaseSettings):
                 "lora.lora_dropout must be 0 with the unsloth engine (its fused LoRA kernels have no dropout); "
                 "set GRPO_LORA__LORA_DROPOUT=0"
             )
+        unknown = [r for r in self.health.zero_reward_exempt if r not in self.rewards]
+        if unknown:
+            problems.append(f"health.zero_reward_exempt names {unknown}, which are not in rewards {list(self.rewards)}")
         if problems:
             raise ValueError("\n".join(problems))
         return self

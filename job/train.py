@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job import checkpoints, data, engines, models, stopping
+from job import checkpoints, data, engines, health, models, report, stopping
 from job import rewards as reward_registry
 from job.errors import StoppedEarly
 from job.settings import JobSettings
@@ -32,7 +32,7 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
         reward_weights=list(s.rewards.values()),
         save_strategy="steps",
         save_total_limit=1,  # the store keeps the history; locally only the newest is needed
-        report_to="none",
+        report_to=s.report.report_to or "none",
         disable_tqdm=quiet_progress,
         log_completions=False,
     )
@@ -85,21 +85,29 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
                          resume.name, extra={"resume": facts})
 
     class StepLog(TrainerCallback):
-        """One record per logged step: in the job log and in metrics.jsonl."""
+        """One record per logged step (with step time, tokens/s, ETA): in the job log and in metrics.jsonl."""
+
+        timer = report.StepTimer()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.timer.start(state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:
                 return
             record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            if "reward" in record:
+                record.update(self.timer.tick(state.global_step, state.max_steps, record.get("num_tokens")))
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             keys = ("loss", "reward", "reward_std", "completions/mean_length", "grad_norm", "learning_rate")
             shown = {k: record[k] for k in keys if k in record}
             shown.update({k: v for k, v in record.items() if k.startswith("rewards/") and k.endswith("/mean")})
-            log.info("step %d/%d %s", state.global_step, state.max_steps,
-                     " ".join(f"{k}={v:.4g}" for k, v in shown.items()), extra={"metrics": record})
+            eta = f" eta {report.fmt_duration(record['eta_s'])}" if "eta_s" in record else ""
+            log.info("step %d/%d %s%s", state.global_step, state.max_steps,
+                     " ".join(f"{k}={v:.4g}" for k, v in shown.items()), eta, extra={"metrics": record})
 
-    return [StoreCheckpoints(), StopEarly(), ResumeCheck(), StepLog()]
+    return [StoreCheckpoints(), StopEarly(), ResumeCheck(), StepLog(), *health.callbacks(ctx)]
 
 
 def run(ctx: RunContext) -> dict[str, Any]:

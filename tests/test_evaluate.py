@@ -1,0 +1,75 @@
+"""Evaluation: scoring uses the correctness reward's extraction; the rows come from the held-out split
+or `evaluation.data_path`, capped; greedy generation on the real model is deterministic."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from job import evaluate, pipeline
+from job.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "examples" / "smoke.yaml"
+
+
+def test_score_uses_the_correctness_extraction_and_counts_format_and_length():
+    texts = [
+        "<reasoning>6*12=72</reasoning>\n<answer>$72.0</answer>",  # right, whole format
+        "<reasoning>hm</reasoning><answer>1,000</answer> trailing",  # right answer, format broken by the tail
+        "the answer is 72",  # no answer block: not counted as correct
+        "<answer>71</answer>",  # wrong
+    ]
+    m = evaluate.score(texts, [10, 20, 32, 2], ["72", "1000", "72", "72"], max_new_tokens=32)
+    assert m["accuracy"] == 0.5
+    assert m["format_rate"] == 0.25
+    assert m["answer_tag_rate"] == 0.75
+    assert m["clipped_rate"] == 0.25
+    assert m["mean_length"] == 16.0
+    assert m["partial_format"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
+
+
+def test_eval_rows_from_a_data_file_capped_by_max_samples(tmp_path):
+    f = tmp_path / "test.jsonl"
+    f.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"}) + "\n"
+                         for i in range(10)))
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--evaluation.data_path={f}",
+                              "--evaluation.max_samples=3"])
+    rows = evaluate.eval_rows(pipeline.open_run(s))
+    assert [r["answer"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["prompt"][0]["role"] == "system" and rows[0]["prompt"][1]["content"] == "What is 0+1?"
+
+
+def test_eval_rows_default_to_the_held_out_split_and_a_cpu_slice(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate.engines, "has_cuda_gpu", lambda: False)
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", "--evaluation.cpu_samples=5"])
+    pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
+    assert len(evaluate.eval_rows(pipeline.open_run(s))) == 5
+    monkeypatch.setattr(evaluate.engines, "has_cuda_gpu", lambda: True)  # whole split on a GPU
+    assert len(evaluate.eval_rows(pipeline.open_run(s))) == 16
+
+
+def test_missing_evaluation_file_is_a_settings_error(tmp_path):
+    from job.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="evaluation.data_path .GRPO_EVALUATION__DATA_PATH.: evaluation data file"):
+        load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])
+
+
+@pytest.mark.slow
+def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_path, tmp_path_factory):
+    work = tmp_path_factory.getbasetemp() / "grpo-work"  # model cache shared with the other test modules
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={work}", "--run_id=ev",
+                              "--evaluation.max_samples=3", "--evaluation.max_new_tokens=12"])
+    out = pipeline.run(s, [st for st in pipeline.stages() if st.name in ("prepare_data", "evaluate_base")])
+    summary = out["evaluate_base"]
+    assert summary["n"] == 3 and summary["max_new_tokens"] == 12 and summary["device"] == "cpu"
+    assert 0 < summary["mean_length"] <= 12 and 0 <= summary["accuracy"] <= 1
+    saved = json.loads((tmp_path / "runs" / "ev" / "eval" / "base.json").read_text())
+    assert len(saved["samples"]) == 3 and all(smp["completion"] for smp in saved["samples"])
+    # greedy: generating again gives the very same completions
+    ctx = pipeline.open_run(s)
+    model, tok = evaluate.load_model(s, ctx, adapter=False)
+    rows = evaluate.eval_rows(ctx)
+    again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2)
+    assert [g[0] for g in again] == [smp["completion"] for smp in saved["samples"]]

@@ -1,0 +1,182 @@
+"""Reward health: the preflight catches broken rewards (showing the completion that broke them), the
+guards stop a real CPU run with exit code 3 after K steps without reward variance, and a CUDA
+out-of-memory error becomes a message naming the settings to lower."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from job import cli, data, health, pipeline
+from job.errors import SettingsError
+from job.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "examples" / "smoke.yaml"
+
+
+# ---------------------------------------------------------------- rewards used by the tests (module:function)
+def raises_on_odd_answer(completions, answer, **kwargs):
+    """Broken on purpose: fails for prompts whose reference answer is odd."""
+    out = []
+    for a in answer:
+        if int(a) % 2:
+            raise ValueError(f"cannot score answer {a}")
+        out.append(0.0)
+    return out
+
+
+def drops_untagged(completions, **kwargs):
+    """Broken on purpose: skips completions without an <answer> tag, so the list comes out short."""
+    from job.rewards import completion_text
+
+    return [1.0 for c in completions if "<answer>" in completion_text(c)]
+
+
+def constant_reward(completions, **kwargs):
+    """Every completion scores the same: zero variance in every group, deterministically."""
+    return [0.5] * len(completions)
+
+
+# ---------------------------------------------------------------- fast: the checks on known completions
+ROWS = [{"prompt": [{"role": "user", "content": f"q{i}"}], "answer": str(a)} for i, a in enumerate([4, 7, 10])]
+
+
+def test_check_rewards_names_the_raising_reward_and_shows_its_completion():
+    texts = ["<answer>4</answer>", "I think it is 7", "<answer>10</answer>"]
+    with pytest.raises(SettingsError) as e:
+        health.check_rewards(["correctness", "tests.test_health:raises_on_odd_answer"], ROWS, texts)
+    msg = str(e.value)
+    assert "reward 'tests.test_health:raises_on_odd_answer' raised ValueError: cannot score answer 7" in msg
+    assert "completion #1" in msg and "'I think it is 7'" in msg and "reference answer '7'" in msg
+
+
+def test_check_rewards_catches_a_wrong_length_and_shows_the_completion():
+    texts = ["<answer>4</answer>", "no tags here at all", "<answer>10</answer>"]
+    with pytest.raises(SettingsError) as e:
+        health.check_rewards(["tests.test_health:drops_untagged"], ROWS, texts)
+    msg = str(e.value)
+    assert "returned 2 scores for 3 completions" in msg
+    assert "completion #1" in msg and "'no tags here at all'" in msg
+
+
+def test_check_rewards_scores_healthy_rewards_like_trl():
+    texts = ["<reasoning>a</reasoning><answer>4</answer>", "<answer>8</answer>", "x"]
+    scores = health.check_rewards(["format", "correctness", "partial_format"], ROWS, texts)
+    assert scores == {"format": [1.0, 0.0, 0.0], "correctness": [1.0, 0.0, 0.0], "partial_format": [1.0, 0.5, 0.0]}
+
+
+def _guards(*overrides):
+    s = load_settings(SMOKE, ["--health.zero_std_steps=3", "--health.zero_reward_steps=2", *overrides])
+    return health.Guards(s)
+
+
+def test_guard_zero_variance_counts_consecutive_steps_only():
+    g = _guards("--health.zero_reward_steps=0")
+    assert g.observe(1, {"frac_reward_zero_std": 1.0}) is None
+    assert g.observe(2, {"frac_reward_zero_std": 1.0}) is None
+    assert g.observe(3, {"frac_reward_zero_std": 0.5}) is None  # one group had signal: the count restarts
+    assert g.observe(4, {"frac_reward_zero_std": 1.0}) is None
+    assert g.observe(5, {"frac_reward_zero_std": 1.0}) is None
+    msg = g.observe(6, {"frac_reward_zero_std": 1.0})
+    assert msg and "zero reward variance for 3 logged steps" in msg and "GRPO_HEALTH__ZERO_STD_STEPS" in msg
+
+
+def test_guard_zero_reward_names_the_reward_and_honours_exemptions():
+    g = _guards()
+    logs = {"rewards/format_reward/mean": 0.0, "rewards/partial_format_reward/mean": 0.25,
+            "rewards/correctness_reward/mean": 0.0}
+    assert g.observe(1, logs) is None
+    msg = g.observe(2, logs)
+    assert msg and "reward 'format' was exactly 0 for 2 logged steps" in msg
+    g = _guards("--health.zero_reward_exempt=[format, correctness]")
+    assert g.observe(1, logs) is None and g.observe(2, logs) is None and g.observe(3, logs) is None
+
+
+def test_guard_nan_stops_at_once_and_can_be_disabled():
+    assert "loss is nan at step 7" in _guards().observe(7, {"loss": float("nan"), "grad_norm": 0.1})
+    assert "grad_norm is inf" in _guards().observe(7, {"loss": 0.1, "grad_norm": float("inf")})
+    assert _guards("--health.stop_on_nan=false").observe(7, {"loss": float("nan")}) is None
+
+
+def test_exempt_reward_must_be_a_configured_reward():
+    with pytest.raises(SettingsError, match="zero_reward_exempt names \\['nope'\\]"):
+        load_settings(SMOKE, ["--health.zero_reward_exempt=[nope]"])
+
+
+def test_cuda_oom_becomes_a_message_naming_the_settings(tmp_path, monkeypatch, capsys):
+    import torch
+
+    def oom(settings, only=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
+
+    monkeypatch.setattr(pipeline, "run", oom)
+    rc = cli.main(["run", "--config", str(SMOKE), f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'w'}",
+                   "--log_format=text"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for name in ("GPU_MEMORY_UTILIZATION", "NUM_GENERATIONS", "MAX_COMPLETION_LENGTH", "PER_DEVICE_TRAIN_BATCH_SIZE"):
+        assert name in err
+    assert "Traceback" not in err
+    assert health.oom_message(ValueError("No available memory for the cache blocks. Try increasing "
+                                         "`gpu_memory_utilization`")).startswith("vLLM has no GPU memory left")
+    assert health.oom_message(ValueError("some other error")) is None
+
+
+# ---------------------------------------------------------------- slow: the real base model, real training
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    # one dequantized model cache for every test module of this session
+    return tmp_path_factory.getbasetemp() / "grpo-work"
+
+
+def _preflight(tmp_path, work_dir, reward):
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={work_dir}", "--run_id=pf",
+                              f'--rewards={{"partial_format": 0.5, "{reward}": 1.0}}', "--health.preflight_samples=4"])
+    stages = [st for st in pipeline.stages() if st.name in ("prepare_data", "reward_preflight")]
+    with pytest.raises(SettingsError) as e:
+        pipeline.run(s, stages)
+    rows = data.from_jsonl((tmp_path / "runs" / "pf" / "data" / "train.jsonl").read_text())[:4]
+    return str(e.value), rows
+
+
+@pytest.mark.slow
+def test_preflight_on_the_real_model_catches_a_raising_reward(tmp_path, work_dir):
+    msg, rows = _preflight(tmp_path, work_dir, "tests.test_health:raises_on_odd_answer")
+    first_odd = next(i for i, r in enumerate(rows) if int(r["answer"]) % 2)
+    assert "reward 'tests.test_health:raises_on_odd_answer' raised ValueError" in msg
+    # the sampled completion of that prompt is shown, with its reference answer
+    assert f"on completion #{first_odd} raised ValueError" in msg
+    assert f"(reference answer {rows[first_odd]['answer']!r})" in msg
+    shown = msg.split(f"completion #{first_odd} raised ValueError: cannot score answer {rows[first_odd]['answer']}: ")[1]
+    assert len(shown.split(" (reference answer")[0]) > 5
+    assert not (tmp_path / "runs" / "pf" / "stages" / "reward_preflight.json").exists()
+
+
+@pytest.mark.slow
+def test_preflight_on_the_real_model_catches_a_wrong_length(tmp_path, work_dir):
+    msg, _ = _preflight(tmp_path, work_dir, "tests.test_health:drops_untagged")
+    assert "reward 'tests.test_health:drops_untagged' returned" in msg and "scores for 4 completions" in msg
+    assert "on completion #" in msg
+
+
+@pytest.mark.slow
+def test_zero_variance_guard_stops_a_cpu_run_with_code_3(tmp_path, work_dir):
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(SMOKE),
+           f"--store.uri={tmp_path / 'runs'}", f"--work_dir={work_dir}", "--run_id=guard", "--log_format=json",
+           '--rewards={"tests.test_health:constant_reward": 1.0}', "--health.zero_std_steps=2",
+           "--health.preflight_samples=0", "--evaluation.enabled=false", "--train.max_steps=5",
+           "--train.save_steps=100", "--export.merge=false"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
+    assert r.returncode == 3, r.stderr[-4000:]
+    assert "training stopped by a health guard at step 2" in r.stderr
+    assert "zero reward variance for 2 logged steps" in r.stderr
+    run = tmp_path / "runs" / "guard"
+    # it saved (and uploaded) a checkpoint before stopping, although save_steps is 100
+    assert (run / "checkpoints" / "checkpoint-2" / "manifest.json").is_file()
+    assert not (run / "stages" / "train.json").exists()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2

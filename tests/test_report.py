@@ -1,0 +1,101 @@
+"""The report: plots and report.md from per-step metrics and before/after evaluation, both on
+synthetic metrics (fast) and after a real short CPU run of every stage (slow)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from job import report
+from job.store import LocalStore
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _records(n):
+    return [{"step": i, "reward": 0.1 * i, "rewards/format_reward/mean": 0.05 * i, "rewards/correctness_reward/mean": 0.0,
+             "completions/mean_length": 100 + i, "completions/min_length": 50, "completions/max_length": 200,
+             "completions/clipped_ratio": 0.5, "loss": 0.01, "step_time": 1.0} for i in range(1, n + 1)]
+
+
+def test_plots_and_markdown_from_synthetic_metrics(tmp_path):
+    store = LocalStore(tmp_path / "run1")
+    store.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in _records(40))
+                     + json.dumps({"step": 40, "train_runtime": 12.0}) + "\n")
+    store.write_text("eval/base.json", json.dumps({"n": 10, "accuracy": 0.1, "format_rate": 0.0, "mean_length": 120.0}))
+    store.write_text("eval/trained.json", json.dumps({"n": 10, "accuracy": 0.3, "format_rate": 0.6, "mean_length": 90.0}))
+    store.write_text("settings.json", json.dumps({"fingerprint": "abc", "settings": {
+        "model": {"name_or_path": "m"}, "rewards": {"format": 0.5}, "train": {"max_steps": 40, "learning_rate": 5e-6}}}))
+    paths = report.plot(report.step_records(store), tmp_path / "out")
+    assert [p.name for p in paths] == list(report.PLOTS)
+    assert all(p.read_bytes().startswith(PNG) and p.stat().st_size > 10_000 for p in paths)
+    md = report.report_markdown(store, image_prefix="report/")
+    assert "| accuracy | 0.100 | 0.300 | 0.200 |" in md
+    assert "| format compliance (whole format) | 0.000 | 0.600 | 0.600 |" in md
+    assert "| mean completion length (tokens) | 120.0 | 90.0 | -30.0 |" in md
+    # reward change over training: means of the first and last 10 logged steps
+    assert "| reward | 0.5500 | 3.5500 |" in md
+    assert "![rewards per step](report/rewards.png)" in md and "| max_steps | 40 |" in md
+
+
+def test_step_timer_gives_step_time_tokens_per_second_and_eta(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(report.time, "monotonic", lambda: now[0])
+    t = report.StepTimer()
+    t.start(0)
+    now[0] = 110.0
+    assert t.tick(2, 10, 1000) == {"step_time": 5.0, "eta_s": 40.0}
+    now[0] = 130.0
+    assert t.tick(4, 10, 3000) == {"step_time": 10.0, "tokens_per_s": 100.0, "eta_s": 45.0}
+    assert report.fmt_duration(45) == "0m45s" and report.fmt_duration(3725) == "1h02m"
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """One short real run of every stage on CPU (2 GRPO steps), shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("report-run")
+    work = tmp_path_factory.getbasetemp() / "grpo-work"  # model cache shared with the other test modules
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples" / "smoke.yaml"),
+           f"--store.uri={tmp / 'runs'}", f"--work_dir={work}", "--run_id=rep", "--log_format=json",
+           "--train.max_steps=2", "--train.save_steps=2", "--export.merge=false", "--health.preflight_samples=2",
+           "--evaluation.max_samples=2", "--evaluation.max_new_tokens=16",
+           '--rewards={"partial_format": 0.5, "tests.reward_fixtures:length_reward": 1.0}']
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return r, LocalStore(tmp / "runs" / "rep")
+
+
+@pytest.mark.slow
+def test_cpu_run_writes_report_with_plots_and_before_after(cpu_run):
+    _, store = cpu_run
+    for stage in ("reward_preflight", "evaluate_base", "train", "evaluate_trained", "report"):
+        assert store.exists(f"stages/{stage}.json"), stage
+    for name in report.PLOTS:
+        assert store.read_bytes(f"report/{name}").startswith(PNG)
+    md = store.read_text("report/report.md")
+    assert "## Evaluation before and after training" in md and "| accuracy |" in md
+    base, trained = json.loads(store.read_text("eval/base.json")), json.loads(store.read_text("eval/trained.json"))
+    assert base["n"] == trained["n"] == 2
+    assert f"| mean completion length (tokens) | {base['mean_length']:.1f} | {trained['mean_length']:.1f} |" in md
+    assert "length_reward" in md and "![rewards per step](rewards.png)" in md
+    # the model card gets the same markdown with its own image paths
+    assert "![rewards per step](report/rewards.png)" in report.report_markdown(store, image_prefix="report/")
+
+
+@pytest.mark.slow
+def test_cpu_run_keeps_per_step_metrics_with_timing_and_logs_eta(cpu_run):
+    r, store = cpu_run
+    records = report.step_records(store)
+    assert [rec["step"] for rec in records] == [1, 2]
+    for rec in records:
+        assert {"reward", "rewards/length_reward/mean", "completions/mean_length", "loss", "step_time", "eta_s"} <= set(rec)
+        assert math.isfinite(rec["step_time"]) and rec["step_time"] > 0
+    assert "tokens_per_s" in records[1] and records[1]["eta_s"] == 0
+    lines = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    step_lines = [ln["msg"] for ln in lines if ln["msg"].startswith("step 1/2")]
+    assert step_lines and " eta " in step_lines[0]
