@@ -30,6 +30,10 @@ OVERRIDES_BASE = [
     "--lora.lora_alpha=16",
     f"--export.quantizations=[{','.join(QUANTS)}]",
     f"--hub.repo_id={REPO_ID}",
+    # this run stands in for a trained one: no base model sampling, evaluation or report around it
+    "--health.preflight_samples=0",
+    "--evaluation.enabled=false",
+    "--report.enabled=false",
 ]
 # what the hand-written train marker and metrics say (the model card must show them)
 TRAIN_MARKER = {"engine": "trl", "steps": 3, "resumed_from": None, "final_reward": 1.25,
