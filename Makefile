@@ -3,7 +3,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export HF_HUB_OFFLINE := 1
 
 .PHONY: smoke test setup
 
@@ -23,7 +22,8 @@ $(VENV)/.setup-test: $(VENV)/.setup-core
 setup: $(VENV)/.setup-test
 
 smoke: $(VENV)/.setup-core
-	$(PY) entrypoint.py run --config examples/smoke.yaml
+	# offline: the smoke run needs nothing from the Hub
+	HF_HUB_OFFLINE=1 $(PY) entrypoint.py run --config examples/smoke.yaml
 
 test: $(VENV)/.setup-test
 	$(PY) -m ruff check .
