@@ -314,6 +314,16 @@ def optimizer_tensors(state_dict: dict[str, Any]) -> dict[str, Any]:
             if isinstance(v, torch.Tensor)}
 
 
+def _tensor_differences(what: str, saved: dict, loaded: dict) -> list[str]:
+    """What differs between saved and loaded tensors of the same names (empty when equal)."""
+    import torch
+
+    if set(saved) != set(loaded):
+        return [f"{what} tensor names differ ({len(saved)} saved, {len(loaded)} loaded)"]
+    differ = [k for k in saved if not torch.equal(saved[k], loaded[k].detach().cpu())]
+    return [f"{len(differ)} {what} tensors differ, e.g. {differ[0]}"] if differ else []
+
+
 def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: Any, lr_scheduler: Any) -> dict[str, Any]:
     """Check that what the trainer loaded equals the checkpoint's files: step, LoRA weights,
     optimizer and scheduler state. Raises RuntimeError naming what differs; returns digests."""
@@ -328,21 +338,11 @@ def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: An
 
     saved_lora = load_file(checkpoint / "adapter_model.safetensors")
     loaded_lora = get_peft_model_state_dict(model)
-    if set(saved_lora) != set(loaded_lora):
-        problems.append(f"LoRA tensor names differ ({len(saved_lora)} saved, {len(loaded_lora)} loaded)")
-    else:
-        differ = [k for k in saved_lora if not torch.equal(saved_lora[k], loaded_lora[k].detach().cpu())]
-        if differ:
-            problems.append(f"{len(differ)} LoRA tensors differ, e.g. {differ[0]}")
+    problems += _tensor_differences("LoRA", saved_lora, loaded_lora)
 
     saved_opt = optimizer_tensors(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
     loaded_opt = optimizer_tensors(optimizer.state_dict())
-    if set(saved_opt) != set(loaded_opt):
-        problems.append(f"optimizer state differs in shape ({len(saved_opt)} saved tensors, {len(loaded_opt)} loaded)")
-    else:
-        differ = [k for k in saved_opt if not torch.equal(saved_opt[k], loaded_opt[k].detach().cpu())]
-        if differ:
-            problems.append(f"{len(differ)} optimizer tensors differ, e.g. {differ[0]}")
+    problems += _tensor_differences("optimizer", saved_opt, loaded_opt)
 
     # the scheduler file is the Trainer's own pickle; it was checksum-verified against the manifest
     saved_sched = torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=False)

@@ -8,6 +8,7 @@ again (the train stage resumes from its newest complete checkpoint).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -59,90 +60,49 @@ def prepare_data(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def _train(ctx: RunContext) -> dict[str, Any]:
-    from job import train
+def _lazy(module: str, func: str, *args: Any) -> Callable[[RunContext], dict[str, Any]]:
+    """A stage body that imports its module only when it runs, so listing the stages (and `check`)
+    imports no ML library."""
 
-    return train.run(ctx)
-
-
-def _merge(ctx: RunContext) -> dict[str, Any]:
-    from job import export
-
-    return export.merge(ctx)
-
-
-def _export_gguf(ctx: RunContext) -> dict[str, Any]:
-    from job import export
-
-    return export.export_gguf(ctx)
-
-
-def _verify_gguf(ctx: RunContext) -> dict[str, Any]:
-    from job import export
-
-    return export.verify_gguf(ctx)
-
-
-def _publish(ctx: RunContext) -> dict[str, Any]:
-    from job import publish
-
-    return publish.publish(ctx)
-
-
-def _preflight(ctx: RunContext) -> dict[str, Any]:
-    from job import health
-
-    return health.preflight(ctx)
-
-
-def _evaluate(which: str) -> Callable[[RunContext], dict[str, Any]]:
     def body(ctx: RunContext) -> dict[str, Any]:
-        from job import evaluate
-
-        return evaluate.run(ctx, which)
+        return getattr(importlib.import_module(f"job.{module}"), func)(ctx, *args)
 
     return body
-
-
-def _report(ctx: RunContext) -> dict[str, Any]:
-    from job import report
-
-    return report.run(ctx)
 
 
 def stages() -> list[Stage]:
     return [
         Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
-        Stage("reward_preflight", _preflight, enabled=lambda s: s.health.preflight_samples > 0,
+        Stage("reward_preflight", _lazy("health", "preflight"), enabled=lambda s: s.health.preflight_samples > 0,
               about="sample from the base model and run every reward: fail early on a broken one"),
-        Stage("evaluate_base", _evaluate("base"), enabled=lambda s: s.evaluation.enabled,
+        Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
               about="greedy accuracy / format / length of the base model on held-out prompts"),
-        Stage("train", _train, about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
-        Stage("evaluate_trained", _evaluate("trained"), enabled=lambda s: s.evaluation.enabled,
+        Stage("train", _lazy("train", "run"), about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
+        Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
               about="the same evaluation on base + the trained adapter"),
-        Stage("report", _report, enabled=lambda s: s.report.enabled,
+        Stage("report", _lazy("report", "run"), enabled=lambda s: s.report.enabled,
               about="plots of rewards and completion length, report.md with before/after, in report/"),
         Stage(
             "merge",
-            _merge,
+            _lazy("export", "merge"),
             enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
             about="merge the LoRA into a 16-bit copy of the base model",
         ),
         Stage(
             "export_gguf",
-            _export_gguf,
+            _lazy("export", "export_gguf"),
             enabled=lambda s: bool(s.export.quantizations),
             about="GGUF files with llama.cpp's converter and llama-quantize (pinned version)",
         ),
         Stage(
             "verify_gguf",
-            _verify_gguf,
+            _lazy("export", "verify_gguf"),
             enabled=lambda s: bool(s.export.quantizations) and s.export.verify,
             about="load each GGUF in llama.cpp; greedy output of f16/q8_0 must match the merged model",
         ),
         Stage(
             "publish",
-            _publish,
+            _lazy("publish", "publish"),
             enabled=lambda s: s.hub.repo_id is not None,
             about="push merged model, GGUF files, adapter and model card to the Hub in one commit",
         ),
