@@ -324,6 +324,23 @@ def _tensor_differences(what: str, saved: dict, loaded: dict) -> list[str]:
     return [f"{len(differ)} {what} tensors differ, e.g. {differ[0]}"] if differ else []
 
 
+def verify_resumed_step(checkpoint: Path, global_step: int, lr_scheduler: Any) -> dict[str, Any]:
+    """The part of `verify_resumed` that holds for sharded training too: step and scheduler position."""
+    import torch
+
+    saved_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    saved_sched = torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=False)
+    problems = []
+    if global_step != saved_step:
+        problems.append(f"trainer step {global_step} != saved {saved_step}")
+    if saved_sched.get("last_epoch") != lr_scheduler.state_dict().get("last_epoch"):
+        problems.append(f"scheduler position {lr_scheduler.state_dict().get('last_epoch')} != saved "
+                        f"{saved_sched.get('last_epoch')}")
+    if problems:
+        raise RuntimeError(f"the state resumed from {checkpoint.name} is not the saved one: " + "; ".join(problems))
+    return {"step": global_step, "scheduler_last_epoch": saved_sched.get("last_epoch")}
+
+
 def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: Any, lr_scheduler: Any) -> dict[str, Any]:
     """Check that what the trainer loaded equals the checkpoint's files: step, LoRA weights,
     optimizer and scheduler state. Raises RuntimeError naming what differs; returns digests."""

@@ -1,7 +1,9 @@
-"""Command line: `run` (the container's default) and `check` (validate and show the plan).
+"""Command line: `run` (the container's default), `check` (validate and show the plan) and
+`launch` (several GPUs: one `run` per GPU under torchrun, see job/launch.py).
 
-    python entrypoint.py run   [--config FILE] [--section.field=value ...]
-    python entrypoint.py check [--config FILE] [--section.field=value ...]
+    python entrypoint.py run    [--config FILE] [--section.field=value ...]
+    python entrypoint.py check  [--config FILE] [--section.field=value ...]
+    python entrypoint.py launch [--config FILE] [--section.field=value ...]
 
 Exit codes are documented in job/errors.py. Nothing here imports an ML library: settings and the
 plan are checked first, and torch/transformers are imported only inside the stages that need them.
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 failure, 2 invalid settings, 3 stopped by a health guard, 75 stopped early "
         "after saving (retry).",
     )
-    p.add_argument("command", choices=["run", "check"], help="run the job, or only validate and show the plan")
+    p.add_argument("command", choices=["run", "check", "launch"],
+                   help="run the job; only validate and show the plan; or launch one run per GPU through torchrun")
     p.add_argument("--config", help="YAML settings file (also GRPO_CONFIG)")
     p.add_argument("--print-settings", action="store_true", help="with check: print the resolved settings as JSON")
     return p
@@ -128,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
+    if args.command == "launch":
+        from job import launch
+
+        return launch.main(args.config, overrides)
+    code = _main(args, overrides)
+    if args.command == "run":
+        from job import launch
+
+        launch.record_exit(code)  # for `entrypoint.py launch`, which reports the job's code, not torchrun's
+    return code
+
+
+def _main(args: argparse.Namespace, overrides: list[str]) -> int:
     try:
         settings = load_settings(args.config, overrides)
     except SettingsError as e:

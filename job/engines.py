@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from job import distributed
 from job.settings import JobSettings
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,32 @@ def has_cuda_gpu() -> bool:
 
 
 def pick_engine(settings: JobSettings) -> str:
-    """`auto` -> `unsloth` with a CUDA GPU and Unsloth installed, else `trl`."""
+    """`auto` -> `unsloth` for one process with a CUDA GPU and Unsloth installed, else `trl` (the
+    engine for several processes: Unsloth's fast path is one process on one GPU)."""
     if settings.model.engine != "auto":
         return settings.model.engine
-    return "unsloth" if has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+    single = settings.train.resolved_world_size() == 1
+    return "unsloth" if single and has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+
+
+def strategy_args(strategy: str) -> dict[str, Any]:
+    """GRPOConfig arguments that make accelerate spread the training state (several processes only)."""
+    if strategy == "fsdp":
+        # FSDP2, one unit per decoder layer; the base model is loaded on rank 0 and broadcast
+        return {"fsdp": "full_shard auto_wrap",
+                "fsdp_config": {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                "cpu_ram_efficient_loading": True, "state_dict_type": "FULL_STATE_DICT"}}
+    if strategy == "zero3":
+        # "auto" values are filled in by transformers from the other GRPOConfig arguments
+        return {"deepspeed": {
+            "zero_optimization": {"stage": 3, "overlap_comm": True,
+                                  "stage3_gather_16bit_weights_on_model_save": True},
+            "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+            "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+        }}
+    # DDP: a LoRA with gradient checkpointing has no unused parameters; skipping the search saves a pass
+    return {"ddp_find_unused_parameters": False}
 
 
 class Engine(Protocol):
@@ -73,8 +96,11 @@ class TrlEngine:
         dtype = {"auto": torch.bfloat16 if self.bf16 else torch.float32, "bfloat16": torch.bfloat16,
                  "float16": torch.float16, "float32": torch.float32}[s.model.dtype]
         kwargs: dict[str, Any] = {"dtype": dtype, "revision": s.model.revision}
-        if self.cuda:
-            kwargs["device_map"] = "cuda"
+        launch = distributed.current()
+        if self.cuda and (not launch.multi or s.distributed.strategy == "ddp"):
+            # a whole copy on this process' GPU (torchrun: one GPU per local rank); sharded
+            # strategies load on the CPU and let accelerate place the shards
+            kwargs["device_map"] = {"": launch.local_rank}
             if s.model.load_in_4bit:
                 from transformers import BitsAndBytesConfig
 
@@ -93,15 +119,24 @@ class TrlEngine:
 
     def grpo_args(self, s: JobSettings) -> dict[str, Any]:
         args: dict[str, Any] = {"use_cpu": not self.cuda, "bf16": self.bf16}
+        d, launch = s.distributed, distributed.current()
         if self.vllm:
-            # TRL colocate runs vLLM through torch.distributed's external launcher, which needs a
-            # process-group environment even for one process.
-            for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                         "MASTER_PORT": "29513"}.items():
-                os.environ.setdefault(k, v)
-            args.update(use_vllm=True, vllm_mode="colocate",
-                        vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
-                        vllm_max_model_length=s.model.max_seq_length)
+            args.update(use_vllm=True, vllm_mode=d.vllm_mode, vllm_max_model_length=s.model.max_seq_length)
+            if d.vllm_mode == "colocate":
+                if not launch.multi:
+                    # TRL colocate runs vLLM through torch.distributed's external launcher, which needs a
+                    # process-group environment even for one process (torchrun sets it otherwise).
+                    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                                 "MASTER_PORT": "29513"}.items():
+                        os.environ.setdefault(k, v)
+                args.update(vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
+                            vllm_tensor_parallel_size=d.vllm_tensor_parallel_size,
+                            vllm_enable_sleep_mode=d.vllm_enable_sleep_mode)
+            else:
+                args.update(vllm_server_host=d.vllm_server_host, vllm_server_port=d.vllm_server_port,
+                            vllm_server_timeout=d.vllm_server_timeout)
+        if launch.multi:
+            args.update(strategy_args(d.strategy))
         return args
 
 
@@ -115,8 +150,11 @@ class UnslothEngine:
 
     name = "unsloth"
 
+    def __init__(self) -> None:
+        import unsloth  # noqa: F401  (first: it patches transformers, peft and trl before they are used)
+
     def load(self, model_path: str, s: JobSettings) -> tuple[Any, Any, Any]:
-        from unsloth import FastLanguageModel  # first: it patches transformers, peft and trl
+        from unsloth import FastLanguageModel
 
         model, tok = FastLanguageModel.from_pretrained(
             model_name=model_path,

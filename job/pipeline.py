@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from job import data as data_mod
+from job import distributed
 from job.settings import JobSettings
 from job.store import RunStore, open_store
 
@@ -46,6 +47,7 @@ class Stage:
     run: Callable[[RunContext], dict[str, Any]]
     enabled: Callable[[JobSettings], bool] = lambda s: True
     about: str = ""
+    every_process: bool = False  # run by every process of a multi-process launch, not the main one alone
 
 
 def marker_key(name: str) -> str:
@@ -77,7 +79,8 @@ def stages() -> list[Stage]:
               about="sample from the base model and run every reward: fail early on a broken one"),
         Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
               about="greedy accuracy / format / length of the base model on held-out prompts"),
-        Stage("train", _lazy("train", "run"), about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
+        Stage("train", _lazy("train", "run"), every_process=True,
+              about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
         Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
               about="the same evaluation on base + the trained adapter"),
         Stage("report", _lazy("report", "run"), enabled=lambda s: s.report.enabled,
@@ -113,6 +116,9 @@ def stages() -> list[Stage]:
 def open_run(settings: JobSettings) -> RunContext:
     run_id = settings.resolved_run_id()
     store = open_store(settings.store.uri, run_id)
+    launch = distributed.current()
+    if not launch.is_main:
+        store = distributed.ReadOnlyStore(store, f"process {launch}")
     work_dir = settings.work_dir / "runs" / run_id
     return RunContext(settings=settings, store=store, run_id=run_id, work_dir=work_dir)
 
@@ -135,28 +141,44 @@ def _record_settings(ctx: RunContext) -> None:
 
 
 def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dict[str, Any]]:
-    """Run every enabled stage in order, skipping finished ones. Returns each stage's summary."""
+    """Run every enabled stage in order, skipping finished ones. Returns each stage's summary.
+
+    In a multi-process launch the main process runs every stage and writes every marker; the others
+    wait for the main's markers up to the first `every_process` stage, run those stages with it, and
+    return after the last one (see job/distributed.py)."""
+    launch = distributed.current()
     ctx = open_run(settings)
     ctx.store.check_reachable()
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    log.info("run %s: store %s", ctx.run_id, ctx.store.uri, extra={"run_id": ctx.run_id})
-    _record_settings(ctx)
+    log.info("run %s: store %s%s", ctx.run_id, ctx.store.uri, f"; {launch}" if launch.multi else "",
+             extra={"run_id": ctx.run_id})
+    if launch.is_main:
+        _record_settings(ctx)
+    todo = [st for st in (only or stages()) if st.enabled(settings)]
+    if not launch.is_main:  # the stages after the last shared one are the main's alone
+        shared = [i for i, st in enumerate(todo) if st.every_process]
+        todo = todo[: shared[-1] + 1] if shared else []
     results: dict[str, dict[str, Any]] = {}
     for stage in only or stages():
         if not stage.enabled(settings):
             log.info("stage %s: disabled by the settings", stage.name, extra={"stage": stage.name})
-            continue
+    for stage in todo:
         done = ctx.stage_summary(stage.name)
         if done is not None:
             log.info("stage %s: already done, skipped", stage.name, extra={"stage": stage.name})
             results[stage.name] = done
+            continue
+        if not launch.is_main and not stage.every_process:
+            distributed.wait_for(ctx.store, marker_key(stage.name), f"stage {stage.name}")
+            results[stage.name] = ctx.stage_summary(stage.name) or {}
             continue
         log.info("stage %s: start (%s)", stage.name, stage.about, extra={"stage": stage.name})
         t0 = time.monotonic()
         summary = dict(stage.run(ctx) or {})
         summary["seconds"] = round(time.monotonic() - t0, 1)
         summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        ctx.store.write_text(marker_key(stage.name), json.dumps(summary, indent=1, default=str))
+        if launch.is_main:
+            ctx.store.write_text(marker_key(stage.name), json.dumps(summary, indent=1, default=str))
         log.info("stage %s: done in %.1f s", stage.name, summary["seconds"], extra={"stage": stage.name, "summary": summary})
         results[stage.name] = summary
     return results

@@ -41,7 +41,9 @@ def _client_config(max_attempts: int | None, connect_timeout: float, read_timeou
     from botocore.config import Config
 
     kwargs: dict[str, Any] = {"connect_timeout": connect_timeout, "read_timeout": read_timeout,
-                              "max_pool_connections": MAX_CONCURRENCY * 2}
+                              "max_pool_connections": MAX_CONCURRENCY * 2,
+                              # which process of a multi-process run sent a request, in the S3 access logs
+                              "user_agent_extra": f"grpo-job/rank-{os.environ.get('RANK', '0')}"}
     # The user's own AWS_RETRY_MODE / AWS_MAX_ATTEMPTS win over our defaults (a Config passed to the
     # client would otherwise override them).
     if not (os.environ.get("AWS_RETRY_MODE") or os.environ.get("AWS_MAX_ATTEMPTS")) or max_attempts is not None:

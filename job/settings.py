@@ -13,11 +13,13 @@ read here at all: boto3's own credential chain finds them.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -240,8 +242,58 @@ class TrainSettings(_Section):
     seed: int = 3407
     """Seed of sampling, LoRA initialisation and data order."""
 
-    world_size: int = Field(1, ge=1)
-    """Processes taking part (1 unless launched with torchrun/accelerate); used to check the batch."""
+    world_size: int | None = Field(None, ge=1)
+    """Training processes in all, used to check the batch; None takes the launcher's WORLD_SIZE
+    (torchrun, `accelerate launch`, `entrypoint.py launch`), or 1 when not launched."""
+
+    def resolved_world_size(self) -> int:
+        from job import distributed
+
+        return self.world_size or distributed.current().world_size
+
+
+class DistributedSettings(_Section):
+    """Training on several GPUs of one node or of many. It takes effect when the job is started as
+    several processes (`entrypoint.py launch`, or torchrun / `accelerate launch entrypoint.py run`);
+    the names of the vLLM fields are GRPOConfig's."""
+
+    strategy: Literal["ddp", "fsdp", "zero3"] = "ddp"
+    """How model and optimizer state are spread over the training processes. `ddp`: a whole copy on
+    every GPU (the LoRA case: the base model fits one GPU; 4-bit allowed). `fsdp`: FSDP2 full shard
+    (GRPOConfig `fsdp`/`fsdp_config`). `zero3`: DeepSpeed ZeRO-3 (GRPOConfig `deepspeed`; needs the
+    `deepspeed` package). Sharded strategies need a 16-bit base model (`model.load_in_4bit=false`)
+    and, across several nodes, a `work_dir` on a shared file system (each process writes its shard)."""
+
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    """Where vLLM generates. `colocate`: inside each training process, on the same GPUs
+    (`model.gpu_memory_utilization` of each). `server`: a separate `trl vllm-serve` on GPUs of its own
+    (`vllm_server_gpus`), started by `entrypoint.py launch` on the first node."""
+
+    vllm_tensor_parallel_size: int = Field(1, ge=1)
+    """Colocate: GPUs one vLLM engine spans (tensor parallel); it must divide the number of training
+    processes. Raise it when one GPU cannot hold the model for generation."""
+
+    vllm_enable_sleep_mode: bool = False
+    """Colocate: vLLM offloads its weights and drops its KV cache while the trainer steps, giving that
+    memory to training (costs a reload per step; worth it for big models on full GPUs)."""
+
+    vllm_server_gpus: int = Field(1, ge=1)
+    """Server: GPUs of the first node given to `trl vllm-serve` (its tensor-parallel size);
+    `entrypoint.py launch` trains on the node's other GPUs."""
+
+    vllm_server_host: str = "127.0.0.1"
+    """Server: address the trainers reach the vLLM server at (the first node's address when the run
+    spans several nodes)."""
+
+    vllm_server_port: int = Field(8000, ge=1, le=65535)
+    """Server: HTTP port of `trl vllm-serve`."""
+
+    vllm_server_timeout: float = Field(600.0, gt=0.0)
+    """Server: seconds to wait for the vLLM server to come up (it loads the model first)."""
+
+    nproc_per_node: int | None = Field(None, ge=1)
+    """`entrypoint.py launch`: training processes on each node; None is one per visible GPU, less
+    the vLLM server's."""
 
 
 class StoreSettings(_Section):
@@ -403,6 +455,19 @@ class ReportSettings(_Section):
 
 
 _config_path: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpo_config_path", default=None)
+_defer_world: contextvars.ContextVar[bool] = contextvars.ContextVar("grpo_defer_world_checks", default=False)
+
+
+@contextlib.contextmanager
+def deferred_world_checks() -> Iterator[None]:
+    """Settings loaded inside skip the rules that depend on the number of processes: for
+    `entrypoint.py launch`, which needs the settings to know how many it will start (and then
+    loads them again, checking everything)."""
+    token = _defer_world.set(True)
+    try:
+        yield
+    finally:
+        _defer_world.reset(token)
 
 
 class JobSettings(BaseSettings):
@@ -441,6 +506,7 @@ class JobSettings(BaseSettings):
     evaluation: EvaluationSettings = EvaluationSettings()
     health: HealthSettings = HealthSettings()
     report: ReportSettings = ReportSettings()
+    distributed: DistributedSettings = DistributedSettings()
 
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
     """Hugging Face token, from the standard `HF_TOKEN` variable; needed to publish."""
@@ -475,13 +541,14 @@ class JobSettings(BaseSettings):
     @model_validator(mode="after")
     def _cross_field(self) -> JobSettings:
         t, problems = self.train, []
+        world = t.resolved_world_size()
         # TRL: generation_batch_size = per_device_train_batch_size * steps_per_generation * num_processes,
         # with steps_per_generation defaulting to gradient_accumulation_steps; it must hold whole groups.
-        generation_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * t.world_size
-        if generation_batch % t.num_generations:
+        generation_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+        if generation_batch % t.num_generations and not _defer_world.get():
             problems.append(
                 f"train: the generation batch ({t.per_device_train_batch_size} per_device_train_batch_size x "
-                f"{t.gradient_accumulation_steps} gradient_accumulation_steps x {t.world_size} world_size = "
+                f"{t.gradient_accumulation_steps} gradient_accumulation_steps x {world} world_size = "
                 f"{generation_batch}) must be divisible by num_generations ({t.num_generations}), because every "
                 f"prompt's group of completions must fit in one batch; set "
                 f"GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE to a multiple of {t.num_generations}"
@@ -498,12 +565,42 @@ class JobSettings(BaseSettings):
                 "lora.lora_dropout must be 0 with the unsloth engine (its fused LoRA kernels have no dropout); "
                 "set GRPO_LORA__LORA_DROPOUT=0"
             )
+        if not _defer_world.get():
+            problems += self._distributed_problems(world)
         unknown = [r for r in self.health.zero_reward_exempt if r not in self.rewards]
         if unknown:
             problems.append(f"health.zero_reward_exempt names {unknown}, which are not in rewards {list(self.rewards)}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _distributed_problems(self, world: int) -> list[str]:
+        """TRL's and the engines' rules for several processes, checked before any GPU is touched."""
+        d, problems = self.distributed, []
+        if world > 1 and self.model.engine == "unsloth":
+            problems.append(
+                f"model.engine=unsloth runs one process on one GPU, but this launch has {world} processes; "
+                "set GRPO_MODEL__ENGINE=trl (or auto, which picks trl for multi-GPU runs)"
+            )
+        if d.vllm_mode == "colocate" and world % d.vllm_tensor_parallel_size:
+            problems.append(
+                f"distributed.vllm_tensor_parallel_size ({d.vllm_tensor_parallel_size}) must divide the number of "
+                f"training processes ({world}), because each group of that many processes shares one vLLM engine; "
+                f"set GRPO_DISTRIBUTED__VLLM_TENSOR_PARALLEL_SIZE to a divisor of {world}"
+            )
+        if world > 1 and d.strategy != "ddp" and self.model.load_in_4bit:
+            problems.append(
+                f"distributed.strategy={d.strategy} shards the base model, which cannot be done with 4-bit "
+                "(bitsandbytes) weights here; set GRPO_MODEL__LOAD_IN_4BIT=false, or GRPO_DISTRIBUTED__STRATEGY=ddp "
+                "when the 4-bit model fits one GPU"
+            )
+        if world > 1 and d.strategy == "zero3":
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                problems.append("distributed.strategy=zero3 needs DeepSpeed: pip install deepspeed, or set "
+                                "GRPO_DISTRIBUTED__STRATEGY=fsdp")
+        return problems
 
     def warnings(self) -> list[str]:
         """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""

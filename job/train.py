@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job import checkpoints, data, engines, health, models, report, stopping
+from job import checkpoints, data, distributed, engines, health, models, report, stopping
 from job import rewards as reward_registry
 from job.errors import StoppedEarly
 from job.settings import JobSettings
@@ -47,8 +47,9 @@ def drop_long_prompts(rows: list[dict], tok: Any, max_len: int) -> list[dict]:
     return kept
 
 
-def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.BackgroundPublisher,
+def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.BackgroundPublisher | None,
                stop: stopping.StopControl, resume: Path | None) -> list[Any]:
+    """`publisher` is None in processes other than the main one: they never write to the store."""
     from transformers import TrainerCallback
 
     class StoreCheckpoints(TrainerCallback):
@@ -56,21 +57,29 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
         upload that failed for good stops training at the next step, loudly."""
 
         def on_save(self, args, state, control, **kwargs):
-            local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            publisher.submit(local, state.global_step, extras={"metrics.jsonl": metrics_path})
+            # every process has written its part (its RNG state) before the main one snapshots it
+            distributed.barrier()
+            if publisher is not None:
+                local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                publisher.submit(local, state.global_step, extras={"metrics.jsonl": metrics_path})
 
         def on_step_end(self, args, state, control, **kwargs):
-            publisher.raise_if_failed()
+            if publisher is not None:
+                publisher.raise_if_failed()
 
     class StopEarly(TrainerCallback):
-        """On SIGTERM or a near deadline: save at this step end, then stop (the stage exits 75)."""
+        """On SIGTERM or a near deadline: save at this step end, then stop (the stage exits 75). With
+        several processes they decide together, so a signal to any one of them stops all at the
+        same step, with one checkpoint."""
 
         def on_step_begin(self, args, state, control, **kwargs):
             stop.step_began()
 
         def on_step_end(self, args, state, control, **kwargs):
             stop.step_ended()
-            if (reason := stop.should_stop()) and not control.should_training_stop:
+            if distributed.any_process(stop.should_stop() is not None) and stop.reason is None:
+                stop.reason = "stopping on another process"
+            if (reason := stop.reason) and not control.should_training_stop:
                 control.should_save = control.should_training_stop = True
                 log.warning("stop: %s; saving checkpoint-%d, uploading it, then exiting 75 (%.0f s left)", reason,
                             state.global_step, stop.seconds_left() or 0, extra={"step": state.global_step})
@@ -79,10 +88,18 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
         """After a resume, prove the loaded state is the saved one (step, LoRA, optimizer, scheduler)."""
 
         def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-            if resume is not None:
-                facts = checkpoints.verify_resumed(resume, state.global_step, model, optimizer, lr_scheduler)
-                log.info("resumed from %s: step, LoRA weights, optimizer and scheduler state equal the saved ones",
-                         resume.name, extra={"resume": facts})
+            if resume is None:
+                return
+            if distributed.current().multi and ctx.settings.distributed.strategy != "ddp":
+                # sharded state: each process holds a slice, not the saved tensors
+                facts = checkpoints.verify_resumed_step(resume, state.global_step, lr_scheduler)
+                log.info("resumed from %s (%s): step and scheduler equal the saved ones; the sharded LoRA and "
+                         "optimizer state were loaded by accelerate", resume.name, distributed.current(),
+                         extra={"resume": facts})
+                return
+            facts = checkpoints.verify_resumed(resume, state.global_step, model, optimizer, lr_scheduler)
+            log.info("resumed from %s (%s): step, LoRA weights, optimizer and scheduler state equal the saved ones",
+                     resume.name, distributed.current(), extra={"resume": facts})
 
     class StepLog(TrainerCallback):
         """One record per logged step (with step time, tokens/s, ETA): in the job log and in metrics.jsonl."""
@@ -93,7 +110,7 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
             self.timer.start(state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs:
+            if not logs or not state.is_world_process_zero:  # the metrics are gathered: one writer
                 return
             record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
             if "reward" in record:
@@ -122,35 +139,43 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     s = ctx.settings
+    launch = distributed.current()
     if not engines.has_cuda_gpu():
         # TRL computes log-probs with Triton kernels; on a CPU they run in Triton's interpreter.
         os.environ.setdefault("TRITON_INTERPRET", "1")
     engine_name = engines.pick_engine(s)
-    log.info("engine: %s (setting %s)", engine_name, s.model.engine)
-    engine = engines.get(engine_name)
-    model_path = models.resolve(s.model, ctx.cache_dir)
-    model, tok, peft_config = engine.load(model_path, s)  # imports unsloth first on that engine
+    log.info("engine: %s (setting %s)%s", engine_name, s.model.engine, f"; {launch}" if launch.multi else "")
+    engine = engines.get(engine_name)  # the unsloth engine imports unsloth here, before trl
 
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), tok, s.train.max_prompt_length)
+    from job import logs
+
     output_dir = ctx.work_dir / "trainer"
+    quiet = logs.resolve_format(s.log_format) == "json"
+    # Built before the model: it starts the process group of a multi-process launch (accelerate),
+    # and ZeRO-3 must be configured before the model is loaded.
+    args = GRPOConfig(**grpo_config_kwargs(s, output_dir, quiet), **engine.grpo_args(s))
+    _ = args.device
+    with args.main_process_first(local=True, desc="model cache"):  # one writer per node's disk
+        model_path = models.resolve(s.model, ctx.cache_dir)
+    model, tok, peft_config = engine.load(model_path, s)
+
+    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), tok, s.train.max_prompt_length)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = ctx.work_dir / "metrics.jsonl"
-    if ctx.store.exists("metrics.jsonl"):
-        ctx.store.get_file("metrics.jsonl", metrics_path)
-    resume = checkpoints.restore_latest(ctx.store, output_dir)
-    if resume is None:
-        metrics_path.unlink(missing_ok=True)
+    resume = _restore(ctx, args, output_dir, launch)
+    if launch.is_main:
+        if resume is not None and ctx.store.exists("metrics.jsonl"):
+            ctx.store.get_file("metrics.jsonl", metrics_path)
+        elif resume is None:
+            metrics_path.unlink(missing_ok=True)
     if stop.should_stop():
         raise StoppedEarly(f"stopped ({stop.reason}) before training started; nothing new to save, run again")
 
-    from job import logs
-
-    quiet = logs.resolve_format(s.log_format) == "json"
-    args = GRPOConfig(**grpo_config_kwargs(s, output_dir, quiet), **engine.grpo_args(s))
-    publisher = checkpoints.BackgroundPublisher(ctx.store, s.store.keep_last, ctx.work_dir / "upload-staging")
+    publisher = (checkpoints.BackgroundPublisher(ctx.store, s.store.keep_last, ctx.work_dir / "upload-staging")
+                 if launch.is_main else None)
     try:
         trainer = GRPOTrainer(
             model=model,
@@ -165,25 +190,49 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     finally:
         # Never leave with an upload pending: even after a crash, checkpoints saved before it go to
         # the store. Raises UploadFailed if one could not be uploaded.
-        if not publisher.close(timeout=stop.seconds_left()):
+        if publisher is not None and not publisher.close(timeout=stop.seconds_left()):
             log.error("uploads still pending when the stop budget ran out")
+    step = trainer.state.global_step
     if stop.reason:
-        step = trainer.state.global_step
+        distributed.barrier()  # nobody exits while the main process uploads (the launcher would end it)
         raise StoppedEarly(f"stopped early ({stop.reason}) at step {step}: checkpoint-{step} is in the store with "
                            f"its manifest; run the job again to resume from it")
 
     adapter_dir = ctx.work_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
-    tok.save_pretrained(str(adapter_dir))
-    ctx.store.put_dir(adapter_dir, "adapter")
-    if metrics_path.exists():
-        ctx.store.put_file(metrics_path, "metrics.jsonl")
+    trainer.save_model(str(adapter_dir))  # gathers sharded weights; written by the main process
+    if launch.is_main:
+        tok.save_pretrained(str(adapter_dir))
+        ctx.store.put_dir(adapter_dir, "adapter")
+        if metrics_path.exists():
+            ctx.store.put_file(metrics_path, "metrics.jsonl")
     last = next((h for h in reversed(trainer.state.log_history) if "reward" in h), {})
+    if launch.multi:
+        del trainer, model
+        distributed.finish()  # the other processes end here; the main one runs the later stages alone
     return {
         "engine": engine_name,
         "model": model_path,
-        "steps": trainer.state.global_step,
+        "processes": launch.world_size,
+        "strategy": s.distributed.strategy if launch.multi else None,
+        "steps": step,
         "resumed_from": int(resume.name.split("-")[1]) if resume else None,
         "final_reward": last.get("reward"),
         "final_metrics": {k: v for k, v in last.items() if k.startswith("rewards/")},
     }
+
+
+def _restore(ctx: RunContext, args: Any, output_dir: Path, launch: distributed.Launch) -> Path | None:
+    """The newest complete checkpoint, on this process' disk; every process resumes from the same one.
+
+    One process per node downloads and verifies it (the others on the node wait, then read those
+    files); the main process' choice is then checked against every node's.
+    """
+    if not launch.multi:
+        return checkpoints.restore_latest(ctx.store, output_dir)
+    with args.main_process_first(local=True, desc="checkpoint restore"):
+        mine = checkpoints.restore_latest(ctx.store, output_dir) if launch.is_local_main else None
+    chosen = distributed.from_main(None if mine is None else mine.name)
+    if launch.is_local_main and (None if mine is None else mine.name) != chosen:
+        raise RuntimeError(f"this node restored {mine.name if mine else 'no checkpoint'} but the main process "
+                           f"restored {chosen}: the store changed while the run started; start it again")
+    return None if chosen is None else output_dir / chosen
