@@ -70,6 +70,7 @@ class Seen:
     path: str
     body_len: int
     outcome: str  # the status code forwarded, or "dropped" / "slowdown"
+    user_agent: str = ""
     at: float = field(default_factory=time.monotonic)
 
 
@@ -192,7 +193,7 @@ class FaultProxy:
 
     def _record(self, req: Request, outcome: str) -> None:
         with self._lock:
-            self.seen.append(Seen(req.method, req.path, req.body_len, outcome))
+            self.seen.append(Seen(req.method, req.path, req.body_len, outcome, req.headers.get("user-agent", "")))
 
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None

@@ -30,6 +30,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements" / "gpu.lock"
 BASE = ROOT / "k8s" / "base"
 OVERLAY = ROOT / "k8s" / "overlays" / "example"
+MULTI_GPU = ROOT / "k8s" / "overlays" / "multi-gpu"
+MULTINODE = ROOT / "k8s" / "multinode"
+# kinds that kubernetes-validate has no schema for; checked against their own API below
+CUSTOM_KINDS = {"JobSet"}
 WORKFLOWS = ROOT / ".github" / "workflows"
 RENDER = ROOT / ".github" / "scripts" / "render_job.py"
 # Oldest Kubernetes the Job is written for (podFailurePolicy GA, DisruptionTarget, job-name label) and
@@ -86,6 +90,8 @@ def train_container(job: dict) -> dict:
 def k8s_errors(docs: list[dict], version: str) -> list[str]:
     out = []
     for d in docs:
+        if d["kind"] in CUSTOM_KINDS:
+            continue
         try:
             kubernetes_validate.validate(d, version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -220,11 +226,15 @@ def test_yamllint_fails_on_a_planted_mistake(tmp_path):
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_every_manifest_and_the_kustomize_output_match_kubernetes_schemas(version):
-    resources = [f for f in ROOT.joinpath("k8s").rglob("*.yaml") if f.name != "kustomization.yaml"]
+    resources = [f for f in ROOT.joinpath("k8s").rglob("*.yaml")
+                 if f.name not in ("kustomization.yaml", "kustomizeconfig.yaml")]
     docs = [d for f in resources for d in yaml.safe_load_all(f.read_text()) if d]
-    assert {d["kind"] for d in docs} >= {"Job", "ServiceAccount"}
-    for path in (BASE, OVERLAY):
+    assert {d["kind"] for d in docs} >= {"Job", "ServiceAccount", "JobSet"}
+    for path in (BASE, OVERLAY, MULTI_GPU, MULTINODE):
         docs += kustomize(path)
+    # the JobSet's Job template is a batch/v1 Job spec: hold it to the Kubernetes schema too
+    docs += [{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{d['metadata']['name']}-{r['name']}"},
+              "spec": r["template"]["spec"]} for d in docs if d["kind"] == "JobSet" for r in d["spec"]["replicatedJobs"]]
     assert k8s_errors(docs, version) == []
 
 
@@ -503,3 +513,159 @@ def test_train_render_rejects_bad_input_before_the_cluster(tmp_path):
     assert r.returncode == errors.EXIT_INVALID and "DNS label" in r.stderr
     r = render_run(tmp_path, "GRPO_DATA__PATH=x; rm -rf /")
     assert r.returncode == errors.EXIT_INVALID and "data.path" in r.stderr
+
+
+# ------------------------------------------------------------------------------- several GPUs, several nodes
+
+
+def api_errors(model: type, data: object, where: str = "") -> list[str]:
+    """Unknown fields and wrong types of `data` against a generated OpenAPI model (and the models of
+    its fields, recursively). The generated `from_dict` drops unknown keys, so they are looked for here."""
+    import typing
+
+    from pydantic import BaseModel, ValidationError
+
+    def inner(tp: object) -> type | None:
+        for arg in typing.get_args(tp) or ():
+            found = inner(arg)
+            if found is not None:
+                return found
+        return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+    out = []
+    if not isinstance(data, dict):
+        return [f"{where or '.'}: expected an object, got {type(data).__name__}"]
+    fields = {f.alias or name: f for name, f in model.model_fields.items()}
+    for key, value in data.items():
+        if key not in fields:
+            out.append(f"{where}.{key}: unknown field of {model.__name__}")
+            continue
+        sub = inner(fields[key].annotation)
+        if sub is None or "one_of_schemas" in sub.model_fields:  # scalars (Quantity, IntOrString): from_dict checks
+            continue
+        items = value if isinstance(value, list) else value.values() if typing.get_origin(
+            fields[key].annotation) is dict else [value]
+        for i, item in enumerate(items):
+            out += api_errors(sub, item, f"{where}.{key}" + (f"[{i}]" if isinstance(value, list) else ""))
+    if not where:
+        try:
+            model.from_dict(data)
+        except ValidationError as e:
+            out += [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+    return out
+
+
+def the_jobset() -> dict:
+    (js,) = [d for d in kustomize(MULTINODE) if d["kind"] == "JobSet"]
+    return js
+
+
+def test_the_jobset_matches_the_published_jobset_api():
+    from kubeflow_trainer_api.models import JobsetV1alpha2JobSet
+
+    docs = kustomize(MULTINODE)
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "JobSet", "ServiceAccount"]  # the base Job is gone
+    (js,) = [d for d in docs if d["kind"] == "JobSet"]
+    assert js["apiVersion"] == "jobset.x-k8s.io/v1alpha2"
+    assert api_errors(JobsetV1alpha2JobSet, js) == []
+
+
+def test_jobset_api_check_fails_on_planted_mistakes():
+    from kubeflow_trainer_api.models import JobsetV1alpha2JobSet
+
+    js = the_jobset()
+    js["spec"]["replicatedJob"] = js["spec"].pop("replicatedJobs")  # a typo
+    js["spec"]["failurePolicy"]["maxRestarts"] = "three"
+    found = api_errors(JobsetV1alpha2JobSet, js)
+    assert any(".spec.replicatedJob: unknown field" in f for f in found), found
+    assert any("maxRestarts" in f for f in found), found
+    js = the_jobset()
+    js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["envFrom"][0][
+        "configMapRefs"] = {}
+    assert any("configMapRefs: unknown field" in f for f in api_errors(JobsetV1alpha2JobSet, js))
+
+
+def _pod(js: dict) -> dict:
+    return js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+
+
+def test_multinode_pods_run_the_launcher_and_find_node_0():
+    js = the_jobset()
+    (rjob,) = js["spec"]["replicatedJobs"]
+    job_spec = rjob["template"]["spec"]
+    assert job_spec["completionMode"] == "Indexed" and job_spec["parallelism"] == job_spec["completions"] >= 2
+    c = _pod(js)["containers"][0]
+    assert c["name"] == CONTAINER and c["args"] == ["python", "entrypoint.py", "launch"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PET_NNODES"]["value"] == str(job_spec["completions"])
+    assert env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # node 0's pod through the JobSet's headless service: <jobset>-<replicatedJob>-0-0.<subdomain>
+    name = js["metadata"]["name"]
+    subdomain = js["spec"]["network"].get("subdomain", name)
+    assert js["spec"]["network"]["enableDNSHostnames"] is True
+    assert env["PET_MASTER_ADDR"]["value"] == f"{name}-{rjob['name']}-0-0.{subdomain}"
+    port = int(env["PET_MASTER_PORT"]["value"])
+    assert port in [p["containerPort"] for p in c["ports"]]
+    assert env["GRPO_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['jobset.sigs.k8s.io/jobset-name']"
+    gpus = int(c["resources"]["limits"]["nvidia.com/gpu"])
+    assert gpus == int(c["resources"]["requests"]["nvidia.com/gpu"]) > 1
+
+
+def test_multinode_pod_keeps_the_single_gpu_jobs_safety_settings():
+    single = the_job(kustomize(BASE))["spec"]["template"]["spec"]
+    multi = _pod(the_jobset())
+    for key in ("restartPolicy", "serviceAccountName", "automountServiceAccountToken", "securityContext",
+                "tolerations", "terminationGracePeriodSeconds"):
+        assert multi[key] == single[key], key
+    sc, mc = single["containers"][0], multi["containers"][0]
+    assert mc["securityContext"] == sc["securityContext"]
+    assert mc["volumeMounts"] == sc["volumeMounts"]
+    assert [v["name"] for v in multi["volumes"]] == [v["name"] for v in single["volumes"]]
+    assert [list(e) for e in mc["envFrom"]] == [list(e) for e in sc["envFrom"]]
+
+
+def test_jobset_failure_policy_uses_the_jobs_exit_codes():
+    """Kubernetes writes a Job failed by its podFailurePolicy as 'Container C for pod NS/P failed with
+    exit code N matching FailJob rule at index I'; the JobSet's rules must read the right action from it."""
+    js = the_jobset()
+    job_spec = js["spec"]["replicatedJobs"][0]["template"]["spec"]
+    assert job_spec["backoffLimit"] == 0  # the whole set restarts, never one pod of it
+    failed_codes = {c for r in job_spec["podFailurePolicy"]["rules"] if r["action"] == "FailJob"
+                    for c in r.get("onExitCodes", {}).get("values", [])}
+    assert failed_codes == {errors.EXIT_INVALID, errors.EXIT_UNHEALTHY, errors.EXIT_RETRY}
+
+    def action(message: str) -> str:
+        for rule in js["spec"]["failurePolicy"]["rules"]:
+            if "PodFailurePolicy" in rule["onJobFailureReasons"] and any(
+                    re.search(p, message) for p in rule["onJobFailureMessagePatterns"]):
+                return rule["action"]
+        return "RestartJobSet"  # JobSet's default: counts against maxRestarts
+
+    def exit_message(code: int) -> str:
+        return f"Container train for pod ns/p-node-0-1-x failed with exit code {code} matching FailJob rule at index 0"
+
+    assert action(exit_message(errors.EXIT_INVALID)) == "FailJobSet"
+    assert action(exit_message(errors.EXIT_UNHEALTHY)) == "FailJobSet"
+    assert action(exit_message(errors.EXIT_RETRY)) == "RestartJobSetAndIgnoreMaxRestarts"
+    assert action(exit_message(23)) == "RestartJobSet" and action(exit_message(32)) == "RestartJobSet"
+    assert action("Pod ns/p has condition DisruptionTarget matching FailJob rule at index 1") == \
+        "RestartJobSetAndIgnoreMaxRestarts"
+    assert js["spec"]["failurePolicy"]["maxRestarts"] >= 1
+
+
+@pytest.mark.parametrize(("path", "world"), [(MULTI_GPU, 8), (MULTINODE, 16)], ids=["multi-gpu", "multinode"])
+def test_multi_gpu_settings_load_for_their_world_size(path, world, monkeypatch):
+    docs = kustomize(path)
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Job"] + \
+        [_pod(d) for d in docs if d["kind"] == "JobSet"]
+    (pod,) = pods
+    c = pod["containers"][0]
+    assert c["args"] == ["python", "entrypoint.py", "launch"]
+    nodes = int(next((e["value"] for e in c.get("env", []) if e["name"] == "PET_NNODES"), "1"))
+    assert nodes * int(c["resources"]["limits"]["nvidia.com/gpu"]) == world
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    settings = load_with_env({k: v for k, v in cm["data"].items() if k.startswith(ENV_PREFIX)}, monkeypatch)
+    assert settings.train.resolved_world_size() == world
+    assert settings.distributed.strategy == "ddp"
