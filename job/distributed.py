@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,25 @@ def wait_for(store: RunStore, key: str, what: str, poll_seconds: float = 2.0) ->
             log.info("still waiting for the main process to finish %s (%.0f s)", what, time.monotonic() - t0)
             last_note = time.monotonic()
         time.sleep(poll_seconds)
+
+
+def allow_indexed_cpu_locations() -> None:
+    """Several processes on CPUs (gloo): accelerate names each one's device `cpu:<local rank>`, and
+    on resume transformers loads the optimizer with that device as `map_location`, which torch.load
+    does not know. Tell torch.load, through its public `register_package`, that `cpu:N` is the CPU."""
+    global _cpu_locations_known
+    if _cpu_locations_known:
+        return
+    import torch.serialization as ser
+
+    def _indexed_cpu(obj: Any, location: str) -> Any:
+        return obj if re.fullmatch(r"cpu:\d+", location) else None
+
+    ser.register_package(97, lambda obj: None, _indexed_cpu)  # after torch's own (10-26): only what they refuse
+    _cpu_locations_known = True
+
+
+_cpu_locations_known = False
 
 
 # ---------------------------------------------------------------- collectives (the trainer's process group)

@@ -157,7 +157,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     # Built before the model: it starts the process group of a multi-process launch (accelerate),
     # and ZeRO-3 must be configured before the model is loaded.
     args = GRPOConfig(**grpo_config_kwargs(s, output_dir, quiet), **engine.grpo_args(s))
-    _ = args.device
+    if launch.multi and args.device.type == "cpu":
+        distributed.allow_indexed_cpu_locations()
     with args.main_process_first(local=True, desc="model cache"):  # one writer per node's disk
         model_path = models.resolve(s.model, ctx.cache_dir)
     model, tok, peft_config = engine.load(model_path, s)
@@ -194,7 +195,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
             log.error("uploads still pending when the stop budget ran out")
     step = trainer.state.global_step
     if stop.reason:
-        distributed.barrier()  # nobody exits while the main process uploads (the launcher would end it)
+        if launch.multi:
+            distributed.finish()  # nobody exits while the main process uploads (the launcher would end it)
         raise StoppedEarly(f"stopped early ({stop.reason}) at step {step}: checkpoint-{step} is in the store with "
                            f"its manifest; run the job again to resume from it")
 
