@@ -257,3 +257,36 @@ def test_two_processes_stop_together_resume_together_and_only_the_main_one_write
     assert writes and {("grpo-job/rank-0" in r.user_agent) for r in writes} == {True}
     reads_by_1 = [r for r in s3.proxy.seen if "grpo-job/rank-1" in r.user_agent]
     assert reads_by_1 and {r.method for r in reads_by_1} <= {"GET", "HEAD"}
+
+
+def test_the_launcher_waits_for_the_vllm_servers_health_and_notices_a_dead_server(tmp_path):
+    """`_wait_for_server` against a real HTTP server process: 503 until it is ready, then 200 on /health."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import http.server, time\n"
+        "t0 = time.monotonic()\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        ready = self.path == '/health' and time.monotonic() - t0 > 1.0\n"
+        "        self.send_response(200 if ready else 503); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        t0 = time.monotonic()
+        launch._wait_for_server(server, f"http://127.0.0.1:{port}/health", timeout=30)
+        assert 0.9 < time.monotonic() - t0 < 25
+        with pytest.raises(RuntimeError, match="did not answer .* within 3 s"):
+            launch._wait_for_server(server, f"http://127.0.0.1:{port}/not-health", timeout=3)
+    finally:
+        server.kill()
+        server.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    dead.wait()
+    with pytest.raises(RuntimeError, match="exited with code 7 before it answered"):
+        launch._wait_for_server(dead, f"http://127.0.0.1:{port}/health", timeout=30)
