@@ -79,7 +79,9 @@ def plan_gpus(s: JobSettings, gpus: list[str], first_node: bool) -> tuple[int, l
             "set GRPO_DISTRIBUTED__VLLM_SERVER_GPUS lower, or GRPO_DISTRIBUTED__VLLM_MODE=colocate"
         )
     train_gpus = gpus[: len(gpus) - len(server_gpus)]
-    nproc = d.nproc_per_node or (int(os.environ["PET_NPROC_PER_NODE"]) if os.environ.get("PET_NPROC_PER_NODE") else None)
+    # torchrun's own variable may say a number, or "auto"/"gpu" (one per GPU, which is our default too)
+    pet_nproc = os.environ.get("PET_NPROC_PER_NODE", "")
+    nproc = d.nproc_per_node or (int(pet_nproc) if pet_nproc.isdigit() else None)
     if nproc is None:
         if not train_gpus:
             raise SettingsError(
@@ -119,9 +121,12 @@ def record_exit(code: int) -> None:
         Path(folder, f"rank-{rank}").write_text(str(code))
 
 
-def _wait_for_server(proc: subprocess.Popen, url: str, timeout: float) -> None:
+def _wait_for_server(proc: subprocess.Popen, url: str, timeout: float, stopped=lambda: False) -> None:
+    """Until `url` answers 200. Raises if the server exits, `timeout` passes, or `stopped()` (SIGTERM)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stopped():
+            raise InterruptedError("SIGTERM while the vLLM server was starting")
         if proc.poll() is not None:
             raise RuntimeError(f"the vLLM server exited with code {proc.returncode} before it answered")
         try:
@@ -135,7 +140,7 @@ def _wait_for_server(proc: subprocess.Popen, url: str, timeout: float) -> None:
                        "(GRPO_DISTRIBUTED__VLLM_SERVER_TIMEOUT)")
 
 
-def _start_server(s: JobSettings, gpus: list[str]) -> subprocess.Popen:
+def _start_server(s: JobSettings, gpus: list[str], stopped) -> subprocess.Popen:
     from job import models
 
     d = s.distributed
@@ -149,7 +154,11 @@ def _start_server(s: JobSettings, gpus: list[str]) -> subprocess.Popen:
     log.info("starting the vLLM server on GPU(s) %s: %s", ",".join(gpus), " ".join(cmd))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
     proc = subprocess.Popen(cmd, env=env)
-    _wait_for_server(proc, f"http://127.0.0.1:{d.vllm_server_port}/health", d.vllm_server_timeout)
+    try:
+        _wait_for_server(proc, f"http://127.0.0.1:{d.vllm_server_port}/health", d.vllm_server_timeout, stopped)
+    except BaseException:
+        _stop(proc)
+        raise
     log.info("the vLLM server answers on port %d", d.vllm_server_port)
     return proc
 
@@ -204,9 +213,7 @@ def main(config: str | None, overrides: list[str]) -> int:
     exit_dir = Path(tempfile.mkdtemp(prefix="grpo-exit-"))
     try:
         if server_gpus:
-            server = _start_server(settings, server_gpus)
-        if terminated:
-            return errors.EXIT_RETRY
+            server = _start_server(settings, server_gpus, stopped=lambda: terminated)
         env = {**os.environ, EXIT_CODE_DIR: str(exit_dir)}
         if train_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(train_gpus)
@@ -225,6 +232,9 @@ def main(config: str | None, overrides: list[str]) -> int:
     except SettingsError as e:
         log.error("%s", e)
         return errors.EXIT_INVALID
+    except InterruptedError as e:
+        log.warning("%s; nothing was trained, exiting 75", e)
+        return errors.EXIT_RETRY
     except Exception as e:
         log.error("launch failed: %s: %s", type(e).__name__, e)
         return errors.EXIT_FAILURE

@@ -128,6 +128,11 @@ def test_launcher_splits_gpus_between_training_and_the_vllm_server(monkeypatch):
     assert launch.plan_gpus(_settings("--distributed.nproc_per_node=2"), [], first_node=True) == (2, [], [])
     with pytest.raises(SettingsError, match="only 2 GPU\\(s\\) are free"):
         launch.plan_gpus(_settings("--distributed.nproc_per_node=3"), ["0", "1"], first_node=True)
+    # torchrun's own variable (Kubeflow Trainer sets it): a number, or "auto" for one per GPU
+    monkeypatch.setenv("PET_NPROC_PER_NODE", "2")
+    assert launch.plan_gpus(colocate, gpus, first_node=True) == (2, ["0", "1"], [])
+    monkeypatch.setenv("PET_NPROC_PER_NODE", "auto")
+    assert launch.plan_gpus(colocate, gpus, first_node=True) == (4, gpus, [])
 
 
 def test_visible_gpus_and_node_count_come_from_the_usual_variables():
@@ -283,6 +288,8 @@ def test_the_launcher_waits_for_the_vllm_servers_health_and_notices_a_dead_serve
         assert 0.9 < time.monotonic() - t0 < 25
         with pytest.raises(RuntimeError, match="did not answer .* within 3 s"):
             launch._wait_for_server(server, f"http://127.0.0.1:{port}/not-health", timeout=3)
+        with pytest.raises(InterruptedError, match="SIGTERM"):  # the pod is being stopped: do not wait on
+            launch._wait_for_server(server, f"http://127.0.0.1:{port}/not-health", timeout=30, stopped=lambda: True)
     finally:
         server.kill()
         server.wait()
