@@ -97,7 +97,7 @@ class TrlEngine:
                  "float16": torch.float16, "float32": torch.float32}[s.model.dtype]
         kwargs: dict[str, Any] = {"dtype": dtype, "revision": s.model.revision}
         launch = distributed.current()
-        if self.cuda and (not launch.multi or s.distributed.strategy == "ddp"):
+        if self.cuda and s.distributed.strategy == "ddp":
             # a whole copy on this process' GPU (torchrun: one GPU per local rank); sharded
             # strategies load on the CPU and let accelerate place the shards
             kwargs["device_map"] = {"": launch.local_rank}
@@ -135,7 +135,7 @@ class TrlEngine:
             else:
                 args.update(vllm_server_host=d.vllm_server_host, vllm_server_port=d.vllm_server_port,
                             vllm_server_timeout=d.vllm_server_timeout)
-        if launch.multi:
+        if launch.multi or d.strategy != "ddp":  # FSDP / ZeRO-3 also apply to one process (e.g. to offload)
             args.update(strategy_args(d.strategy))
         return args
 

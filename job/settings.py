@@ -262,7 +262,8 @@ class DistributedSettings(_Section):
     every GPU (the LoRA case: the base model fits one GPU; 4-bit allowed). `fsdp`: FSDP2 full shard
     (GRPOConfig `fsdp`/`fsdp_config`). `zero3`: DeepSpeed ZeRO-3 (GRPOConfig `deepspeed`; needs the
     `deepspeed` package). Sharded strategies need a 16-bit base model (`model.load_in_4bit=false`)
-    and, across several nodes, a `work_dir` on a shared file system (each process writes its shard)."""
+    and, across several nodes, a `work_dir` on a shared file system (each process writes its shard);
+    they apply to a single process too (ddp then does nothing)."""
 
     vllm_mode: Literal["colocate", "server"] = "colocate"
     """Where vLLM generates. `colocate`: inside each training process, on the same GPUs
@@ -588,13 +589,16 @@ class JobSettings(BaseSettings):
                 f"training processes ({world}), because each group of that many processes shares one vLLM engine; "
                 f"set GRPO_DISTRIBUTED__VLLM_TENSOR_PARALLEL_SIZE to a divisor of {world}"
             )
-        if world > 1 and d.strategy != "ddp" and self.model.load_in_4bit:
+        if d.strategy != "ddp" and self.model.engine == "unsloth":
+            problems.append(f"distributed.strategy={d.strategy} is not available with model.engine=unsloth; set "
+                            "GRPO_MODEL__ENGINE=trl")
+        if d.strategy != "ddp" and self.model.load_in_4bit:
             problems.append(
                 f"distributed.strategy={d.strategy} shards the base model, which cannot be done with 4-bit "
                 "(bitsandbytes) weights here; set GRPO_MODEL__LOAD_IN_4BIT=false, or GRPO_DISTRIBUTED__STRATEGY=ddp "
                 "when the 4-bit model fits one GPU"
             )
-        if world > 1 and d.strategy == "zero3":
+        if d.strategy == "zero3":
             import importlib.util
 
             if importlib.util.find_spec("deepspeed") is None:

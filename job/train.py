@@ -90,7 +90,7 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
         def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
             if resume is None:
                 return
-            if distributed.current().multi and ctx.settings.distributed.strategy != "ddp":
+            if ctx.settings.distributed.strategy != "ddp":
                 # sharded state: each process holds a slice, not the saved tensors
                 facts = checkpoints.verify_resumed_step(resume, state.global_step, lr_scheduler)
                 log.info("resumed from %s (%s): step and scheduler equal the saved ones; the sharded LoRA and "
@@ -215,7 +215,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         "engine": engine_name,
         "model": model_path,
         "processes": launch.world_size,
-        "strategy": s.distributed.strategy if launch.multi else None,
+        "strategy": s.distributed.strategy if launch.multi or s.distributed.strategy != "ddp" else None,
         "steps": step,
         "resumed_from": int(resume.name.split("-")[1]) if resume else None,
         "final_reward": last.get("reward"),

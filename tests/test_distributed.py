@@ -87,6 +87,11 @@ def test_multi_process_rules_name_what_to_set(monkeypatch):
     with pytest.raises(SettingsError) as e:
         _settings("--model.engine=trl", "--distributed.vllm_tensor_parallel_size=3")
     assert "must divide" in str(e.value) and "unsloth" not in str(e.value)
+    # a sharded strategy applies to one process too, with the same rules
+    with pytest.raises(SettingsError) as e:
+        _settings("--model.engine=unsloth", "--distributed.strategy=fsdp", "--model.load_in_4bit=true")
+    assert "strategy=fsdp is not available with model.engine=unsloth" in str(e.value)
+    assert "shards the base model" in str(e.value)
 
 
 def test_auto_engine_is_trl_for_several_processes(monkeypatch):
