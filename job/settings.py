@@ -624,6 +624,12 @@ class JobSettings(BaseSettings):
                 f"model.gpu_memory_utilization={self.model.gpu_memory_utilization} leaves under 10% of the GPU "
                 "for training next to vLLM, which usually ends in an out-of-memory error; 0.5-0.7 is typical"
             )
+        if self.distributed.strategy == "fsdp" and self.distributed.vllm_mode == "colocate":
+            out.append(
+                "distributed.strategy=fsdp with vllm_mode=colocate crashed in vLLM's CUDA-graph capture (illegal memory "
+                "access) in the one run made so far (H100, 1 process, vLLM 0.26, TRL 1.15; docs/benchmarks.md); "
+                "strategy=ddp is the proven path, vllm_mode=server keeps vLLM out of the FSDP processes"
+            )
         if self.train.save_steps > self.train.max_steps:
             out.append(
                 f"train.save_steps={self.train.save_steps} > train.max_steps={self.train.max_steps}: no "

@@ -94,6 +94,13 @@ def test_multi_process_rules_name_what_to_set(monkeypatch):
     assert "shards the base model" in str(e.value)
 
 
+def test_fsdp_next_to_colocated_vllm_warns_with_what_was_seen():
+    warned = [w for w in _settings("--distributed.strategy=fsdp", "--model.load_in_4bit=false").warnings()
+              if "strategy=fsdp" in w]
+    assert warned and "illegal memory access" in warned[0] and "strategy=ddp" in warned[0]
+    assert not [w for w in _settings().warnings() if "strategy=" in w]
+
+
 def test_auto_engine_is_trl_for_several_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     s = _settings("--model.engine=auto")
