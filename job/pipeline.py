@@ -154,14 +154,16 @@ def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dic
              extra={"run_id": ctx.run_id})
     if launch.is_main:
         _record_settings(ctx)
-    todo = [st for st in (only or stages()) if st.enabled(settings)]
+    todo = []
+    for stage in only or stages():
+        if stage.enabled(settings):
+            todo.append(stage)
+        else:
+            log.info("stage %s: disabled by the settings", stage.name, extra={"stage": stage.name})
     if not launch.is_main:  # the stages after the last shared one are the main's alone
         shared = [i for i, st in enumerate(todo) if st.every_process]
         todo = todo[: shared[-1] + 1] if shared else []
     results: dict[str, dict[str, Any]] = {}
-    for stage in only or stages():
-        if not stage.enabled(settings):
-            log.info("stage %s: disabled by the settings", stage.name, extra={"stage": stage.name})
     for stage in todo:
         done = ctx.stage_summary(stage.name)
         if done is not None:
