@@ -324,42 +324,32 @@ def _tensor_differences(what: str, saved: dict, loaded: dict) -> list[str]:
     return [f"{len(differ)} {what} tensors differ, e.g. {differ[0]}"] if differ else []
 
 
-def verify_resumed_step(checkpoint: Path, global_step: int, lr_scheduler: Any) -> dict[str, Any]:
-    """The part of `verify_resumed` that holds for sharded training too: step and scheduler position."""
+def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: Any, lr_scheduler: Any,
+                   tensors: bool = True) -> dict[str, Any]:
+    """Check that what the trainer loaded equals the checkpoint's files: step, scheduler position and,
+    with `tensors` (not for sharded training, where each process holds a slice), LoRA weights and
+    optimizer state. Raises RuntimeError naming what differs; returns digests."""
     import torch
-
-    saved_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-    saved_sched = torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=False)
-    problems = []
-    if global_step != saved_step:
-        problems.append(f"trainer step {global_step} != saved {saved_step}")
-    if saved_sched.get("last_epoch") != lr_scheduler.state_dict().get("last_epoch"):
-        problems.append(f"scheduler position {lr_scheduler.state_dict().get('last_epoch')} != saved "
-                        f"{saved_sched.get('last_epoch')}")
-    if problems:
-        raise RuntimeError(f"the state resumed from {checkpoint.name} is not the saved one: " + "; ".join(problems))
-    return {"step": global_step, "scheduler_last_epoch": saved_sched.get("last_epoch")}
-
-
-def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: Any, lr_scheduler: Any) -> dict[str, Any]:
-    """Check that what the trainer loaded equals the checkpoint's files: step, LoRA weights,
-    optimizer and scheduler state. Raises RuntimeError naming what differs; returns digests."""
-    import torch
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import load_file
 
     problems = []
     saved_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
     if global_step != saved_step:
         problems.append(f"trainer step {global_step} != saved {saved_step}")
 
-    saved_lora = load_file(checkpoint / "adapter_model.safetensors")
-    loaded_lora = get_peft_model_state_dict(model)
-    problems += _tensor_differences("LoRA", saved_lora, loaded_lora)
+    facts: dict[str, Any] = {"step": global_step}
+    if tensors:
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import load_file
 
-    saved_opt = optimizer_tensors(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
-    loaded_opt = optimizer_tensors(optimizer.state_dict())
-    problems += _tensor_differences("optimizer", saved_opt, loaded_opt)
+        saved_lora = load_file(checkpoint / "adapter_model.safetensors")
+        loaded_lora = get_peft_model_state_dict(model)
+        problems += _tensor_differences("LoRA", saved_lora, loaded_lora)
+
+        saved_opt = optimizer_tensors(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
+        loaded_opt = optimizer_tensors(optimizer.state_dict())
+        problems += _tensor_differences("optimizer", saved_opt, loaded_opt)
+        facts.update(lora_sha256=tensor_digest(loaded_lora), optimizer_sha256=tensor_digest(loaded_opt),
+                     lora_tensors=len(loaded_lora), optimizer_tensors=len(loaded_opt))
 
     # the scheduler file is the Trainer's own pickle; it was checksum-verified against the manifest
     saved_sched = torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=False)
@@ -368,11 +358,5 @@ def verify_resumed(checkpoint: Path, global_step: int, model: Any, optimizer: An
                         f"{saved_sched.get('last_epoch')}")
     if problems:
         raise RuntimeError(f"the state resumed from {checkpoint.name} is not the saved one: " + "; ".join(problems))
-    return {
-        "step": global_step,
-        "lora_sha256": tensor_digest(loaded_lora),
-        "optimizer_sha256": tensor_digest(loaded_opt),
-        "scheduler_last_epoch": saved_sched.get("last_epoch"),
-        "lora_tensors": len(loaded_lora),
-        "optimizer_tensors": len(loaded_opt),
-    }
+    facts["scheduler_last_epoch"] = saved_sched.get("last_epoch")
+    return facts

@@ -90,16 +90,13 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
         def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
             if resume is None:
                 return
-            if ctx.settings.distributed.strategy != "ddp":
-                # sharded state: each process holds a slice, not the saved tensors
-                facts = checkpoints.verify_resumed_step(resume, state.global_step, lr_scheduler)
-                log.info("resumed from %s (%s): step and scheduler equal the saved ones; the sharded LoRA and "
-                         "optimizer state were loaded by accelerate", resume.name, distributed.current(),
-                         extra={"resume": facts})
-                return
-            facts = checkpoints.verify_resumed(resume, state.global_step, model, optimizer, lr_scheduler)
-            log.info("resumed from %s (%s): step, LoRA weights, optimizer and scheduler state equal the saved ones",
-                     resume.name, distributed.current(), extra={"resume": facts})
+            # sharded state: each process holds a slice, not the saved tensors
+            whole = ctx.settings.distributed.strategy == "ddp"
+            facts = checkpoints.verify_resumed(resume, state.global_step, model, optimizer, lr_scheduler, tensors=whole)
+            what = ("step, LoRA weights, optimizer and scheduler state equal the saved ones" if whole else
+                    "step and scheduler equal the saved ones; the sharded LoRA and optimizer state were loaded by "
+                    "accelerate")
+            log.info("resumed from %s (%s): %s", resume.name, distributed.current(), what, extra={"resume": facts})
 
     class StepLog(TrainerCallback):
         """One record per logged step (with step time, tokens/s, ETA): in the job log and in metrics.jsonl."""
