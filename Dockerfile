@@ -59,7 +59,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && "python${PYTHON_VERSION}" -m venv "$VIRTUAL_ENV"
 
-# The dependency layer depends on the lock alone, so editing job/ rebuilds in seconds. --require-hashes and
+# The dependency layer depends on the lock alone, so editing grpo_job/ rebuilds in seconds. --require-hashes and
 # --no-deps: exactly the locked files are installed, nothing resolved at build time; --only-binary: no
 # compiler toolchain runs here. pip's download cache is a BuildKit cache mount, never part of the layer.
 COPY requirements/gpu.lock /tmp/gpu.lock
@@ -97,7 +97,7 @@ VOLUME ["/cache"]
 
 WORKDIR /app
 COPY --chown=root:root entrypoint.py pyproject.toml ./
-COPY --chown=root:root job/ job/
+COPY --chown=root:root grpo_job/ grpo_job/
 COPY --chown=root:root examples/ examples/
 
 USER 10001:10001

@@ -1,8 +1,8 @@
-"""Container entry point: `python entrypoint.py run|check`. See job/cli.py; exit codes in job/errors.py."""
+"""Container entry point: `python entrypoint.py run|check`. See grpo_job/cli.py; exit codes in grpo_job/errors.py."""
 
 import sys
 
-from job.cli import main
+from grpo_job.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from s3_server import CREDENTIALS, S3Server  # noqa: E402
 
-from job import checkpoints  # noqa: E402
-from job.s3store import S3Store, make_client  # noqa: E402
+from grpo_job import checkpoints  # noqa: E402
+from grpo_job.store.s3 import S3Store, make_client  # noqa: E402
 
 MiB = 1 << 20
 

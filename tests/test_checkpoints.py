@@ -2,8 +2,7 @@
 
 import json
 
-from job import checkpoints
-from job.store import LocalStore
+from grpo_job.store import LocalStore, checkpoints
 
 
 def fake_trainer_checkpoint(root, step, payload=b"weights"):

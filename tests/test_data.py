@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from job import data
-from job.errors import SettingsError
-from job.rewards import correctness_reward
-from job.settings import DataSettings
+from grpo_job import data
+from grpo_job.errors import SettingsError
+from grpo_job.rewards import correctness_reward
+from grpo_job.settings import DataSettings
 
 
 def test_gsm8k_answer_after_hashes_commas_stripped():

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from job import errors
-from job.settings import ENV_PREFIX, JobSettings, load_settings
+from grpo_job import errors
+from grpo_job.settings import ENV_PREFIX, JobSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

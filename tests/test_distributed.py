@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from job import distributed, engines, errors, launch
-from job.errors import SettingsError
-from job.settings import load_settings
-from job.store import LocalStore
+from grpo_job import distributed, errors, launch
+from grpo_job.errors import SettingsError
+from grpo_job.settings import load_settings
+from grpo_job.store import LocalStore
+from grpo_job.training import engines
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ("s3_server",)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from job import evaluate, pipeline
-from job.settings import load_settings
+from grpo_job import evaluate, pipeline
+from grpo_job.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -50,7 +50,7 @@ def test_eval_rows_default_to_the_held_out_split_and_a_cpu_slice(tmp_path, monke
 
 
 def test_missing_evaluation_file_is_a_settings_error(tmp_path):
-    from job.errors import SettingsError
+    from grpo_job.errors import SettingsError
 
     with pytest.raises(SettingsError, match="evaluation.data_path .GRPO_EVALUATION__DATA_PATH.: evaluation data file"):
         load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from artifact_run import OVERRIDES_BASE, QUANTS, ROOT, exported_run
 
-from job import export, llamacpp
+from grpo_job.artifacts import export, llamacpp
 
 # A prompt with what a SentencePiece-style vocab lacks (accents, emoji, CJK, digits, runs of spaces).
 TRICKY = "Héllo wörld 🦙 我想 12+7=19   tabs\tand\nnewlines <|im_start|>"
@@ -28,7 +28,7 @@ def test_merged_model_matches_base_plus_adapter(run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from job import models
+    from grpo_job import models
 
     settings, ctx = run
     merged_dir = export.fetch_dir(ctx.store, "merged", ctx.work_dir / "merged-check")
@@ -122,12 +122,12 @@ def _vocab_only_tokenize(gguf: Path, text: str) -> subprocess.CompletedProcess:
 def test_tokenizer_trap_transformers_rebuild_crashes_llama_cpp_and_the_fix_does_not(run, tmp_path):
     """The cause, shown: the tokenizer transformers rebuilds from the GGUF converts to a SentencePiece
     ("llama") vocab over byte-level tokens, and llama.cpp aborts tokenizing (byte_to_token out_of_range).
-    The folder job.models saves converts to a "gpt2" vocab that tokenizes as transformers does."""
+    The folder grpo_job.models saves converts to a "gpt2" vocab that tokenizes as transformers does."""
     import shutil
 
     from transformers import AutoTokenizer
 
-    from job import models
+    from grpo_job import models
 
     settings, ctx = run
     tools = llamacpp.ensure()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from job import cli, data, health, pipeline
-from job.errors import SettingsError
-from job.settings import load_settings
+from grpo_job import cli, data, pipeline
+from grpo_job.errors import SettingsError
+from grpo_job.settings import load_settings
+from grpo_job.training import health
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -30,7 +31,7 @@ def raises_on_odd_answer(completions, answer, **kwargs):
 
 def drops_untagged(completions, **kwargs):
     """Broken on purpose: skips completions without an <answer> tag, so the list comes out short."""
-    from job.rewards import completion_text
+    from grpo_job.rewards import completion_text
 
     return [1.0 for c in completions if "<answer>" in completion_text(c)]
 

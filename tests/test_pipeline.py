@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from job import pipeline
-from job.settings import load_settings
-from job.store import LocalStore
+from grpo_job import pipeline
+from grpo_job.settings import load_settings
+from grpo_job.store import LocalStore
 
 
 @pytest.fixture

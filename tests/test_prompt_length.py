@@ -1,7 +1,7 @@
 """train.drop_long_prompts counts tokens, not the keys of what the tokenizer returns (transformers 5's
 apply_chat_template(tokenize=True) returns a BatchEncoding unless return_dict=False)."""
 
-from job import train
+from grpo_job.training import train
 
 
 def tiny_tokenizer():

@@ -14,8 +14,8 @@ import yaml
 from artifact_run import METRICS, QUANTS, REPO_ID, ROOT, TRAIN_MARKER, exported_run, overrides
 from hub_server import HubServer
 
-from job import publish
-from job.errors import JobError
+from grpo_job.artifacts import publish
+from grpo_job.errors import JobError
 
 TOKEN = "hf_test_0123456789abcdefSECRET"
 
@@ -131,8 +131,8 @@ def test_check_remote_fails_on_missing_or_wrong_size(tmp_path):
 
 
 def test_publish_without_token_is_a_settings_error(tmp_path):
-    from job import pipeline
-    from job.settings import load_settings
+    from grpo_job import pipeline
+    from grpo_job.settings import load_settings
 
     s = load_settings(overrides=[f"--store.uri={tmp_path}", "--run_id=x", f"--work_dir={tmp_path / 'w'}",
                                  "--data.path=builtin:arithmetic", f"--hub.repo_id={REPO_ID}"])

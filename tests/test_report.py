@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from job import report
-from job.store import LocalStore
+from grpo_job.artifacts import report
+from grpo_job.store import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from job.errors import EXIT_RETRY
-from job.stopping import StopControl
+from grpo_job.errors import EXIT_RETRY
+from grpo_job.stopping import StopControl
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ("s3_server",)  # the loopback S3 fixtures: s3_server, s3
@@ -37,7 +37,7 @@ def test_sigterm_only_sets_a_flag_and_the_watchdog_enforces_the_grace_budget(tmp
     """A process whose current step never ends: SIGTERM, and it exits 75 once the budget is spent."""
     code = (
         "import os, signal, sys, time\n"
-        "from job.stopping import StopControl\n"
+        "from grpo_job.stopping import StopControl\n"
         "stop = StopControl(grace_seconds=1.5)\n"
         "stop.install()\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -211,8 +211,8 @@ def test_stop_before_training_exits_75_and_saves_nothing(s3, work):
 
 
 def test_stop_settings_validate():
-    from job.errors import SettingsError
-    from job.settings import load_settings
+    from grpo_job.errors import SettingsError
+    from grpo_job.settings import load_settings
 
     s = load_settings(overrides=["--stop.deadline=2030-01-01T00:00:00Z", "--stop.grace_seconds=20"])
     assert s.stop.deadline.year == 2030 and s.stop.grace_seconds == 20

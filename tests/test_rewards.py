@@ -2,7 +2,7 @@
 
 import pytest
 
-from job import rewards
+from grpo_job import rewards
 
 GOOD = "<reasoning>\n3 + 4 = 7\n</reasoning>\n<answer>\n7\n</answer>"
 

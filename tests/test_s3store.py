@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from job import checkpoints
-from job.errors import EXIT_INVALID, SettingsError
-from job.s3store import S3Store, download_object, object_size
-from job.store import open_store
+from grpo_job.errors import EXIT_INVALID, SettingsError
+from grpo_job.store import checkpoints, open_store
+from grpo_job.store.s3 import S3Store, download_object, object_size
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ("s3_server",)  # the loopback S3 fixtures: s3_server, s3

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from job.errors import EXIT_INVALID, SettingsError
-from job.settings import JobSettings, load_settings, parse_overrides
+from grpo_job.errors import EXIT_INVALID, SettingsError
+from grpo_job.settings import JobSettings, load_settings, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ def test_check_cli_exits_2_with_every_bad_field_and_no_traceback(tmp_path):
 
 def test_check_imports_no_ml_library(tmp_path):
     code = (
-        "import sys; from job.cli import main; rc = main(['check', '--config', {!r}]); "
+        "import sys; from grpo_job.cli import main; rc = main(['check', '--config', {!r}]); "
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'unsloth', 'vllm') if m in sys.modules]; "
         "print('HEAVY', heavy); sys.exit(rc)"
     ).format(str(ROOT / "examples" / "smoke.yaml"))

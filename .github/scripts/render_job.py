@@ -9,7 +9,7 @@
 sets the container image and merges GRPO_* settings into the ConfigMap. Values reach kustomize only
 through a YAML dump, never through a shell or a template, so a workflow input cannot inject anything.
 `check` reads the rendered manifests and loads the train container's settings exactly as the pod
-will see them (ConfigMap + env, GRPO_RUN_ID = the Job name) through job.settings.load_settings, so
+will see them (ConfigMap + env, GRPO_RUN_ID = the Job name) through grpo_job.settings.load_settings, so
 a typo or a bad value fails here with the job's own message and exit code 2, before the cluster is
 touched. Needs only pydantic, pydantic-settings and pyyaml.
 """
@@ -119,8 +119,8 @@ def check(rendered: Path) -> dict:
     if env.get("GRPO_RUN_ID") != name:
         fail("GRPO_RUN_ID must come from the Job's name (the batch.kubernetes.io/job-name label)")
     sys.path.insert(0, str(ROOT))
-    from job.errors import SettingsError
-    from job.settings import load_settings
+    from grpo_job.errors import SettingsError
+    from grpo_job.settings import load_settings
 
     saved = dict(os.environ)
     try:

@@ -10,13 +10,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job import checkpoints, data, distributed, engines, health, models, report, stopping
-from job import rewards as reward_registry
-from job.errors import StoppedEarly
-from job.settings import JobSettings
+from grpo_job import data, distributed, models, stopping
+from grpo_job import rewards as reward_registry
+from grpo_job.artifacts import report
+from grpo_job.errors import StoppedEarly
+from grpo_job.settings import JobSettings
+from grpo_job.store import checkpoints
+from grpo_job.training import engines, health
 
 if TYPE_CHECKING:
-    from job.pipeline import RunContext
+    from grpo_job.pipeline import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from job import logs
+    from grpo_job import logs
 
     output_dir = ctx.work_dir / "trainer"
     quiet = logs.resolve_format(s.log_format) == "json"

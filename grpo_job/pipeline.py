@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from job import data as data_mod
-from job import distributed
-from job.settings import JobSettings
-from job.store import RunStore, open_store
+from grpo_job import data as data_mod
+from grpo_job import distributed
+from grpo_job.settings import JobSettings
+from grpo_job.store import RunStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _lazy(module: str, func: str, *args: Any) -> Callable[[RunContext], dict[str
     imports no ML library."""
 
     def body(ctx: RunContext) -> dict[str, Any]:
-        return getattr(importlib.import_module(f"job.{module}"), func)(ctx, *args)
+        return getattr(importlib.import_module(f"grpo_job.{module}"), func)(ctx, *args)
 
     return body
 
@@ -75,37 +75,37 @@ def _lazy(module: str, func: str, *args: Any) -> Callable[[RunContext], dict[str
 def stages() -> list[Stage]:
     return [
         Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
-        Stage("reward_preflight", _lazy("health", "preflight"), enabled=lambda s: s.health.preflight_samples > 0,
+        Stage("reward_preflight", _lazy("training.health", "preflight"), enabled=lambda s: s.health.preflight_samples > 0,
               about="sample from the base model and run every reward: fail early on a broken one"),
         Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
               about="greedy accuracy / format / length of the base model on held-out prompts"),
-        Stage("train", _lazy("train", "run"), every_process=True,
+        Stage("train", _lazy("training.train", "run"), every_process=True,
               about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
         Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
               about="the same evaluation on base + the trained adapter"),
-        Stage("report", _lazy("report", "run"), enabled=lambda s: s.report.enabled,
+        Stage("report", _lazy("artifacts.report", "run"), enabled=lambda s: s.report.enabled,
               about="plots of rewards and completion length, report.md with before/after, in report/"),
         Stage(
             "merge",
-            _lazy("export", "merge"),
+            _lazy("artifacts.export", "merge"),
             enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
             about="merge the LoRA into a 16-bit copy of the base model",
         ),
         Stage(
             "export_gguf",
-            _lazy("export", "export_gguf"),
+            _lazy("artifacts.export", "export_gguf"),
             enabled=lambda s: bool(s.export.quantizations),
             about="GGUF files with llama.cpp's converter and llama-quantize (pinned version)",
         ),
         Stage(
             "verify_gguf",
-            _lazy("export", "verify_gguf"),
+            _lazy("artifacts.export", "verify_gguf"),
             enabled=lambda s: bool(s.export.quantizations) and s.export.verify,
             about="load each GGUF in llama.cpp; greedy output of f16/q8_0 must match the merged model",
         ),
         Stage(
             "publish",
-            _lazy("publish", "publish"),
+            _lazy("artifacts.publish", "publish"),
             enabled=lambda s: s.hub.repo_id is not None,
             about="push merged model, GGUF files, adapter and model card to the Hub in one commit",
         ),

@@ -18,10 +18,10 @@ import logging
 import sys
 from pathlib import Path
 
-from job import errors
-from job.engines import has_cuda_gpu, pick_engine
-from job.errors import JobError, SettingsError
-from job.settings import JobSettings, load_settings
+from grpo_job import errors
+from grpo_job.errors import JobError, SettingsError
+from grpo_job.settings import JobSettings, load_settings
+from grpo_job.training.engines import has_cuda_gpu, pick_engine
 
 log = logging.getLogger("job")
 
@@ -29,7 +29,7 @@ log = logging.getLogger("job")
 def plan(settings: JobSettings) -> dict:
     """What `run` would do, after checking everything that can be checked without a GPU or a download.
     Raises SettingsError listing every problem found."""
-    from job import data, models, pipeline
+    from grpo_job import data, models, pipeline
 
     problems: list[str] = []
     engine = pick_engine(settings)
@@ -52,7 +52,7 @@ def plan(settings: JobSettings) -> dict:
         if file is not None:
             data.check_columns(data.peek_columns(file), settings.data.task, str(file))
         elif settings.data.path.startswith("s3://"):
-            from job.s3store import object_size
+            from grpo_job.store.s3 import object_size
 
             object_size(settings.data.path)
     except SettingsError as e:
@@ -87,7 +87,7 @@ def plan(settings: JobSettings) -> dict:
 
 def _artifact_problems(settings: JobSettings) -> list[str]:
     """GGUF tools, llama-cpp-python and the Hub token: missing ones fail here, not after training."""
-    from job import llamacpp
+    from grpo_job.artifacts import llamacpp
 
     problems = []
     if settings.export.quantizations:
@@ -132,12 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
     if args.command == "launch":
-        from job import launch
+        from grpo_job import launch
 
         return launch.main(args.config, overrides)
     code = _main(args, overrides)
     if args.command == "run":
-        from job import launch
+        from grpo_job import launch
 
         launch.record_exit(code)  # for `entrypoint.py launch`, which reports the job's code, not torchrun's
     return code
@@ -149,7 +149,7 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.EXIT_INVALID
-    from job import logs
+    from grpo_job import logs
 
     logs.setup(settings.log_format)
     for w in settings.warnings():
@@ -161,7 +161,7 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
                 print(json.dumps(settings.redacted(), indent=1, default=str))
             _print_plan(p, settings)
             return errors.EXIT_OK
-        from job import pipeline
+        from grpo_job import pipeline
 
         plan(settings)  # same checks as `check`, before any model is loaded
         pipeline.run(settings)
@@ -176,7 +176,7 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
         log.error("interrupted")
         return errors.EXIT_FAILURE
     except Exception as e:
-        from job.health import oom_message
+        from grpo_job.training.health import oom_message
 
         if (msg := oom_message(e)) is not None:
             # the same settings would run out of memory again: exit 2, not worth a retry

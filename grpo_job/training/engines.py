@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from job import distributed
-from job.settings import JobSettings
+from grpo_job import distributed
+from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
 

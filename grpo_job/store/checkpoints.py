@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job.store import RunStore
+from grpo_job.store.base import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import threading
 import time
 from datetime import datetime
 
-from job.errors import EXIT_RETRY
+from grpo_job.errors import EXIT_RETRY
 
 log = logging.getLogger(__name__)
 

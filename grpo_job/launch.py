@@ -31,9 +31,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from job import errors
-from job.errors import SettingsError
-from job.settings import JobSettings, deferred_world_checks
+from grpo_job import errors
+from grpo_job.errors import SettingsError
+from grpo_job.settings import JobSettings, deferred_world_checks
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _wait_for_server(proc: subprocess.Popen, url: str, timeout: float, stopped=l
 
 
 def _start_server(s: JobSettings, gpus: list[str], stopped) -> subprocess.Popen:
-    from job import models
+    from grpo_job import models
 
     d = s.distributed
     model = models.resolve(s.model, s.work_dir / "cache")
@@ -175,8 +175,8 @@ def _stop(proc: subprocess.Popen | None, grace: float = 30) -> None:
 
 
 def main(config: str | None, overrides: list[str]) -> int:
-    from job import logs
-    from job.settings import load_settings
+    from grpo_job import logs
+    from grpo_job.settings import load_settings
 
     first = node_rank() == 0
     try:

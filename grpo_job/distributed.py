@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from job.store import RunStore
+from grpo_job.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 import os
 from pathlib import Path
 
-from job.errors import SettingsError
-from job.settings import ModelSettings
+from grpo_job.errors import SettingsError
+from grpo_job.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

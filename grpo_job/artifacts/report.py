@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from job.pipeline import RunContext
-    from job.store import RunStore
+    from grpo_job.pipeline import RunContext
+    from grpo_job.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from job.errors import SettingsError
-from job.store import RunStore
+from grpo_job.errors import SettingsError
+from grpo_job.store.base import RunStore
 
 MiB = 1 << 20
 # Multipart above 16 MiB in 16 MiB parts, 8 parts/files in flight: a 3B LoRA's optimizer state

@@ -3,7 +3,7 @@
 The converter (`convert_hf_to_gguf.py` with its `conversion/` package and `gguf-py`) and `llama-quantize`
 come from the llama.cpp tree vendored in the `llama-cpp-python` sdist on PyPI, the same version whose
 Python binding the verify stage loads GGUF files with. One directory layout, used by the Docker image
-(`LLAMA_CPP_DIR=/opt/llama.cpp`, built there with `python -m job.llamacpp /opt/llama.cpp`) and by the
+(`LLAMA_CPP_DIR=/opt/llama.cpp`, built there with `python -m grpo_job.artifacts.llamacpp /opt/llama.cpp`) and by the
 build cache on machines without the image:
 
     <dir>/bin/llama-quantize        statically linked, CPU only
@@ -114,7 +114,7 @@ def check() -> list[str]:
         gone = missing_files(Path(env))
         if gone:
             return [f"{ENV_DIR}={env} lacks {', '.join(gone)}: point it at a directory built with "
-                    f"`python -m job.llamacpp DIR`, or unset it to build the tools into {cache_dir()}"]
+                    f"`python -m grpo_job.artifacts.llamacpp DIR`, or unset it to build the tools into {cache_dir()}"]
         return []
     if find() is not None:
         return []
@@ -211,10 +211,10 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m job.llamacpp DIR`: build the tools into DIR (the Docker image does this at build time)."""
+    """`python -m grpo_job.artifacts.llamacpp DIR`: build the tools into DIR (the Docker image does this at build time)."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m job.llamacpp", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m grpo_job.artifacts.llamacpp", description=main.__doc__)
     p.add_argument("dest", nargs="?", type=Path, default=None, help=f"target directory (default: {cache_dir()})")
     p.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
     args = p.parse_args(argv)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from job.errors import SettingsError
-from job.settings import DataSettings
+from grpo_job.errors import SettingsError
+from grpo_job.settings import DataSettings
 
 Row = dict[str, Any]
 
@@ -135,7 +135,7 @@ def local_data_file(settings: DataSettings, cache_dir: Path) -> Path | None:
     if path.startswith("builtin:"):
         return None
     if path.startswith("s3://"):
-        from job.s3store import download_object
+        from grpo_job.store.s3 import download_object
 
         target = cache_dir / "data" / Path(path).name
         download_object(path, target)

@@ -22,12 +22,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.errors import JobError, SettingsError
-from job.export import fetch_dir, gguf_key, sha256_file
+from grpo_job.artifacts.export import fetch_dir, gguf_key, sha256_file
+from grpo_job.errors import JobError, SettingsError
 
 if TYPE_CHECKING:
-    from job.pipeline import RunContext
-    from job.settings import JobSettings
+    from grpo_job.pipeline import RunContext
+    from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def publish(ctx: RunContext) -> dict[str, Any]:
     if not (s.hf_token and s.hf_token.get_secret_value()):
         raise SettingsError(f"hub.repo_id={repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
     files = collect_files(ctx)
-    from job import logs
+    from grpo_job import logs
 
     if logs.resolve_format(s.log_format) == "json":  # keep the log one JSON object per line
         from huggingface_hub.utils import disable_progress_bars

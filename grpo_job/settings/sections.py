@@ -1,52 +1,17 @@
-"""Every setting of the job, validated before anything heavy is imported.
+"""The schema of the settings: one model per concern, each field typed, constrained and documented.
 
-One root `JobSettings` with a nested model per concern. Sources, highest precedence first:
-CLI overrides (`--train.max_steps=5`), environment (`GRPO_` prefix, `__` for nesting:
-`GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`), then the defaults, which
-reproduce the reference recipe (Qwen2.5-3B-Instruct in 4-bit, GSM8K, format 0.5 + correctness 2.0,
-LoRA r=32, lr 5e-6, 8 generations). Field names are the names of the library arguments they feed
-(GRPOConfig, LoraConfig, `datasets.load_dataset`, Unsloth's `from_pretrained`).
-
-Secrets are `SecretStr` read from their standard variables (`HF_TOKEN`); AWS credentials are never
-read here at all: boto3's own credential chain finds them.
+Field names are the names of the library
+arguments they feed (GRPOConfig, LoraConfig, `datasets.load_dataset`, Unsloth's `from_pretrained`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import hashlib
-import json
-import math
 import re
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
-
-from job import rewards as reward_registry
-from job.errors import SettingsError
-
-ENV_PREFIX = "GRPO_"
-CONFIG_ENV = "GRPO_CONFIG"
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_SYSTEM_PROMPT = (
     "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
@@ -55,6 +20,8 @@ DEFAULT_SYSTEM_PROMPT = (
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# `builtin:NAME` datasets (generated offline by grpo_job.data).
+BUILTIN_DATASETS = ("arithmetic",)
 
 
 class _Section(BaseModel):
@@ -163,8 +130,6 @@ class DataSettings(_Section):
         if v.startswith("s3://"):
             return check_s3_uri(v)
         if v.startswith("builtin:"):
-            from job.data import BUILTIN_DATASETS
-
             if v.split(":", 1)[1] not in BUILTIN_DATASETS:
                 raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")
             return v
@@ -247,7 +212,7 @@ class TrainSettings(_Section):
     (torchrun, `accelerate launch`, `entrypoint.py launch`), or 1 when not launched."""
 
     def resolved_world_size(self) -> int:
-        from job import distributed
+        from grpo_job import distributed
 
         return self.world_size or distributed.current().world_size
 
@@ -454,277 +419,4 @@ class ReportSettings(_Section):
             raise ValueError(f"report_to names {missing} but the package is not installed: pip install {' '.join(missing)}")
         return v
 
-
-_config_path: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpo_config_path", default=None)
-_defer_world: contextvars.ContextVar[bool] = contextvars.ContextVar("grpo_defer_world_checks", default=False)
-
-
-@contextlib.contextmanager
-def deferred_world_checks() -> Iterator[None]:
-    """Settings loaded inside skip the rules that depend on the number of processes: for
-    `entrypoint.py launch`, which needs the settings to know how many it will start (and then
-    loads them again, checking everything)."""
-    token = _defer_world.set(True)
-    try:
-        yield
-    finally:
-        _defer_world.reset(token)
-
-
-class JobSettings(BaseSettings):
-    """The whole job. See the module docstring for where values come from."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
-        nested_model_default_partial_update=True,
-    )
-
-    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-    """Stable name of this run in the store; the same id resumes the same run. Kubernetes manifests
-    set it from the Job's name. When unset, it is derived from a hash of the settings."""
-
-    log_format: Literal["auto", "text", "json"] = "auto"
-    """`text` with a progress bar on a terminal, `json` (one object per line) for log collectors;
-    `auto` picks text on a terminal, else json."""
-
-    work_dir: Path = Path("/tmp/grpo-job")
-    """Local scratch space (model cache, trainer output before upload)."""
-
-    model: ModelSettings = ModelSettings()
-    lora: LoraSettings = LoraSettings()
-    data: DataSettings = DataSettings()
-    rewards: dict[str, float] = Field(default_factory=lambda: {"format": 0.5, "correctness": 2.0}, min_length=1)
-    """Reward functions and their weights (TRL `reward_weights`): a built-in name
-    (see `job.rewards.REGISTRY`) or `module:function` for your own."""
-    train: TrainSettings = TrainSettings()
-    store: StoreSettings = StoreSettings()
-    stop: StopSettings = StopSettings()
-    export: ExportSettings = ExportSettings()
-    hub: HubSettings = HubSettings()
-    evaluation: EvaluationSettings = EvaluationSettings()
-    health: HealthSettings = HealthSettings()
-    report: ReportSettings = ReportSettings()
-    distributed: DistributedSettings = DistributedSettings()
-
-    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
-    """Hugging Face token, from the standard `HF_TOKEN` variable; needed to publish."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (CLI overrides) > environment > YAML > defaults.
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=_config_path.get()))
-
-    @field_validator("rewards")
-    @classmethod
-    def _rewards_resolve(cls, v: dict[str, float]) -> dict[str, float]:
-        problems = []
-        for name, weight in v.items():
-            if not math.isfinite(weight):
-                problems.append(f"reward {name!r} has a non-finite weight {weight}")
-            try:
-                reward_registry.resolve(name)
-            except (LookupError, ImportError) as e:
-                problems.append(str(e))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return v
-
-    @model_validator(mode="after")
-    def _cross_field(self) -> JobSettings:
-        t, problems = self.train, []
-        world = t.resolved_world_size()
-        # TRL: generation_batch_size = per_device_train_batch_size * steps_per_generation * num_processes,
-        # with steps_per_generation defaulting to gradient_accumulation_steps; it must hold whole groups.
-        generation_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
-        if generation_batch % t.num_generations and not _defer_world.get():
-            problems.append(
-                f"train: the generation batch ({t.per_device_train_batch_size} per_device_train_batch_size x "
-                f"{t.gradient_accumulation_steps} gradient_accumulation_steps x {world} world_size = "
-                f"{generation_batch}) must be divisible by num_generations ({t.num_generations}), because every "
-                f"prompt's group of completions must fit in one batch; set "
-                f"GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE to a multiple of {t.num_generations}"
-            )
-        if t.max_prompt_length + t.max_completion_length > self.model.max_seq_length:
-            problems.append(
-                f"train.max_prompt_length ({t.max_prompt_length}) + train.max_completion_length "
-                f"({t.max_completion_length}) exceeds model.max_seq_length ({self.model.max_seq_length}), so "
-                f"completions would be cut off; raise GRPO_MODEL__MAX_SEQ_LENGTH to at least "
-                f"{t.max_prompt_length + t.max_completion_length} or lower the lengths"
-            )
-        if self.model.engine == "unsloth" and self.lora.lora_dropout:
-            problems.append(
-                "lora.lora_dropout must be 0 with the unsloth engine (its fused LoRA kernels have no dropout); "
-                "set GRPO_LORA__LORA_DROPOUT=0"
-            )
-        if not _defer_world.get():
-            problems += self._distributed_problems(world)
-        unknown = [r for r in self.health.zero_reward_exempt if r not in self.rewards]
-        if unknown:
-            problems.append(f"health.zero_reward_exempt names {unknown}, which are not in rewards {list(self.rewards)}")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
-    def _distributed_problems(self, world: int) -> list[str]:
-        """TRL's and the engines' rules for several processes, checked before any GPU is touched."""
-        d, problems = self.distributed, []
-        if world > 1 and self.model.engine == "unsloth":
-            problems.append(
-                f"model.engine=unsloth runs one process on one GPU, but this launch has {world} processes; "
-                "set GRPO_MODEL__ENGINE=trl (or auto, which picks trl for multi-GPU runs)"
-            )
-        if d.vllm_mode == "colocate" and world % d.vllm_tensor_parallel_size:
-            problems.append(
-                f"distributed.vllm_tensor_parallel_size ({d.vllm_tensor_parallel_size}) must divide the number of "
-                f"training processes ({world}), because each group of that many processes shares one vLLM engine; "
-                f"set GRPO_DISTRIBUTED__VLLM_TENSOR_PARALLEL_SIZE to a divisor of {world}"
-            )
-        if d.strategy != "ddp" and self.model.engine == "unsloth":
-            problems.append(f"distributed.strategy={d.strategy} is not available with model.engine=unsloth; set "
-                            "GRPO_MODEL__ENGINE=trl")
-        if d.strategy != "ddp" and self.model.load_in_4bit:
-            problems.append(
-                f"distributed.strategy={d.strategy} shards the base model, which cannot be done with 4-bit "
-                "(bitsandbytes) weights here; set GRPO_MODEL__LOAD_IN_4BIT=false, or GRPO_DISTRIBUTED__STRATEGY=ddp "
-                "when the 4-bit model fits one GPU"
-            )
-        if d.strategy == "zero3":
-            import importlib.util
-
-            if importlib.util.find_spec("deepspeed") is None:
-                problems.append("distributed.strategy=zero3 needs DeepSpeed: pip install deepspeed, or set "
-                                "GRPO_DISTRIBUTED__STRATEGY=fsdp")
-        return problems
-
-    def warnings(self) -> list[str]:
-        """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
-        out = []
-        if self.train.learning_rate > 1e-5:
-            out.append(
-                f"train.learning_rate={self.train.learning_rate:g} is SFT-sized; GRPO on a LoRA usually wants "
-                "1e-6..1e-5 (the recipe uses 5e-6) and larger rates spike then collapse the reward"
-            )
-        if self.train.num_generations < 4:
-            out.append(
-                f"train.num_generations={self.train.num_generations} is a small group: the group-mean baseline "
-                "is noisy and many groups have zero reward variance (no signal); 8 is the recipe's value"
-            )
-        if self.model.gpu_memory_utilization > 0.9:
-            out.append(
-                f"model.gpu_memory_utilization={self.model.gpu_memory_utilization} leaves under 10% of the GPU "
-                "for training next to vLLM, which usually ends in an out-of-memory error; 0.5-0.7 is typical"
-            )
-        if self.distributed.strategy == "fsdp" and self.distributed.vllm_mode == "colocate":
-            out.append(
-                "distributed.strategy=fsdp with vllm_mode=colocate crashed in vLLM's CUDA-graph capture (illegal memory "
-                "access) in the one run made so far (H100, 1 process, vLLM 0.26, TRL 1.15; docs/benchmarks.md); "
-                "strategy=ddp is the proven path, vllm_mode=server keeps vLLM out of the FSDP processes"
-            )
-        if self.train.save_steps > self.train.max_steps:
-            out.append(
-                f"train.save_steps={self.train.save_steps} > train.max_steps={self.train.max_steps}: no "
-                "checkpoint before the end, so a preempted run restarts from step 0"
-            )
-        if self.stop.grace_seconds >= 30:
-            out.append(
-                f"stop.grace_seconds={self.stop.grace_seconds:g}: Kubernetes kills a pod 30 s after SIGTERM unless "
-                "its terminationGracePeriodSeconds is raised above this budget"
-            )
-        return out
-
-    def redacted(self) -> dict[str, Any]:
-        """The settings as JSON-able data with secrets masked: what logs and saved configs get."""
-        return json.loads(self.model_dump_json(exclude={"hf_token"}))
-
-    def fingerprint(self) -> str:
-        """A short hash of what defines the run's result (not where it is stored or how it logs)."""
-        data = self.redacted()
-        for k in ("run_id", "log_format", "work_dir", "store", "stop"):
-            data.pop(k, None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-    def resolved_run_id(self) -> str:
-        return self.run_id or f"run-{self.fingerprint()}"
-
-
-def env_var_name(loc: tuple[Any, ...]) -> str:
-    """('train', 'max_steps') -> GRPO_TRAIN__MAX_STEPS, the variable a user would set."""
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    if parts == ["hf_token"]:
-        return "HF_TOKEN"
-    return ENV_PREFIX + "__".join(p.upper() for p in parts)
-
-
-def format_validation_error(err: ValidationError) -> str:
-    lines = [f"invalid settings ({err.error_count()} problem{'s' if err.error_count() > 1 else ''}):"]
-    for e in err.errors(include_url=False):
-        loc = tuple(e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if not loc:  # cross-field rules: one line per rule
-            lines.extend(f"  - {m}" for m in msg.split("\n"))
-            continue
-        where = ".".join(str(p) for p in loc)
-        shown = "" if e["type"] == "missing" or loc == ("hf_token",) else f" (got {e.get('input')!r})"
-        lines.append(f"  - {where} [{env_var_name(loc)}]: {msg}{shown}")
-    return "\n".join(lines)
-
-
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`--train.max_steps=5 --model.engine trl` -> {'train': {'max_steps': 5}, 'model': {'engine': 'trl'}}.
-
-    Values are read as YAML scalars/flow collections, so numbers, booleans and `[a, b]` lists work.
-    """
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise SettingsError(f"unexpected argument {arg!r}: overrides look like --section.field=value")
-        key, sep, value = arg[2:].partition("=")
-        if not sep:
-            if i + 1 >= len(args):
-                raise SettingsError(f"override {arg!r} has no value: write {arg}=VALUE")
-            i += 1
-            value = args[i]
-        node = out
-        *parents, leaf = key.replace("-", "_").split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value) if value != "" else ""
-        i += 1
-    return out
-
-
-def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> JobSettings:
-    """Build the settings from all sources; raise SettingsError with every problem in one message."""
-    import os
-
-    path = str(config) if config else os.environ.get(CONFIG_ENV)
-    if path and not Path(path).is_file():
-        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as e:
-            raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
-    init = parse_overrides(overrides or [])
-    token = _config_path.set(path)
-    try:
-        return JobSettings(**init)
-    except ValidationError as e:
-        raise SettingsError(format_validation_error(e)) from None
-    finally:
-        _config_path.reset(token)
 

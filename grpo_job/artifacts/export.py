@@ -4,14 +4,14 @@ Three stages, each reading its input from the run store and writing its output t
 
 - `merge`: the LoRA merged into a 16-bit copy of the base model (peft `merge_and_unload`), with the
   tokenizer and chat template, to `merged/`; the merged model's logits are compared with base+adapter.
-- `export_gguf`: llama.cpp's own converter and `llama-quantize` (job.llamacpp, one pinned version) turn
+- `export_gguf`: llama.cpp's own converter and `llama-quantize` (grpo_job.artifacts.llamacpp, one pinned version) turn
   `merged/` into `gguf/model-<type>.gguf` for each of `export.quantizations`.
 - `verify_gguf`: each GGUF is loaded by llama.cpp (llama-cpp-python, same llama.cpp version) and
   generates greedily on fixed prompts; llama.cpp must tokenize the prompts exactly as transformers does,
   and for f16/bf16/q8_0 its greedy tokens must be the merged model's wherever the merged model's choice
   is not a near-tie (see `compare`). The result is `gguf/verify.json`.
 
-llama.cpp runs in a child process (`python -m job.export probe ...`): a native crash in it (an abort in
+llama.cpp runs in a child process (`python -m grpo_job.artifacts.export probe ...`): a native crash in it (an abort in
 the tokenizer, as a wrongly converted vocab causes) becomes a clear stage error, not a dead job.
 """
 
@@ -27,12 +27,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job import engines, models
-from job.errors import JobError
+from grpo_job import models
+from grpo_job.errors import JobError
+from grpo_job.training import engines
 
 if TYPE_CHECKING:
-    from job.pipeline import RunContext
-    from job.store import RunStore
+    from grpo_job.pipeline import RunContext
+    from grpo_job.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def merge(ctx: RunContext) -> dict[str, Any]:
 def export_gguf(ctx: RunContext) -> dict[str, Any]:
     """merged/ -> one GGUF per requested type: float types straight from the converter, the others
     quantized by llama-quantize from a 16-bit GGUF (bf16: the merged weights' own type, so no rounding)."""
-    from job import llamacpp
+    from grpo_job.artifacts import llamacpp
 
     quants = list(dict.fromkeys(ctx.settings.export.quantizations))
     tools = llamacpp.ensure()
@@ -261,7 +262,7 @@ def probe(gguf: Path, reference: list[dict[str, Any]], new_tokens: int, timeout:
             "prompts": [{"text": r["prompt_text"], "ids": r["prompt_ids"], "continuation": r["tokens"]}
                         for r in reference],
         }))
-        r = subprocess.run([sys.executable, "-m", "job.export", "probe", str(request)], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "grpo_job.artifacts.export", "probe", str(request)], capture_output=True,
                            text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1])
     if r.returncode != 0:
         how = f"signal {-r.returncode}" if r.returncode < 0 else f"exit {r.returncode}"
@@ -321,4 +322,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "probe":
         _probe_main(sys.argv[2])
     else:
-        sys.exit("usage: python -m job.export probe REQUEST.json")
+        sys.exit("usage: python -m grpo_job.artifacts.export probe REQUEST.json")

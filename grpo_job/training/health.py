@@ -17,13 +17,13 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from job import data
-from job import rewards as R
-from job.errors import SettingsError, TrainingUnhealthy
+from grpo_job import data
+from grpo_job import rewards as R
+from grpo_job.errors import SettingsError, TrainingUnhealthy
 
 if TYPE_CHECKING:
-    from job.pipeline import RunContext
-    from job.settings import JobSettings
+    from grpo_job.pipeline import RunContext
+    from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def check_rewards(reward_names: list[str], rows: list[dict], completions: list[s
 def preflight(ctx: RunContext) -> dict[str, Any]:
     """Stage body: sample `health.preflight_samples` completions from the base model, score them with
     every reward, fail on a broken reward, warn loudly when every score is 0."""
-    from job import evaluate
+    from grpo_job import evaluate
 
     s = ctx.settings
     rows = data.from_jsonl(ctx.store.read_text("data/train.jsonl"))[: s.health.preflight_samples]

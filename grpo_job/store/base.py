@@ -14,7 +14,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from job.errors import SettingsError
+from grpo_job.errors import SettingsError
 
 
 class RunStore(ABC):
@@ -147,12 +147,3 @@ class LocalStore(RunStore):
             raise SettingsError(f"store {self.uri!r} cannot be created: {e}; set GRPO_STORE__URI") from None
         if not os.access(self.root, os.W_OK):
             raise SettingsError(f"store {self.uri!r} is not writable; set GRPO_STORE__URI to a writable place")
-
-
-def open_store(uri: str, run_id: str) -> RunStore:
-    """The store of run `run_id` under `uri` (a local path, file://… or s3://bucket/prefix)."""
-    if uri.startswith("s3://"):
-        from job.s3store import S3Store
-
-        return S3Store(f"{uri.rstrip('/')}/{run_id}")
-    return LocalStore(Path(uri.removeprefix("file://")).expanduser() / run_id)

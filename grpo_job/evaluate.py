@@ -23,12 +23,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job import data, engines, models
-from job import rewards as R
+from grpo_job import data, models
+from grpo_job import rewards as R
+from grpo_job.training import engines
 
 if TYPE_CHECKING:
-    from job.pipeline import RunContext
-    from job.settings import JobSettings
+    from grpo_job.pipeline import RunContext
+    from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,40 @@
+"""Every setting of the job, validated before anything heavy is imported.
+
+- `sections`: the schema, one model per concern (model, lora, data, train, store, ...).
+- `rules`: cross-field rules mirroring TRL's invariants, and warnings for legal but risky values.
+- `loading`: the root `JobSettings`, its sources (CLI, environment, YAML, defaults) and error wording.
+"""
+
+from grpo_job.settings.loading import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    JobSettings,
+    env_var_name,
+    format_validation_error,
+    load_settings,
+    parse_overrides,
+)
+from grpo_job.settings.rules import deferred_world_checks
+from grpo_job.settings.sections import (
+    DEFAULT_SYSTEM_PROMPT,
+    DataSettings,
+    DistributedSettings,
+    EvaluationSettings,
+    ExportSettings,
+    HealthSettings,
+    HubSettings,
+    LoraSettings,
+    ModelSettings,
+    ReportSettings,
+    StopSettings,
+    StoreSettings,
+    TrainSettings,
+    check_s3_uri,
+)
+
+__all__ = [
+    "CONFIG_ENV", "DEFAULT_SYSTEM_PROMPT", "ENV_PREFIX", "DataSettings", "DistributedSettings", "EvaluationSettings",
+    "ExportSettings", "HealthSettings", "HubSettings", "JobSettings", "LoraSettings", "ModelSettings",
+    "ReportSettings", "StopSettings", "StoreSettings", "TrainSettings", "check_s3_uri", "deferred_world_checks",
+    "env_var_name", "format_validation_error", "load_settings", "parse_overrides",
+]

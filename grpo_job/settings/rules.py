@@ -1,0 +1,171 @@
+"""Cross-field rules of the settings: small named checks mirroring TRL's and the engines' invariants.
+
+Each rule takes the whole `JobSettings` and returns the problems it finds, worded as TRL words its own
+errors: what is wrong, why, what to set. `problems` runs them all (every broken rule is reported at
+once); `warnings` lists legal settings that are usually wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grpo_job.settings.loading import JobSettings
+
+_defer_world: contextvars.ContextVar[bool] = contextvars.ContextVar("grpo_defer_world_checks", default=False)
+
+
+@contextlib.contextmanager
+def deferred_world_checks() -> Iterator[None]:
+    """Settings loaded inside skip the rules that depend on the number of processes: for
+    `entrypoint.py launch`, which needs the settings to know how many it will start (and then
+    loads them again, checking everything)."""
+    token = _defer_world.set(True)
+    try:
+        yield
+    finally:
+        _defer_world.reset(token)
+
+
+def world_checks_deferred() -> bool:
+    return _defer_world.get()
+
+
+def generation_batch_holds_groups(s: JobSettings) -> list[str]:
+    # TRL: generation_batch_size = per_device_train_batch_size * steps_per_generation * num_processes,
+    # with steps_per_generation defaulting to gradient_accumulation_steps; it must hold whole groups.
+    if world_checks_deferred():
+        return []
+    t, world = s.train, s.train.resolved_world_size()
+    generation_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    if generation_batch % t.num_generations == 0:
+        return []
+    return [
+        f"train: the generation batch ({t.per_device_train_batch_size} per_device_train_batch_size x "
+        f"{t.gradient_accumulation_steps} gradient_accumulation_steps x {world} world_size = "
+        f"{generation_batch}) must be divisible by num_generations ({t.num_generations}), because every "
+        f"prompt's group of completions must fit in one batch; set "
+        f"GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE to a multiple of {t.num_generations}"
+    ]
+
+
+def lengths_fit_sequence(s: JobSettings) -> list[str]:
+    t = s.train
+    if t.max_prompt_length + t.max_completion_length <= s.model.max_seq_length:
+        return []
+    return [
+        f"train.max_prompt_length ({t.max_prompt_length}) + train.max_completion_length "
+        f"({t.max_completion_length}) exceeds model.max_seq_length ({s.model.max_seq_length}), so "
+        f"completions would be cut off; raise GRPO_MODEL__MAX_SEQ_LENGTH to at least "
+        f"{t.max_prompt_length + t.max_completion_length} or lower the lengths"
+    ]
+
+
+def unsloth_has_no_lora_dropout(s: JobSettings) -> list[str]:
+    if s.model.engine == "unsloth" and s.lora.lora_dropout:
+        return [
+            "lora.lora_dropout must be 0 with the unsloth engine (its fused LoRA kernels have no dropout); "
+            "set GRPO_LORA__LORA_DROPOUT=0"
+        ]
+    return []
+
+
+def processes_fit_engine(s: JobSettings) -> list[str]:
+    """TRL's and the engines' rules for several processes, checked before any GPU is touched."""
+    if world_checks_deferred():
+        return []
+    d, world, problems = s.distributed, s.train.resolved_world_size(), []
+    if world > 1 and s.model.engine == "unsloth":
+        problems.append(
+            f"model.engine=unsloth runs one process on one GPU, but this launch has {world} processes; "
+            "set GRPO_MODEL__ENGINE=trl (or auto, which picks trl for multi-GPU runs)"
+        )
+    if d.vllm_mode == "colocate" and world % d.vllm_tensor_parallel_size:
+        problems.append(
+            f"distributed.vllm_tensor_parallel_size ({d.vllm_tensor_parallel_size}) must divide the number of "
+            f"training processes ({world}), because each group of that many processes shares one vLLM engine; "
+            f"set GRPO_DISTRIBUTED__VLLM_TENSOR_PARALLEL_SIZE to a divisor of {world}"
+        )
+    return problems
+
+
+def sharding_fits_model(s: JobSettings) -> list[str]:
+    d, problems = s.distributed, []
+    if d.strategy != "ddp" and s.model.engine == "unsloth":
+        problems.append(f"distributed.strategy={d.strategy} is not available with model.engine=unsloth; set "
+                        "GRPO_MODEL__ENGINE=trl")
+    if d.strategy != "ddp" and s.model.load_in_4bit:
+        problems.append(
+            f"distributed.strategy={d.strategy} shards the base model, which cannot be done with 4-bit "
+            "(bitsandbytes) weights here; set GRPO_MODEL__LOAD_IN_4BIT=false, or GRPO_DISTRIBUTED__STRATEGY=ddp "
+            "when the 4-bit model fits one GPU"
+        )
+    if d.strategy == "zero3":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            problems.append("distributed.strategy=zero3 needs DeepSpeed: pip install deepspeed, or set "
+                            "GRPO_DISTRIBUTED__STRATEGY=fsdp")
+    return problems
+
+
+def exempt_rewards_exist(s: JobSettings) -> list[str]:
+    unknown = [r for r in s.health.zero_reward_exempt if r not in s.rewards]
+    if unknown:
+        return [f"health.zero_reward_exempt names {unknown}, which are not in rewards {list(s.rewards)}"]
+    return []
+
+
+RULES: tuple[Callable[[JobSettings], list[str]], ...] = (
+    generation_batch_holds_groups,
+    lengths_fit_sequence,
+    unsloth_has_no_lora_dropout,
+    processes_fit_engine,
+    sharding_fits_model,
+    exempt_rewards_exist,
+)
+
+
+def problems(s: JobSettings) -> list[str]:
+    """Every broken cross-field rule, one message each."""
+    return [p for rule in RULES for p in rule(s)]
+
+
+def warnings(s: JobSettings) -> list[str]:
+    """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
+    out = []
+    if s.train.learning_rate > 1e-5:
+        out.append(
+            f"train.learning_rate={s.train.learning_rate:g} is SFT-sized; GRPO on a LoRA usually wants "
+            "1e-6..1e-5 (the recipe uses 5e-6) and larger rates spike then collapse the reward"
+        )
+    if s.train.num_generations < 4:
+        out.append(
+            f"train.num_generations={s.train.num_generations} is a small group: the group-mean baseline "
+            "is noisy and many groups have zero reward variance (no signal); 8 is the recipe's value"
+        )
+    if s.model.gpu_memory_utilization > 0.9:
+        out.append(
+            f"model.gpu_memory_utilization={s.model.gpu_memory_utilization} leaves under 10% of the GPU "
+            "for training next to vLLM, which usually ends in an out-of-memory error; 0.5-0.7 is typical"
+        )
+    if s.distributed.strategy == "fsdp" and s.distributed.vllm_mode == "colocate":
+        out.append(
+            "distributed.strategy=fsdp with vllm_mode=colocate crashed in vLLM's CUDA-graph capture (illegal memory "
+            "access) in the one run made so far (H100, 1 process, vLLM 0.26, TRL 1.15; docs/benchmarks.md); "
+            "strategy=ddp is the proven path, vllm_mode=server keeps vLLM out of the FSDP processes"
+        )
+    if s.train.save_steps > s.train.max_steps:
+        out.append(
+            f"train.save_steps={s.train.save_steps} > train.max_steps={s.train.max_steps}: no "
+            "checkpoint before the end, so a preempted run restarts from step 0"
+        )
+    if s.stop.grace_seconds >= 30:
+        out.append(
+            f"stop.grace_seconds={s.stop.grace_seconds:g}: Kubernetes kills a pod 30 s after SIGTERM unless "
+            "its terminationGracePeriodSeconds is raised above this budget"
+        )
+    return out
