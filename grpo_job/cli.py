@@ -1,11 +1,11 @@
 """Command line: `run` (the container's default), `check` (validate and show the plan) and
-`launch` (several GPUs: one `run` per GPU under torchrun, see job/launch.py).
+`launch` (several GPUs: one `run` per GPU under torchrun, see grpo_job/launch.py).
 
     python entrypoint.py run    [--config FILE] [--section.field=value ...]
     python entrypoint.py check  [--config FILE] [--section.field=value ...]
     python entrypoint.py launch [--config FILE] [--section.field=value ...]
 
-Exit codes are documented in job/errors.py. Nothing here imports an ML library: settings and the
+Exit codes are documented in grpo_job/errors.py. Nothing here imports an ML library: settings and the
 plan are checked first, and torch/transformers are imported only inside the stages that need them.
 """
 
@@ -30,8 +30,9 @@ def plan(settings: JobSettings) -> dict:
     """What `run` would do, after checking everything that can be checked without a GPU or a download.
     Raises SettingsError listing every problem found."""
     from grpo_job import data, models, pipeline
+    from grpo_job.settings import environment
 
-    problems: list[str] = []
+    problems: list[str] = environment.problems(settings)
     engine = pick_engine(settings)
     gpu = has_cuda_gpu()
     if engine == "unsloth" and not gpu:

@@ -669,3 +669,54 @@ def test_multi_gpu_settings_load_for_their_world_size(path, world, monkeypatch):
     settings = load_with_env({k: v for k, v in cm["data"].items() if k.startswith(ENV_PREFIX)}, monkeypatch)
     assert settings.train.resolved_world_size() == world
     assert settings.distributed.strategy == "ddp"
+
+
+# Only what the train workflow installs before its check step (pydantic, pydantic-settings, pyyaml and their
+# dependencies) and the standard library import; anything else (torch, trl, boto3, math-verify...) fails.
+_RUNNER_SITE = '''
+import sys
+ALLOWED = set(sys.stdlib_module_names) | {"pydantic", "pydantic_core", "pydantic_settings", "yaml", "_yaml",
+    "annotated_types", "typing_extensions", "typing_inspection", "dotenv", "grpo_job"}
+class Runner:
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top not in ALLOWED and not top.startswith("_"):  # _sysconfigdata_*, _distutils_hack: interpreter parts
+            raise ImportError(f"{name} is not installed on the runner")
+        return None
+sys.meta_path.insert(0, Runner())
+'''
+
+
+def test_workflow_check_runs_without_the_ml_stack_for_a_pod_only_config(tmp_path):
+    """The runner has neither the pod's data volume, nor the custom reward module baked into the image, nor
+    torch/TRL: the render-and-check step must still pass (the pod's `check`/`run` checks those)."""
+    out = tmp_path / "job"
+    w = run(
+        sys.executable, RENDER, "write", "--overlay", OVERLAY, "--image", "ghcr.io/acme/grpo-job:sha-1a2b3c4",
+        "--job-name", "grpo-own-task-1", "--out", out,
+        "--set", 'GRPO_REWARDS={"format": 0.5, "my_task_rewards:by_difficulty": 1.0}',
+        "--set", "GRPO_DATA__PATH=/mnt/data/train.jsonl", "--set", "GRPO_EVALUATION__DATA_PATH=/mnt/data/test.jsonl",
+        "--set", 'GRPO_TRAIN__EXTRA={"epsilon_high": 0.28}',
+    )  # fmt: skip
+    assert w.returncode == 0, w.stderr
+    rendered = tmp_path / "job.yaml"
+    rendered.write_text(yaml.safe_dump_all(kustomize(out)))
+    site = tmp_path / "runner-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_RUNNER_SITE)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, RENDER, "check", rendered], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = yaml.safe_load(r.stdout)
+    assert summary["settings"]["GRPO_DATA__PATH"] == "/mnt/data/train.jsonl"
+    # the blocker really blocks: the same runner cannot import the ML stack
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True, timeout=60)
+    assert probe.returncode != 0 and "not installed on the runner" in probe.stderr
+    # and a typo is still caught on the runner
+    w = run(sys.executable, RENDER, "write", "--overlay", OVERLAY, "--image", "ghcr.io/acme/grpo-job:sha-1a2b3c4",
+            "--job-name", "grpo-own-task-2", "--out", out, "--set", 'GRPO_REWARDS={"corectness": 1.0}')
+    rendered.write_text(yaml.safe_dump_all(kustomize(out)))
+    r = subprocess.run([sys.executable, RENDER, "check", rendered], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == errors.EXIT_INVALID and "did you mean 'correctness'" in r.stderr, r.stderr

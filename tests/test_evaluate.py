@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_job import evaluate, pipeline
+from grpo_job import cli, evaluate, pipeline
 from grpo_job.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +51,12 @@ def test_eval_rows_default_to_the_held_out_split_and_a_cpu_slice(tmp_path, monke
 
 def test_missing_evaluation_file_is_a_settings_error(tmp_path):
     from grpo_job.errors import SettingsError
+    from grpo_job.settings import environment
 
-    with pytest.raises(SettingsError, match="evaluation.data_path .GRPO_EVALUATION__DATA_PATH.: evaluation data file"):
-        load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])
+    s = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])  # valid where the file may exist
+    assert any("evaluation.data_path [GRPO_EVALUATION__DATA_PATH]: local data file" in p for p in environment.problems(s))
+    with pytest.raises(SettingsError, match="GRPO_EVALUATION__DATA_PATH"):
+        cli.plan(s)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Settings: sources and their precedence, validation messages, shipped examples, secrets."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from grpo_job.errors import EXIT_INVALID, SettingsError
-from grpo_job.settings import JobSettings, load_settings, parse_overrides
+from grpo_job.settings import JobSettings, environment, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,13 +65,15 @@ def test_every_bad_field_reported_at_once(monkeypatch):
     monkeypatch.setenv("GRPO_MODEL__ENGINE", "nope")
     monkeypatch.setenv("GRPO_TRAIN__NUM_GENERATIONS", "1")
     monkeypatch.setenv("GRPO_STORE__URI", "s3://")
-    monkeypatch.setenv("GRPO_REWARDS", '{"not_a_module_xyz:fn": 1.0}')
+    monkeypatch.setenv("GRPO_REWARDS", '{"corectness": 1.0}')
+    monkeypatch.setenv("GRPO_TRIAN__SEED", "1")
     with pytest.raises(SettingsError) as e:
         load_settings()
     msg = str(e.value)
-    for var in ("GRPO_TRAIN__MAX_STEPS", "GRPO_MODEL__ENGINE", "GRPO_TRAIN__NUM_GENERATIONS", "GRPO_STORE__URI", "GRPO_REWARDS"):
+    for var in ("GRPO_TRAIN__MAX_STEPS", "GRPO_MODEL__ENGINE", "GRPO_TRAIN__NUM_GENERATIONS", "GRPO_STORE__URI", "GRPO_REWARDS",
+                "GRPO_TRIAN__SEED"):
         assert var in msg, var
-    assert "5 problems" in msg and "no bucket" in msg and "not_a_module_xyz" in msg
+    assert "6 problems" in msg and "no bucket" in msg and "did you mean 'correctness'" in msg
 
 
 def test_cross_field_rules_mirror_trl():
@@ -88,10 +91,11 @@ def test_cross_field_rules_mirror_trl():
         ("--hub.repo_id=not a repo", "not a Hub repo id"),
         ("--store.uri=s3://Bad_Bucket/x", "not a valid S3 bucket name"),
         ("--store.uri=gs://bucket", "unsupported store scheme"),
-        ("--data.path=/no/such/file.jsonl", "does not exist"),
         ("--data.path=builtin:nope", "unknown built-in dataset"),
         ("--train.learning_rate=0", "greater than 0"),
-        ("--train.max_step=5", "Extra inputs are not permitted"),  # typo
+        ("--train.max_step=5", "--train.max_step names no setting; did you mean '--train.max_steps'"),  # typo
+        ("--train.extra={\"learning_rate\": 1e-5}", "set train.learning_rate"),
+        ("--train.extra={\"use_vllm\": false}", "the job sets itself from model.engine"),
     ],
 )
 def test_bad_values_say_what_is_wrong(override, fragment):
@@ -113,12 +117,6 @@ def test_secret_never_dumped(monkeypatch):
     assert "supersecret" not in json.dumps(s.redacted()) and "supersecret" not in repr(s)
 
 
-def test_overrides_parse():
-    assert parse_overrides(["--a.b=1", "--a.c", "[x, y]", "--d=true"]) == {"a": {"b": 1, "c": ["x", "y"]}, "d": True}
-    with pytest.raises(SettingsError):
-        parse_overrides(["positional"])
-
-
 def test_run_id_is_stable_and_tracks_settings():
     a, b = load_settings(), load_settings()
     assert a.resolved_run_id() == b.resolved_run_id()
@@ -133,7 +131,7 @@ def test_shipped_examples_parse(example):
 
 def test_check_cli_exits_2_with_every_bad_field_and_no_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "GRPO_TRAIN__MAX_STEPS": "-1", "GRPO_MODEL__ENGINE": "nope",
-           "GRPO_TRAIN__NUM_GENERATIONS": "1", "GRPO_STORE__URI": "s3://", "GRPO_REWARDS": '{"nomod_abc:f": 1}'}
+           "GRPO_TRAIN__NUM_GENERATIONS": "1", "GRPO_STORE__URI": "s3://", "GRPO_REWARDS": '{"formatt": 1}'}
     r = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "check"], env=env, capture_output=True,
                        text=True, cwd=tmp_path, timeout=60)
     assert r.returncode == EXIT_INVALID
@@ -152,3 +150,134 @@ def test_check_imports_no_ml_library(tmp_path):
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GRPO_STORE__URI": str(tmp_path / "runs")})
     assert r.returncode == 0, r.stderr
     assert "HEAVY []" in r.stdout
+
+
+# ---------------------------------------------------------------- issue 12: settings a Kubernetes Job can express
+def test_env_null_means_none(monkeypatch):
+    monkeypatch.setenv("GRPO_DATA__EVAL_SPLIT", "null")
+    monkeypatch.setenv("GRPO_HUB__REPO_ID", "null")
+    s = load_settings()
+    assert s.data.eval_split is None and s.hub.repo_id is None
+    assert load_settings(overrides=["--data.eval_split=null"]).data.eval_split is None
+
+
+def test_dict_settings_replace_across_sources(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rewards:\n  format: 0.5\n  partial_format: 0.5\n  correctness: 2.0\ntrain:\n  max_steps: 9\n"
+                   "  extra:\n    top_p: 0.9\n    epsilon_high: 0.28\n")
+    # CLI: the rewards named there are the rewards, not the YAML's three plus these
+    s = load_settings(cfg, ['--rewards={"correctness": 1.0}'])
+    assert s.rewards == {"correctness": 1.0}
+    assert s.train.max_steps == 9 and s.train.extra == {"top_p": 0.9, "epsilon_high": 0.28}  # the rest of train kept
+    # environment, as a Kubernetes ConfigMap passes it
+    monkeypatch.setenv("GRPO_REWARDS", '{"format": 1.0}')
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA", '{"top_p": 0.8}')
+    s = load_settings(cfg)
+    assert s.rewards == {"format": 1.0} and s.train.extra == {"top_p": 0.8} and s.train.max_steps == 9
+    # lists replace as well
+    monkeypatch.setenv("GRPO_LORA__TARGET_MODULES", '["q_proj"]')
+    assert load_settings(cfg).lora.target_modules == ["q_proj"]
+
+
+def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
+    monkeypatch.setenv("GRPO_TRIAN__MAX_STEPS", "5")
+    monkeypatch.setenv("GRPO_MAX_STEPS", "5")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    msg = str(e.value)
+    assert "GRPO_TRIAN__MAX_STEPS names no setting; did you mean 'GRPO_TRAIN__MAX_STEPS'" in msg
+    assert "GRPO_MAX_STEPS names no setting" in msg and "2 problems" in msg
+    monkeypatch.delenv("GRPO_TRIAN__MAX_STEPS")
+    monkeypatch.delenv("GRPO_MAX_STEPS")
+    # keys inside dict settings and the variables the job reads itself are fine
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.95")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__MASK_TRUNCATED_COMPLETIONS", "true")
+    monkeypatch.setenv("GRPO_REWARDS__FORMAT", "1.0")
+    monkeypatch.setenv("GRPO_EXIT_CODE_DIR", "/tmp/x")
+    s = load_settings()
+    assert s.train.extra == {"top_p": 0.95, "mask_truncated_completions": True}  # env text read as YAML scalars
+    assert s.rewards["format"] == 1.0
+
+
+def test_unknown_yaml_key_suggests_the_setting(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trian:\n  max_steps: 5\ntrain:\n  max_stepz: 5\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(cfg)
+    msg = str(e.value)
+    assert "trian [GRPO_TRIAN]: no such setting; did you mean 'train" in msg
+    assert "train.max_stepz [GRPO_TRAIN__MAX_STEPZ]: no such setting; did you mean 'train.max_steps'" in msg
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("rewards:\n  format: 0.5\n  correctness: 2.0\n  format: 0\n", "'format'", "lines 2 and 4"),
+    ("train:\n  max_steps: 5\nmodel:\n  engine: trl\ntrain:\n  seed: 1\n", "'train'", "lines 1 and 5"),
+])
+def test_duplicate_yaml_keys_are_errors(tmp_path, text, key, lines):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError, match=f"key {key} appears twice \\({lines}\\)"):
+        load_settings(cfg)
+
+
+def test_cli_forms(tmp_path):
+    s = load_settings(overrides=["--train.max_steps", "7", "--export.quantizations=[q8_0,q4_k_m]",
+                                 "--lora.target_modules=q_proj,v_proj", "--export.merge=false",
+                                 '--train.extra={"scale_rewards": "batch", "num_iterations": 2}'])
+    assert s.train.max_steps == 7 and s.export.quantizations == ["q8_0", "q4_k_m"] and not s.export.merge
+    assert s.lora.target_modules == ["q_proj", "v_proj"]
+    assert s.train.extra == {"scale_rewards": "batch", "num_iterations": 2}
+    with pytest.raises(SettingsError, match="invalid command line"):
+        load_settings(overrides=["positional"])
+
+
+def test_extra_steps_per_generation_enters_the_batch_rule():
+    ok = ["--train.per_device_train_batch_size=4", "--train.num_generations=8"]
+    with pytest.raises(SettingsError, match="must be divisible by num_generations"):
+        load_settings(overrides=ok)
+    s = load_settings(overrides=[*ok, '--train.extra={"steps_per_generation": 2}'])
+    assert s.train.extra["steps_per_generation"] == 2
+    with pytest.raises(SettingsError, match="as alternatives"):
+        load_settings(overrides=['--train.extra={"steps_per_generation": 2, "generation_batch_size": 16}'])
+
+
+def test_loss_types_of_trl_are_accepted():
+    for loss in ("cispo", "sapo", "luspo", "vespo", "dr_grpo"):
+        assert load_settings(overrides=[f"--train.loss_type={loss}"]).train.loss_type == loss
+
+
+def test_schema_reads_values_only_environment_reads_the_machine(tmp_path):
+    # valid anywhere: a data file on a volume this machine lacks, a reward module it cannot import
+    s = load_settings(overrides=["--data.path=/mnt/data/train.jsonl", '--rewards={"my_rewards:brevity": 1.0}',
+                                 "--evaluation.data_path=/mnt/data/test.jsonl", "--report.report_to=[wandb]"])
+    found = environment.problems(s)
+    text = "\n".join(found)
+    assert "GRPO_DATA__PATH" in text and "/mnt/data/train.jsonl" in text and "does not exist on this machine" in text
+    assert "GRPO_EVALUATION__DATA_PATH" in text and "my_rewards" in text
+    assert ("wandb" in text) == (importlib.util.find_spec("wandb") is None)
+
+
+def test_extra_names_checked_against_the_installed_grpo_config():
+    s = load_settings(overrides=['--train.extra={"epsilon_high": 0.28, "top_p": 0.9, "mask_truncated_completion": true}'])
+    found = environment.problems(s)
+    assert len(found) == 1 and "'mask_truncated_completion' is not a GRPOConfig argument" in found[0]
+    assert "did you mean 'mask_truncated_completions'" in found[0]
+    assert set(s.train.extra) - {"mask_truncated_completion"} <= environment.grpo_config_fields()
+
+
+def test_extra_reaches_grpo_config(tmp_path):
+    from trl import GRPOConfig
+
+    from grpo_job.training.train import grpo_config_kwargs
+
+    s = load_settings(ROOT / "examples" / "smoke.yaml",
+                      ['--train.extra={"epsilon_high": 0.28, "top_p": 0.9, "scale_rewards": "batch"}'])
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    assert (args.epsilon_high, args.top_p, args.scale_rewards) == (0.28, 0.9, "batch")
+
+
+def test_builtin_reward_names_match_the_registry():
+    from grpo_job import rewards
+    from grpo_job.settings.sections import BUILTIN_REWARDS
+
+    assert set(BUILTIN_REWARDS) == set(rewards.REGISTRY)

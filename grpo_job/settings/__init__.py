@@ -12,7 +12,8 @@ from grpo_job.settings.loading import (
     env_var_name,
     format_validation_error,
     load_settings,
-    parse_overrides,
+    read_yaml,
+    unknown_env_names,
 )
 from grpo_job.settings.rules import deferred_world_checks
 from grpo_job.settings.sections import (
@@ -36,5 +37,5 @@ __all__ = [
     "CONFIG_ENV", "DEFAULT_SYSTEM_PROMPT", "ENV_PREFIX", "DataSettings", "DistributedSettings", "EvaluationSettings",
     "ExportSettings", "HealthSettings", "HubSettings", "JobSettings", "LoraSettings", "ModelSettings",
     "ReportSettings", "StopSettings", "StoreSettings", "TrainSettings", "check_s3_uri", "deferred_world_checks",
-    "env_var_name", "format_validation_error", "load_settings", "parse_overrides",
+    "env_var_name", "format_validation_error", "load_settings", "read_yaml", "unknown_env_names",
 ]

@@ -12,25 +12,29 @@ read here at all: boto3's own credential chain finds them.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    CliSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
-from grpo_job import rewards as reward_registry
 from grpo_job.errors import SettingsError
 from grpo_job.settings import rules
 from grpo_job.settings.sections import (
+    BUILTIN_REWARDS,
     DataSettings,
     DistributedSettings,
     EvaluationSettings,
@@ -47,8 +51,45 @@ from grpo_job.settings.sections import (
 
 ENV_PREFIX = "GRPO_"
 CONFIG_ENV = "GRPO_CONFIG"
+# GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests.
+RESERVED_ENV = frozenset({CONFIG_ENV, "GRPO_EXIT_CODE_DIR", "GRPO_GPU_TEST_MODEL"})
+NONE_STR = "null"  # an env or CLI value that means None (YAML has its own `null`)
 
-_config_path: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpo_config_path", default=None)
+# The sources of one load_settings call: the YAML file's mapping and the CLI overrides.
+_yaml_values: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("grpo_yaml_values", default=None)
+_cli_args: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("grpo_cli_args", default=())
+
+
+class LayeredSource(PydanticBaseSettingsSource):
+    """CLI > environment > YAML, merged section by section.
+
+    pydantic-settings deep-merges its sources, so a dict setting could only grow: `--rewards=...` on a
+    config that lists three rewards kept all three. Here a section (`train`, `data`, ...) is merged
+    field by field, but every field is taken whole from the highest source that sets it: a dict
+    (`rewards`, `train.extra`) or list setting replaces, never merges.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], layers: list[PydanticBaseSettingsSource]):
+        super().__init__(settings_cls)
+        self.layers = layers  # highest precedence first
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # required; __call__ is used
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for layer in reversed(self.layers):
+            for key, value in layer().items():
+                if _is_section(key) and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
+        return merged
+
+
+def _is_section(name: str) -> bool:
+    field = JobSettings.model_fields.get(name)
+    return field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 
 
 class JobSettings(BaseSettings):
@@ -60,6 +101,7 @@ class JobSettings(BaseSettings):
         extra="forbid",
         validate_default=True,
         nested_model_default_partial_update=True,
+        env_parse_none_str=NONE_STR,
     )
 
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -101,20 +143,24 @@ class JobSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (CLI overrides) > environment > YAML > defaults.
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=_config_path.get()))
+        # keyword arguments > CLI overrides > environment > YAML > defaults.
+        cli = CliSettingsSource(settings_cls, cli_parse_none_str=NONE_STR, cli_implicit_flags=False,
+                                cli_exit_on_error=False, cli_avoid_json=False)
+        layers = [init_settings, cli(args=list(_cli_args.get())), env_settings,
+                  InitSettingsSource(settings_cls, init_kwargs=_yaml_values.get() or {})]
+        return (LayeredSource(settings_cls, layers),)
 
     @field_validator("rewards")
     @classmethod
-    def _rewards_resolve(cls, v: dict[str, float]) -> dict[str, float]:
+    def _reward_names(cls, v: dict[str, float]) -> dict[str, float]:
         problems = []
         for name, weight in v.items():
             if not math.isfinite(weight):
                 problems.append(f"reward {name!r} has a non-finite weight {weight}")
-            try:
-                reward_registry.resolve(name)
-            except (LookupError, ImportError) as e:
-                problems.append(str(e))
+            if name not in BUILTIN_REWARDS and ":" not in name:
+                close = difflib.get_close_matches(name, BUILTIN_REWARDS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.append(f"unknown reward {name!r}: {hint}use one of {sorted(BUILTIN_REWARDS)} or module:function")
         if problems:
             raise ValueError("; ".join(problems))
         return v
@@ -154,6 +200,22 @@ def env_var_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(p.upper() for p in parts)
 
 
+def setting_paths() -> list[str]:
+    """Every settable name as a dotted path (`train.max_steps`), for suggestions."""
+    out = []
+    for name, field in JobSettings.model_fields.items():
+        if _is_section(name):
+            out += [f"{name}.{sub}" for sub in field.annotation.model_fields]
+        else:
+            out.append(name)
+    return out
+
+
+def did_you_mean(wrong: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def format_validation_error(err: ValidationError) -> str:
     lines = [f"invalid settings ({err.error_count()} problem{'s' if err.error_count() > 1 else ''}):"]
     for e in err.errors(include_url=False):
@@ -163,57 +225,113 @@ def format_validation_error(err: ValidationError) -> str:
             lines.extend(f"  - {m}" for m in msg.split("\n"))
             continue
         where = ".".join(str(p) for p in loc)
-        shown = "" if e["type"] == "missing" or loc == ("hf_token",) else f" (got {e.get('input')!r})"
+        if e["type"] == "extra_forbidden":
+            choices = list(JobSettings.model_fields) if len(loc) == 1 else setting_paths()
+            msg = "no such setting" + did_you_mean(where, choices)
+        shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"
         lines.append(f"  - {where} [{env_var_name(loc)}]: {msg}{shown}")
     return "\n".join(lines)
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`--train.max_steps=5 --model.engine trl` -> {'train': {'max_steps': 5}, 'model': {'engine': 'trl'}}.
+def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
+    """`GRPO_*` variables that name no setting (a typo such as GRPO_TRIAN__MAX_STEPS would otherwise be
+    ignored without a word), each with the closest real name."""
+    environ = os.environ if environ is None else environ
+    valid = {env_var_name(tuple(p.split("."))) for p in setting_paths()}
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV or upper in valid:
+            continue
+        parts = upper[len(ENV_PREFIX):].split("__")
+        # keys inside a dict setting: GRPO_REWARDS__CORRECTNESS=1, GRPO_TRAIN__EXTRA__TOP_P=0.9
+        if len(parts) > 1 and any(upper.startswith(v + "__") and _is_dict_setting(v) for v in valid):
+            continue
+        problems.append(f"environment variable {name} names no setting{did_you_mean(upper, sorted(valid))}")
+    return problems
 
-    Values are read as YAML scalars/flow collections, so numbers, booleans and `[a, b]` lists work.
-    """
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise SettingsError(f"unexpected argument {arg!r}: overrides look like --section.field=value")
-        key, sep, value = arg[2:].partition("=")
-        if not sep:
-            if i + 1 >= len(args):
-                raise SettingsError(f"override {arg!r} has no value: write {arg}=VALUE")
-            i += 1
-            value = args[i]
-        node = out
-        *parents, leaf = key.replace("-", "_").split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value) if value != "" else ""
-        i += 1
-    return out
+
+def _is_dict_setting(env_name: str) -> bool:
+    parts = env_name[len(ENV_PREFIX):].lower().split("__")
+    field = JobSettings.model_fields.get(parts[0])
+    if field is not None and len(parts) == 2 and _is_section(parts[0]):
+        field = field.annotation.model_fields.get(parts[1])
+    return field is not None and getattr(field.annotation, "__origin__", None) is dict
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; a settings file must not."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SettingsError(
+                    f"config file {self.name!r}: key {key!r} appears twice (lines {seen[key]} and {line}); "
+                    "YAML would keep only the last one silently: remove one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
+    if not Path(path).is_file():
+        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
+    text = Path(path).read_text()
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = path
+        try:
+            loaded = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
+    return loaded
 
 
 def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> JobSettings:
-    """Build the settings from all sources; raise SettingsError with every problem in one message."""
-    import os
+    """Build the settings from all sources; raise SettingsError with every problem in one message.
 
+    `overrides` are CLI arguments as pydantic-settings' CLI reads them: `--train.max_steps=5`,
+    `--model.engine trl`, lists as `[a,b]` or `a,b`, dicts as JSON (`--rewards='{"format": 1}'`),
+    `null` for None. Pure: reads the values and the environment's GRPO_* names, never files other than
+    the YAML, packages or the network (see `grpo_job.settings.environment` for those checks).
+    """
     path = str(config) if config else os.environ.get(CONFIG_ENV)
-    if path and not Path(path).is_file():
-        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as e:
-            raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
-    init = parse_overrides(overrides or [])
-    token = _config_path.set(path)
+    yaml_values = read_yaml(path) if path else {}
+    problems = [f"  - {p}" for p in unknown_env_names()]
+    tokens = (_yaml_values.set(yaml_values), _cli_args.set(tuple(overrides or ())))
+    settings = None
     try:
-        return JobSettings(**init)
+        settings = JobSettings()
     except ValidationError as e:
-        raise SettingsError(format_validation_error(e)) from None
+        problems = format_validation_error(e).splitlines()[1:] + problems
+    except SourceError as e:
+        problems.insert(0, f"  - {_cli_error(str(e))}")
     finally:
-        _config_path.reset(token)
+        _yaml_values.reset(tokens[0])
+        _cli_args.reset(tokens[1])
+    if problems:
+        n = sum(line.startswith("  - ") for line in problems)
+        raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))
+    return settings
 
+
+def _cli_error(message: str) -> str:
+    """pydantic-settings' CLI error, with the closest setting for an unknown `--name`."""
+    message = message.removeprefix("error parsing CLI: ")
+    if "unrecognized arguments:" in message:
+        unknown = message.split("unrecognized arguments:", 1)[1].split()
+        choices = [f"--{p}" for p in setting_paths()]
+        hints = [f"{u.split('=')[0]} names no setting{did_you_mean(u.split('=')[0], choices)}"
+                 for u in unknown if u.startswith("--")]
+        return "invalid command line: " + ("; ".join(hints) or message)
+    return f"invalid command line: {message}"

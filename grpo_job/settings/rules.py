@@ -2,7 +2,8 @@
 
 Each rule takes the whole `JobSettings` and returns the problems it finds, worded as TRL words its own
 errors: what is wrong, why, what to set. `problems` runs them all (every broken rule is reported at
-once); `warnings` lists legal settings that are usually wrong.
+once); `warnings` lists legal settings that are usually wrong. Rules read the values alone, never the
+machine (that is `grpo_job.settings.environment`).
 """
 
 from __future__ import annotations
@@ -36,20 +37,62 @@ def world_checks_deferred() -> bool:
 
 def generation_batch_holds_groups(s: JobSettings) -> list[str]:
     # TRL: generation_batch_size = per_device_train_batch_size * steps_per_generation * num_processes,
-    # with steps_per_generation defaulting to gradient_accumulation_steps; it must hold whole groups.
+    # with steps_per_generation defaulting to gradient_accumulation_steps (either may be set in
+    # train.extra, not both); it must hold whole groups.
     if world_checks_deferred():
         return []
     t, world = s.train, s.train.resolved_world_size()
-    generation_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    per_step = t.per_device_train_batch_size * world
+    if "generation_batch_size" in t.extra and "steps_per_generation" in t.extra:
+        return ["train.extra sets both generation_batch_size and steps_per_generation, which GRPOConfig takes "
+                "as alternatives; keep one of them in GRPO_TRAIN__EXTRA"]
+    if isinstance(t.extra.get("generation_batch_size"), int):
+        generation_batch, how = t.extra["generation_batch_size"], "train.extra.generation_batch_size"
+        if generation_batch % per_step:
+            return [f"{how} ({generation_batch}) must be a multiple of per_device_train_batch_size x world_size "
+                    f"({per_step}), because GRPOConfig splits it into whole steps; set it to a multiple of {per_step}"]
+    else:
+        steps = t.extra.get("steps_per_generation")
+        steps = steps if isinstance(steps, int) else t.gradient_accumulation_steps
+        generation_batch = per_step * steps
+        how = (f"{t.per_device_train_batch_size} per_device_train_batch_size x {steps} "
+               f"{'steps_per_generation' if 'steps_per_generation' in t.extra else 'gradient_accumulation_steps'} "
+               f"x {world} world_size = {generation_batch}")
     if generation_batch % t.num_generations == 0:
         return []
     return [
-        f"train: the generation batch ({t.per_device_train_batch_size} per_device_train_batch_size x "
-        f"{t.gradient_accumulation_steps} gradient_accumulation_steps x {world} world_size = "
-        f"{generation_batch}) must be divisible by num_generations ({t.num_generations}), because every "
-        f"prompt's group of completions must fit in one batch; set "
+        f"train: the generation batch ({how}) must be divisible by num_generations ({t.num_generations}), "
+        f"because every prompt's group of completions must fit in one batch; set "
         f"GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE to a multiple of {t.num_generations}"
     ]
+
+
+# GRPOConfig arguments the job sets itself, and the setting that controls each.
+JOB_SETS = {
+    "output_dir": "work_dir", "reward_weights": "rewards", "save_strategy": "train.save_steps",
+    "save_total_limit": "store.keep_last", "report_to": "report.report_to", "disable_tqdm": "log_format",
+    "log_completions": "log_format", "resume_from_checkpoint": "run_id (a run resumes by itself)",
+    "use_vllm": "model.engine", "vllm_mode": "distributed.vllm_mode",
+    "vllm_gpu_memory_utilization": "model.gpu_memory_utilization", "vllm_max_model_length": "model.max_seq_length",
+    "vllm_tensor_parallel_size": "distributed.vllm_tensor_parallel_size",
+    "vllm_enable_sleep_mode": "distributed.vllm_enable_sleep_mode", "vllm_server_host": "distributed.vllm_server_host",
+    "vllm_server_port": "distributed.vllm_server_port", "vllm_server_timeout": "distributed.vllm_server_timeout",
+    "fsdp": "distributed.strategy", "fsdp_config": "distributed.strategy", "deepspeed": "distributed.strategy",
+}
+
+
+def extra_is_not_a_setting(s: JobSettings) -> list[str]:
+    """`train.extra` is for GRPOConfig arguments that have no setting of their own."""
+    own = set(type(s.train).model_fields) - {"extra", "world_size"}
+    out = []
+    for name in s.train.extra:
+        if name in own:
+            out.append(f"train.extra sets {name!r}, which is a setting of its own: set train.{name} "
+                       f"(GRPO_TRAIN__{name.upper()}) instead")
+        elif name in JOB_SETS:
+            out.append(f"train.extra sets {name!r}, which the job sets itself from {JOB_SETS[name]}: "
+                       f"remove it from GRPO_TRAIN__EXTRA and change {JOB_SETS[name]} instead")
+    return out
 
 
 def lengths_fit_sequence(s: JobSettings) -> list[str]:
@@ -103,12 +146,6 @@ def sharding_fits_model(s: JobSettings) -> list[str]:
             "(bitsandbytes) weights here; set GRPO_MODEL__LOAD_IN_4BIT=false, or GRPO_DISTRIBUTED__STRATEGY=ddp "
             "when the 4-bit model fits one GPU"
         )
-    if d.strategy == "zero3":
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            problems.append("distributed.strategy=zero3 needs DeepSpeed: pip install deepspeed, or set "
-                            "GRPO_DISTRIBUTED__STRATEGY=fsdp")
     return problems
 
 
@@ -121,6 +158,7 @@ def exempt_rewards_exist(s: JobSettings) -> list[str]:
 
 RULES: tuple[Callable[[JobSettings], list[str]], ...] = (
     generation_batch_holds_groups,
+    extra_is_not_a_setting,
     lengths_fit_sequence,
     unsloth_has_no_lora_dropout,
     processes_fit_engine,

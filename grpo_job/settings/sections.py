@@ -1,6 +1,10 @@
 """The schema of the settings: one model per concern, each field typed, constrained and documented.
 
-Field names are the names of the library
+These models are pure: validating them reads the values alone (no files, packages, network or GPU),
+so the same settings validate on a CI runner without the ML stack and in the pod. What depends on the
+machine that runs the job (a data file exists, a reward module imports, a tracker is installed,
+`train.extra` names GRPOConfig fields) is checked by `grpo_job.settings.environment`, in `check` and
+`run` only. Field names are the names of the library
 arguments they feed (GRPOConfig, LoraConfig, `datasets.load_dataset`, Unsloth's `from_pretrained`).
 """
 
@@ -8,9 +12,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -22,6 +26,9 @@ _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # `builtin:NAME` datasets (generated offline by grpo_job.data).
 BUILTIN_DATASETS = ("arithmetic",)
+# Names of grpo_job.rewards.REGISTRY, kept here so validating settings imports no reward code
+# (tests/test_settings.py checks the two agree).
+BUILTIN_REWARDS = ("format", "partial_format", "correctness", "integer_answer")
 
 
 class _Section(BaseModel):
@@ -134,10 +141,7 @@ class DataSettings(_Section):
                 raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")
             return v
         if v.lower().endswith(_DATA_FILE_SUFFIXES) or v.startswith(("/", "./", "../", "file://")):
-            local = Path(v.removeprefix("file://"))
-            if not local.is_file():
-                raise ValueError(f"local data file {str(local)!r} does not exist")
-            return v
+            return v  # a local file: whether it exists is checked where the job runs (settings.environment)
         if not re.match(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$", v):
             raise ValueError(
                 f"{v!r} is neither a Hub dataset id (owner/name), a local file ({', '.join(_DATA_FILE_SUFFIXES)}), "
@@ -192,8 +196,8 @@ class TrainSettings(_Section):
     beta: float = Field(0.0, ge=0.0)
     """KL coefficient against the reference model (0 skips the reference model, as TRL defaults)."""
 
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
-    """GRPO loss normalisation (TRL's default `dapo`)."""
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
+    """GRPO loss (TRL's `loss_type`, default `dapo`): how token losses are clipped and normalised."""
 
     max_steps: int = Field(250, ge=1)
     """Optimizer steps to run."""
@@ -207,9 +211,25 @@ class TrainSettings(_Section):
     seed: int = 3407
     """Seed of sampling, LoRA initialisation and data order."""
 
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Any other GRPOConfig argument, passed through as is: e.g. `{epsilon_high: 0.28, top_p: 0.95,
+    scale_rewards: batch, mask_truncated_completions: true, num_iterations: 2, steps_per_generation: 4}`.
+    Names are checked against the installed GRPOConfig by `check` and `run` (unknown ones are errors);
+    a name that has its own field here (e.g. `learning_rate`) must be set there, not in `extra`. From
+    the environment: `GRPO_TRAIN__EXTRA='{"top_p": 0.95}'` or `GRPO_TRAIN__EXTRA__TOP_P=0.95`."""
+
     world_size: int | None = Field(None, ge=1)
     """Training processes in all, used to check the batch; None takes the launcher's WORLD_SIZE
     (torchrun, `accelerate launch`, `entrypoint.py launch`), or 1 when not launched."""
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _extra_scalars(cls, v: Any) -> Any:
+        # GRPO_TRAIN__EXTRA__TOP_P=0.95 arrives as the text "0.95": read text values as YAML scalars,
+        # as a YAML file would have them (0.95, true, null, batch).
+        if isinstance(v, dict):
+            return {k: yaml.safe_load(x) if isinstance(x, str) and x.strip() else x for k, x in v.items()}
+        return v
 
     def resolved_world_size(self) -> int:
         from grpo_job import distributed
@@ -367,13 +387,6 @@ class EvaluationSettings(_Section):
     """A local .jsonl/.json/.parquet/.csv file of raw rows (mapped by data.task) to evaluate on
     instead of the held-out split, e.g. GSM8K's test split when training from a local train file."""
 
-    @field_validator("data_path")
-    @classmethod
-    def _data_path_exists(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v.removeprefix("file://")).is_file():
-            raise ValueError(f"evaluation data file {v!r} does not exist")
-        return v
-
 
 class HealthSettings(_Section):
     """Reward-health preflight and guards that stop a run that cannot learn (exit code 3)."""
@@ -408,15 +421,3 @@ class ReportSettings(_Section):
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
     """Also send the trainer's metrics to these trackers (GRPOConfig `report_to`); each needs its
     package installed and its usual environment variables (WANDB_API_KEY, MLFLOW_TRACKING_URI…)."""
-
-    @field_validator("report_to")
-    @classmethod
-    def _trackers_installed(cls, v: list[str]) -> list[str]:
-        import importlib.util
-
-        missing = [t for t in v if importlib.util.find_spec(t) is None]
-        if missing:
-            raise ValueError(f"report_to names {missing} but the package is not installed: pip install {' '.join(missing)}")
-        return v
-
-

@@ -29,7 +29,8 @@ _NOT_GRPO_ARGS = {"max_prompt_length", "world_size"}
 
 def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -> dict[str, Any]:
     """GRPOConfig arguments from the settings; the field names are GRPOConfig's own."""
-    kwargs = s.train.model_dump(exclude=_NOT_GRPO_ARGS)
+    kwargs = s.train.model_dump(exclude=_NOT_GRPO_ARGS | {"extra"})
+    kwargs.update(s.train.extra)  # any other GRPOConfig argument (names checked by settings.environment)
     kwargs.update(
         output_dir=str(output_dir),
         reward_weights=list(s.rewards.values()),

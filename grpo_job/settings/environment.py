@@ -1,0 +1,90 @@
+"""Checks of the settings against the machine the job runs on: the second validation layer.
+
+The schema (`sections`, `rules`) validates the values alone and runs anywhere, e.g. on a CI runner
+that renders a Kubernetes Job and has neither the data volume nor the ML stack. What only the pod can
+answer is checked here, by `check` and `run`, before any model is loaded: local files exist, reward
+modules import, trackers and DeepSpeed are installed, `train.extra` names GRPOConfig arguments.
+Each problem is worded as the schema's are: what is wrong, why, what to set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grpo_job.settings.loading import JobSettings
+
+
+def problems(s: JobSettings) -> list[str]:
+    """Every problem found, one message each (empty when the machine can run these settings)."""
+    return [*_local_files(s), *_rewards(s), *_packages(s), *_grpo_config_extra(s)]
+
+
+def _is_local(path: str) -> bool:
+    from grpo_job.settings.sections import _DATA_FILE_SUFFIXES
+
+    return not path.startswith(("s3://", "builtin:")) and (
+        path.lower().endswith(_DATA_FILE_SUFFIXES) or path.startswith(("/", "./", "../", "file://"))
+    )
+
+
+def _local_files(s: JobSettings) -> list[str]:
+    out = []
+    for where, env, path in (("data.path", "GRPO_DATA__PATH", s.data.path),
+                             ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH", s.evaluation.data_path)):
+        if path and _is_local(path) and not Path(path.removeprefix("file://")).is_file():
+            out.append(f"{where} [{env}]: local data file {path!r} does not exist on this machine (mount it, or "
+                       "point the setting at an existing file, an s3:// object or a Hub dataset)")
+    return out
+
+
+def _rewards(s: JobSettings) -> list[str]:
+    from grpo_job import rewards
+
+    out = []
+    for name in s.rewards:
+        try:
+            rewards.resolve(name)
+        except (LookupError, ImportError) as e:
+            out.append(f"rewards [GRPO_REWARDS]: {e}")
+    return out
+
+
+def _packages(s: JobSettings) -> list[str]:
+    out = []
+    missing = [t for t in s.report.report_to if importlib.util.find_spec(t) is None]
+    if missing:
+        out.append(f"report.report_to names {missing} but the package is not installed: pip install "
+                   f"{' '.join(missing)}, or remove it from GRPO_REPORT__REPORT_TO")
+    if s.distributed.strategy == "zero3" and importlib.util.find_spec("deepspeed") is None:
+        out.append("distributed.strategy=zero3 needs DeepSpeed: pip install deepspeed, or set "
+                   "GRPO_DISTRIBUTED__STRATEGY=fsdp")
+    return out
+
+
+def grpo_config_fields() -> set[str]:
+    """The argument names of the installed TRL's GRPOConfig."""
+    from trl import GRPOConfig
+
+    return {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+
+
+def _grpo_config_extra(s: JobSettings) -> list[str]:
+    if not s.train.extra:
+        return []
+    import difflib
+
+    import trl
+
+    fields = grpo_config_fields()
+    out = []
+    for name in s.train.extra:
+        if name not in fields:
+            close = difflib.get_close_matches(name, sorted(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name!r} is not a GRPOConfig argument of the installed "
+                       f"TRL {trl.__version__}{hint}")
+    return out
