@@ -65,9 +65,13 @@ def plan(settings: JobSettings) -> dict:
     try:
         ctx.store.check_reachable()
         done = {s.name for s in pipeline.stages() if ctx.store.exists(pipeline.marker_key(s.name))}
+        restart = pipeline.restart_plan(ctx)
     except SettingsError as e:
         problems.append(str(e))
-        done = set()
+        done, restart = set(), None
+    if restart is not None:
+        problems.extend(restart.refused)
+        done -= set(restart.redo)
     if problems:
         raise SettingsError("the run cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
     stages = []
@@ -83,6 +87,7 @@ def plan(settings: JobSettings) -> dict:
         "data": settings.data.path,
         "rewards": settings.rewards,
         "stages": stages,
+        "restart": [] if restart is None else restart.notes,
     }
 
 
@@ -112,6 +117,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         f"batch {t.per_device_train_batch_size}x{t.gradient_accumulation_steps}, completions <= {t.max_completion_length} "
         f"tokens, save every {t.save_steps}"
     )
+    for note in p["restart"]:
+        print(f"restart: {note}")
     for s in p["stages"]:
         print(f"  {s['will']:8s} {s['stage']:14s} {s['about']}")
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from grpo_job import data as data_mod
-from grpo_job import distributed
+from grpo_job import distributed, resume
+from grpo_job.errors import SettingsError
 from grpo_job.settings import JobSettings
-from grpo_job.store import RunStore, open_store
+from grpo_job.store import RunStore, checkpoints, open_store
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +124,34 @@ def open_run(settings: JobSettings) -> RunContext:
     return RunContext(settings=settings, store=store, run_id=run_id, work_dir=work_dir)
 
 
-def _record_settings(ctx: RunContext) -> None:
-    """Keep the (redacted) settings with the run; warn when a restart runs different settings."""
-    fingerprint = ctx.settings.fingerprint()
-    if ctx.store.exists("settings.json"):
-        saved = json.loads(ctx.store.read_text("settings.json"))
-        if saved.get("fingerprint") != fingerprint:
-            log.warning(
-                "run %s was started with different settings (fingerprint %s, now %s); finished stages are kept "
-                "and not redone. Use a new GRPO_RUN_ID to start over.",
-                ctx.run_id, saved.get("fingerprint"), fingerprint,
-            )
-        return
+def restart_plan(ctx: RunContext) -> resume.ResumePlan | None:
+    """How the settings differ from the ones this run was last started with, and what that does (see
+    grpo_job/resume.py); None for a new run. Reads the store only."""
+    if not ctx.store.exists("settings.json"):
+        return None
+    saved = json.loads(ctx.store.read_text("settings.json"))
+    names = [s.name for s in stages()]
+    done = {n: ctx.stage_summary(n) for n in names if ctx.store.exists(marker_key(n))}
+    return resume.plan(saved.get("settings", {}), ctx.settings.redacted(), stage_names=names, done=done,
+                       checkpoint_steps=checkpoints.complete_steps(ctx.store), run_id=ctx.run_id)
+
+
+def _record_settings(ctx: RunContext, plan: resume.ResumePlan | None) -> None:
+    """Apply the restart plan (refuse, or forget the markers of stages to redo) and keep the settings
+    of this start with the run. Markers go first: a process that reads the old settings.json computes
+    the same plan, one that reads the new one finds the markers gone."""
+    if plan is not None:
+        if plan.refused:
+            raise SettingsError("\n".join(plan.refused))
+        for note in plan.notes:
+            log.warning("restart: %s", note, extra={"run_id": ctx.run_id})
+        for name in plan.redo:
+            ctx.store.delete_prefix(marker_key(name))
+        if not plan.changes:
+            return
     ctx.store.write_text(
-        "settings.json", json.dumps({"fingerprint": fingerprint, "settings": ctx.settings.redacted()}, indent=1)
+        "settings.json",
+        json.dumps({"fingerprint": ctx.settings.fingerprint(), "settings": ctx.settings.redacted()}, indent=1),
     )
 
 
@@ -145,15 +160,16 @@ def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dic
 
     In a multi-process launch the main process runs every stage and writes every marker; the others
     wait for the main's markers up to the first `every_process` stage, run those stages with it, and
-    return after the last one (see job/distributed.py)."""
+    return after the last one (see grpo_job/distributed.py)."""
     launch = distributed.current()
     ctx = open_run(settings)
     ctx.store.check_reachable()
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     log.info("run %s: store %s%s", ctx.run_id, ctx.store.uri, f"; {launch}" if launch.multi else "",
              extra={"run_id": ctx.run_id})
+    plan = restart_plan(ctx)
     if launch.is_main:
-        _record_settings(ctx)
+        _record_settings(ctx, plan)
     todo = []
     for stage in only or stages():
         if stage.enabled(settings):
@@ -165,7 +181,7 @@ def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dic
         todo = todo[: shared[-1] + 1] if shared else []
     results: dict[str, dict[str, Any]] = {}
     for stage in todo:
-        done = ctx.stage_summary(stage.name)
+        done = None if plan is not None and stage.name in plan.redo else ctx.stage_summary(stage.name)
         if done is not None:
             log.info("stage %s: already done, skipped", stage.name, extra={"stage": stage.name})
             results[stage.name] = done

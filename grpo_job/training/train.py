@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import data, distributed, models, stopping
+from grpo_job import resume as resume_rules
 from grpo_job import rewards as reward_registry
 from grpo_job.artifacts import report
 from grpo_job.errors import StoppedEarly
@@ -101,6 +102,10 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
                     "step and scheduler equal the saved ones; the sharded LoRA and optimizer state were loaded by "
                     "accelerate")
             log.info("resumed from %s (%s): %s", resume.name, distributed.current(), what, extra={"resume": facts})
+            # a learning rate changed since the checkpoint is applied (the checkpoint's scheduler holds the old one)
+            if (lr := resume_rules.apply_learning_rate(optimizer, lr_scheduler, args.learning_rate)) is not None:
+                log.warning("train.learning_rate changed on resume: peak %g -> %g, applied from step %d", *lr,
+                            state.global_step, extra={"step": state.global_step})
 
     class StepLog(TrainerCallback):
         """One record per logged step (with step time, tokens/s, ETA): in the job log and in metrics.jsonl."""

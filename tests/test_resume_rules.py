@@ -1,0 +1,138 @@
+"""Resume rules: which settings may change when a run starts again with the same run id (grpo_job/resume.py),
+through the settings sources a Kubernetes Job uses, and one real CPU run that continues with a raised
+max_steps and a changed learning rate."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from grpo_job import cli, errors, pipeline, resume
+from grpo_job.errors import SettingsError
+from grpo_job.settings import load_settings
+from grpo_job.store import LocalStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "examples" / "smoke.yaml"
+NAMES = [s.name for s in pipeline.stages()]
+TRAINED = {"prepare_data": {}, "evaluate_base": {}, "train": {"steps": 4}, "evaluate_trained": {}, "report": {}}
+
+
+def plan_for(change: list[str], done: dict, checkpoints: list[int]) -> resume.ResumePlan:
+    saved = load_settings(SMOKE).redacted()
+    new = load_settings(SMOKE, change).redacted()
+    return resume.plan(saved, new, stage_names=NAMES, done=done, checkpoint_steps=checkpoints, run_id="r1")
+
+
+@pytest.mark.parametrize("change, refused_fragment", [
+    (["--lora.r=8"], "lora.r: 32 -> 8"),
+    (["--lora.target_modules=q_proj"], "lora.target_modules"),
+    (["--model.name_or_path=/models/other"], "model.name_or_path"),
+    (["--data.path=builtin:arithmetic", "--data.max_samples=8"], "data.max_samples: 64 -> 8"),
+    (['--rewards={"format": 1.0}'], "rewards"),
+    (["--train.max_steps=3"], "train.max_steps=3 is below the 4 step(s)"),
+])
+def test_changes_that_would_load_the_checkpoint_into_something_else_are_refused(change, refused_fragment):
+    p = plan_for(change, TRAINED, [2, 4])
+    assert p.refused and refused_fragment in p.refused[0]
+    assert "GRPO_RUN_ID" in p.refused[-1]  # says how to start over
+    assert p.redo == []  # nothing is forgotten
+
+
+def test_before_training_began_everything_may_change_and_the_early_stages_rerun():
+    p = plan_for(["--lora.r=8", "--data.max_samples=32"], {"prepare_data": {}, "evaluate_base": {}}, [])
+    assert p.refused == [] and p.redo == ["prepare_data", "evaluate_base"]
+
+
+def test_raising_max_steps_continues_a_finished_run():
+    p = plan_for(["--train.max_steps=6"], TRAINED, [2, 4])
+    assert p.refused == []
+    assert p.redo == ["train", "evaluate_trained", "report"]
+    assert any("training continues from step 4" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("change, note", [
+    (["--train.learning_rate=1e-5"], "train.learning_rate changed on restart: 5e-06 -> 1e-05 (applied from the resumed step)"),
+    (["--train.lr_scheduler_type=constant"], "lr_scheduler_type"),
+    (["--train.logging_steps=2", "--evaluation.cpu_samples=2"], "evaluation.cpu_samples"),
+    (["--train.temperature=0.8"], "train.temperature changed on restart: 1.0 -> 0.8 (applied)"),
+])
+def test_other_changes_are_applied_and_logged(change, note):
+    p = plan_for(change, TRAINED, [2, 4])
+    assert p.refused == [] and p.redo == []
+    assert any(note in n for n in p.notes), p.notes
+
+
+def test_where_and_how_it_logs_never_count():
+    p = plan_for(["--store.uri=/elsewhere", "--log_format=json", "--stop.grace_seconds=10"], TRAINED, [4])
+    assert p.changes == {} and p.notes == []
+
+
+def test_apply_learning_rate_rescales_the_restored_schedule():
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([param], lr=5e-6)
+    sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=10)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    factor = opt.param_groups[0]["lr"] / 5e-6
+    assert resume.apply_learning_rate(opt, sched, 5e-6) is None  # unchanged: untouched
+    assert resume.apply_learning_rate(opt, sched, 1e-5) == (5e-6, 1e-5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 * factor)
+    opt.step()
+    sched.step()  # the schedule goes on from the new peak
+    assert sched.get_last_lr()[0] == pytest.approx(1e-5 * sched.lr_lambdas[0](5))
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("GRPO_"):
+            monkeypatch.delenv(k)
+
+
+def test_check_refuses_a_changed_lora_shape_from_env_vars(tmp_path, monkeypatch, clean_env, capsys):
+    """As a Kubernetes Job restarts: the same run id, a ConfigMap edited between the two pods."""
+    for k, v in {"GRPO_CONFIG": str(SMOKE), "GRPO_STORE__URI": str(tmp_path / "runs"), "GRPO_RUN_ID": "job-1"}.items():
+        monkeypatch.setenv(k, v)
+    first = load_settings()
+    ctx = pipeline.open_run(first)
+    ctx.store.write_text("settings.json", json.dumps({"fingerprint": first.fingerprint(), "settings": first.redacted()}))
+    ctx.store.write_text("stages/train.json", json.dumps({"steps": 4}))
+    monkeypatch.setenv("GRPO_LORA__R", "16")
+    assert cli.main(["check"]) == errors.EXIT_INVALID
+    err = capsys.readouterr()
+    assert "lora.r: 32 -> 16" in err.out + err.err and "GRPO_RUN_ID" in err.out + err.err
+    assert ctx.store.exists("stages/train.json")  # nothing saved is lost
+    monkeypatch.setenv("GRPO_LORA__R", "32")
+    monkeypatch.setenv("GRPO_TRAIN__MAX_STEPS", "8")
+    assert cli.main(["check"]) == errors.EXIT_OK
+    assert "training continues from step 4" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_raised_max_steps_continues_a_finished_run_with_the_new_learning_rate(tmp_path, caplog):
+    base = [f"--store.uri={tmp_path / 'runs'}", "--run_id=grow", f"--work_dir={tmp_path / 'work'}",
+            "--train.max_steps=1", "--train.save_steps=1", "--data.max_samples=8", "--train.max_completion_length=8"]
+    only = [s for s in pipeline.stages() if s.name in ("prepare_data", "train")]
+    first = pipeline.run(load_settings(SMOKE, base), only)
+    assert first["train"]["steps"] == 1
+    store = LocalStore(tmp_path / "runs" / "grow")
+    caplog.set_level(logging.INFO)
+    grown = load_settings(SMOKE, [*base, "--train.max_steps=2", "--train.learning_rate=1e-5"])
+    second = pipeline.run(grown, only)
+    assert second["train"]["steps"] == 2 and second["train"]["resumed_from"] == 1
+    text = caplog.text
+    assert "training continues from step 1" in text
+    assert "resumed from checkpoint-1" in text and "peak 5e-06 -> 1e-05, applied from step 1" in text
+    assert json.loads(store.read_text("settings.json"))["settings"]["train"]["max_steps"] == 2
+    # a changed adapter shape now stops before anything is loaded, and keeps what is there
+    with pytest.raises(SettingsError, match="lora.r: 32 -> 8"):
+        pipeline.run(load_settings(SMOKE, [*base, "--train.max_steps=2", "--lora.r=8"]), only)
+    assert store.exists("stages/train.json") and store.exists("checkpoints/checkpoint-2/manifest.json")
