@@ -183,8 +183,11 @@ def test_compare_rules_fail_on_a_confident_miss_and_a_crash():
 
 def _check(tmp_path, env_extra, *extra):
     env = {"HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env_extra}
+    # a list setting given twice on the command line is appended to (pydantic-settings' CLI): give it once
+    given = {o.split("=")[0] for o in extra}
+    base = [o for o in OVERRIDES_BASE if not o.startswith("--hub.") and o.split("=")[0] not in given]
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", f"--store.uri={tmp_path / 'runs'}",
-           f"--work_dir={tmp_path / 'work'}", *[o for o in OVERRIDES_BASE if not o.startswith("--hub.")], *extra]
+           f"--work_dir={tmp_path / 'work'}", *base, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
