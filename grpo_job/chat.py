@@ -11,6 +11,7 @@ longer than `train.max_prompt_length`, before any model is loaded.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,12 @@ def for_run(ms: ModelSettings, cache_dir: Path) -> ChatTemplate:
     """The tokenizer the trainer will use: the resolved model folder (a GGUF is dequantized once, into
     the cache the later stages use), or a Hub model's tokenizer files (downloaded, weights excluded)."""
     from grpo_job import models
+    from grpo_job.training import engines
 
+    if ms.gguf_file and not engines.has_cuda_gpu():
+        # dequantizing imports torch, and Triton with it: as in the train stage, Triton must read this at its
+        # first import, or TRL's log-prob kernels fail on the CPU later in this process
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     path = models.resolve(ms, cache_dir)
     if Path(path).is_dir():
         return from_folder(Path(path))

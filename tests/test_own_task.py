@@ -212,3 +212,45 @@ def test_prepare_data_stops_before_the_store_gets_data(tmp_path, chat_models):
         pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
     store = LocalStore(tmp_path / "runs" / "smoke")
     assert not store.exists("stages/prepare_data.json") and not store.exists("data/train.jsonl")
+
+
+# ---------------------------------------------------------------- real training on CPU (slow)
+@pytest.mark.slow
+def test_a_column_reaches_the_reward_in_real_training_and_zero_prompts_never_train(tmp_path):
+    """One real GRPO step on SmolLM2-135M with rows {question, answer, difficulty} and a user reward
+    `by_difficulty(completions, difficulty, **kw)`: TRL hands it the column, value for value. Then a run
+    whose prepared prompts are all longer than max_prompt_length stops in the train stage with exit 2 and
+    no marker, no adapter."""
+    rows = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+             "answer": f"{a} + {b} = {a + b}\n#### {a + b}", "difficulty": d}
+            for a, b, d in [(2, 3, 1), (5, 4, 2), (7, 8, 3), (1, 1, 1), (9, 6, 2), (4, 4, 3), (3, 6, 1), (8, 2, 2)]]
+    f = write_jsonl(tmp_path / "mine.jsonl", rows)
+    log = tmp_path / "reward-calls.jsonl"
+    common = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", f"--data.path={f}",
+              "--data.max_samples=8", "--evaluation.enabled=false", "--report.enabled=false", "--export.merge=false",
+              "--health.preflight_samples=0", "--train.max_steps=1", "--train.save_steps=1",
+              '--rewards={"tests.reward_fixtures:by_difficulty": 1.0, "partial_format": 0.5}']
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "GRPO_TEST_REWARD_LOG": str(log)}
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(SMOKE), "--log_format=json"]
+    r = subprocess.run([*cmd, "--run_id=own", *common], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls and all(len(c) == 4 for c in calls)  # one value per completion: 1 prompt x 4 generations
+    assert all(len(set(c)) == 1 and c[0] in (1, 2, 3) for c in calls)  # the group's prompt's own difficulty
+    store = LocalStore(tmp_path / "runs" / "own")
+    prepared = data.from_jsonl(store.read_text("data/train.jsonl"))
+    assert {r["difficulty"] for r in prepared} == {1, 2, 3}
+    metrics = [json.loads(line) for line in store.read_text("metrics.jsonl").splitlines()]
+    assert any("rewards/by_difficulty/mean" in m for m in metrics)
+    assert store.exists("stages/train.json")
+
+    # prepared with a fitting length, then trained with one every prompt exceeds: exit 2 in the train stage
+    s = load_settings(SMOKE, [*common, "--run_id=short"])
+    pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
+    r = subprocess.run([*cmd, "--run_id=short", *common, "--train.max_prompt_length=10"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=900)
+    assert r.returncode == EXIT_INVALID, r.stderr[-4000:]
+    assert "GRPO_TRAIN__MAX_PROMPT_LENGTH" in r.stderr and "Traceback" not in r.stderr
+    store = LocalStore(tmp_path / "runs" / "short")
+    assert store.exists("stages/prepare_data.json")
+    assert not store.exists("stages/train.json") and not store.exists("adapter/adapter_config.json")
