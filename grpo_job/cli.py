@@ -101,6 +101,7 @@ def _inspect_data(settings: JobSettings) -> dict:
     cache = settings.work_dir / "cache"
     train, heldout, summary = data.prepare(settings.data, cache)
     health.check_reward_columns(list(settings.rewards), summary["columns"])
+    summary.update(data.check_references(train, settings.data))
     template = chat.for_check(settings.model, cache)
     if template is None:
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
@@ -131,7 +132,9 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     if d := p.get("data_report"):
         print(f"  prompt <- {d['prompt_column']!r}, answer <- {d['answer_column']!r} "
               f"({data_task_about(settings)}); rewards get columns {d['columns']}")
-        print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; chat template: {d['chat_template']}")
+        print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
+              f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}; "
+              f"chat template: {d['chat_template']}")
         if d.get("prompt_tokens_max") is not None:
             print(f"  prompts longer than max_prompt_length={settings.train.max_prompt_length}: {d['too_long']} "
                   f"(longest {d['prompt_tokens_max']} tokens)")

@@ -194,6 +194,28 @@ def check_column_types(rows: list[Row], where: str) -> None:
                                 "give it one type in every row") from None
 
 
+# ---------------------------------------------------------------- reference answers against the answer checker
+def check_references(rows: list[Row], settings: DataSettings) -> dict[str, Any]:
+    """Parse every reference answer with the correctness reward's checker (`answers.parse_reference`, as
+    `data.answer_type`). Returns {"unparsable_answers": n}; some: warned with an example. Raises
+    SettingsError with an example row when most cannot be parsed (the reward could never score them)."""
+    from grpo_job import answers
+
+    bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), settings.answer_type) is None]
+    if not bad:
+        return {"unparsable_answers": 0}
+    _, answer_col = columns_of(settings)
+    example = {k: v for k, v in bad[0].items() if k != "prompt"}
+    what = (f"{len(bad)} of {len(rows)} reference answers cannot be parsed as answer_type={settings.answer_type!r} "
+            f"(task {settings.task!r} reads them from column {answer_col!r}: {TASKS[settings.task].about}); "
+            f"e.g. row {json.dumps(example, ensure_ascii=False, default=str)[:500]}")
+    if len(bad) * 2 > len(rows):
+        raise SettingsError(f"{what}. The correctness reward could never score these rows: set GRPO_DATA__TASK, "
+                            "GRPO_DATA__ANSWER_COLUMN or GRPO_DATA__ANSWER_TYPE to match the data")
+    log.warning("data: %s; those rows can never earn the correctness reward", what)
+    return {"unparsable_answers": len(bad)}
+
+
 # ---------------------------------------------------------------- the prompts against the model's chat template
 def check_prompts(rows: list[Row], chat: Any, settings: DataSettings, max_prompt_length: int) -> dict[str, Any]:
     """Render every prompt with the model's chat template (`grpo_job.chat.ChatTemplate`) and count its tokens.

@@ -64,6 +64,7 @@ def prepare_data(ctx: RunContext) -> dict[str, Any]:
     s = ctx.settings
     train, heldout, summary = data_mod.prepare(s.data, ctx.cache_dir)
     health.check_reward_columns(list(s.rewards), summary["columns"])
+    summary.update(data_mod.check_references(train, s.data))
     summary.update(data_mod.check_prompts(train, chat.for_run(s.model, ctx.cache_dir), s.data, s.train.max_prompt_length))
     ctx.store.write_text("data/train.jsonl", data_mod.to_jsonl(train))
     ctx.store.write_text("data/eval.jsonl", data_mod.to_jsonl(heldout))

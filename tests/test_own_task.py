@@ -139,6 +139,31 @@ def test_malformed_jsonl_line_empty_file_and_mixed_types_are_reported(tmp_path):
         data.prepare(DataSettings(path=str(f), eval_fraction=0.5), tmp_path)
 
 
+def test_reference_answers_the_checker_cannot_parse_are_counted_and_most_stop_the_run(tmp_path):
+    rows = [dict(r) for r in PROBLEMS]
+    rows[1]["solution"] = "The sum is seven."  # no \\boxed{}: no reference answer
+    f = write_jsonl(tmp_path / "d.jsonl", rows)
+    s = DataSettings(path=str(f), task="math", answer_type="math", eval_fraction=0.2)
+    train, _, _ = data.prepare(s, tmp_path)
+    assert data.check_references(train, s) == {"unparsable_answers": int(any(r["answer"] == "" for r in train))}
+    for r in rows[:4]:
+        r["solution"] = "I am not sure."
+    write_jsonl(f, rows)
+    train, _, _ = data.prepare(s, tmp_path)
+    with pytest.raises(SettingsError) as e:
+        data.check_references(train, s)
+    assert "cannot be parsed as answer_type='math'" in str(e.value) and "I am not sure." in str(e.value)
+    assert "GRPO_DATA__ANSWER_COLUMN" in str(e.value)
+    # words are fine references when compared as text
+    words = [{"prompt": f"Capital of country {i}?", "answer": "Paris"} for i in range(4)]
+    f2 = write_jsonl(tmp_path / "w.jsonl", words)
+    s2 = DataSettings(path=str(f2), task="plain", answer_type="exact")
+    assert data.check_references(data.prepare(s2, tmp_path)[0], s2) == {"unparsable_answers": 0}
+    with pytest.raises(SettingsError, match="answer_type='math'"):
+        s3 = DataSettings(path=str(f2), task="plain", answer_type="math")
+        data.check_references(data.prepare(s3, tmp_path)[0], s3)
+
+
 # ---------------------------------------------------------------- prompts against the chat template
 ROWS = [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 12 + 7?"}]},
         {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 12 + 7? " * 20}]}]
@@ -198,7 +223,8 @@ def test_check_passes_without_a_system_prompt_and_shows_mapping_and_counts(tmp_p
               '--rewards={"tests.reward_fixtures:by_difficulty": 1.0}')
     assert r.returncode == 0, r.stderr
     assert "prompt <- 'question', answer <- 'answer'" in r.stdout and "'difficulty'" in r.stdout
-    assert "19 train rows, 1 held-out rows; chat template: ok" in r.stdout
+    assert "19 train rows, 1 held-out rows; reference answers the checker cannot parse (answer_type auto): 0; " \
+        "chat template: ok" in r.stdout
     # "What is 3 + 3?" is 33 tokens in this template, "What is 13 + 13?" 35 (digits are single tokens)
     dropped = re.search(r"prompts longer than max_prompt_length=34: (\d+) \(longest 35 tokens\)", r.stdout)
     assert dropped and 9 <= int(dropped[1]) <= 10, r.stdout

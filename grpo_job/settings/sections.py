@@ -150,6 +150,12 @@ class DataSettings(_Section):
     rewards expect the format it asks for. None or empty: no system message is sent (for chat templates
     that reject the `system` role, e.g. Gemma's)."""
 
+    answer_type: Literal["auto", "math", "exact"] = "auto"
+    """How an answer is compared with the reference (`grpo_job.answers`), by the correctness reward
+    and the evaluation alike: `math` (math-verify: numbers, LaTeX, fractions, percentages), `exact`
+    (the string, case and whitespace normalised: `yes`, `Paris`), `auto` (math when the reference
+    parses as math, else exact)."""
+
     @field_validator("system_prompt")
     @classmethod
     def _blank_is_none(cls, v: str | None) -> str | None:
