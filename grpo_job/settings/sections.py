@@ -225,7 +225,8 @@ class TrainSettings(_Section):
     at least 2 are needed; below 4 the baseline is too noisy to learn much."""
 
     max_prompt_length: int = Field(256, ge=1)
-    """Longest prompt in tokens; longer prompts are dropped at data preparation with a count."""
+    """Longest prompt in tokens; longer prompts are counted at data preparation (all too long: exit 2)
+    and dropped by the train stage."""
 
     max_completion_length: int = Field(512, ge=1)
     """Most tokens generated per completion."""
