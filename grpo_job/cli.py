@@ -26,8 +26,10 @@ from grpo_job.training.engines import has_cuda_gpu, pick_engine
 log = logging.getLogger("job")
 
 
-def plan(settings: JobSettings) -> dict:
+def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
     """What `run` would do, after checking everything that can be checked without a GPU or a download.
+    With `inspect_data` (`check`), a local or built-in dataset is read whole and mapped, and its prompts are
+    checked against the model's chat template and `max_prompt_length` (`run` does that in prepare_data).
     Raises SettingsError listing every problem found."""
     from grpo_job import data, models, pipeline
     from grpo_job.settings import environment
@@ -48,14 +50,17 @@ def plan(settings: JobSettings) -> dict:
         model_source = models.source_dir(settings.model)
     except SettingsError as e:
         problems.append(str(e))
+    data_report: dict = {}
     try:
         file = None if settings.data.path.startswith("s3://") else data.local_data_file(settings.data, Path("."))
         if file is not None:
-            data.check_columns(data.peek_columns(file), settings.data.task, str(file))
+            data.check_columns(data.peek_columns(file), settings.data, str(file))
         elif settings.data.path.startswith("s3://"):
             from grpo_job.store.s3 import object_size
 
             object_size(settings.data.path)
+        if inspect_data and model_source is not None and (file is not None or settings.data.path.startswith("builtin:")):
+            data_report = _inspect_data(settings)
     except SettingsError as e:
         problems.append(str(e))
 
@@ -85,10 +90,30 @@ def plan(settings: JobSettings) -> dict:
         "gpu": gpu,
         "model": model_source,
         "data": settings.data.path,
+        "data_report": data_report,
         "rewards": settings.rewards,
         "stages": stages,
         "restart": [] if restart is None else restart.notes,
     }
+
+
+def _inspect_data(settings: JobSettings) -> dict:
+    """The prepare_data checks on a local or built-in dataset, with the tokenizer files on this machine (no
+    download, no torch): the mapping, row counts, the columns each reward needs, the chat template, prompt
+    lengths (not counted for a GGUF model until its first run has dequantized it)."""
+    from grpo_job import chat, data
+    from grpo_job.training import health
+
+    cache = settings.work_dir / "cache"
+    train, heldout, summary = data.prepare(settings.data, cache)
+    health.check_reward_columns(list(settings.rewards), summary["columns"])
+    summary.update(data.check_references(train, settings.data))
+    template = chat.for_check(settings.model, cache)
+    if template is None:
+        summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
+    else:
+        summary.update(data.check_prompts(train, template, settings.data, settings.train.max_prompt_length))
+    return summary
 
 
 def _artifact_problems(settings: JobSettings) -> list[str]:
@@ -110,6 +135,17 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     print(f"run id : {p['run_id']}\nstore  : {p['store']}\nengine : {p['engine']} (GPU visible: {p['gpu']})")
     print(f"model  : {settings.model.name_or_path} -> {p['model']}")
     print(f"data   : {p['data']} (task {settings.data.task})")
+    if d := p.get("data_report"):
+        print(f"  prompt <- {d['prompt_column']!r}, answer <- {d['answer_column']!r} "
+              f"({data_task_about(settings)}); rewards get columns {d['columns']}")
+        print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
+              f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}; "
+              f"chat template: {d['chat_template']}")
+        if d.get("prompt_tokens_max") is not None:
+            print(f"  prompts longer than max_prompt_length={settings.train.max_prompt_length}: {d['too_long']} "
+                  f"(longest {d['prompt_tokens_max']} tokens)")
+        else:
+            print("  prompt lengths: counted at prepare_data (no tokenizer.json here yet)")
     print("rewards: " + ", ".join(f"{k} x{v:g}" for k, v in p["rewards"].items()))
     t = settings.train
     print(
@@ -121,6 +157,12 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         print(f"restart: {note}")
     for s in p["stages"]:
         print(f"  {s['will']:8s} {s['stage']:14s} {s['about']}")
+
+
+def data_task_about(settings: JobSettings) -> str:
+    from grpo_job import data
+
+    return data.TASKS[settings.data.task].about
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +213,7 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
             return errors.EXIT_OK
         from grpo_job import pipeline
 
-        plan(settings)  # same checks as `check`, before any model is loaded
+        plan(settings, inspect_data=False)  # same checks as `check`; the data's in prepare_data, the first stage
         pipeline.run(settings)
         return errors.EXIT_OK
     except SettingsError as e:

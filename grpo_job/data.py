@@ -1,54 +1,269 @@
-"""Datasets: load rows from the Hub, a local file, S3 or a built-in generator, and map them to
-chat prompts plus a reference answer with a named task.
+"""Datasets: load rows from the Hub, a local file, S3 or a built-in generator, and turn each row into a
+chat prompt plus a reference answer, keeping every other column for the rewards.
 
-The prepared rows are JSON lines `{"prompt": [system, user messages], "answer": "72"}`, written to
-the run's store by the prepare-data stage so that every later stage (and a restarted pod) reads the
-same data whatever happens to the source.
+A row's prompt comes from `data.prompt_column`: text (TRL's standard format, sent as the user message,
+inside `data.prompt_template` when set) or a list of `{"role", "content"}` messages (TRL's conversational
+format, sent as they are). The system prompt and few-shot turns go in front. The reference answer is read
+from `data.answer_column` by the task (`gsm8k`: after `####`; `math`: the last `\\boxed{}`; `plain`: as
+written). The prepared rows are JSON lines `{<every source column>, "prompt": [messages], "answer": "72"}`,
+written to the run's store by the prepare-data stage so that every later stage (and a restarted pod) reads
+the same data whatever happens to the source; TRL passes every column but `prompt` to the rewards as
+keyword arguments.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings
 
+log = logging.getLogger(__name__)
+
 Row = dict[str, Any]
 
+# Keyword arguments TRL's GRPOTrainer gives every reward besides the dataset columns (and the columns it
+# leaves out): a dataset column of the same name would collide with them.
+TRL_REWARD_ARGS = ("prompts", "completions", "completion", "completion_ids", "trainer_state", "log_extra",
+                   "log_metric", "environments")
+ANSWER = "answer"  # the name the reference answer is stored and passed to the rewards under
 
-# ---------------------------------------------------------------- tasks: raw row -> prompt + answer
+
+# ---------------------------------------------------------------- tasks: reference solution -> answer
 def gsm8k_answer(solution: str) -> str:
     """The final answer of a GSM8K solution: the text after `####`, commas stripped."""
     return solution.split("####")[-1].strip().replace(",", "")
 
 
-def map_gsm8k(row: Row, system_prompt: str) -> Row:
-    return {
-        "prompt": [{"role": "system", "content": system_prompt}, {"role": "user", "content": row["question"]}],
-        "answer": gsm8k_answer(str(row["answer"])),
-    }
+def boxed_answer(solution: str) -> str:
+    """The content of the last `\\boxed{...}` (or `\\fbox{...}`) of a solution, nested braces kept; "" when
+    there is none or it is not closed (the reference-answer check counts those)."""
+    starts = [i for i in (solution.rfind("\\boxed{"), solution.rfind("\\fbox{")) if i >= 0]
+    if not starts:
+        return ""
+    i = solution.index("{", max(starts)) + 1
+    depth, j = 1, i
+    while j < len(solution):
+        depth += {"{": 1, "}": -1}.get(solution[j], 0)
+        if depth == 0:
+            return solution[i:j].strip()
+        j += 1
+    return ""
 
 
-# task name -> (required columns, mapper)
-TASKS: dict[str, tuple[tuple[str, ...], Callable[[Row, str], Row]]] = {
-    "gsm8k": (("question", "answer"), map_gsm8k),
+@dataclass(frozen=True)
+class Task:
+    prompt_column: str
+    answer_column: str
+    answer: Callable[[str], str]  # reference solution -> reference answer
+    about: str
+
+
+TASKS: dict[str, Task] = {
+    "gsm8k": Task("question", "answer", gsm8k_answer, "the final answer after ####"),
+    "math": Task("problem", "solution", boxed_answer, "the answer in the last \\boxed{}"),
+    "plain": Task("prompt", "answer", lambda s: s.strip(), "the answer column as written"),
 }
 
 
-def check_columns(columns: Iterable[str], task: str, where: str) -> None:
-    required, _ = TASKS[task]
+def columns_of(settings: DataSettings) -> tuple[str, str]:
+    """(prompt column, answer column): the settings' or else the task's."""
+    task = TASKS[settings.task]
+    return settings.prompt_column or task.prompt_column, settings.answer_column or task.answer_column
+
+
+def _suggestion(found: list[str]) -> str:
+    for task, t in TASKS.items():
+        if t.prompt_column in found and t.answer_column in found:
+            return f"; these columns fit GRPO_DATA__TASK={task}"
+    return ""
+
+
+def check_columns(columns: Iterable[str], settings: DataSettings, where: str) -> None:
+    """The prompt and answer columns exist and no column collides with the names TRL gives the rewards.
+    Raises SettingsError naming what was found and the settings to change."""
     found = list(columns)
-    missing = [c for c in required if c not in found]
+    prompt_col, answer_col = columns_of(settings)
+    missing = [c for c in (prompt_col, answer_col) if c not in found]
     if missing:
         raise SettingsError(
-            f"dataset {where} lacks column(s) {missing} that task {task!r} needs; it has {found}. "
-            f"Point GRPO_DATA__PATH at data with columns {list(required)} or choose another GRPO_DATA__TASK"
+            f"dataset {where} lacks column(s) {missing}; it has {found}. Task {settings.task!r} reads the prompt from "
+            f"{prompt_col!r} and the reference answer from {answer_col!r}: set GRPO_DATA__PROMPT_COLUMN and "
+            f"GRPO_DATA__ANSWER_COLUMN to the columns that hold them (and GRPO_DATA__TASK: gsm8k, math or plain, for "
+            f"how the answer is read){_suggestion(found)}"
         )
+    clash = [c for c in found if c in TRL_REWARD_ARGS]
+    if clash:
+        raise SettingsError(
+            f"dataset {where} has column(s) {clash}, which TRL's GRPOTrainer uses as its own reward arguments "
+            f"({', '.join(TRL_REWARD_ARGS)}); rename them in the data"
+        )
+    taken = [(c, std) for c, std in (("prompt", prompt_col), (ANSWER, answer_col)) if c in found and c != std]
+    if taken:
+        c, std = taken[0]
+        raise SettingsError(
+            f"dataset {where} has a column {c!r} besides the {'prompt' if c == 'prompt' else 'answer'} column "
+            f"{std!r}: the prepared rows keep the {'prompt' if c == 'prompt' else 'reference answer'} under {c!r}, "
+            f"so the data's own {c!r} would be lost; rename it in the data, or set "
+            f"GRPO_DATA__{'PROMPT' if c == 'prompt' else 'ANSWER'}_COLUMN={c} if it is the one to use"
+        )
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+
+
+def build_prompt(value: Any, settings: DataSettings) -> list[dict[str, str]]:
+    """Chat messages for one row's prompt value (text or messages): system prompt (unless the messages
+    have one), few-shot turns, then the prompt. Raises ValueError for any other value."""
+    if isinstance(value, str):
+        text = settings.prompt_template.replace("{prompt}", value) if settings.prompt_template else value
+        messages = [{"role": "user", "content": text}]
+    elif _is_messages(value):
+        messages = [{"role": m["role"], "content": m["content"]} for m in value]
+    else:
+        raise ValueError(f"the prompt is {type(value).__name__}, not text nor a list of {{role, content}} messages")
+    head = messages[:1] if messages[0]["role"] == "system" else []
+    rest = messages[len(head):]
+    if not head and settings.system_prompt:
+        head = [{"role": "system", "content": settings.system_prompt}]
+    shots = [m for ex in settings.few_shot for m in ({"role": "user", "content": ex.prompt},
+                                                     {"role": "assistant", "content": ex.completion})]
+    return head + shots + rest
+
+
+def _jsonable(value: Any) -> tuple[Any, bool]:
+    try:
+        json.dumps(value)
+        return value, True
+    except (TypeError, ValueError):
+        return str(value), False
+
+
+def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: int = 0) -> list[Row]:
+    """Prepared rows: every source column (values JSON cannot hold become text, with a warning), the
+    chat `prompt` and the reference `answer`. Raises SettingsError naming the row when a prompt or
+    answer is missing or of the wrong kind."""
+    if not raw:
+        return []
+    check_columns(raw[0].keys(), settings, where)
+    prompt_col, answer_col = columns_of(settings)
+    task = TASKS[settings.task]
+    out, stringified = [], set()
+    for i, row in enumerate(raw, start=first_index):
+        if row.get(prompt_col) is None or row.get(answer_col) is None:
+            missing = [c for c in (prompt_col, answer_col) if row.get(c) is None]
+            raise SettingsError(f"row {i} of {where} has no value in column(s) {missing}: fill or remove that row")
+        clash = [c for c in row if c in TRL_REWARD_ARGS]
+        if clash:
+            check_columns(row.keys(), settings, f"{where} (row {i})")
+        try:
+            prompt = build_prompt(row[prompt_col], settings)
+        except ValueError as e:
+            raise SettingsError(f"row {i} of {where}, column {prompt_col!r}: {e}") from None
+        kept = {}
+        for k, v in row.items():
+            kept[k], ok = _jsonable(v)
+            if not ok:
+                stringified.add(k)
+        kept.update(prompt=prompt, answer=task.answer(str(row[answer_col])))
+        out.append(kept)
+    if stringified:
+        log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
+    return out
+
+
+def check_column_types(rows: list[Row], where: str) -> None:
+    """Each column holds one type across the rows (the trainer builds an Arrow table from them): a column
+    with numbers in one row and text in another fails here, naming the column, not in the train stage."""
+    import pyarrow as pa
+
+    for col in dict.fromkeys(k for r in rows for k in r):
+        try:
+            pa.array([r.get(col) for r in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise SettingsError(f"column {col!r} of {where} mixes value types across rows ({e}); "
+                                "give it one type in every row") from None
+
+
+# ---------------------------------------------------------------- reference answers against the answer checker
+def check_references(rows: list[Row], settings: DataSettings) -> dict[str, Any]:
+    """Parse every reference answer with the correctness reward's checker (`answers.parse_reference`, as
+    `data.answer_type`). Returns {"unparsable_answers": n}; some: warned with an example. Raises
+    SettingsError with an example row when most cannot be parsed (the reward could never score them)."""
+    from grpo_job import answers
+
+    bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), settings.answer_type) is None]
+    if not bad:
+        return {"unparsable_answers": 0}
+    _, answer_col = columns_of(settings)
+    example = {k: v for k, v in bad[0].items() if k != "prompt"}
+    what = (f"{len(bad)} of {len(rows)} reference answers cannot be parsed as answer_type={settings.answer_type!r} "
+            f"(task {settings.task!r} reads them from column {answer_col!r}: {TASKS[settings.task].about}); "
+            f"e.g. row {json.dumps(example, ensure_ascii=False, default=str)[:500]}")
+    if len(bad) * 2 > len(rows):
+        raise SettingsError(f"{what}. The correctness reward could never score these rows: set GRPO_DATA__TASK, "
+                            "GRPO_DATA__ANSWER_COLUMN or GRPO_DATA__ANSWER_TYPE to match the data")
+    log.warning("data: %s; those rows can never earn the correctness reward", what)
+    return {"unparsable_answers": len(bad)}
+
+
+# ---------------------------------------------------------------- the prompts against the model's chat template
+def check_prompts(rows: list[Row], chat: Any, settings: DataSettings, max_prompt_length: int) -> dict[str, Any]:
+    """Render every prompt with the model's chat template (`grpo_job.chat.ChatTemplate`) and count its tokens.
+
+    Returns {"chat_template": "ok", "prompt_tokens_max": int | None, "too_long": int | None}. Raises
+    SettingsError when the model has no template, when the template rejects a prompt (naming
+    GRPO_DATA__SYSTEM_PROMPT when it is the system message it rejects), or when every prompt is longer than
+    `max_prompt_length` tokens (naming GRPO_TRAIN__MAX_PROMPT_LENGTH). Some too long: counted and warned.
+    """
+    lengths = []
+    for i, row in enumerate(rows):
+        try:
+            text = chat.render(row["prompt"])
+        except SettingsError:
+            raise
+        except Exception as e:  # the template's own error (jinja raise_exception, TemplateError…) is the finding
+            raise SettingsError(_template_problem(chat, row["prompt"], i, e, settings)) from None
+        lengths.append(chat.count_tokens(text))
+    if not lengths or lengths[0] is None:
+        return {"chat_template": "ok", "prompt_tokens_max": None, "too_long": None}
+    too_long = sum(n > max_prompt_length for n in lengths)
+    if too_long == len(lengths):
+        raise SettingsError(
+            f"every one of the {len(lengths)} training prompts is longer than train.max_prompt_length="
+            f"{max_prompt_length} tokens (the shortest has {min(lengths)}, the longest {max(lengths)}), so nothing "
+            f"would be trained; set GRPO_TRAIN__MAX_PROMPT_LENGTH to at least {min(lengths)} (all fit at "
+            f"{max(lengths)}; keep it + max_completion_length <= model.max_seq_length)"
+        )
+    if too_long:
+        log.warning("data: %d of %d prompts are longer than train.max_prompt_length=%d tokens and will be dropped "
+                    "in training (the longest has %d; GRPO_TRAIN__MAX_PROMPT_LENGTH)", too_long, len(lengths),
+                    max_prompt_length, max(lengths))
+    return {"chat_template": "ok", "prompt_tokens_max": max(lengths), "too_long": too_long}
+
+
+def _template_problem(chat: Any, messages: list[dict], index: int, error: Exception, settings: DataSettings) -> str:
+    what = f"the chat template of {chat.source} raised {type(error).__name__}: {error}, on prompt {index}"
+    if messages and messages[0]["role"] == "system":
+        try:
+            chat.render(messages[1:])
+        except Exception:  # it fails without the system message too: not the system message's fault
+            return f"{what}. Check that the model (GRPO_MODEL__NAME_OR_PATH) is a chat model for these messages"
+        if settings.system_prompt is not None and messages[0]["content"] == settings.system_prompt:
+            return (f"{what}: it rejects the system message (Gemma-style templates have no system role). Set "
+                    "GRPO_DATA__SYSTEM_PROMPT= (empty; null in YAML) to send none, and put the instructions in "
+                    "GRPO_DATA__PROMPT_TEMPLATE instead")
+        return f"{what}: it rejects the system message that the dataset's own prompt starts with; remove it from the data"
+    return f"{what}. Check that the model (GRPO_MODEL__NAME_OR_PATH) is a chat model for these messages"
 
 
 # ---------------------------------------------------------------- built-in generated data (offline)
@@ -86,25 +301,47 @@ BUILTIN_DATASETS: dict[str, Callable[[str], list[Row]]] = {
 
 
 # ---------------------------------------------------------------- sources
-def _read_file(path: Path) -> list[Row]:
+def _read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    with path.open() as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise SettingsError(f"data file {str(path)!r}, line {number}: not valid JSON ({e}): {line[:200]!r}") from None
+            if not isinstance(row, dict):
+                raise SettingsError(f"data file {str(path)!r}, line {number}: a JSON object (one row) is needed, "
+                                    f"found {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Every row of a local .jsonl/.json/.csv/.parquet file. Raises SettingsError for an unreadable
+    file, a malformed JSONL line (with its line number) or a file without rows."""
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
+        raise SettingsError(f"unsupported data file type {suffix!r}: use .jsonl, .json, .csv or .parquet")
     try:
         if suffix == ".jsonl":
-            with path.open() as f:
-                return [json.loads(line) for line in f if line.strip()]
-        if suffix == ".json":
+            rows = _read_jsonl(path)
+        elif suffix == ".json":
             data = json.loads(path.read_text())
-            return data if isinstance(data, list) else data.get("data", [])
-        if suffix == ".csv":
+            rows = data if isinstance(data, list) else data.get("data", [])
+        elif suffix == ".csv":
             with path.open(newline="") as f:
-                return list(csv.DictReader(f))
-        if suffix == ".parquet":
+                rows = list(csv.DictReader(f))
+        else:
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
+            rows = pq.read_table(path).to_pylist()
     except (ValueError, OSError) as e:
         raise SettingsError(f"cannot read data file {str(path)!r}: {e}") from None
-    raise SettingsError(f"unsupported data file type {suffix!r}: use .jsonl, .json, .csv or .parquet")
+    if not rows:
+        raise SettingsError(f"data file {str(path)!r} has no rows; point GRPO_DATA__PATH at a file with data")
+    return rows
 
 
 def peek_columns(path: Path) -> list[str]:
@@ -124,8 +361,8 @@ def peek_columns(path: Path) -> list[str]:
             return pq.read_schema(path).names
     except (ValueError, OSError) as e:
         raise SettingsError(f"cannot read data file {str(path)!r}: {e}") from None
-    rows = _read_file(path)
-    return list(rows[0]) if rows else []
+    rows = read_rows(path)
+    return list(rows[0])
 
 
 def local_data_file(settings: DataSettings, cache_dir: Path) -> Path | None:
@@ -151,7 +388,7 @@ def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[R
         return gen("train"), gen("test"), settings.path
     file = local_data_file(settings, cache_dir)
     if file is not None:
-        rows = _read_file(file)
+        rows = read_rows(file)
         rng = random.Random(settings.seed)
         order = list(range(len(rows)))
         rng.shuffle(order)
@@ -185,22 +422,24 @@ def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
 
 
 def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Row], dict[str, Any]]:
-    """Load, map with the task, shuffle and cap: (train prompts, eval prompts, summary)."""
+    """Load, shuffle, cap and map: (train rows, eval rows, summary with the source, mapping and counts).
+    Raises SettingsError when the data cannot make prompts (missing or colliding columns, bad rows)."""
     train_raw, eval_raw, where = load_raw(settings, cache_dir)
-    if train_raw or eval_raw:
-        check_columns((train_raw or eval_raw)[0].keys(), settings.task, where)
     if not train_raw:
         raise SettingsError(f"dataset {where} has no training rows")
-    _, mapper = TASKS[settings.task]
     rng = random.Random(settings.seed)
     rng.shuffle(train_raw)
     if settings.max_samples:
         train_raw = train_raw[: settings.max_samples]
     if settings.eval_samples:
         eval_raw = eval_raw[: settings.eval_samples]
-    train = [mapper(r, settings.system_prompt) for r in train_raw]
-    heldout = [mapper(r, settings.system_prompt) for r in eval_raw]
-    summary = {"source": where, "task": settings.task, "train_rows": len(train), "eval_rows": len(heldout)}
+    train = map_rows(train_raw, settings, where)
+    heldout = map_rows(eval_raw, settings, f"{where} (held-out rows)")
+    check_column_types(train + heldout, where)
+    prompt_col, answer_col = columns_of(settings)
+    summary = {"source": where, "task": settings.task, "prompt_column": prompt_col, "answer_column": answer_col,
+               "columns": list(dict.fromkeys(k for r in train for k in r)), "train_rows": len(train),
+               "eval_rows": len(heldout)}
     return train, heldout, summary
 
 

@@ -122,11 +122,8 @@ def eval_rows(ctx: RunContext) -> list[dict]:
     s = ctx.settings
     ev = s.evaluation
     if ev.data_path:
-        _, mapper = data.TASKS[s.data.task]
-        raw = data._read_file(Path(ev.data_path.removeprefix("file://")))
-        if raw:
-            data.check_columns(raw[0].keys(), s.data.task, ev.data_path)
-        rows = [mapper(r, s.data.system_prompt) for r in raw]
+        raw = data.read_rows(Path(ev.data_path.removeprefix("file://")))
+        rows = data.map_rows(raw, s.data, ev.data_path)
     else:
         rows = data.from_jsonl(ctx.store.read_text("data/eval.jsonl"))
     limit = ev.max_samples or (None if engines.has_cuda_gpu() else ev.cpu_samples)

@@ -51,15 +51,20 @@ def resolve(ms: ModelSettings, cache_dir: Path) -> str:
     if not ms.gguf_file:
         return src
     gguf = Path(src) / ms.gguf_file
-    # The format version is part of the key so a folder written by an older, broken conversion is redone.
-    key = f"{_DEQUANT_FORMAT}:{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    out = cache_dir / "models" / f"{gguf.stem}-{digest[:10]}"
+    out = dequantized_dir(gguf, cache_dir)
     if (out / "config.json").is_file():
         return str(out)
     log.info("dequantizing %s into %s (once; cached)", gguf, out)
     _dequantize(gguf, out)
     return str(out)
+
+
+def dequantized_dir(gguf: Path, cache_dir: Path) -> Path:
+    """The cache folder `resolve` writes the dequantized model of `gguf` to (it may not exist yet)."""
+    # The format version is part of the key so a folder written by an older, broken conversion is redone.
+    key = f"{_DEQUANT_FORMAT}:{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return cache_dir / "models" / f"{gguf.stem}-{digest[:10]}"
 
 
 def _dequantize(gguf: Path, out: Path) -> None:

@@ -53,7 +53,10 @@ def test_failed_stage_leaves_no_marker_and_reruns(settings, tmp_path):
     assert store.exists("stages/flaky.json")
 
 
-def test_prepare_data_stage_writes_prompts_to_store(settings, tmp_path):
+def test_prepare_data_stage_writes_prompts_to_store(settings, tmp_path, chat_models):
+    # prepare_data checks the prompts against the model's tokenizer: a local one (the default model is on the Hub)
+    settings = settings.model_copy(update={"model": settings.model.model_copy(
+        update={"name_or_path": str(chat_models["smollm2"])})})
     pipeline.run(settings, [s for s in pipeline.stages() if s.name == "prepare_data"])
     store = LocalStore(tmp_path / "runs" / "t1")
     rows = [json.loads(line) for line in store.read_text("data/train.jsonl").splitlines()]

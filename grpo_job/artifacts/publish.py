@@ -209,8 +209,9 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
         quant = g.rsplit("-", 1)[1].removesuffix(".gguf")
         lines += ["", "With llama.cpp:", "", "```bash",
                   f"llama-cli -hf {s.hub.repo_id}:{quant}    # or: huggingface-cli download {s.hub.repo_id} {g}",
-                  f'llama-cli -m {g} -cnv -p "{s.data.system_prompt.splitlines()[0]}"',
-                  "```", "", "With Ollama: `ollama run hf.co/" + f"{s.hub.repo_id}:{quant}`", "",
-                  "The model was trained with this system prompt; use it for the trained answer format:", "",
-                  "```", s.data.system_prompt, "```"]
+                  f"llama-cli -m {g} -cnv" + (f' -p "{sp.splitlines()[0]}"' if (sp := s.data.system_prompt) else ""),
+                  "```", "", "With Ollama: `ollama run hf.co/" + f"{s.hub.repo_id}:{quant}`"]
+        if sp:
+            lines += ["", "The model was trained with this system prompt; use it for the trained answer format:", "",
+                      "```", sp, "```"]
     return "\n".join(lines) + "\n"

@@ -96,6 +96,13 @@ class LoraSettings(_Section):
     """Module names that get adapters (peft `target_modules`)."""
 
 
+class FewShotExample(_Section):
+    """One worked example (TRL's prompt-completion names)."""
+
+    prompt: str
+    completion: str
+
+
 class DataSettings(_Section):
     path: str = "openai/gsm8k"
     """Where the dataset is: a Hub dataset id, a local .jsonl/.json/.parquet/.csv file, an
@@ -116,8 +123,25 @@ class DataSettings(_Section):
     revision: str | None = None
     """Hub revision of the dataset; pin it for reproducible runs."""
 
-    task: Literal["gsm8k"] = "gsm8k"
-    """How rows become prompts: `gsm8k` reads `question` and `answer` (final answer after `####`)."""
+    task: Literal["gsm8k", "math", "plain"] = "gsm8k"
+    """How the reference answer is read from the answer column, and the default columns: `gsm8k`
+    (`question`, `answer`; the final answer after `####`), `math` (`problem`, `solution`; the answer in
+    the last `\\boxed{}`), `plain` (`prompt`, `answer`; the answer column as written)."""
+
+    prompt_column: str | None = None
+    """Column holding the prompt: text (TRL's standard format; sent as the user message) or a list of
+    `{"role", "content"}` messages (TRL's conversational format; sent as they are). None: the task's."""
+
+    answer_column: str | None = None
+    """Column holding the reference solution/answer (read by the task, passed to the rewards as `answer`).
+    None: the task's."""
+
+    prompt_template: str | None = None
+    """Text around a text prompt, with `{prompt}` where the prompt goes (other braces are kept as
+    written), e.g. `Solve and put the answer in \\boxed{}: {prompt}`. None sends the prompt as it is."""
+
+    few_shot: list[FewShotExample] = Field(default_factory=list)
+    """Worked examples sent before every prompt, as user/assistant turns (after the system message)."""
 
     max_samples: int | None = Field(None, ge=1)
     """Use at most this many training rows (after shuffling); None uses all."""
@@ -128,8 +152,28 @@ class DataSettings(_Section):
     seed: int = 0
     """Shuffle seed of the training rows."""
 
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    """System message of every prompt; the rewards expect the format it asks for."""
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    """System message of every prompt (added to conversational prompts that have none); the built-in
+    rewards expect the format it asks for. None or empty: no system message is sent (for chat templates
+    that reject the `system` role, e.g. Gemma's)."""
+
+    answer_type: Literal["auto", "math", "exact"] = "auto"
+    """How an answer is compared with the reference (`grpo_job.answers`), by the correctness reward
+    and the evaluation alike: `math` (math-verify: numbers, LaTeX, fractions, percentages), `exact`
+    (the string, case and whitespace normalised: `yes`, `Paris`), `auto` (math when the reference
+    parses as math, else exact)."""
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v if v and v.strip() else None
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_slot(cls, v: str | None) -> str | None:
+        if v is not None and "{prompt}" not in v:
+            raise ValueError("the prompt template needs `{prompt}` where the prompt goes")
+        return v
 
     @field_validator("path")
     @classmethod
@@ -185,7 +229,8 @@ class TrainSettings(_Section):
     at least 2 are needed; below 4 the baseline is too noisy to learn much."""
 
     max_prompt_length: int = Field(256, ge=1)
-    """Longest prompt in tokens; longer prompts are dropped at data preparation with a count."""
+    """Longest prompt in tokens; longer prompts are counted at data preparation (all too long: exit 2)
+    and dropped by the train stage."""
 
     max_completion_length: int = Field(512, ge=1)
     """Most tokens generated per completion."""

@@ -211,3 +211,26 @@ def oom_message(exc: BaseException) -> str | None:
             "training uses the rest), GRPO_TRAIN__NUM_GENERATIONS, GRPO_TRAIN__MAX_COMPLETION_LENGTH, "
             "GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE (raise GRPO_TRAIN__GRADIENT_ACCUMULATION_STEPS to keep the batch), "
             "or enable GRPO_MODEL__LOAD_IN_4BIT. Checkpoints already in the store are kept")
+
+
+# ---------------------------------------------------------------- the columns the rewards ask for
+def check_reward_columns(reward_names: list[str], columns: list[str]) -> None:
+    """Every keyword a reward requires (a parameter without a default, other than TRL's own arguments) is a
+    column of the prepared rows. Raises SettingsError naming the reward, the column and the columns there are."""
+    import inspect
+
+    trl_args = set(data.TRL_REWARD_ARGS) | {"prompts"}
+    for name in reward_names:
+        try:
+            params = inspect.signature(R.resolve(name)).parameters.values()
+        except (TypeError, ValueError):  # a builtin or C callable without a signature: the preflight calls it
+            continue
+        needed = [p.name for p in params if p.default is inspect.Parameter.empty
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in trl_args]
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise SettingsError(
+                f"reward {name!r} needs the dataset column(s) {missing}, but the prepared rows have {columns}; "
+                "TRL passes each column to the rewards under its own name (the reference answer as `answer`). "
+                "Point GRPO_DATA__PATH at data with that column, or fix the reward's parameter names"
+            )

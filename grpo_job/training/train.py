@@ -14,7 +14,7 @@ from grpo_job import data, distributed, models, stopping
 from grpo_job import resume as resume_rules
 from grpo_job import rewards as reward_registry
 from grpo_job.artifacts import report
-from grpo_job.errors import StoppedEarly
+from grpo_job.errors import JobError, SettingsError, StoppedEarly
 from grpo_job.settings import JobSettings
 from grpo_job.store import checkpoints
 from grpo_job.training import engines, health
@@ -170,6 +170,9 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     model, tok, peft_config = engine.load(model_path, s)
 
     rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), tok, s.train.max_prompt_length)
+    if not rows:
+        raise SettingsError(f"every training prompt is longer than train.max_prompt_length={s.train.max_prompt_length} "
+                            "tokens, so nothing can be trained; raise GRPO_TRAIN__MAX_PROMPT_LENGTH")
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = ctx.work_dir / "metrics.jsonl"
     resume = _restore(ctx, args, output_dir, launch)
@@ -200,6 +203,10 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         if publisher is not None and not publisher.close(timeout=stop.seconds_left()):
             log.error("uploads still pending when the stop budget ran out")
     step = trainer.state.global_step
+    if step == 0 and not stop.reason:
+        # never mark a stage done (nor save an untrained adapter) when no optimizer step ran
+        raise JobError("the trainer ran 0 steps: no adapter is saved and the train stage is not marked done; "
+                       f"{len(rows)} prompts, train.max_steps={s.train.max_steps}")
     if stop.reason:
         if launch.multi:
             distributed.finish()  # nobody exits while the main process uploads (the launcher would end it)
