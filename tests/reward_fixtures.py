@@ -10,13 +10,13 @@ def length_reward(completions, **kwargs):
 
 def by_difficulty(completions, difficulty, **kwargs):
     """A reward that reads a dataset column: harder problems pay more for a longer completion. When
-    GRPO_TEST_REWARD_LOG is set, each call's `difficulty` list is appended there (to prove what TRL passed)."""
+    TEST_REWARD_LOG is set, each call's `difficulty` list is appended there (to prove what TRL passed)."""
     import json
     import os
 
     from grpo_job.rewards import completion_text
 
-    if log := os.environ.get("GRPO_TEST_REWARD_LOG"):
+    if log := os.environ.get("TEST_REWARD_LOG"):
         with open(log, "a") as f:
             f.write(json.dumps(difficulty) + "\n")
     return [d * min(len(completion_text(c)), 100) / 500 for c, d in zip(completions, difficulty, strict=True)]
