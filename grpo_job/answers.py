@@ -1,0 +1,258 @@
+"""The one answer checker: is a model's answer equal to the reference answer?
+
+Used by the correctness reward, the evaluation stages and the reference-answer check of the data
+stage, so the training signal and the before/after accuracy agree by construction.
+
+Math answers go through `math-verify` (the verifier of TRL's `accuracy_reward` and open-r1):
+LaTeX (`\\frac{7}{2}`, `\\boxed{18}`, `2^{10}`), fractions, percentages, units, thousands separators,
+with sympy deciding equality. Before it, a number-only fast path compares plain numbers exactly as
+fractions (`72`, `72.0`, `$1,000`, `-3`, `1.5e3`, `12 apples`, `12 (3 x 4)`) where math-verify
+alone would round to 6 places or read `1.5e3` as 1.5; a list of plain numbers (`1,2,3`,
+`3 or 4`) is a set, never equal to one number (a hedged answer earns nothing). Non-math answers
+(`yes`, `Paris`) are compared as strings with case and whitespace normalised.
+
+math-verify can be slow on adversarial input. On the main thread (where TRL calls synchronous
+rewards and the evaluation runs) its own signal-based timeout applies. Off the main thread (an
+async reward on TRL's event-loop thread) signals cannot be used and a thread cannot be stopped
+(sympy's big-integer powers hold the GIL), so the math-verify calls go to one spawned worker
+process, killed when it does not answer in time. Either way a timeout scores False and never hangs
+a training step.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import re
+import threading
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+AnswerType = Literal["auto", "math", "exact"]
+
+TIMEOUT_SECONDS = 2
+"""Limit for one math-verify parse or comparison (whole seconds: math-verify uses `signal.alarm`)."""
+
+MAX_CHARS = 2000
+"""Answers longer than this are not parsed as math (no model answer to a word problem is that long)."""
+
+# A plain number: sign, thousands groups or digits, decimals, a bounded exponent (1e400 is still a
+# number, 1e99999 would build a huge integer).
+_NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][-+]?\d{1,3})?|[-+]?\.\d+(?:[eE][-+]?\d{1,3})?"
+_CURRENCY = r"(?:[$€£¥₹]|\\\$|usd\b|eur\b|rs\.?)"
+# One number, optionally with a currency sign before it and unit words or a parenthesised remark
+# after it: `$72`, `-$5`, `72 apples`, `72 km/h`, `12 (3 x 4)`.
+_PLAIN = re.compile(
+    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\([^()]*\))?\s*(?:[^\W\d_][^\d()=+*^\\]*)?$",
+    re.IGNORECASE,
+)
+# Two or more plain numbers joined by commas, semicolons, `or`, `and`: a set of candidates.
+_LIST_ITEM = rf"{_CURRENCY}?\s*(?:{_NUM})"
+_LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|;|\bor\b|\band\b)\s*{_LIST_ITEM})+$", re.IGNORECASE)
+_LATEX_DELIMS = ("$", "\\(", "\\[")
+_WORD = re.compile(r"[^\W\d_]{3,}")
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+# 1e99999: a number no answer means, and one that would take sympy minutes to build
+_HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
+
+
+def _clean(text: str) -> str:
+    """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
+    unescaped, spaces collapsed."""
+    text = text.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u202f", " ")
+    text = _TEXT_CMD.sub(r" \1 ", text)
+    return " ".join(text.replace("\\%", "%").split())
+
+
+def _plain_number(text: str) -> Fraction | None:
+    """The exact value of a plain-number answer (see `_PLAIN`); None when it is not one."""
+    m = _PLAIN.match(text)
+    if not m:
+        return None
+    try:
+        value = Fraction(Decimal(m["num"].replace(",", "")))
+    except (InvalidOperation, ValueError):
+        return None
+    return -value if m["sign"] == "-" else value
+
+
+def _number_set(text: str) -> frozenset[Fraction] | None:
+    """`1,2,3`, `3 or 4`, `$5; $6` -> the set of their values; None when the text is not such a list."""
+    if not _LIST.match(text):
+        return None
+    # the same number pattern the list was matched with, so `1,000, 2` keeps its thousands group
+    values = [_plain_number(t) for t in re.findall(_NUM, re.sub(_CURRENCY, "", text, flags=re.IGNORECASE))]
+    return frozenset(v for v in values if v is not None) if len(values) >= 2 else None
+
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+_POOL_START_SECONDS = 60  # a fresh spawned worker imports sympy and math-verify first
+
+
+def _in_worker(func: Any, default: Any, *args: Any) -> Any:
+    """Run `func(*args)` in a spawned worker process, on whose main thread math-verify's own
+    timeout works; `default` when it does not answer in time (the worker is then killed, so a
+    computation that holds the GIL in C, e.g. sympy's 9^(9^(9^9)), cannot stall this process)."""
+    global _POOL
+    with _POOL_LOCK:
+        fresh = _POOL is None
+        if fresh:
+            _POOL = multiprocessing.get_context("spawn").Pool(1)
+        pool = _POOL
+    try:
+        return pool.apply_async(func, args).get(3 * TIMEOUT_SECONDS + (_POOL_START_SECONDS if fresh else 0))
+    except multiprocessing.TimeoutError:
+        log.warning("answer check took longer than %ss and was abandoned (scored as wrong)", 3 * TIMEOUT_SECONDS)
+        with _POOL_LOCK:
+            if _POOL is pool:
+                pool.terminate()
+                _POOL = None
+        return default
+
+
+def _mv_parse(text: str) -> list[Any]:
+    """math-verify's parse (main thread only: its signal-based timeout); [] when nothing parses."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse(text, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=TIMEOUT_SECONDS)
+
+
+def _mv_verify(gold: Any, pred: Any) -> bool:
+    """math-verify's verify (gold first: it is not symmetric), main thread only."""
+    from math_verify import verify as mv_verify
+
+    return bool(mv_verify(gold, pred, timeout_seconds=TIMEOUT_SECONDS))
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _number_only(text: str) -> Fraction | frozenset[Fraction] | None:
+    """The fast path alone: a plain number or a list of them; None for anything else."""
+    text = _clean(text)
+    if len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text):
+        return None
+    number = _plain_number(text)
+    return number if number is not None else _number_set(text)
+
+
+def _parse_math(text: str) -> Any | None:
+    """A plain number as a Fraction, a list of plain numbers as a frozenset, else math-verify's
+    parsed sympy object; None when it is not math."""
+    text = _clean(text)
+    if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text):
+        return None
+    number = _number_only(text)
+    if number is not None:
+        return number
+    if not text.startswith(_LATEX_DELIMS) and any(c in text for c in "\\^{"):
+        text = f"${text.replace('$', '')}$"  # bare LaTeX in an answer block: math-verify wants delimiters
+    parsed = [p for p in _mv_parse(text) if not isinstance(p, str)]
+    return parsed[0] if parsed else None
+
+
+def _exact(text: str) -> str:
+    """Case and whitespace normalised: `  Yes ` -> `yes`."""
+    return " ".join(text.split()).casefold()
+
+
+def _looks_like_words(text: str) -> bool:
+    """True when the text reads as words (`yes`, `Paris 2024`) rather than math: a word of three or
+    more letters outside LaTeX commands and `\\text{}`."""
+    text = re.sub(r"\\text\{[^{}]*\}|\\[A-Za-z]+", " ", text)
+    return bool(_WORD.search(text))
+
+
+@dataclass(frozen=True)
+class MathExpr:
+    """A reference math-verify parsed, as its text: what `parse_reference` returns off the main
+    thread, where the parse runs in the worker process and sympy objects are not passed back
+    (unpickling one evaluates it, e.g. a power tower, in this process)."""
+
+    text: str
+
+
+def parse_reference(reference: str, answer_type: AnswerType = "auto") -> object | None:
+    """The parsed reference answer, or None when it cannot be parsed as `answer_type`.
+
+    `math`: a Fraction (plain number), a frozenset of Fractions (a list of numbers) or a sympy
+    object (anything else math-verify parses); None for non-math text such as `yes`.
+    `exact`: the normalised string (a str); None only for an empty one.
+    `auto`: math when the reference parses as math and does not read as words, else exact.
+    Off the main thread a sympy result comes back as a `MathExpr`.
+    """
+    if not _on_main_thread():
+        parsed = _in_worker(_reference_in_worker, None, str(reference), answer_type)
+        return parsed
+    return _parse_reference(str(reference), answer_type)
+
+
+def _reference_in_worker(reference: str, answer_type: AnswerType) -> object | None:
+    parsed = _parse_reference(reference, answer_type)
+    return parsed if parsed is None or isinstance(parsed, (str, Fraction, frozenset)) else MathExpr(str(parsed))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_reference(text: str, answer_type: AnswerType) -> object | None:
+    """`parse_reference` on the main thread; cached: a reference is checked once per group of completions."""
+    if answer_type == "exact":
+        return _exact(text) or None
+    if answer_type == "auto" and _plain_number(_clean(text)) is None and _looks_like_words(text):
+        return _exact(text) or None
+    parsed = _parse_math(text)
+    if parsed is None and answer_type == "auto":
+        return _exact(text) or None
+    return parsed
+
+
+def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") -> bool:
+    """True when `prediction` (the text of a model's answer, e.g. an `<answer>` block) equals
+    `reference` under `answer_type`; False for an unparsable prediction or reference, never raises.
+
+    Plain numbers and lists of them compare exactly; other math by math-verify (numbers to 6
+    decimals, symbolic equality); an exact-type reference by the normalised string.
+    """
+    if prediction is None:
+        return False
+    if not _on_main_thread():
+        if answer_type != "exact":  # two plain numbers need no math-verify, so no worker either
+            gold, pred = _number_only(str(reference)), _number_only(str(prediction))
+            if gold is not None and pred is not None:
+                return gold == pred
+        return bool(_in_worker(verify, False, str(prediction), str(reference), answer_type))
+    try:
+        gold = _parse_reference(str(reference), answer_type)
+        if gold is None:
+            return False
+        if isinstance(gold, str):
+            return _exact(str(prediction)) == gold
+        pred = _parse_math(str(prediction))
+        if pred is None:
+            return False
+        if isinstance(gold, (Fraction, frozenset)) or isinstance(pred, (Fraction, frozenset)):
+            if type(gold) is type(pred):
+                return gold == pred
+            if isinstance(gold, frozenset) or isinstance(pred, frozenset):
+                return False  # a set of candidates never equals one value
+            return _mv_verify(_sympy(gold), _sympy(pred))
+        return _mv_verify(gold, pred)
+    except Exception as e:  # a checker bug must not stop training: log it, score wrong
+        log.warning("answer check failed on %r vs %r (%s: %s); scored as wrong",
+                    str(prediction)[:200], str(reference)[:200], type(e).__name__, e)
+        return False
+
+
+def _sympy(value: Any) -> Any:
+    """A Fraction as a sympy Rational (for math-verify); other values unchanged."""
+    if isinstance(value, Fraction):
+        import sympy
+
+        return sympy.Rational(value.numerator, value.denominator)
+    return value

@@ -1,0 +1,180 @@
+"""The answer checker on a table of answer / reference pairs, off the main thread, and on slow input.
+
+TABLE is shared with tests/test_rewards.py (correctness reward) and tests/test_evaluate.py (the
+evaluation scorer): all three must agree pair by pair.
+"""
+
+import asyncio
+import threading
+import time
+from fractions import Fraction
+
+import pytest
+
+from grpo_job import answers
+
+# (answer written by the model, reference answer, correct?)
+TABLE = [
+    # plain numbers: exact, whatever the formatting
+    ("72", "72", True),
+    ("72.0", "72", True),
+    ("071", "71", True),
+    ("71", "72", False),
+    ("9999999999999999999", "9999999999999999998", False),  # exact: no rounding to 6 places
+    ("0.3333333", "1/3", False),
+    # thousands separators and lists
+    ("1,000", "1000", True),
+    ("1000", "1,000", True),
+    ("1 000", "1000", True),
+    ("1,2,3", "123", False),  # a list, not one hundred twenty-three
+    ("1,2,3", "1.2", False),
+    ("3, 2, 1", "1, 2, 3", True),
+    # LaTeX fractions and boxed
+    (r"\frac{3}{4}", "4", False),
+    (r"\frac{3}{4}", "0.75", True),
+    (r"\frac{7}{2}", "3.5", True),
+    (r"\dfrac{7}{2}", "3.5", True),
+    (r"$\frac{1}{2}$", r"\frac12", True),
+    ("0.5", r"\frac{1}{2}", True),
+    ("3/4", "0.75", True),
+    (r"\boxed{18}", "18", True),
+    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}", True),
+    (r"\boxed{19}", "18", False),
+    (r"\sqrt{16}", "4", True),
+    ("2^{10}", "1024", True),
+    # negative numbers, Unicode minus
+    ("-3", "-3", True),
+    ("\u22123", "-3", True),
+    ("-3", "3", False),
+    (r"$\boxed{-5}$", "-5", True),
+    # currency
+    ("$72", "72", True),
+    (r"\$1,000", "1000", True),
+    ("-$5", "-5", True),
+    ("€72", "72", True),
+    ("$18.00", "18", True),
+    # percentages
+    ("50%", "50", True),
+    ("50%", "0.5", True),
+    (r"25\%", "25", True),
+    ("40%", "50", False),
+    # scientific notation
+    ("1.5e3", "1500", True),
+    (r"1.5 \times 10^{3}", "1500", True),
+    ("1e400", "1", False),
+    ("1e99999", "1", False),  # not built: a timeout-free refusal
+    # trailing (and leading) words
+    ("72 apples", "72", True),
+    ("72 km/h", "72", True),
+    ("18 dollars", "18", True),
+    (r"\text{18 apples}", "18", True),
+    ("12 (3 x 4)", "12", True),
+    ("The answer is 5", "5", True),
+    ("x = 5", "5", True),
+    # several numbers: a worked line counts its result, a hedge earns nothing
+    ("5 + 67 = 72", "72", True),
+    ("3 or 4", "4", False),
+    ("3 or 4", "3", False),
+    ("3 and 4", "3", False),
+    # non-numeric answers and references
+    ("seventy-two", "72", False),
+    ("", "72", False),
+    ("72", "seventy-two", False),
+    ("yes", "yes", True),
+    ("Yes ", "yes", True),
+    ("no", "yes", False),
+    ("Paris", "paris", True),
+    ("New  York", "new york", True),
+    ("A", "A", True),
+    ("B", "A", False),
+    ("x^2+1", "1+x^2", True),
+]
+
+
+def test_table_is_big_enough():
+    assert len(TABLE) >= 40
+    assert {ok for *_, ok in TABLE} == {True, False}
+
+
+@pytest.mark.parametrize("prediction, reference, ok", TABLE)
+def test_verify_table(prediction, reference, ok):
+    assert answers.verify(prediction, reference) is ok
+
+
+@pytest.mark.parametrize(
+    "reference, answer_type, expected",
+    [
+        ("72", "auto", Fraction(72)),
+        ("1,000", "math", Fraction(1000)),
+        ("-2.5", "auto", Fraction(-5, 2)),
+        ("1, 2, 3", "auto", frozenset({Fraction(1), Fraction(2), Fraction(3)})),
+        ("yes", "auto", "yes"),
+        ("Paris 2024", "auto", "paris 2024"),  # reads as words: exact, not the number 2024
+        ("yes", "math", None),
+        ("", "auto", None),
+        ("  ", "exact", None),
+        (" Yes ", "exact", "yes"),
+        ("72", "exact", "72"),
+    ],
+)
+def test_parse_reference(reference, answer_type, expected):
+    assert answers.parse_reference(reference, answer_type) == expected
+
+
+def test_parse_reference_latex_is_sympy():
+    import sympy
+
+    assert answers.parse_reference(r"\frac{1}{3}") == sympy.Rational(1, 3)
+    assert answers.parse_reference(r"\frac{1}{3}", "exact") == r"\frac{1}{3}"
+
+
+def test_answer_type_exact_compares_strings_only():
+    assert answers.verify("72.0", "72", "exact") is False
+    assert answers.verify(" 72 ", "72", "exact") is True
+    assert answers.verify("yes", "yes", "math") is False  # not math: unparsable reference
+
+
+def test_never_raises_on_odd_input():
+    for odd in [None, 42, "\x00", "$" * 500, "{" * 300, "\\frac{" * 100, "<answer>", "1" * 5000, "nan", "inf"]:
+        assert answers.verify(odd, "1") is False
+        assert answers.verify("1", odd) in (True, False)
+
+
+def test_slow_input_times_out_on_the_main_thread():
+    # sympy evaluates this power tower for minutes; math-verify's own timeout stops it
+    t0 = time.monotonic()
+    assert answers.verify("9^{9^{9^{9}}}", "2") is False
+    assert time.monotonic() - t0 < 6 * answers.TIMEOUT_SECONDS
+
+
+def test_off_the_main_thread_the_same_answers_and_no_hang():
+    """Signals only work on the main thread; TRL runs async rewards on its event-loop thread."""
+    results: dict[str, object] = {}
+
+    def work():
+        t0 = time.monotonic()
+        results["tower"] = answers.verify("9^{9^{9^{9}}}", "2")
+        results["tower_seconds"] = time.monotonic() - t0
+        results["table"] = [answers.verify(p, r) for p, r, _ in TABLE]
+        results["reference"] = answers.parse_reference(r"\frac{1}{3}")
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(180)
+    assert not worker.is_alive()
+    assert results["tower"] is False
+    # a fresh worker process first imports sympy (up to its start allowance), then the timeout
+    assert results["tower_seconds"] < answers._POOL_START_SECONDS + 6 * answers.TIMEOUT_SECONDS
+    assert results["table"] == [ok for *_, ok in TABLE]
+    assert results["reference"] == answers.MathExpr("1/3")
+
+
+def test_inside_an_event_loop_thread():
+    async def check():
+        return answers.verify(r"\frac{7}{2}", "3.5"), answers.verify("3 or 4", "4")
+
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(asyncio.run(check())))
+    t.start()
+    t.join(120)
+    assert out == [(True, False)]
