@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,6 +27,22 @@ BUILTIN_DATASETS = ("arithmetic",)
 class _Section(BaseModel):
     # A typo in a YAML key or an env var must fail, not be silently ignored.
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class RewardEntry(BaseModel):
+    """One `rewards` entry with arguments (open-r1's parameterised rewards), e.g.
+    `soft_overlong: {weight: 1.0, max_completion_len: 512, soft_punish_cache: 64}`: `weight` is
+    TRL's `reward_weights` entry, every other key a keyword argument of the reward (of its `get_*`
+    factory for TRL's parameterised rewards), checked against its signature."""
+
+    model_config = ConfigDict(extra="allow")
+
+    weight: float = 1.0
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The reward's keyword arguments: every key but `weight`."""
+        return dict(self.model_extra or {})
 
 
 def check_s3_uri(uri: str) -> str:
@@ -123,6 +139,12 @@ class DataSettings(_Section):
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     """System message of every prompt; the rewards expect the format it asks for."""
+
+    answer_type: Literal["auto", "math", "exact"] = "auto"
+    """How an answer is compared with the reference (`grpo_job.answers`), by the correctness reward
+    and the evaluation alike: `math` (math-verify: numbers, LaTeX, fractions, percentages), `exact`
+    (the string, case and whitespace normalised: `yes`, `Paris`), `auto` (math when the reference
+    parses as math, else exact)."""
 
     @field_validator("path")
     @classmethod
