@@ -199,3 +199,37 @@ def test_settings_entry_errors_are_early_and_name_the_fix(entry, message):
     with pytest.raises(SettingsError, match=message) as e:
         _settings(entry)
     assert "rewards" in str(e.value).lower()
+
+
+@pytest.mark.slow
+def test_trl_trains_with_every_reward_form(tmp_path):
+    """One real GRPO step on the smoke model with an async reward, a reward that returns None for some
+    rows, a callable object, a parameterised plain function and TRL's own parameterised reward:
+    TRL logs each under the name the guards watch, and the preflight reports each."""
+    import json
+
+    from test_e2e_cpu import run_job
+
+    forms = {
+        "tests.reward_fixtures:async_tag_reward": 0.5,
+        "tests.reward_fixtures:odd_rows_skipped": 0.5,
+        "tests.reward_fixtures:shortness": 0.5,
+        "tests.reward_fixtures:weighted_length": {"weight": 1.0, "scale": 0.5, "cap": 64},
+        "soft_overlong": {"weight": 1.0, "max_completion_len": 24, "soft_punish_cache": 8},
+    }
+    r = run_job(tmp_path, "--train.max_steps=1", "--train.save_steps=100", "--export.merge=false",
+                "--evaluation.enabled=false", "--health.preflight_samples=4", "--data.answer_type=math",
+                f"--rewards={json.dumps(forms)}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    records = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    step = next(rec["metrics"] for rec in records if "metrics" in rec and "loss" in rec["metrics"])
+    names = ["async_tag_reward", "odd_rows_skipped", "Shortness", "weighted_length",
+             "soft_overlong_punishment_reward", "correctness_reward"]
+    for name in names:
+        assert f"rewards/{name}/mean" in step, (name, sorted(step))
+    assert step["rewards/odd_rows_skipped/mean"] == 1.0  # the None rows are skipped (nanmean), not scored 0
+    assert step["rewards/soft_overlong_punishment_reward/mean"] <= 0.0
+    preflight = [rec["msg"] for rec in records if "reward preflight:" in rec.get("msg", "")]
+    assert len(preflight) >= len(forms) and any("scored" in m for m in preflight)
+    result = json.loads((tmp_path / "runs" / "smoke" / "stages" / "reward_preflight.json").read_text())
+    assert set(forms) <= set(result["rewards"])
