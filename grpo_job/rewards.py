@@ -204,7 +204,10 @@ def is_async(func: Any) -> bool:
 
 
 def weight(entry: Any) -> float:
-    """The weight of a `rewards` setting value: a number, or an entry's `weight`."""
+    """The weight of a `rewards` setting value: a number, an entry's `weight`, or the `weight` key of
+    an entry as saved in settings.json (a dict; 1.0 when absent, the entry's default)."""
+    if isinstance(entry, Mapping):
+        return float(entry.get("weight", 1.0))
     return float(getattr(entry, "weight", entry))
 
 

@@ -227,7 +227,8 @@ def test_trl_trains_with_every_reward_form(tmp_path):
              "soft_overlong_punishment_reward", "correctness_reward"]
     for name in names:
         assert f"rewards/{name}/mean" in step, (name, sorted(step))
-    assert step["rewards/odd_rows_skipped/mean"] == 1.0  # the None rows are skipped (nanmean), not scored 0
+    # None is skipped (TRL's nanmean), never scored 0: 1.0, or null when the step's one prompt has an odd answer
+    assert step["rewards/odd_rows_skipped/mean"] in (1.0, None)
     assert step["rewards/soft_overlong_punishment_reward/mean"] <= 0.0
     preflight = [rec["msg"] for rec in records if "reward preflight:" in rec.get("msg", "")]
     assert len(preflight) >= len(forms) and any("scored" in m for m in preflight)
