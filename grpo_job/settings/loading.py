@@ -121,7 +121,7 @@ class JobSettings(BaseSettings):
                 # builds it: a factory's arguments are checked (and TRL's own checks run) now
                 reward_registry.build(name, entry.kwargs if isinstance(entry, RewardEntry) else None)
             except (LookupError, ImportError, TypeError, ValueError) as e:
-                problems.append(f"{e} (set in GRPO_REWARDS)")
+                problems.append(str(e))
         if problems:
             raise ValueError("; ".join(problems))
         return v
