@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from grpo_job import errors
+from grpo_job import errors, rewards
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
 from grpo_job.training.engines import has_cuda_gpu, pick_engine
@@ -146,7 +146,7 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
                   f"(longest {d['prompt_tokens_max']} tokens)")
         else:
             print("  prompt lengths: counted at prepare_data (no tokenizer.json here yet)")
-    print("rewards: " + ", ".join(f"{k} x{v:g}" for k, v in p["rewards"].items()))
+    print("rewards: " + ", ".join(f"{k} x{rewards.weight(v):g}" for k, v in p["rewards"].items()))
     t = settings.train
     print(
         f"train  : {t.max_steps} steps, lr {t.learning_rate:g} {t.lr_scheduler_type}, {t.num_generations} generations, "

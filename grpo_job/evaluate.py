@@ -1,8 +1,8 @@
 """The evaluate stages: greedy answers of the base model (before training) and of base + adapter
-(after) on held-out prompts, scored with the correctness reward's own extraction.
+(after) on held-out prompts, scored by the correctness reward itself.
 
-Measured per stage: accuracy (the number in the last `<answer>` block equals the reference, exactly
-as `correctness` scores it), format compliance (the whole completion is the reasoning/answer format,
+Measured per stage: accuracy (the `<answer>` block equals the reference by `grpo_job.answers`, with
+`data.answer_type`: the correctness reward is called, so training signal and accuracy agree), format compliance (the whole completion is the reasoning/answer format,
 as `format` scores it), the partial-format score, the share of answers cut off at `max_new_tokens`,
 and the mean completion length in tokens. Results go to `eval/<which>.json` in the run store.
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from grpo_job import data, models
 from grpo_job import rewards as R
+from grpo_job.answers import AnswerType
 from grpo_job.training import engines
 
 if TYPE_CHECKING:
@@ -103,11 +104,13 @@ def generate(
     return out
 
 
-def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int) -> dict[str, float]:
-    """The evaluation numbers for completions and their reference answers."""
+def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int,
+          answer_type: AnswerType = "auto") -> dict[str, float]:
+    """The evaluation numbers for completions (`lengths` in tokens) and their reference answers;
+    accuracy is the correctness reward's mean with the same `answer_type` (`data.answer_type`)."""
     n = max(len(texts), 1)
     return {
-        "accuracy": sum(R.correctness_reward(texts, answer=answers)) / n,
+        "accuracy": sum(R.correctness_reward(texts, answer=answers, answer_type=answer_type)) / n,
         "format_rate": sum(R.format_reward(texts)) / n,
         "partial_format": sum(R.partial_format_reward(texts)) / n,
         "answer_tag_rate": sum(R.extract_answer(t) is not None for t in texts) / n,
@@ -150,8 +153,8 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     texts, ids = [g[0] for g in gens], [g[1] for g in gens]
     answers = [str(r["answer"]) for r in rows]
-    metrics = score(texts, [len(i) for i in ids], answers, max_new)
-    correct = R.correctness_reward(texts, answer=answers)
+    metrics = score(texts, [len(i) for i in ids], answers, max_new, s.data.answer_type)
+    correct = R.correctness_reward(texts, answer=answers, answer_type=s.data.answer_type)
     samples = [
         {"question": r["prompt"][-1]["content"], "answer": a, "completion": t, "correct": bool(c)}
         for r, a, t, c in list(zip(rows, answers, texts, correct, strict=True))[:SAMPLES_KEPT]

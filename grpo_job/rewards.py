@@ -5,24 +5,30 @@ dataset columns as keyword arguments, and returns one float per completion. They
 raise on odd model output: a completion that cannot be parsed scores 0. Scores are in [0, 1]; the
 weights in the settings (TRL's `reward_weights`) turn them into the recipe's 0.5 / 2.0.
 
-Users add their own with `module:function` in the `rewards` setting.
+Users add their own with `module:function` in the `rewards` setting, and TRL's own rewards
+(`trl.rewards`) by their TRL name. A setting entry may carry keyword arguments (open-r1's
+parameterised rewards): a `get_*` factory (TRL's convention, e.g. `get_soft_overlong_punishment`)
+is called with them and returns the reward; a plain reward function gets them bound
+(`functools.partial`, which TRL logs under the function's own name). `build` does that.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import re
-from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
+from collections.abc import Callable, Mapping
 from typing import Any
 
-RewardFunc = Callable[..., list[float]]
+from grpo_job import answers
 
-# The whole completion is one reasoning block followed by one answer block.
+RewardFunc = Callable[..., list[float | None]]
+
+# The whole completion is one reasoning block followed by one answer block (each tag once: checked
+# with _TAGS, since a regex alone lets `<answer>1</answer><answer>2</answer>` pass as one block).
 _FORMAT = re.compile(r"^\s*<reasoning>.*?</reasoning>\s*<answer>.*?</answer>\s*$", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 
 
@@ -43,30 +49,15 @@ def extract_answer(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def parse_number(text: str | None) -> Fraction | None:
-    """`72`, `72.0`, `$72`, `1,000`, `-3.5`, `3/4`, `72 apples` -> an exact number; else None.
-
-    When the text holds several numbers the last one counts (models write "5 + 67 = 72").
-    """
-    if not text:
-        return None
-    cleaned = text.replace("$", "").replace("\u2212", "-").strip()
-    matches = _NUMBER.findall(cleaned)
-    if not matches:
-        return None
-    token = matches[-1].replace(",", "")
-    try:
-        if "/" in token:
-            num, den = token.split("/")
-            return Fraction(int(num), int(den)) if int(den) else None
-        return Fraction(Decimal(token))
-    except (InvalidOperation, ValueError, ZeroDivisionError):
-        return None
-
-
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
-    """1 when the completion is exactly `<reasoning>…</reasoning><answer>…</answer>`, else 0."""
-    return [1.0 if _FORMAT.match(completion_text(c)) else 0.0 for c in completions]
+    """1 when the completion is exactly one `<reasoning>…</reasoning>` block then one
+    `<answer>…</answer>` block (whitespace around them allowed), else 0."""
+    out = []
+    for c in completions:
+        text = completion_text(c)
+        once = all(text.count(tag) == 1 for tag in _TAGS)
+        out.append(1.0 if once and _FORMAT.match(text) else 0.0)
+    return out
 
 
 def partial_format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
@@ -79,15 +70,24 @@ def partial_format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     return out
 
 
-def correctness_reward(completions: list[Any], answer: list[Any] | None = None, **kwargs: Any) -> list[float]:
-    """1 when the number in the last `<answer>` block equals the reference answer, else 0."""
+def correctness_reward(
+    completions: list[Any], answer: list[Any] | None = None,
+    answer_type: answers.AnswerType | list[answers.AnswerType] = "auto", **kwargs: Any,
+) -> list[float]:
+    """1 when the `<answer>` block equals the reference `answer` by `grpo_job.answers.verify`, else 0.
+
+    `answer_type` (`data.answer_type`, bound when the reward is built; a dataset column of that
+    name gives one per row) picks math or exact-string comparison. Several `<answer>` blocks count
+    only when every one is right: a hedge (`<answer>3</answer><answer>4</answer>`) earns nothing.
+    """
     if answer is None:
         return [0.0] * len(completions)
+    types = answer_type if isinstance(answer_type, list) else [answer_type] * len(completions)
     out = []
-    for c, ref in zip(completions, answer, strict=True):
-        got = parse_number(extract_answer(completion_text(c)))
-        want = parse_number(str(ref))
-        out.append(1.0 if got is not None and want is not None and got == want else 0.0)
+    for c, ref, kind in zip(completions, answer, types, strict=True):
+        blocks = [b.strip() for b in _ANSWER.findall(completion_text(c))]
+        right = bool(blocks) and all(answers.verify(b, str(ref), kind) for b in blocks)
+        out.append(1.0 if right else 0.0)
     return out
 
 
@@ -107,13 +107,30 @@ REGISTRY: dict[str, RewardFunc] = {
     "integer_answer": integer_answer_reward,
 }
 
+# TRL's built-in rewards (trl.rewards, trl 1.15), usable by their TRL name; `get_*` are factories.
+TRL_REWARDS = (
+    "accuracy_reward", "reasoning_accuracy_reward", "think_format_reward",
+    "get_cosine_scaled_reward", "get_repetition_penalty_reward", "get_soft_overlong_punishment",
+)
+# Short names for TRL's parameterised rewards, as open-r1 names them in its recipes.
+ALIASES = {
+    "soft_overlong": "get_soft_overlong_punishment",
+    "repetition_penalty": "get_repetition_penalty_reward",
+    "cosine_scaled": "get_cosine_scaled_reward",
+}
+
 
 def resolve(name: str) -> RewardFunc:
-    """A registry name or `module:function` -> the function. Raises LookupError/ImportError with the fix."""
+    """A registry name, a TRL reward name (or its alias), or `module:function` -> the function (for a
+    `get_*` factory: the factory). Raises LookupError/ImportError with the fix."""
     if name in REGISTRY:
         return REGISTRY[name]
+    trl_name = ALIASES.get(name, name)
+    if trl_name in TRL_REWARDS:
+        return getattr(importlib.import_module("trl.rewards"), trl_name)
     if ":" not in name:
-        raise LookupError(f"unknown reward {name!r}: use one of {sorted(REGISTRY)} or module:function")
+        raise LookupError(f"unknown reward {name!r}: use one of {sorted(REGISTRY)}, a TRL reward "
+                          f"{sorted(TRL_REWARDS)} (or {sorted(ALIASES)}), or module:function")
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -123,3 +140,77 @@ def resolve(name: str) -> RewardFunc:
     if not callable(func):
         raise ImportError(f"reward {name!r}: module {module_name!r} has no function {attr!r}")
     return func
+
+
+def is_factory(func: Any) -> bool:
+    """A `get_*` function returns the reward rather than being one (TRL's and open-r1's convention)."""
+    return inspect.isfunction(func) and func.__name__.startswith("get_")
+
+
+def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answers.AnswerType = "auto") -> RewardFunc:
+    """The reward TRL will call for one `rewards` entry: the factory called with `kwargs`, or the
+    function with `kwargs` bound. A reward that takes `answer_type` gets `data.answer_type` unless
+    the entry sets it. Raises TypeError naming the reward when the keyword arguments do not fit."""
+    func = resolve(name)
+    kwargs = dict(kwargs or {})
+    if is_factory(func):
+        signature = inspect.signature(func)
+        unknown = sorted(set(kwargs) - set(signature.parameters))
+        try:
+            if unknown:
+                raise TypeError(f"unknown argument(s) {unknown}")
+            signature.bind(**kwargs)
+        except TypeError as e:
+            raise TypeError(f"reward {name!r} ({func.__name__}) needs its arguments in the entry: {e}; "
+                            f"its signature is {func.__name__}{signature}") from None
+        return func(**kwargs)
+    params = _parameters(func)
+    if params is not None and "answer_type" in params and "answer_type" not in kwargs:
+        kwargs["answer_type"] = answer_type
+    if not kwargs:
+        return func
+    if params is not None:
+        # named parameters only: every reward takes **kwargs (TRL's columns), which would swallow a typo
+        named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(kwargs) - named)
+        if unknown:
+            raise TypeError(f"reward {name!r} takes no argument(s) {unknown}; its signature is "
+                            f"{getattr(func, '__name__', name)}{inspect.signature(func)}")
+    return functools.partial(func, **kwargs)
+
+
+def _parameters(func: Any) -> Mapping[str, inspect.Parameter] | None:
+    try:
+        return inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: nothing to check
+        return None
+
+
+def callable_name(func: Any) -> str:
+    """The name TRL logs a reward under (`rewards/<name>/mean`): TRL's own `get_callable_name` (a
+    partial -> its function's name; a callable object -> its `__name__` or class name).
+    Imports TRL (and torch): call it where training is about to start."""
+    from trl.trainer.utils import get_callable_name
+
+    return get_callable_name(func)
+
+
+def is_async(func: Any) -> bool:
+    """True when calling `func` returns a coroutine: TRL's own `is_async_callable` (async functions,
+    partials of them, objects with an async `__call__`). Imports TRL (and torch)."""
+    from trl.trainer.utils import is_async_callable
+
+    return is_async_callable(func)
+
+
+def weight(entry: Any) -> float:
+    """The weight of a `rewards` setting value: a number, an entry's `weight`, or the `weight` key of
+    an entry as saved in settings.json (a dict; 1.0 when absent, the entry's default)."""
+    if isinstance(entry, Mapping):
+        return float(entry.get("weight", 1.0))
+    return float(getattr(entry, "weight", entry))
+
+
+def build_all(entries: Mapping[str, Any], answer_type: answers.AnswerType = "auto") -> dict[str, RewardFunc]:
+    """Every `rewards` setting entry built (see `build`), by its name in the settings, in order."""
+    return {name: build(name, getattr(entry, "kwargs", None), answer_type) for name, entry in entries.items()}

@@ -20,3 +20,44 @@ def by_difficulty(completions, difficulty, **kwargs):
         with open(log, "a") as f:
             f.write(json.dumps(difficulty) + "\n")
     return [d * min(len(completion_text(c)), 100) / 500 for c, d in zip(completions, difficulty, strict=True)]
+
+
+async def async_tag_reward(completions, **kwargs):
+    """An async reward (an LLM judge would be one): 1 when an <answer> tag is present."""
+    from grpo_job.rewards import completion_text
+
+    return [1.0 if "<answer>" in completion_text(c) else 0.0 for c in completions]
+
+
+def odd_rows_skipped(completions, answer, **kwargs):
+    """Returns None (TRL: skipped) for rows whose reference answer is odd, 1.0 otherwise."""
+    return [None if int(a) % 2 else 1.0 for a in answer]
+
+
+def weighted_length(completions, scale=1.0, cap=200, **kwargs):
+    """A parameterised plain function: min(length, cap) / cap * scale."""
+    from grpo_job.rewards import completion_text
+
+    return [min(len(completion_text(c)), cap) / cap * scale for c in completions]
+
+
+class DifficultyBonus:
+    """A callable object reading an extra dataset column (`difficulty`); TRL logs it by class name."""
+
+    def __call__(self, completions, difficulty, **kwargs):
+        return [0.1 * d for d in difficulty]
+
+
+difficulty_bonus = DifficultyBonus()
+
+
+class Shortness:
+    """A callable object without a `__name__`: TRL logs it under its class name."""
+
+    def __call__(self, completions, **kwargs):
+        from grpo_job.rewards import completion_text
+
+        return [1.0 - min(len(completion_text(c)), 100) / 100 for c in completions]
+
+
+shortness = Shortness()

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_answers import TABLE
 
 from grpo_job import cli, evaluate, pipeline
 from grpo_job.settings import load_settings
@@ -27,6 +28,23 @@ def test_score_uses_the_correctness_extraction_and_counts_format_and_length():
     assert m["clipped_rate"] == 0.25
     assert m["mean_length"] == 16.0
     assert m["partial_format"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
+
+
+def test_score_accuracy_on_the_answer_table():
+    """The answer-checker table through the evaluation scorer: pair by pair, and as one batch."""
+    texts = [f"<reasoning>r</reasoning><answer>{p}</answer>" for p, _, _ in TABLE]
+    refs = [r for _, r, _ in TABLE]
+    for text, ref, (_, _, ok) in zip(texts, refs, TABLE, strict=True):
+        assert evaluate.score([text], [5], [ref], max_new_tokens=32)["accuracy"] == (1.0 if ok else 0.0), (text, ref)
+    whole = evaluate.score(texts, [5] * len(texts), refs, max_new_tokens=32)["accuracy"]
+    assert whole == pytest.approx(sum(ok for *_, ok in TABLE) / len(TABLE))
+
+
+def test_score_uses_the_answer_type():
+    texts = ["<answer>72.0</answer>", "<answer>YES</answer>"]
+    assert evaluate.score(texts, [1, 1], ["72", "yes"], 32)["accuracy"] == 1.0
+    assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="exact")["accuracy"] == 0.5
+    assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="math")["accuracy"] == 0.5
 
 
 def test_eval_rows_from_a_data_file_capped_by_max_samples(tmp_path):

@@ -3,6 +3,7 @@ guards stop a real CPU run with exit code 3 after K steps without reward varianc
 out-of-memory error becomes a message naming the settings to lower."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,54 @@ def test_check_rewards_scores_healthy_rewards_like_trl():
     texts = ["<reasoning>a</reasoning><answer>4</answer>", "<answer>8</answer>", "x"]
     scores = health.check_rewards(["format", "correctness", "partial_format"], ROWS, texts)
     assert scores == {"format": [1.0, 0.0, 0.0], "correctness": [1.0, 0.0, 0.0], "partial_format": [1.0, 0.5, 0.0]}
+
+
+def test_check_rewards_accepts_what_trl_accepts():
+    """Async rewards, None for a skipped completion, callable objects, extra columns as keyword
+    arguments, parameterised rewards: as TRL's `_calculate_rewards` takes them."""
+    from grpo_job import rewards as R
+
+    rows = [{**r, "difficulty": d} for r, d in zip(ROWS, [1, 2, 3], strict=True)]
+    texts = ["<answer>4</answer>", "no tag", "<answer>10</answer>"]
+    built = R.build_all({
+        "tests.reward_fixtures:async_tag_reward": 1.0, "tests.reward_fixtures:odd_rows_skipped": 1.0,
+        "tests.reward_fixtures:difficulty_bonus": 1.0})
+    built["soft_overlong"] = R.build("soft_overlong", {"max_completion_len": 4, "soft_punish_cache": 2})
+    scores = health.check_rewards(built, rows, texts, completion_ids=[[1] * 2, [1] * 3, [1] * 9])
+    assert scores["tests.reward_fixtures:async_tag_reward"] == [1.0, 0.0, 1.0]
+    skipped = scores["tests.reward_fixtures:odd_rows_skipped"]
+    assert skipped[0] == 1.0 and math.isnan(skipped[1]) and skipped[2] == 1.0
+    assert scores["tests.reward_fixtures:difficulty_bonus"] == pytest.approx([0.1, 0.2, 0.3])
+    assert scores["soft_overlong"] == [0.0, -0.5, -1.0]
+    report = health.reward_report(scores)
+    assert report["tests.reward_fixtures:odd_rows_skipped"] == {"scored": pytest.approx(2 / 3), "mean": 1.0,
+                                                                 "std": 0.0, "varies": False}
+    assert report["soft_overlong"]["varies"] and report["soft_overlong"]["scored"] == 1.0
+
+
+def test_preflight_advice_names_the_setting_to_change():
+    s = load_settings(SMOKE, ['--rewards={"partial_format": 0.5, "correctness": 2.0}'])
+    flat = {"partial_format": {"scored": 1.0, "mean": 0.0, "std": 0.0, "varies": False},
+            "correctness": {"scored": 1.0, "mean": 0.0, "std": 0.0, "varies": False}}
+    cut = health.advice(s, flat, clipped=0.75)
+    assert f"75% of the completions were cut off at train.max_completion_length={s.train.max_completion_length}" in cut
+    assert "GRPO_TRAIN__MAX_COMPLETION_LENGTH" in cut
+    assert "add a partial-credit reward" not in cut  # it is configured already
+    s = load_settings(None, ['--rewards={"correctness": 2.0}', "--data.path=builtin:arithmetic"])  # no partial_format
+    short = health.advice(s, {"correctness": flat["correctness"]}, clipped=0.0)
+    assert "MAX_COMPLETION_LENGTH" not in short and "add a partial-credit reward (partial_format)" in short
+
+
+def test_guard_keys_on_the_name_trl_logs():
+    s = load_settings(SMOKE, ['--rewards={"tests.reward_fixtures:difficulty_bonus": 1.0, "soft_overlong": '
+                              '{"weight": 1.0, "max_completion_len": 64, "soft_punish_cache": 8}, "correctness": 1.0}',
+                              "--health.zero_reward_steps=2", "--health.zero_std_steps=0"])
+    g = health.Guards(s)
+    assert {"DifficultyBonus", "soft_overlong_punishment_reward", "correctness_reward"} <= set(g.watched)
+    logs = {"rewards/DifficultyBonus/mean": 0.0, "rewards/soft_overlong_punishment_reward/mean": -0.1,
+            "rewards/correctness_reward/mean": 0.5}
+    assert g.observe(1, logs) is None
+    assert "reward 'tests.reward_fixtures:difficulty_bonus' was exactly 0 for 2" in g.observe(2, logs)
 
 
 def _guards(*overrides):

@@ -1,8 +1,13 @@
-"""Reward functions on a table of tricky completions."""
+"""Reward functions on a table of tricky completions; building rewards from settings entries
+(parameterised, TRL's own by name, callable objects) and the names TRL logs them under."""
+
+import functools
 
 import pytest
+from test_answers import TABLE
 
 from grpo_job import rewards
+from grpo_job.errors import SettingsError
 
 GOOD = "<reasoning>\n3 + 4 = 7\n</reasoning>\n<answer>\n7\n</answer>"
 
@@ -21,6 +26,11 @@ def chat(text):
         ("Sure! <reasoning>x</reasoning><answer>7</answer>", 0.0),  # text before the format
         ("<reasoning>x</reasoning><answer>7</answer> and more", 0.0),  # text after it
         ("<answer>7</answer><reasoning>x</reasoning>", 0.0),  # wrong order
+        ("<reasoning>a</reasoning><answer>1</answer><answer>2</answer>", 0.0),  # two answer blocks
+        ("<reasoning>a</reasoning><reasoning>b</reasoning><answer>1</answer>", 0.0),  # two reasoning blocks
+        ("<reasoning>a<answer>1</answer></reasoning><answer>1</answer>", 0.0),  # answer inside reasoning
+        ("<reasoning>a</reasoning> x <answer>1</answer>", 0.0),  # text between the blocks
+        ("<reasoning>\n</reasoning>\n\n<answer>\n1\n</answer>\n", 1.0),  # whitespace around them is fine
         ("", 0.0),
     ],
 )
@@ -68,9 +78,31 @@ def test_correctness_compares_numbers(answer_text, reference, expected):
     assert rewards.correctness_reward([chat(completion)], answer=[reference]) == [expected]
 
 
-def test_correctness_uses_last_answer_block_and_needs_one():
-    two = "<answer>1</answer> wait <answer>2</answer>"
-    assert rewards.correctness_reward([two, "2"], answer=["2", "2"]) == [1.0, 0.0]
+@pytest.mark.parametrize("prediction, reference, ok", TABLE)
+def test_correctness_reward_table(prediction, reference, ok):
+    """The answer-checker table through the reward, as TRL calls it (strings and chat messages)."""
+    completion = f"<reasoning>r</reasoning>\n<answer>\n{prediction}\n</answer>"
+    expected = [1.0 if ok else 0.0]
+    assert rewards.correctness_reward([completion], answer=[reference]) == expected
+    assert rewards.correctness_reward([chat(completion)], answer=[reference], prompts=["q"], trainer_state=None) == expected
+
+
+def test_correctness_needs_an_answer_block_and_every_block_right():
+    hedge = "<answer>1</answer> wait <answer>2</answer>"
+    again = "<answer>2</answer> so <answer> 2 </answer>"
+    assert rewards.correctness_reward([hedge, again, "2"], answer=["2", "2", "2"]) == [0.0, 1.0, 0.0]
+
+
+def test_correctness_answer_type_bound_or_per_row():
+    texts = ["<answer>Yes</answer>", "<answer>72.0</answer>"]
+    assert rewards.correctness_reward(texts, answer=["yes", "72"]) == [1.0, 1.0]
+    assert rewards.correctness_reward(texts, answer=["yes", "72"], answer_type="exact") == [1.0, 0.0]
+    assert rewards.correctness_reward(texts, answer=["yes", "72"], answer_type=["exact", "math"]) == [1.0, 1.0]
+    # built from the settings: data.answer_type is bound, a dataset column of that name wins
+    fn = rewards.build("correctness", answer_type="exact")
+    assert rewards.callable_name(fn) == "correctness_reward"
+    assert fn(texts, answer=["yes", "72"]) == [1.0, 0.0]
+    assert fn(texts, answer=["yes", "72"], answer_type=["exact", "math"]) == [1.0, 1.0]
 
 
 def test_odd_inputs_never_raise():
@@ -97,3 +129,123 @@ def test_resolve_registry_and_user_functions(tmp_path, monkeypatch):
         rewards.resolve("my_rewards:nope")
     with pytest.raises(LookupError, match="unknown reward 'nope'"):
         rewards.resolve("nope")
+
+
+# ---------------------------------------------------------------- building rewards from settings entries
+def test_trl_rewards_by_name_and_alias():
+    import trl.rewards
+
+    for name in rewards.TRL_REWARDS:
+        assert rewards.resolve(name) is getattr(trl.rewards, name)
+    acc = rewards.build("accuracy_reward")
+    assert acc is trl.rewards.accuracy_reward
+    assert acc([[{"content": r"\boxed{\frac{1}{3}}"}]], solution=[r"\frac{1}{3}"]) == [1.0]
+    soft = rewards.build("soft_overlong", {"max_completion_len": 100, "soft_punish_cache": 20})
+    assert rewards.callable_name(soft) == "soft_overlong_punishment_reward"  # TRL's metric key
+    assert soft(completion_ids=[[1] * 50, [1] * 90, [1] * 101]) == [0.0, -0.5, -1.0]
+
+
+def test_factory_and_function_arguments_are_checked():
+    with pytest.raises(TypeError, match="get_soft_overlong_punishment.*max_completion_len"):
+        rewards.build("soft_overlong")  # a factory needs its arguments
+    with pytest.raises(TypeError, match="soft_punish_cahce"):
+        rewards.build("soft_overlong", {"max_completion_len": 100, "soft_punish_cahce": 20})
+    with pytest.raises(ValueError, match="max_penalty"):  # TRL's own check runs
+        rewards.build("repetition_penalty", {"max_penalty": 1.0})
+    fn = rewards.build("tests.reward_fixtures:weighted_length", {"scale": 2.0, "cap": 4})
+    assert isinstance(fn, functools.partial) and rewards.callable_name(fn) == "weighted_length"
+    assert fn(["ab", "abcdefgh"]) == [1.0, 2.0]
+    with pytest.raises(TypeError, match=r"takes no argument\(s\) \['scael'\]"):
+        rewards.build("tests.reward_fixtures:weighted_length", {"scael": 2.0})  # **kwargs does not swallow it
+    with pytest.raises(TypeError, match="takes no argument"):
+        rewards.build("format", {"strict": True})
+
+
+def test_callable_objects_are_named_as_trl_names_them():
+    obj = rewards.build("tests.reward_fixtures:difficulty_bonus")
+    assert rewards.callable_name(obj) == "DifficultyBonus"
+    assert obj(["a", "b"], difficulty=[1, 3]) == pytest.approx([0.1, 0.3])
+    assert rewards.is_async(rewards.build("tests.reward_fixtures:async_tag_reward"))
+    assert not rewards.is_async(rewards.build("correctness"))
+
+
+def _settings(rewards_json, *more):
+    from grpo_job.settings import load_settings
+
+    return load_settings(None, [f"--rewards={rewards_json}", "--data.path=builtin:arithmetic", *more])
+
+
+def test_settings_entry_form_and_plain_weights():
+    s = _settings('{"correctness": 2.0, "soft_overlong": {"weight": 0.5, "max_completion_len": 64, '
+                  '"soft_punish_cache": 16}}', "--data.answer_type=math")
+    assert [rewards.weight(v) for v in s.rewards.values()] == [2.0, 0.5]
+    assert s.rewards["soft_overlong"].kwargs == {"max_completion_len": 64, "soft_punish_cache": 16}
+    built = rewards.build_all(s.rewards, s.data.answer_type)
+    assert [rewards.callable_name(f) for f in built.values()] == ["correctness_reward", "soft_overlong_punishment_reward"]
+    assert built["correctness"].keywords == {"answer_type": "math"}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ('{"nope": 1.0}', "unknown reward 'nope'"),
+        ('{"correctnes": 1.0}', "did you mean 'correctness'"),
+        ('{"correctness": {"weight": "heavy"}}', "weight"),
+    ],
+)
+def test_settings_entry_errors_are_early_and_name_the_fix(entry, message):
+    with pytest.raises(SettingsError, match=message) as e:
+        _settings(entry)
+    assert "rewards" in str(e.value).lower()
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ('{"soft_overlong": {"weight": 1.0}}', "needs its arguments"),
+        ('{"soft_overlong": {"weight": 1.0, "max_completion_len": 64, "soft_punish_cache": 16, "x": 1}}', "'x'"),
+        ('{"correctness": {"weight": 1.0, "answer_typ": "exact"}}', "answer_typ"),
+    ],
+)
+def test_reward_arguments_are_checked_where_the_job_runs(entry, message):
+    """Building a reward imports its code (TRL's rewards, a user module): `check` and `run` do it, the
+    schema alone (a CI runner) does not."""
+    from grpo_job.settings import environment
+
+    found = environment.problems(_settings(entry))
+    assert len(found) == 1 and message in found[0] and "GRPO_REWARDS" in found[0]
+
+
+@pytest.mark.slow
+def test_trl_trains_with_every_reward_form(tmp_path):
+    """One real GRPO step on the smoke model with an async reward, a reward that returns None for some
+    rows, a callable object, a parameterised plain function and TRL's own parameterised reward:
+    TRL logs each under the name the guards watch, and the preflight reports each."""
+    import json
+
+    from test_e2e_cpu import run_job
+
+    forms = {
+        "tests.reward_fixtures:async_tag_reward": 0.5,
+        "tests.reward_fixtures:odd_rows_skipped": 0.5,
+        "tests.reward_fixtures:shortness": 0.5,
+        "tests.reward_fixtures:weighted_length": {"weight": 1.0, "scale": 0.5, "cap": 64},
+        "soft_overlong": {"weight": 1.0, "max_completion_len": 24, "soft_punish_cache": 8},
+    }
+    r = run_job(tmp_path, "--train.max_steps=1", "--train.save_steps=100", "--export.merge=false",
+                "--evaluation.enabled=false", "--health.preflight_samples=4", "--data.answer_type=math",
+                f"--rewards={json.dumps(forms)}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    records = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    step = next(rec["metrics"] for rec in records if "metrics" in rec and "loss" in rec["metrics"])
+    names = ["async_tag_reward", "Shortness", "weighted_length", "soft_overlong_punishment_reward", "correctness_reward"]
+    for name in names:
+        assert f"rewards/{name}/mean" in step, (name, sorted(step))
+    # None is skipped (TRL's nanmean), never scored 0: 1.0, or no number at all (the trainer logs None, which
+    # metrics leave out) when the step's one prompt has an odd answer
+    assert step.get("rewards/odd_rows_skipped/mean") in (1.0, None)
+    assert step["rewards/soft_overlong_punishment_reward/mean"] <= 0.0
+    preflight = [rec["msg"] for rec in records if "reward preflight:" in rec.get("msg", "")]
+    assert len(preflight) >= len(forms) and any("scored" in m for m in preflight)
+    result = json.loads((tmp_path / "runs" / "smoke" / "stages" / "reward_preflight.json").read_text())
+    assert set(forms) <= set(result["rewards"])

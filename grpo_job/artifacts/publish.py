@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grpo_job import rewards
 from grpo_job.artifacts.export import fetch_dir, gguf_key, sha256_file
 from grpo_job.errors import JobError, SettingsError
 
@@ -163,7 +164,7 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
         "| | |", "|---|---|",
         f"| base model | {base} |",
         f"| dataset | {data} (task `{d.task}`{f', {d.max_samples} rows' if d.max_samples else ''}) |",
-        "| rewards (weight) | " + ", ".join(f"`{k}` ({v:g})" for k, v in s.rewards.items()) + " |",
+        "| rewards (weight) | " + ", ".join(f"`{k}` ({rewards.weight(v):g})" for k, v in s.rewards.items()) + " |",
         f"| engine | {train.get('engine', m.engine)} |",
         f"| training steps | {train.get('steps', 'n/a')} of max_steps {t.max_steps} |",
         f"| LoRA | r={lora.r}, alpha={lora.lora_alpha}, dropout={lora.lora_dropout}, "

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grpo_job import rewards
+
 if TYPE_CHECKING:
     from grpo_job.pipeline import RunContext
     from grpo_job.store import RunStore
@@ -185,7 +187,7 @@ def report_markdown(store: RunStore, image_prefix: str = "") -> str:
         ("model", f"{m.get('name_or_path')}" + (f" ({m.get('gguf_file')})" if m.get("gguf_file") else "")),
         ("engine", m.get("engine")),
         ("data", f"{d.get('path')} (task {d.get('task')})"),
-        ("rewards", ", ".join(f"{k} x{v:g}" for k, v in s.get("rewards", {}).items())),
+        ("rewards", ", ".join(f"{k} x{rewards.weight(v):g}" for k, v in s.get("rewards", {}).items())),
         ("LoRA", f"r={lora.get('r')} alpha={lora.get('lora_alpha')} on {', '.join(lora.get('target_modules', []))}"),
     ]
     rows += [(k, t.get(k)) for k in ("max_steps", "learning_rate", "lr_scheduler_type", "num_generations",

@@ -42,13 +42,16 @@ def _local_files(s: JobSettings) -> list[str]:
 
 
 def _rewards(s: JobSettings) -> list[str]:
+    """Import and build every reward: a module that does not import, a function that is not there, a
+    factory's or a function's keyword arguments that do not fit its signature (TRL's own checks run)."""
     from grpo_job import rewards
+    from grpo_job.settings.sections import RewardEntry
 
     out = []
-    for name in s.rewards:
+    for name, entry in s.rewards.items():
         try:
-            rewards.resolve(name)
-        except (LookupError, ImportError) as e:
+            rewards.build(name, entry.kwargs if isinstance(entry, RewardEntry) else None, s.data.answer_type)
+        except (LookupError, ImportError, TypeError, ValueError) as e:
             out.append(f"rewards [GRPO_REWARDS]: {e}")
     return out
 

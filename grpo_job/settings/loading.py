@@ -44,6 +44,7 @@ from grpo_job.settings.sections import (
     LoraSettings,
     ModelSettings,
     ReportSettings,
+    RewardEntry,
     StopSettings,
     StoreSettings,
     TrainSettings,
@@ -118,9 +119,13 @@ class JobSettings(BaseSettings):
     model: ModelSettings = ModelSettings()
     lora: LoraSettings = LoraSettings()
     data: DataSettings = DataSettings()
-    rewards: dict[str, float] = Field(default_factory=lambda: {"format": 0.5, "correctness": 2.0}, min_length=1)
-    """Reward functions and their weights (TRL `reward_weights`): a built-in name
-    (see `grpo_job.rewards.REGISTRY`) or `module:function` for your own."""
+    rewards: dict[str, float | RewardEntry] = Field(
+        default_factory=lambda: {"format": 0.5, "correctness": 2.0}, min_length=1)
+    """Reward functions and their weights (TRL `reward_weights`): a built-in name (see
+    `grpo_job.rewards.REGISTRY`), a TRL reward (`grpo_job.rewards.TRL_REWARDS`, e.g.
+    `get_soft_overlong_punishment`, alias `soft_overlong`) or `module:function` for your own. The
+    value is the weight, or an entry with the weight and the reward's keyword arguments:
+    `{correctness: 2.0, soft_overlong: {weight: 1.0, max_completion_len: 512, soft_punish_cache: 64}}`."""
     train: TrainSettings = TrainSettings()
     store: StoreSettings = StoreSettings()
     stop: StopSettings = StopSettings()
@@ -152,9 +157,10 @@ class JobSettings(BaseSettings):
 
     @field_validator("rewards")
     @classmethod
-    def _reward_names(cls, v: dict[str, float]) -> dict[str, float]:
+    def _reward_names(cls, v: dict[str, float | RewardEntry]) -> dict[str, float | RewardEntry]:
         problems = []
-        for name, weight in v.items():
+        for name, entry in v.items():
+            weight = entry.weight if isinstance(entry, RewardEntry) else entry
             if not math.isfinite(weight):
                 problems.append(f"reward {name!r} has a non-finite weight {weight}")
             if name not in BUILTIN_REWARDS and ":" not in name:

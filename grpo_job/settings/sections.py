@@ -26,14 +26,35 @@ _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # `builtin:NAME` datasets (generated offline by grpo_job.data).
 BUILTIN_DATASETS = ("arithmetic",)
-# Names of grpo_job.rewards.REGISTRY, kept here so validating settings imports no reward code
+# Reward names grpo_job.rewards knows, kept here so validating settings imports no reward code
 # (tests/test_settings.py checks the two agree).
-BUILTIN_REWARDS = ("format", "partial_format", "correctness", "integer_answer")
+BUILTIN_REWARDS = (
+    "format", "partial_format", "correctness", "integer_answer",  # grpo_job.rewards.REGISTRY
+    "accuracy_reward", "reasoning_accuracy_reward", "think_format_reward",  # TRL's, by their TRL names
+    "get_cosine_scaled_reward", "get_repetition_penalty_reward", "get_soft_overlong_punishment",
+    "soft_overlong", "repetition_penalty", "cosine_scaled",  # short names of TRL's parameterised ones
+)
 
 
 class _Section(BaseModel):
     # A typo in a YAML key or an env var must fail, not be silently ignored.
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class RewardEntry(BaseModel):
+    """One `rewards` entry with arguments (open-r1's parameterised rewards), e.g.
+    `soft_overlong: {weight: 1.0, max_completion_len: 512, soft_punish_cache: 64}`: `weight` is
+    TRL's `reward_weights` entry, every other key a keyword argument of the reward (of its `get_*`
+    factory for TRL's parameterised rewards), checked against its signature."""
+
+    model_config = ConfigDict(extra="allow")
+
+    weight: float = 1.0
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The reward's keyword arguments: every key but `weight`."""
+        return dict(self.model_extra or {})
 
 
 def check_s3_uri(uri: str) -> str:

@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import data
@@ -35,25 +38,34 @@ def _show(text: str) -> str:
 
 
 # ---------------------------------------------------------------- preflight
-def check_rewards(reward_names: list[str], rows: list[dict], completions: list[str],
+def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], completions: list[str],
                   completion_ids: list[list[int]] | None = None) -> dict[str, list[float]]:
     """Call every reward on (prompt row, completion) pairs as TRL's GRPOTrainer calls it; return the
-    scores by reward name. Raises SettingsError naming the reward and showing the completion that
-    broke it when a reward raises, returns the wrong number of scores, or returns a non-number."""
+    scores by reward name (NaN where a reward returned None: TRL skips those).
+
+    `rewards`: built rewards by settings name (`rewards.build_all`), or names built with their
+    defaults. As in TRL's `_calculate_rewards`: keyword arguments `prompts`, `completions` (chat
+    messages), `completion_ids`, every other dataset column, `trainer_state`, `log_extra`,
+    `log_metric`; async rewards are awaited; None is a skipped completion. Raises SettingsError
+    naming the reward and showing the completion that broke it when a reward raises, returns the
+    wrong number of scores, or returns a non-number."""
+    funcs = dict(rewards) if isinstance(rewards, Mapping) else {name: R.build(name) for name in rewards}
     n = len(completions)
     ids = completion_ids if completion_ids is not None else [[] for _ in completions]
     columns = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")] if rows else []
+    state = _trainer_state()
 
     def call(func: Any, idx: list[int]) -> Any:
         kwargs = {k: [rows[i][k] for i in idx] for k in columns}
-        return func(
+        out = func(
             prompts=[rows[i]["prompt"] for i in idx],
             # conversational prompts: TRL passes each completion as a list of messages
             completions=[[{"role": "assistant", "content": completions[i]}] for i in idx],
             completion_ids=[ids[i] for i in idx],
-            trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
+            trainer_state=state, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
             **kwargs,
         )
+        return asyncio.run(out) if inspect.iscoroutine(out) else out
 
     def problem(func: Any, idx: list[int]) -> str | None:
         try:
@@ -72,8 +84,7 @@ def check_rewards(reward_names: list[str], rows: list[dict], completions: list[s
         return None
 
     scores: dict[str, list[float]] = {}
-    for name in reward_names:
-        func = R.resolve(name)
+    for name, func in funcs.items():
         batch_problem = problem(func, list(range(n)))
         if batch_problem is None:
             scores[name] = [math.nan if v is None else float(v) for v in call(func, list(range(n)))]
@@ -93,9 +104,48 @@ def check_rewards(reward_names: list[str], rows: list[dict], completions: list[s
     return scores
 
 
+def _trainer_state() -> Any:
+    """What TRL passes as `trainer_state` at the first step: a fresh TrainerState (step 0)."""
+    from transformers import TrainerState
+
+    return TrainerState()
+
+
+def reward_report(scores: dict[str, list[float]]) -> dict[str, dict[str, float | bool | None]]:
+    """Per reward: `scored` (share of completions not skipped with None), `mean` and `std` of the
+    scored ones (None when none was scored), `varies` (two scored completions differ)."""
+    out: dict[str, dict[str, float | bool | None]] = {}
+    for name, vals in scores.items():
+        got = [v for v in vals if not math.isnan(v)]
+        mean = sum(got) / len(got) if got else None
+        std = math.sqrt(sum((v - mean) ** 2 for v in got) / len(got)) if mean is not None else None
+        out[name] = {"scored": len(got) / len(vals) if vals else 0.0, "mean": mean, "std": std,
+                     "varies": len(set(got)) > 1}
+    return out
+
+
+def advice(s: JobSettings, report: dict[str, dict[str, float | bool | None]], clipped: float) -> str:
+    """What to change when no reward varies over the sampled completions (`clipped`: share of them cut
+    off at `train.max_completion_length`)."""
+    tips = []
+    if clipped >= 0.5:
+        tips.append(f"{clipped:.0%} of the completions were cut off at train.max_completion_length="
+                    f"{s.train.max_completion_length} tokens before they finished, so no answer is seen: raise "
+                    "GRPO_TRAIN__MAX_COMPLETION_LENGTH (and GRPO_MODEL__MAX_SEQ_LENGTH with it), or ask for a shorter "
+                    "answer in GRPO_DATA__SYSTEM_PROMPT")
+    if "partial_format" not in s.rewards:
+        tips.append("add a partial-credit reward (partial_format) to GRPO_REWARDS")
+    skipped = [name for name, r in report.items() if r["scored"] == 0]
+    if skipped:
+        tips.append(f"{skipped} returned None for every completion (nothing scored): check the dataset columns they read")
+    tips.append("check that GRPO_DATA__SYSTEM_PROMPT asks for the format the rewards check, or use a larger model")
+    return "; ".join(tips)
+
+
 def preflight(ctx: RunContext) -> dict[str, Any]:
     """Stage body: sample `health.preflight_samples` completions from the base model, score them with
-    every reward, fail on a broken reward, warn loudly when every score is 0."""
+    every reward, fail on a broken reward, report each reward (share scored, mean, variance) and warn
+    loudly, saying what to change, when no reward varies."""
     from grpo_job import evaluate
 
     s = ctx.settings
@@ -107,25 +157,32 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     finally:
         evaluate.free(model)
     texts = [g[0] for g in gens]
-    scores = check_rewards(list(s.rewards), rows, texts, [g[1] for g in gens])
-    means = {name: sum(v for v in vals if not math.isnan(v)) / len(vals) for name, vals in scores.items()}
+    scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens])
+    report = reward_report(scores)
+    clipped = sum(len(g[1]) >= s.train.max_completion_length for g in gens) / max(len(gens), 1)
     all_zero = all(v == 0 for vals in scores.values() for v in vals)
-    if all_zero:
+    no_variance = not any(r["varies"] for r in report.values())
+    for name, r in report.items():
+        stats = "nothing scored" if r["mean"] is None else f"mean {r['mean']:.3f}  std {r['std']:.3f}"
+        log.info("reward preflight: %-24s scored %5.1f%%  %s  %s", name, 100 * r["scored"], stats,
+                 "varies" if r["varies"] else "NO VARIANCE")
+    if no_variance and texts:
         examples = "\n".join(f"  [{i}] {_show(t)}" for i, t in enumerate(texts[:3]))
+        what = "scored 0 on" if all_zero else "gave the same score to"
         log.warning(
-            "REWARD PREFLIGHT: every reward (%s) scored 0 on all %d sampled completions of the base model. With no "
-            "reward variance GRPO has no learning signal and the zero-variance guard will stop the run. Add a "
-            "partial-credit reward (partial_format), check that the system prompt asks for the format the rewards "
-            "check, or use a larger model. Examples:\n%s", ", ".join(scores), len(texts), examples,
+            "REWARD PREFLIGHT: every reward (%s) %s all %d sampled completions of the base model. With no reward "
+            "variance GRPO has no learning signal and the zero-variance guard will stop the run. To change: %s. "
+            "Examples:\n%s", ", ".join(scores), what, len(texts), advice(s, report, clipped), examples,
         )
-    log.info("reward preflight on %d completions: %s", len(texts), " ".join(f"{k}={v:.3f}" for k, v in means.items()))
-    return {"samples": len(texts), "reward_means": means, "all_zero": all_zero, "example": texts[0] if texts else None}
+    return {"samples": len(texts), "reward_means": {k: r["mean"] for k, r in report.items()}, "rewards": report,
+            "clipped_rate": clipped, "all_zero": all_zero, "no_variance": no_variance,
+            "example": texts[0] if texts else None}
 
 
 # ---------------------------------------------------------------- guards during training
-def _func_name(reward: str) -> str:
-    """The name TRL logs a reward under (`rewards/<function name>/mean`)."""
-    return getattr(R.resolve(reward), "__name__", reward)
+def _func_names(s: JobSettings) -> dict[str, str]:
+    """Settings name -> the name TRL logs the reward under (`rewards/<name>/mean`)."""
+    return {name: R.callable_name(func) for name, func in R.build_all(s.rewards, s.data.answer_type).items()}
 
 
 class Guards:
@@ -133,7 +190,7 @@ class Guards:
 
     def __init__(self, s: JobSettings):
         self.h = s.health
-        self.watched = {_func_name(r): r for r in s.rewards if r not in self.h.zero_reward_exempt}
+        self.watched = {func: r for r, func in _func_names(s).items() if r not in self.h.zero_reward_exempt}
         self.zero_std_run = 0
         self.zero_reward_run = dict.fromkeys(self.watched, 0)
 

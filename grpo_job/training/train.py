@@ -34,7 +34,7 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
     kwargs.update(s.train.extra)  # any other GRPOConfig argument (names checked by settings.environment)
     kwargs.update(
         output_dir=str(output_dir),
-        reward_weights=list(s.rewards.values()),
+        reward_weights=[reward_registry.weight(v) for v in s.rewards.values()],
         save_strategy="steps",
         save_total_limit=1,  # the store keeps the history; locally only the newest is needed
         report_to=s.report.report_to or "none",
@@ -190,7 +190,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         trainer = GRPOTrainer(
             model=model,
             processing_class=tok,
-            reward_funcs=[reward_registry.resolve(name) for name in s.rewards],
+            reward_funcs=list(reward_registry.build_all(s.rewards, s.data.answer_type).values()),
             args=args,
             train_dataset=Dataset.from_list(rows),
             peft_config=peft_config,
