@@ -366,9 +366,9 @@ def test_dockerfile_env_loads_through_the_job(monkeypatch):
         if instr == "ENV":
             env.update(dict(re.findall(r"(\w+)=(\S+)", args)))
     grpo = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
-    assert grpo == {"GRPO_WORK_DIR": "/cache/work", "GRPO_EXPORT__VERIFY": "false"}
+    assert grpo == {"GRPO_WORK_DIR": "/cache/work"}  # verify_gguf stays on: the image has llama-cpp-python
     loaded = load_with_env(grpo, monkeypatch)
-    assert str(loaded.work_dir) == "/cache/work" and loaded.export.verify is False
+    assert str(loaded.work_dir) == "/cache/work" and loaded.export.verify is True
     assert env["LLAMA_CPP_DIR"] == "/opt/llama.cpp"
     for cache in ("HF_HOME", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT"):
         assert env[cache].startswith("/cache/"), cache

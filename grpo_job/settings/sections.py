@@ -201,6 +201,11 @@ class TrainSettings(_Section):
     save_steps: int = Field(100, ge=1)
     """Save (and upload) a checkpoint every this many steps."""
 
+    save_minutes: float | None = Field(None, gt=0.0)
+    """Also save (and upload) a checkpoint at the first step end at least this many minutes after the
+    last save (or the start), whatever `save_steps` says: a preemption then loses at most about this
+    much work. Not a GRPOConfig argument (transformers has no time-based saving); None: steps only."""
+
     logging_steps: int = Field(1, ge=1)
     """Log metrics every this many steps."""
 
@@ -322,6 +327,10 @@ class ExportSettings(_Section):
     """Load each GGUF in llama.cpp (the `gguf` extra: llama-cpp-python) and check it generates, with
     f16/bf16/q8_0 greedy output equal to the merged model's on fixed prompts."""
 
+    allow_unchanged_adapter: bool = False
+    """Merge, export and publish an adapter that training never changed (every LoRA update zero: the
+    merged model is the base model). By default such a run stops before `merge` with exit 3."""
+
 
 class HubSettings(_Section):
     repo_id: str | None = None
@@ -335,6 +344,11 @@ class HubSettings(_Section):
 
     include_adapter: bool = True
     """Also push the LoRA adapter (under `adapter/`), so it can be loaded on the base model with peft."""
+
+    keep_files: list[str] = Field(default_factory=list)
+    """Publishing mirrors the run: files already in the repo that this push does not carry are deleted
+    in the same commit (a stale `model.safetensors` beside new shards, old GGUF files). Paths matching
+    one of these glob patterns (fnmatch, e.g. `images/*`) are kept; `.gitattributes` always is."""
 
     @field_validator("repo_id")
     @classmethod
