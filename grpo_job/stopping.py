@@ -95,6 +95,10 @@ class StopControl:
         """A training step starts; with `interruptible` it may be interrupted until `step_updating`."""
         self._step_began = time.monotonic()
         self.interruptible = interruptible
+        if interruptible and self.signal_at is not None and not self.interrupted and not self.step_fits():
+            # SIGTERM came before this step (while the trainer started): do not begin what cannot end
+            self.interrupted, self.interruptible = True, False
+            raise StepInterrupted()
 
     def step_updating(self) -> None:
         """The step's optimizer update begins: from here it must run to its end."""

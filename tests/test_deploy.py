@@ -279,8 +279,9 @@ def test_pod_failure_policy_uses_the_jobs_exit_codes():
         "Ignore": {errors.EXIT_RETRY},
     }
     assert ("Ignore", "DisruptionTarget") in conditions
-    # exit 1 (a crash) is the one that counts against backoffLimit
+    # exit 1 (a crash) and 4 (a late out of memory) are the ones that count against backoffLimit
     assert errors.EXIT_FAILURE not in set().union(*by_action.values())
+    assert errors.EXIT_OOM_LATER not in set().union(*by_action.values())
     assert spec["backoffLimit"] >= 1 and spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
     assert spec["podReplacementPolicy"] == "Failed"
 
