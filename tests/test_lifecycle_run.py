@@ -25,8 +25,8 @@ from grpo_job import errors
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-ARGS = ("--train.max_steps=3", "--train.save_steps=100", "--export.merge=false", "--health.preflight_samples=0",
-        "--evaluation.cpu_samples=4", "--evaluation.max_new_tokens=24", "--report.enabled=false",
+ARGS = ("--train.max_steps=2", "--train.save_steps=100", "--export.merge=false", "--health.preflight_samples=0",
+        "--evaluation.cpu_samples=2", "--evaluation.max_new_tokens=16", "--report.enabled=false",
         '--rewards={"tests.reward_fixtures:length_reward": 1.0}')
 
 
@@ -95,13 +95,13 @@ def _is_json_object(line: str) -> bool:
 def test_a_pods_life_interrupted_step_resume_fresh_process_stop_in_a_later_stage(tmp_path):
     store = tmp_path / "runs" / "smoke"
 
-    # 1) SIGTERM during step 2, far longer than the 2 s grace budget on this CPU
-    first = Job(tmp_path, "--stop.grace_seconds=2")
-    first.wait_for("step 1/3")
+    # 1) SIGTERM during step 2, far longer than the 5 s grace budget on a CPU
+    first = Job(tmp_path, "--stop.grace_seconds=5")
+    first.wait_for("step 1/2")
     t0 = time.monotonic()
     first.proc.send_signal(signal.SIGTERM)
     assert first.wait() == errors.EXIT_RETRY, first.tail()
-    assert time.monotonic() - t0 < 2.5  # within the grace budget (the watchdog would end it at 2 s)
+    assert time.monotonic() - t0 < 8  # about the grace budget (the watchdog ends the process at 5 s)
     assert any("interrupted before its update; saving checkpoint-1" in m for m in first.messages()), first.tail()
     assert (store / "checkpoints/checkpoint-1/manifest.json").is_file()
     assert not (store / "checkpoints/checkpoint-2").exists() and not (store / "stages/train.json").exists()
@@ -109,8 +109,8 @@ def test_a_pods_life_interrupted_step_resume_fresh_process_stop_in_a_later_stage
     assert saved["global_step"] == 1  # the interrupted step is not counted as done
     first.check_json_only_and_closing(errors.EXIT_RETRY)
 
-    # 2) resume: the loaded state is the saved one; steps 2 and 3 are redone; then a fresh process
-    second = Job(tmp_path, "--stop.grace_seconds=1")
+    # 2) resume: the loaded state is the saved one; step 2 is redone; then a fresh process
+    second = Job(tmp_path, "--stop.grace_seconds=0.5")
     second.wait_for("stage evaluate_trained: start")
     second.proc.send_signal(signal.SIGTERM)  # the same PID after the re-exec
     assert second.wait() == errors.EXIT_RETRY, second.tail()
@@ -118,7 +118,7 @@ def test_a_pods_life_interrupted_step_resume_fresh_process_stop_in_a_later_stage
     resumed = [r for r in recs if "resume" in r]
     assert resumed and resumed[0]["resume"]["step"] == 1 and resumed[0]["resume"]["lora_tensors"] > 0
     steps = [r["metrics"]["step"] for r in recs if "loss" in r.get("metrics", {})]
-    assert steps == [2, 3]
+    assert steps == [2]
     msgs = second.messages()
     fresh = next(i for i, m in enumerate(msgs) if "start in a fresh process" in m)
     # the new process logs its start again and skips train, which the old one finished
