@@ -293,8 +293,10 @@ class StopSettings(_Section):
     grace_seconds: float = Field(25.0, gt=0.0, le=3600.0)
     """Seconds from SIGTERM (or from the point the deadline forces a stop) to the process' exit:
     finish the current step, save, upload with the manifest, exit 75. A step that cannot finish in
-    time is abandoned (the newest complete checkpoint in the store stays). Keep it a few seconds
-    below the pod's `terminationGracePeriodSeconds` (Kubernetes' default: 30 s)."""
+    time (judged by the last step's length) is interrupted before its optimizer update and the last
+    finished step is saved instead. A stage other than `train` gets this long to finish, else it
+    runs again on the restart. Keep it a few seconds below the pod's `terminationGracePeriodSeconds`
+    (Kubernetes' default: 30 s)."""
 
     deadline: datetime | None = None
     """Wall-clock time (ISO 8601 with a zone, e.g. `2026-05-01T18:00:00Z`) by which the job must
@@ -302,7 +304,8 @@ class StopSettings(_Section):
     before it, then exits 75."""
 
     max_runtime_seconds: float | None = Field(None, gt=0.0)
-    """The same as a deadline, counted from this process' start (one pod's run)."""
+    """The same as a deadline, counted from this process' start (one pod's run; the re-exec after
+    `train` keeps the original start)."""
 
     @field_validator("deadline")
     @classmethod
