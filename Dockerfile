@@ -19,9 +19,11 @@ FROM ${CUDA_IMAGE} AS llama-cpp
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 ARG LLAMA_CPP_PYTHON_VERSION=0.3.36
+ARG PYTHON_VERSION=3.12
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake ninja-build \
+      "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" "python${PYTHON_VERSION}-dev" \
  && rm -rf /var/lib/apt/lists/*
 # The sdist by its immutable PyPI URL and sha256: the build fails if either changes.
 ADD --checksum=sha256:832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e \
@@ -37,6 +39,16 @@ RUN tar -xzf llama-cpp-python.tar.gz \
  && mkdir -p /opt/llama.cpp/bin \
  && cp build/bin/llama-quantize /opt/llama.cpp/bin/ \
  && cp -r llama.cpp/convert_hf_to_gguf.py llama.cpp/conversion llama.cpp/gguf-py llama.cpp/LICENSE /opt/llama.cpp/
+# The llama-cpp-python wheel for verify_gguf, from the same sdist (so the same llama.cpp), for the runtime's
+# Python; CPU-only (verify runs on the CPU). The lock installs --only-binary, so the wheel is built here. Its
+# one dependency missing from the lock, diskcache, is fetched by version and checked by sha256.
+RUN "python${PYTHON_VERSION}" -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir "scikit-build-core[pyproject]==0.11.6" \
+ && CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF" \
+    /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels /src/llama-cpp-python.tar.gz \
+ && /opt/build/bin/pip download --no-cache-dir --no-deps --only-binary=:all: -d /wheels "diskcache==5.6.3" \
+ && echo "5e31b2d5fbad117cc363ebaf6b689474db18a1f6438bc82358b024abd4c2ca19  /wheels/diskcache-5.6.3-py3-none-any.whl" \
+    | sha256sum -c -
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime
@@ -68,6 +80,10 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
  && rm /tmp/gpu.lock
 
 COPY --from=llama-cpp /opt/llama.cpp /opt/llama.cpp
+COPY --from=llama-cpp /wheels /tmp/wheels
+RUN pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels \
+ && python -c "import llama_cpp; print(llama_cpp.__version__)" | grep -qx 0.3.36
 # Both tools must start here, not at the end of a training run: the quantizer (it links libgomp and
 # libstdc++ dynamically; it prints its usage and exits 1 without arguments) and the converter with the
 # locked torch/numpy/sentencepiece (no GPU needed for --help).
@@ -88,11 +104,7 @@ ENV LLAMA_CPP_DIR=/opt/llama.cpp \
     VLLM_CACHE_ROOT=/cache/vllm \
     CUDA_CACHE_PATH=/cache/nv \
     UNSLOTH_COMPILE_LOCATION=/cache/unsloth_compiled_cache \
-    GRPO_WORK_DIR=/cache/work \
-    # verify_gguf loads each GGUF through llama-cpp-python, which has no wheel for the hashed
-    # --only-binary lock; until the builder stage also builds that wheel, the image skips verify
-    # (export still runs with the pinned tools). Set it back to true where llama-cpp-python is installed.
-    GRPO_EXPORT__VERIFY=false
+    GRPO_WORK_DIR=/cache/work
 VOLUME ["/cache"]
 
 WORKDIR /app

@@ -7,6 +7,10 @@
 
 Exit codes are documented in grpo_job/errors.py. Nothing here imports an ML library: settings and the
 plan are checked first, and torch/transformers are imported only inside the stages that need them.
+
+`run` installs one stop control (SIGTERM, deadline) for all stages, re-executes itself after `train`
+so the later stages start with the GPU memory handed back, and ends with a closing log line: the run
+id, the exit code and its meaning, and where the report, adapter, merged model and GGUF files are.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -169,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="entrypoint.py",
         description="GRPO training job. Settings: GRPO_* environment variables, --config YAML, --section.field=value.",
-        epilog="Exit codes: 0 done, 1 failure, 2 invalid settings, 3 stopped by a health guard, 75 stopped early "
-        "after saving (retry).",
+        epilog="Exit codes: 0 done, 1 failure, 2 invalid settings, 3 stopped by a health guard or an unchanged "
+        "adapter, 4 out of memory after training made progress (retry), 75 stopped early after saving (retry).",
     )
     p.add_argument("command", choices=["run", "check", "launch"],
                    help="run the job; only validate and show the plan; or launch one run per GPU through torchrun")
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         from grpo_job import launch
 
         return launch.main(args.config, overrides)
-    code = _main(args, overrides)
+    code = _main(args, overrides, restart=_reexec if argv is None else None)
     if args.command == "run":
         from grpo_job import launch
 
@@ -193,7 +199,45 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _main(args: argparse.Namespace, overrides: list[str]) -> int:
+def _reexec() -> None:
+    """Replace this process with a fresh run of the same command (same PID: Kubernetes, tini and
+    torchrun see one process). SIGTERM stays blocked across the exec and is delivered once the new
+    process has its handler (stopping.StopControl.install)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        stream.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def closing_line(code: int, settings: JobSettings) -> None:
+    """The last log line of a `run`: run id, exit code and meaning, and the store paths of the report,
+    adapter, merged model and GGUF files that exist."""
+    from grpo_job import pipeline
+
+    run_id = settings.resolved_run_id()
+    where: dict[str, object] = {}
+    try:
+        store = pipeline.open_run(settings).store
+        wanted = {"report": "report/report.md", "adapter": "adapter/adapter_config.json",
+                  "merged_model": "merged/config.json"}
+        for name, key in wanted.items():
+            if store.exists(key):
+                where[name] = f"{store.uri.rstrip('/')}/{key.rsplit('/', 1)[0] if name != 'report' else key}"
+        ggufs = [f"{store.uri.rstrip('/')}/{k}" for k in store.list("gguf/") if k.endswith(".gguf")]
+        if ggufs:
+            where["gguf"] = ggufs
+    except Exception as e:  # the closing line must still be written: say why the paths are missing
+        where["store_error"] = f"{type(e).__name__}: {e}"
+    meaning = errors.MEANING.get(code, "unknown")
+    text = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in where.items()) or "no artifacts"
+    log.log(logging.INFO if code == errors.EXIT_OK else logging.WARNING, "run %s ended: exit %d (%s); %s",
+            run_id, code, meaning, text, extra={"run_id": run_id, "exit_code": code, "meaning": meaning,
+                                                "artifacts": where})
+
+
+def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
     try:
         settings = load_settings(args.config, overrides)
     except SettingsError as e:
@@ -201,21 +245,48 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
         return errors.EXIT_INVALID
     from grpo_job import logs
 
-    logs.setup(settings.log_format)
-    for w in settings.warnings():
-        log.warning("settings: %s", w)
+    fmt = logs.setup(settings.log_format)
+    if fmt == "json" and args.command == "run":
+        logs.route_streams()  # one JSON object per line, library prints and warnings included
     try:
+        for w in settings.warnings():
+            log.warning("settings: %s", w)
         if args.command == "check":
-            p = plan(settings)
-            if args.print_settings:
-                print(json.dumps(settings.redacted(), indent=1, default=str))
-            _print_plan(p, settings)
-            return errors.EXIT_OK
-        from grpo_job import pipeline
+            return _guarded(lambda: _check(args, settings))
+        from grpo_job import stopping
 
-        plan(settings, inspect_data=False)  # same checks as `check`; the data's in prepare_data, the first stage
-        pipeline.run(settings)
-        return errors.EXIT_OK
+        stop = stopping.install_for_run(settings.stop)  # SIGTERM and the deadline, for every stage
+        stop.on_hard_exit = lambda code: closing_line(code, settings)
+        try:
+            code = _guarded(lambda: _run(settings, restart))
+        finally:
+            stopping.uninstall_run()
+        closing_line(code, settings)
+        return code
+    finally:
+        logs.restore_streams()
+
+
+def _check(args: argparse.Namespace, settings: JobSettings) -> int:
+    p = plan(settings)
+    if args.print_settings:
+        print(json.dumps(settings.redacted(), indent=1, default=str))
+    _print_plan(p, settings)
+    return errors.EXIT_OK
+
+
+def _run(settings: JobSettings, restart) -> int:
+    from grpo_job import pipeline
+
+    plan(settings, inspect_data=False)  # same checks as `check`; the data's in prepare_data, the first stage
+    pipeline.run(settings, restart=restart)
+    return errors.EXIT_OK
+
+
+def _guarded(body) -> int:
+    """`body()`'s exit code, or the code of the error it raised (logged as a message, not a traceback)."""
+    try:
+        return body()
     except SettingsError as e:
         log.error("%s", e)
         return e.exit_code
@@ -229,7 +300,7 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
         from grpo_job.training.health import oom_message
 
         if (msg := oom_message(e)) is not None:
-            # the same settings would run out of memory again: exit 2, not worth a retry
+            # outside a stage (stages classify their own): the same settings would run out again
             log.error("%s", msg)
             return errors.EXIT_INVALID
         log.exception("the job failed")

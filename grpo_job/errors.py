@@ -8,7 +8,8 @@ workflow, a shell loop). Keep these numbers stable: k8s/ and .github/ refer to t
 | 0    | every stage finished                                         | no     |
 | 1    | any other failure (a bug, a crash, a lost store)             | yes, within the backoff budget |
 | 2    | invalid settings or input: fix the configuration             | never  |
-| 3    | training stopped by a health guard (no learning signal, NaN); a checkpoint was saved | no: change the recipe |
+| 3    | training stopped by a health guard (no learning signal, NaN; a checkpoint was saved), or the adapter never changed (stopped before merge/publish) | no: change the recipe |
+| 4    | out of memory after training made progress (a later step or stage); checkpoints and markers are kept | yes, within the backoff budget: a fresh process may succeed |
 | 75   | stopped early after saving a checkpoint (SIGTERM, deadline)  | yes, it resumes where it stopped |
 """
 
@@ -18,7 +19,17 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
 EXIT_UNHEALTHY = 3
+EXIT_OOM_LATER = 4
 EXIT_RETRY = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
+
+MEANING = {
+    EXIT_OK: "every stage finished",
+    EXIT_FAILURE: "failed (a bug, a crash, a lost store); a retry may help",
+    EXIT_INVALID: "invalid settings or input: fix the configuration",
+    EXIT_UNHEALTHY: "stopped by a health guard or an unchanged adapter: change the recipe",
+    EXIT_OOM_LATER: "out of memory after training made progress: a fresh process may succeed",
+    EXIT_RETRY: "stopped early, everything finished is saved: run again to resume",
+}
 
 
 class JobError(Exception):
@@ -43,3 +54,10 @@ class TrainingUnhealthy(JobError):
     """A training health guard stopped the run (a checkpoint was saved first)."""
 
     exit_code = EXIT_UNHEALTHY
+
+
+class OutOfMemoryLater(JobError):
+    """Out of memory after training made progress (a later step, or a stage after `train`): the same
+    settings fitted before, so a fresh process may succeed. (Before the first step it is a SettingsError.)"""
+
+    exit_code = EXIT_OOM_LATER

@@ -1,5 +1,9 @@
 """Logging: readable text on a terminal, one JSON object per line for log collectors, and secret
-values scrubbed from every record whatever the format."""
+values scrubbed from every record whatever the format.
+
+In JSON format every line the process writes through Python is one JSON object: `warnings` go
+through logging (`logging.captureWarnings`), and `sys.stdout` / `sys.stderr` are replaced by streams
+that turn each line a library prints into a record of the logger `stdout` / `stderr`."""
 
 from __future__ import annotations
 
@@ -67,6 +71,61 @@ def resolve_format(fmt: str) -> str:
     return fmt
 
 
+class LineToLog:
+    """A text stream that logs each complete line it is given as one record of `logger` (a library's
+    `print`, a traceback written to stderr). Partial lines wait for their newline or `flush`."""
+
+    def __init__(self, logger: str, level: int, original) -> None:
+        self._log = logging.getLogger(logger)
+        self._level = level
+        self._buf = ""
+        self._busy = False  # a write from inside logging (its own error report) goes to the original
+        self.original = original
+
+    def write(self, text: str) -> int:
+        if self._busy:
+            return self.original.write(text)
+        self._buf += text.replace("\r", "\n")  # progress bars redraw with \r: one record per redraw
+        *lines, self._buf = self._buf.split("\n")
+        self._emit(lines)
+        return len(text)
+
+    def _emit(self, lines: list[str]) -> None:
+        self._busy = True
+        try:
+            for line in lines:
+                if line.strip():
+                    self._log.log(self._level, "%s", line.rstrip())
+        finally:
+            self._busy = False
+
+    def flush(self) -> None:
+        if self._buf:
+            lines, self._buf = [self._buf], ""
+            self._emit(lines)
+        self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:  # subprocesses given sys.stderr inherit the real descriptor
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self.original.encoding
+
+
+def restore_streams() -> None:
+    """Undo `setup`'s stream replacement (for callers that go on after `cli.main`, such as tests)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, LineToLog):
+            stream.flush()
+            setattr(sys, name, stream.original)
+    logging.captureWarnings(False)
+
+
 def setup(fmt: str) -> str:
     """Configure the root logger; returns the format in use (`text` or `json`)."""
     fmt = resolve_format(fmt)
@@ -74,7 +133,8 @@ def setup(fmt: str) -> str:
         # progress bars are terminal furniture: in a log collector they are noise
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")
-    handler = logging.StreamHandler(sys.stderr)
+    err = sys.stderr.original if isinstance(sys.stderr, LineToLog) else sys.stderr
+    handler = logging.StreamHandler(err)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
@@ -84,3 +144,12 @@ def setup(fmt: str) -> str:
     for noisy in ("httpx", "urllib3", "botocore", "boto3", "s3transfer", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return fmt
+
+
+def route_streams() -> None:
+    """JSON format: warnings and every line printed to sys.stdout / sys.stderr become log records."""
+    logging.captureWarnings(True)
+    if not isinstance(sys.stdout, LineToLog):
+        sys.stdout = LineToLog("stdout", logging.INFO, sys.stdout)
+    if not isinstance(sys.stderr, LineToLog):
+        sys.stderr = LineToLog("stderr", logging.WARNING, sys.stderr)

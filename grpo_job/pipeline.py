@@ -4,6 +4,12 @@ Each stage reads its inputs from the run store and writes its outputs there, the
 `stages/<name>.json` (with a summary) is written last. A restarted job skips every stage that has
 a marker and goes straight to the first unfinished one; a stage interrupted half way simply runs
 again (the train stage resumes from its newest complete checkpoint).
+
+Stopping (SIGTERM, deadline; grpo_job/stopping.py) is checked before each stage: a stop asked for
+during a stage lets that stage finish within the grace budget, then the run exits 75 before the
+next. After `train` (a stage with `fresh_process_after`) the later stages run in a fresh process
+when the caller passes `restart` (the CLI re-executes itself), so the GPU memory that training and
+vLLM held is handed back to the driver before evaluation loads its model.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from grpo_job import data as data_mod
-from grpo_job import distributed, resume
-from grpo_job.errors import SettingsError
+from grpo_job import distributed, resume, stopping
+from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly
 from grpo_job.settings import JobSettings
 from grpo_job.store import RunStore, checkpoints, open_store
 
@@ -49,6 +55,7 @@ class Stage:
     enabled: Callable[[JobSettings], bool] = lambda s: True
     about: str = ""
     every_process: bool = False  # run by every process of a multi-process launch, not the main one alone
+    fresh_process_after: bool = False  # later stages run in a new process (GPU memory handed back)
 
 
 def marker_key(name: str) -> str:
@@ -89,7 +96,7 @@ def stages() -> list[Stage]:
               about="sample from the base model and run every reward: fail early on a broken one"),
         Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
               about="greedy accuracy / format / length of the base model on held-out prompts"),
-        Stage("train", _lazy("training.train", "run"), every_process=True,
+        Stage("train", _lazy("training.train", "run"), every_process=True, fresh_process_after=True,
               about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
         Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
               about="the same evaluation on base + the trained adapter"),
@@ -164,8 +171,14 @@ def _record_settings(ctx: RunContext, plan: resume.ResumePlan | None) -> None:
     )
 
 
-def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dict[str, Any]]:
+def run(settings: JobSettings, only: list[Stage] | None = None,
+        restart: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
     """Run every enabled stage in order, skipping finished ones. Returns each stage's summary.
+
+    `restart` (it does not return: e.g. `os.execv` of the same command) is called after a
+    `fresh_process_after` stage ran here when stages are left, in a single-process launch only.
+    Raises StoppedEarly when a stop was asked for before a stage; an out-of-memory error raises
+    SettingsError before any training step was made, OutOfMemoryLater after.
 
     In a multi-process launch the main process runs every stage and writes every marker; the others
     wait for the main's markers up to the first `every_process` stage, run those stages with it, and
@@ -189,7 +202,11 @@ def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dic
         shared = [i for i, st in enumerate(todo) if st.every_process]
         todo = todo[: shared[-1] + 1] if shared else []
     results: dict[str, dict[str, Any]] = {}
-    for stage in todo:
+    stop = stopping.current()
+    for i, stage in enumerate(todo):
+        if stop is not None and (reason := stop.should_stop()):
+            raise StoppedEarly(f"stopped ({reason}) before stage {stage.name}; the finished stages have their "
+                               "markers: run the job again to continue")
         done = None if plan is not None and stage.name in plan.redo else ctx.stage_summary(stage.name)
         if done is not None:
             log.info("stage %s: already done, skipped", stage.name, extra={"stage": stage.name})
@@ -201,11 +218,33 @@ def run(settings: JobSettings, only: list[Stage] | None = None) -> dict[str, dic
             continue
         log.info("stage %s: start (%s)", stage.name, stage.about, extra={"stage": stage.name})
         t0 = time.monotonic()
-        summary = dict(stage.run(ctx) or {})
+        try:
+            summary = dict(stage.run(ctx) or {})
+        except Exception as e:
+            raise _classify_oom(e, ctx) from e
         summary["seconds"] = round(time.monotonic() - t0, 1)
         summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if launch.is_main:
             ctx.store.write_text(marker_key(stage.name), json.dumps(summary, indent=1, default=str))
         log.info("stage %s: done in %.1f s", stage.name, summary["seconds"], extra={"stage": stage.name, "summary": summary})
         results[stage.name] = summary
+        if (stage.fresh_process_after and restart is not None and not launch.multi and i + 1 < len(todo)
+                and not (stop is not None and stop.should_stop())):
+            log.info("stage %s: done; the next stages start in a fresh process (memory handed back)", stage.name,
+                     extra={"stage": stage.name})
+            restart()
     return results
+
+
+def _classify_oom(e: Exception, ctx: RunContext) -> Exception:
+    """An out-of-memory error named by where it happened: before any training step the settings are too
+    big (SettingsError, exit 2); after one (or in a later stage) a fresh process may succeed
+    (OutOfMemoryLater). Any other error is returned as it is."""
+    from grpo_job.training.health import oom_message
+
+    if (msg := oom_message(e)) is None:
+        return e
+    stop = stopping.current()
+    if (stop is not None and stop.steps_done > 0) or ctx.stage_summary("train") is not None:
+        return OutOfMemoryLater(f"{msg}. Training had made progress: a fresh process (the retry) may succeed")
+    return SettingsError(msg)

@@ -7,9 +7,19 @@ deadline works the same way, a little earlier: the loop stops when the next step
 budget would no longer fit before it.
 
 The grace budget is a hard limit: a watchdog thread ends the process with exit 75 when it runs
-out (a step that cannot finish in time is abandoned; the store's newest complete checkpoint is
-untouched, because a manifest is only ever written after its upload finished). The default fits
-Kubernetes' 30 s `terminationGracePeriodSeconds`.
+out (the store's newest complete checkpoint is untouched, because a manifest is only ever written
+after its upload finished). The default fits Kubernetes' 30 s `terminationGracePeriodSeconds`.
+
+One StopControl serves the whole run (`install_for_run`, called by the CLI before the first stage):
+- between stages the pipeline asks `should_stop()` and exits 75 before starting the next one;
+- a stage other than `train` gets the grace budget to finish and write its marker; if it cannot,
+  the watchdog ends the process with 75 and the marker stays unwritten (the stage runs again);
+- a training step that cannot finish in the grace budget is interrupted while it generates (before
+  the optimizer step: weights and optimizer state are still those of the last finished step), by
+  raising `StepInterrupted` from the signal handler inside the step's "interruptible" window
+  (`step_began` .. `step_updating`). The train stage then saves the last finished step's checkpoint.
+- `max_runtime_seconds` counts from the process' start (the container's start, read from
+  /proc/self/stat: a re-exec keeps it), not from an import.
 """
 
 from __future__ import annotations
@@ -20,11 +30,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 from grpo_job.errors import EXIT_RETRY
 
 log = logging.getLogger(__name__)
+
+
+class StepInterrupted(BaseException):
+    """Raised inside a training step (while it generates) when it cannot finish in the grace budget.
+    A BaseException, like KeyboardInterrupt, so no library's `except Exception` swallows it."""
 
 
 class StopControl:
@@ -38,20 +55,32 @@ class StopControl:
         self.reason: str | None = None
         self.last_step_seconds = 0.0
         self._step_began: float | None = None
+        self.steps_done = 0  # optimizer steps finished in this process
+        self.interruptible = False  # inside a step, before its optimizer update (set by the train stage)
+        self.interrupted = False
+        self.on_hard_exit: Callable[[int], None] | None = None  # last words before the watchdog's exit
         self._previous = None
         self._watchdog: threading.Thread | None = None
         self._done = threading.Event()
 
     # ---------------------------------------------------------------- signal
     def _on_sigterm(self, signum, frame) -> None:
-        # Only a flag: the training loop does the work at the next step end.
+        # A flag: the pipeline and the training loop act on it at the next stage or step end. The
+        # one exception: a step that cannot end in time is interrupted here, while it generates.
         if self.signal_at is None:
             self.signal_at = time.monotonic()
+        if self.interruptible and not self.interrupted and not self.step_fits():
+            self.interrupted = True
+            self.interruptible = False
+            raise StepInterrupted()
 
     def install(self) -> None:
         """Take over SIGTERM (main thread only) and start the watchdog."""
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            # a re-exec (pipeline's fresh process) blocks SIGTERM across the exec: one sent meanwhile
+            # is pending and arrives here, at the handler, instead of killing the process with 143
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         self._watchdog = threading.Thread(target=self._watch, name="stop-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -62,12 +91,35 @@ class StopControl:
             self._previous = None
 
     # ---------------------------------------------------------------- decisions
-    def step_began(self) -> None:
+    def step_began(self, interruptible: bool = False) -> None:
+        """A training step starts; with `interruptible` it may be interrupted until `step_updating`."""
         self._step_began = time.monotonic()
+        self.interruptible = interruptible
+        if interruptible and self.signal_at is not None and not self.interrupted and not self.step_fits():
+            # SIGTERM came before this step (while the trainer started): do not begin what cannot end
+            self.interrupted, self.interruptible = True, False
+            raise StepInterrupted()
+
+    def step_updating(self) -> None:
+        """The step's optimizer update begins: from here it must run to its end."""
+        self.interruptible = False
 
     def step_ended(self) -> None:
+        self.interruptible = False
+        self.steps_done += 1
         if self._step_began is not None:
             self.last_step_seconds = time.monotonic() - self._step_began
+
+    def step_fits(self) -> bool:
+        """Whether the running step (guessed as long as the last one) ends with half the grace budget
+        still left for saving and uploading. An unknown step length (the first step) does not fit."""
+        if self._step_began is None or self.last_step_seconds <= 0:
+            return False
+        limit = self.hard_limit()
+        if limit is None:
+            return True
+        save_from = limit - 0.5 * self.grace_seconds
+        return time.monotonic() < save_from and self._step_began + 1.1 * self.last_step_seconds <= save_from
 
     def hard_limit(self) -> float | None:
         """The monotonic instant by which the process must have exited, if any."""
@@ -96,6 +148,12 @@ class StopControl:
     def _watch(self) -> None:
         while not self._done.wait(0.2):
             limit = self.hard_limit()
+            if (limit is not None and self.interruptible and not self.interrupted
+                    and time.monotonic() >= limit - 0.5 * self.grace_seconds):
+                # the step was guessed to fit and did not: interrupt it now, while the save still fits.
+                # A real signal to the main thread (it also ends a blocking call there); its handler
+                # decides again.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
             if limit is not None and time.monotonic() >= limit:
                 why = "SIGTERM" if self.signal_at is not None else "the deadline"
                 log.error(
@@ -104,6 +162,8 @@ class StopControl:
                     "a restart resumes there. Raise GRPO_STOP__GRACE_SECONDS (and the pod's "
                     "terminationGracePeriodSeconds) if this repeats.", self.grace_seconds, why,
                 )
+                if self.on_hard_exit is not None:
+                    self.on_hard_exit(EXIT_RETRY)
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -112,7 +172,43 @@ class StopControl:
                 os._exit(EXIT_RETRY)  # from a thread: the only way to end the process now
 
 
-_PROCESS_START = time.time()
+def process_start_time() -> float:
+    """When this process started (Unix seconds): from /proc (Linux), where an exec keeps the original
+    start, else the time this module was first imported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
+_RUN: StopControl | None = None
+
+
+def install_for_run(stop_settings) -> StopControl:
+    """The run's StopControl, installed (SIGTERM handler, watchdog) for every stage."""
+    global _RUN
+    if _RUN is None:
+        _RUN = from_settings(stop_settings)
+        _RUN.install()
+    return _RUN
+
+
+def uninstall_run() -> None:
+    """Hand SIGTERM back and stop the run's watchdog (the CLI does this when `run` returns)."""
+    global _RUN
+    if _RUN is not None:
+        _RUN.uninstall()
+        _RUN = None
+
+
+def current() -> StopControl | None:
+    """The run's StopControl if `install_for_run` was called in this process."""
+    return _RUN
 
 
 def from_settings(stop_settings) -> StopControl:
@@ -121,6 +217,6 @@ def from_settings(stop_settings) -> StopControl:
     if stop_settings.deadline is not None:
         candidates.append(stop_settings.deadline.timestamp())
     if stop_settings.max_runtime_seconds is not None:
-        candidates.append(_PROCESS_START + stop_settings.max_runtime_seconds)
+        candidates.append(process_start_time() + stop_settings.max_runtime_seconds)
     deadline = datetime.fromtimestamp(min(candidates)).astimezone() if candidates else None
     return StopControl(stop_settings.grace_seconds, deadline)

@@ -279,8 +279,9 @@ def test_pod_failure_policy_uses_the_jobs_exit_codes():
         "Ignore": {errors.EXIT_RETRY},
     }
     assert ("Ignore", "DisruptionTarget") in conditions
-    # exit 1 (a crash) is the one that counts against backoffLimit
+    # exit 1 (a crash) and 4 (a late out of memory) are the ones that count against backoffLimit
     assert errors.EXIT_FAILURE not in set().union(*by_action.values())
+    assert errors.EXIT_OOM_LATER not in set().union(*by_action.values())
     assert spec["backoffLimit"] >= 1 and spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
     assert spec["podReplacementPolicy"] == "Failed"
 
@@ -366,9 +367,9 @@ def test_dockerfile_env_loads_through_the_job(monkeypatch):
         if instr == "ENV":
             env.update(dict(re.findall(r"(\w+)=(\S+)", args)))
     grpo = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
-    assert grpo == {"GRPO_WORK_DIR": "/cache/work", "GRPO_EXPORT__VERIFY": "false"}
+    assert grpo == {"GRPO_WORK_DIR": "/cache/work"}  # verify_gguf stays on: the image has llama-cpp-python
     loaded = load_with_env(grpo, monkeypatch)
-    assert str(loaded.work_dir) == "/cache/work" and loaded.export.verify is False
+    assert str(loaded.work_dir) == "/cache/work" and loaded.export.verify is True
     assert env["LLAMA_CPP_DIR"] == "/opt/llama.cpp"
     for cache in ("HF_HOME", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT"):
         assert env[cache].startswith("/cache/"), cache

@@ -159,7 +159,7 @@ def test_exempt_reward_must_be_a_configured_reward():
 def test_cuda_oom_becomes_a_message_naming_the_settings(tmp_path, monkeypatch, capsys):
     import torch
 
-    def oom(settings, only=None):
+    def oom(settings, only=None, restart=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
 
     monkeypatch.setattr(pipeline, "run", oom)

@@ -139,3 +139,58 @@ def test_publish_without_token_is_a_settings_error(tmp_path):
     s.hf_token = None
     with pytest.raises(JobError, match="HF_TOKEN"):
         publish.publish(pipeline.open_run(s))
+
+
+@pytest.mark.slow
+def test_push_mirrors_the_run_stale_files_go_in_the_same_commit(tmp_path_factory, tmp_path):
+    """A repo holding an earlier push's files (a sharded model whose shards now sit beside a single
+    model.safetensors, an old GGUF): this push deletes them in its own commit, keeps `.gitattributes`
+    and what `hub.keep_files` names; the card's metadata carries the evaluation as a model-index."""
+    from huggingface_hub import HfApi, ModelCard, hf_hub_download
+
+    base = tmp_path_factory.getbasetemp() / "artifact-run"
+    settings, ctx = exported_run(base)
+    ctx.store.delete_prefix("stages/publish.json")  # another test of this session may have published
+    # evaluation summaries as the evaluate stages write them (hand-written here, like the train marker)
+    for which, acc in (("base", 0.125), ("trained", 0.5)):
+        ctx.store.write_text(f"stages/evaluate_{which}.json", json.dumps(
+            {"which": which, "n": 8, "accuracy": acc, "format_rate": acc, "mean_length": 30.0,
+             "note": "written by test_publish.py"}))
+    old = {"model-00001-of-00002.safetensors": b"old shard 1", "model-00002-of-00002.safetensors": b"old shard 2",
+           "model.safetensors.index.json": b'{"weight_map": {}}', "grpo-smollm2-test-Q5_K_M.gguf": b"GGUF old",
+           "images/curve.png": b"a user's picture"}
+    with HubServer(tmp_path / "hub", TOKEN) as hub:
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        api.create_repo(REPO_ID, private=True)
+        seed = ("import sys; from huggingface_hub import CommitOperationAdd, HfApi\n"
+                "api = HfApi(endpoint=sys.argv[1], token=sys.argv[2])\n"
+                f"api.create_commit({REPO_ID!r}, commit_message='an earlier push', operations="
+                f"[CommitOperationAdd(k, v) for k, v in {old!r}.items()])\n")
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home")}  # as the job's client: LFS, no Xet (hub_server.py)
+        subprocess.run([sys.executable, "-c", seed, hub.url, TOKEN], check=True, env=env, timeout=120)
+        r = run_job(base, hub, "--hub.keep_files=[images/*]")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert hub.commit_titles(REPO_ID) == ["grpo-job run artifacts", "an earlier push", "initial commit"]
+        listed = {f.path for f in api.list_repo_tree(REPO_ID, recursive=True) if hasattr(f, "size")}
+        readme = hf_hub_download(REPO_ID, "README.md", endpoint=hub.url, token=TOKEN, cache_dir=tmp_path / "hf-cache")
+        card = ModelCard.load(readme)  # huggingface_hub parses what ModelCardData wrote
+    ctx.store.delete_prefix("stages/evaluate_base.json")
+    ctx.store.delete_prefix("stages/evaluate_trained.json")
+
+    assert not listed & {k for k in old if not k.startswith("images/")}
+    assert {"images/curve.png", ".gitattributes", "README.md", "model.safetensors"} <= listed
+    marker = json.loads(ctx.store.read_text("stages/publish.json"))
+    assert sorted(marker["deleted"]) == sorted(k for k in old if not k.startswith("images/"))
+    results = {e.metric_type: e.metric_value for e in card.data.eval_results}
+    assert results["accuracy"] == 0.5 and card.data.model_name == "grpo-smollm2-test"
+    assert "| accuracy | 0.125 | 0.5 |" in card.text
+
+
+def test_stale_files_are_what_the_repo_holds_beyond_this_push():
+    remote = [".gitattributes", "README.md", "adapter/adapter_config.json", "images/curve.png",
+              "model-00001-of-00002.safetensors", "model.safetensors", "old-Q5_K_M.gguf"]
+    pushed = {name: Path(name) for name in ("README.md", "adapter/adapter_config.json", "model.safetensors")}
+    assert publish.stale_files(remote, pushed, ["images/*"]) == ["model-00001-of-00002.safetensors", "old-Q5_K_M.gguf"]
+    assert publish.stale_files(remote, pushed, []) == ["images/curve.png", "model-00001-of-00002.safetensors",
+                                                       "old-Q5_K_M.gguf"]

@@ -201,13 +201,13 @@ def test_sigterm_saves_a_new_checkpoint_uploads_it_and_exits_75_within_the_grace
 
 @pytest.mark.slow
 def test_stop_before_training_exits_75_and_saves_nothing(s3, work):
-    """A deadline already too close at start: nothing is trained, nothing half-saved, exit 75."""
+    """A deadline already too close at start: no stage starts, nothing is trained or half-saved, exit 75."""
     run_id = "late"
     deadline = (datetime.now(UTC) + timedelta(seconds=240)).isoformat()
     job = Job(s3, work, run_id, "--train.max_steps=2", f"--stop.deadline={deadline}", "--stop.grace_seconds=300")
     assert job.wait() == EXIT_RETRY, job.tail()
     assert job.steps() == [] and manifests(s3, run_id) == []
-    assert "before training started" in "".join(job.lines)
+    assert "stopped (deadline) before stage prepare_data" in "".join(job.lines)
 
 
 def test_stop_settings_validate():

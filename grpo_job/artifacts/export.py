@@ -4,6 +4,8 @@ Three stages, each reading its input from the run store and writing its output t
 
 - `merge`: the LoRA merged into a 16-bit copy of the base model (peft `merge_and_unload`), with the
   tokenizer and chat template, to `merged/`; the merged model's logits are compared with base+adapter.
+  An adapter that training never changed (every module's update B·A is zero) stops the run here,
+  before anything is merged, exported or published (exit 3; `export.allow_unchanged_adapter`).
 - `export_gguf`: llama.cpp's own converter and `llama-quantize` (grpo_job.artifacts.llamacpp, one pinned version) turn
   `merged/` into `gguf/model-<type>.gguf` for each of `export.quantizations`.
 - `verify_gguf`: each GGUF is loaded by llama.cpp (llama-cpp-python, same llama.cpp version) and
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import models
-from grpo_job.errors import JobError
+from grpo_job.errors import JobError, TrainingUnhealthy
 from grpo_job.training import engines
 
 if TYPE_CHECKING:
@@ -60,12 +62,38 @@ def gguf_key(quant: str) -> str:
 
 
 # ---------------------------------------------------------------- merge
+def changed_modules(adapter_dir: Path) -> dict[str, int]:
+    """How many LoRA modules of the adapter in `adapter_dir` (peft's adapter_model.safetensors) change
+    the model: those whose lora_A and lora_B are both nonzero (the update is B·A; peft starts B at 0).
+    Returns {"modules": n, "changed": k}."""
+    from safetensors import safe_open
+
+    nonzero: dict[str, dict[str, bool]] = {}
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 (safe_open has keys(), no __iter__)
+            for part in ("lora_A", "lora_B"):
+                if f".{part}." in name:
+                    module = name.split(f".{part}.")[0]
+                    nonzero.setdefault(module, {})[part] = bool(f.get_tensor(name).count_nonzero())
+    changed = sum(1 for parts in nonzero.values() if parts.get("lora_A") and parts.get("lora_B"))
+    return {"modules": len(nonzero), "changed": changed}
+
+
 def merge(ctx: RunContext) -> dict[str, Any]:
     """The LoRA merged into the base model loaded in 16 bits (never the 4-bit training copy): Unsloth's
     merged save on the unsloth engine, else peft's merge_and_unload."""
     s = ctx.settings
     adapter_dir = ctx.work_dir / "adapter"
     ctx.store.get_dir("adapter", adapter_dir)
+    changed = changed_modules(adapter_dir)
+    if not changed["changed"] and not s.export.allow_unchanged_adapter:
+        steps = (ctx.stage_summary("train") or {}).get("steps")
+        raise TrainingUnhealthy(
+            f"the trained adapter is the untrained one: all {changed['modules']} LoRA modules have a zero update "
+            f"(B·A = 0) after {steps} steps, so the merged model would be the base model. Nothing is merged, "
+            "exported or published. Usual causes: every step had zero advantage (all completions of a prompt "
+            "scored alike), a learning rate of 0, or max_steps=0. Set GRPO_EXPORT__ALLOW_UNCHANGED_ADAPTER=true "
+            "to publish it anyway")
     base_path = models.resolve(s.model, ctx.cache_dir)
     out = ctx.work_dir / "merged"
     if engines.pick_engine(s) == "unsloth":

@@ -13,10 +13,17 @@ Pushing again is idempotent: the client asks the Hub for each path's current has
 files already there and makes no commit at all when nothing changed, so a restart never duplicates a
 commit. After the push the stage lists the repo and checks every file's size and hash; a mismatch
 fails the stage. The token (`HF_TOKEN`) is passed to the client and never logged.
+
+The push mirrors the run: files on the branch that this push does not carry (a single-file
+`model.safetensors` of an earlier push beside new shards, old GGUF files) are deleted in the same
+commit (`CommitOperationDelete`), except `.gitattributes` and paths matching `hub.keep_files`. The
+model card's metadata is huggingface_hub's `ModelCardData`, with the trained model's evaluation as
+`EvalResult`s (the model-index) and the before/after table in the card's text.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from pathlib import Path
@@ -38,7 +45,7 @@ class PublishFailed(JobError):
 
 
 def publish(ctx: RunContext) -> dict[str, Any]:
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     s = ctx.settings
     repo_id, branch = s.hub.repo_id, s.hub.revision
@@ -56,17 +63,38 @@ def publish(ctx: RunContext) -> dict[str, Any]:
     if branch != "main":
         api.create_branch(repo_id, branch=branch, exist_ok=True)
     total = sum(p.stat().st_size for p in files.values())
-    log.info("pushing %d files (%.1f MB) to %s@%s", len(files), total / 1e6, repo_id, branch)
+    stale = stale_files(remote_files(api, repo_id, branch), files, s.hub.keep_files)
+    log.info("pushing %d files (%.1f MB) to %s@%s%s", len(files), total / 1e6, repo_id, branch,
+             f"; deleting {len(stale)} files this push does not carry: {', '.join(stale)}" if stale else "")
     info = api.create_commit(
         repo_id,
-        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()],
+        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()]
+        + [CommitOperationDelete(path_in_repo=name) for name in stale],
         commit_message=f"grpo-job run {ctx.run_id}",
         commit_description="Merged model, GGUF files, LoRA adapter and model card written by grpo-job.",
         revision=branch,
     )
     check_remote(api, repo_id, branch, files)
+    left = stale_files(remote_files(api, repo_id, branch), files, s.hub.keep_files)
+    if left:
+        raise PublishFailed(f"the push to {repo_id}@{branch} left files it should have deleted: {', '.join(left)}")
     return {"repo_id": repo_id, "revision": branch, "url": str(repo_url), "commit": info.oid,
-            "files": sorted(files), "bytes": total}
+            "files": sorted(files), "deleted": stale, "bytes": total}
+
+
+def remote_files(api: Any, repo_id: str, branch: str) -> list[str]:
+    """Paths of the files on `branch` of the model repo."""
+    from huggingface_hub import RepoFile
+
+    return sorted(f.path for f in api.list_repo_tree(repo_id, recursive=True, revision=branch)
+                  if isinstance(f, RepoFile))
+
+
+def stale_files(remote: list[str], pushed: dict[str, Path], keep: list[str]) -> list[str]:
+    """The paths in `remote` to delete so the repo holds what `pushed` holds: all but the pushed ones,
+    `.gitattributes` (the Hub's LFS rules) and those matching a `keep` glob pattern."""
+    return [p for p in remote if p not in pushed and p != ".gitattributes"
+            and not any(fnmatch.fnmatch(p, pattern) for pattern in keep)]
 
 
 def collect_files(ctx: RunContext) -> dict[str, Path]:
@@ -139,24 +167,56 @@ def final_metrics(ctx: RunContext) -> dict[str, float]:
     return out
 
 
+EVAL_METRICS = {"accuracy": "accuracy", "format_rate": "format rate", "mean_length": "mean length (tokens)"}
+
+
+def card_metadata(s: JobSettings, tags: list[str], trained: dict[str, Any] | None) -> Any:
+    """The card's YAML header as huggingface_hub's ModelCardData; `trained` (the evaluate_trained
+    stage's summary) becomes the model-index eval results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    m, d = s.model, s.data
+    results = []
+    if trained and trained.get("n"):
+        dataset = d.path if _hub_id(d.path) else d.path.replace(":", "-")
+        results = [EvalResult(task_type="text-generation", dataset_type=dataset, dataset_name=f"{d.path} (held out)",
+                              dataset_split="eval", metric_type=key, metric_name=f"{name}, greedy, {trained['n']} prompts",
+                              metric_value=trained[key])
+                   for key, name in EVAL_METRICS.items() if key in trained]
+    return ModelCardData(
+        model_name=s.hub.repo_id.split("/")[1], library_name="transformers", tags=tags,
+        base_model=m.name_or_path if _hub_id(m.name_or_path) else None,
+        datasets=[d.path] if _hub_id(d.path) else None, eval_results=results or None,
+    )
+
+
+def evaluation_table(evals: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Markdown lines: the before/after evaluation (evaluate_base / evaluate_trained summaries)."""
+    if not any(e and e.get("n") for e in evals.values()):
+        return ["", "### Evaluation", "", "No evaluation was run (evaluation.enabled=false)."]
+    base, trained = evals.get("base") or {}, evals.get("trained") or {}
+    n = trained.get("n") or base.get("n")
+    lines = ["", "### Evaluation", "", f"Greedy decoding on {n} held-out prompts, before and after training:", "",
+             "| metric | base model | trained |", "|---|---|---|"]
+    for key, name in EVAL_METRICS.items():
+        lines.append(f"| {name} | {base.get(key, 'n/a')} | {trained.get(key, 'n/a')} |")
+    return lines
+
+
 def model_card(ctx: RunContext, repo_files: list[str]) -> str:
     s = ctx.settings
     m, d, t, lora = s.model, s.data, s.train, s.lora
     train = ctx.stage_summary("train") or {}
     verify = json.loads(ctx.store.read_text("gguf/verify.json")) if ctx.store.exists("gguf/verify.json") else None
-    meta: dict[str, Any] = {"library_name": "transformers", "tags": ["grpo", "trl", "lora", "reasoning", "grpo-job"]}
-    if _hub_id(m.name_or_path):
-        meta["base_model"] = m.name_or_path
-    if _hub_id(d.path):
-        meta["datasets"] = [d.path]
-    if s.export.quantizations:
-        meta["tags"].append("gguf")
+    tags = ["grpo", "trl", "lora", "reasoning", "grpo-job"] + (["gguf"] if s.export.quantizations else [])
+    evals = {w: ctx.stage_summary(f"evaluate_{w}") for w in ("base", "trained")}
+    card_data = card_metadata(s, tags, evals.get("trained"))
     base = m.name_or_path + (f" (file `{m.gguf_file}`)" if m.gguf_file else "") + (f" @ `{m.revision}`" if m.revision else "")
     data = f"`{d.path}`" + (f" config `{d.name}`" if d.name and _hub_id(d.path) else "") + f", split `{d.split}`"
     data += f", revision `{d.revision}`" if d.revision else ", revision not pinned"
     metrics = final_metrics(ctx)
     lines = [
-        "---", json.dumps(meta, indent=1), "---", "",  # JSON is YAML: no YAML writer needed for the header
+        "---", card_data.to_yaml(), "---", "",
         f"# {s.hub.repo_id.split('/')[1]}", "",
         f"A LoRA fine-tuned with GRPO (reinforcement learning with group-relative advantages) by "
         f"[grpo-job](https://github.com/) run `{ctx.run_id}`, merged into its base model, with GGUF files for llama.cpp.",
@@ -181,6 +241,7 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
         lines += ["| metric | value |", "|---|---|"] + [f"| `{k}` | {v:.4g} |" for k, v in metrics.items()]
     else:
         lines.append("No reward metrics were recorded.")
+    lines += evaluation_table(evals)
     ggufs = [f for f in repo_files if f.endswith(".gguf")]
     lines += ["", "## Files", "",
               "- merged 16-bit model (safetensors) with tokenizer and chat template at the repo root" if s.export.merge

@@ -271,6 +271,11 @@ class TrainSettings(_Section):
     save_steps: int = Field(100, ge=1)
     """Save (and upload) a checkpoint every this many steps."""
 
+    save_minutes: float | None = Field(None, gt=0.0)
+    """Also save (and upload) a checkpoint at the first step end at least this many minutes after the
+    last save (or the start), whatever `save_steps` says: a preemption then loses at most about this
+    much work. Not a GRPOConfig argument (transformers has no time-based saving); None: steps only."""
+
     logging_steps: int = Field(1, ge=1)
     """Log metrics every this many steps."""
 
@@ -374,8 +379,10 @@ class StopSettings(_Section):
     grace_seconds: float = Field(25.0, gt=0.0, le=3600.0)
     """Seconds from SIGTERM (or from the point the deadline forces a stop) to the process' exit:
     finish the current step, save, upload with the manifest, exit 75. A step that cannot finish in
-    time is abandoned (the newest complete checkpoint in the store stays). Keep it a few seconds
-    below the pod's `terminationGracePeriodSeconds` (Kubernetes' default: 30 s)."""
+    time (judged by the last step's length) is interrupted before its optimizer update and the last
+    finished step is saved instead. A stage other than `train` gets this long to finish, else it
+    runs again on the restart. Keep it a few seconds below the pod's `terminationGracePeriodSeconds`
+    (Kubernetes' default: 30 s)."""
 
     deadline: datetime | None = None
     """Wall-clock time (ISO 8601 with a zone, e.g. `2026-05-01T18:00:00Z`) by which the job must
@@ -383,7 +390,8 @@ class StopSettings(_Section):
     before it, then exits 75."""
 
     max_runtime_seconds: float | None = Field(None, gt=0.0)
-    """The same as a deadline, counted from this process' start (one pod's run)."""
+    """The same as a deadline, counted from this process' start (one pod's run; the re-exec after
+    `train` keeps the original start)."""
 
     @field_validator("deadline")
     @classmethod
@@ -408,6 +416,10 @@ class ExportSettings(_Section):
     """Load each GGUF in llama.cpp (the `gguf` extra: llama-cpp-python) and check it generates, with
     f16/bf16/q8_0 greedy output equal to the merged model's on fixed prompts."""
 
+    allow_unchanged_adapter: bool = False
+    """Merge, export and publish an adapter that training never changed (every LoRA update zero: the
+    merged model is the base model). By default such a run stops before `merge` with exit 3."""
+
 
 class HubSettings(_Section):
     repo_id: str | None = None
@@ -421,6 +433,11 @@ class HubSettings(_Section):
 
     include_adapter: bool = True
     """Also push the LoRA adapter (under `adapter/`), so it can be loaded on the base model with peft."""
+
+    keep_files: list[str] = Field(default_factory=list)
+    """Publishing mirrors the run: files already in the repo that this push does not carry are deleted
+    in the same commit (a stale `model.safetensors` beside new shards, old GGUF files). Paths matching
+    one of these glob patterns (fnmatch, e.g. `images/*`) are kept; `.gitattributes` always is."""
 
     @field_validator("repo_id")
     @classmethod

@@ -1,12 +1,18 @@
 """The train stage: GRPO on the prepared prompts with TRL's GRPOTrainer, whichever engine built
-the model; checkpoints mirrored to the run store every `save_steps`; resume from the newest
-complete checkpoint in the store."""
+the model; checkpoints mirrored to the run store every `save_steps` (and every `save_minutes`);
+resume from the newest complete checkpoint in the store.
+
+SIGTERM during a step that cannot finish in the grace budget interrupts the step while it generates
+(stopping.StepInterrupted, raised before the optimizer update; one process only) and saves the last
+finished step with the trainer's own checkpoint writer, so the restart redoes only that step."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Settings of ours that are not GRPOConfig arguments.
-_NOT_GRPO_ARGS = {"max_prompt_length", "world_size"}
+_NOT_GRPO_ARGS = {"max_prompt_length", "world_size", "save_minutes"}
 
 
 def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -> dict[str, Any]:
@@ -75,10 +81,14 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
     class StopEarly(TrainerCallback):
         """On SIGTERM or a near deadline: save at this step end, then stop (the stage exits 75). With
         several processes they decide together, so a signal to any one of them stops all at the
-        same step, with one checkpoint."""
+        same step, with one checkpoint. In one process a step may be interrupted from its start to
+        its optimizer update (`on_pre_optimizer_step`), when weights and optimizer are untouched."""
 
         def on_step_begin(self, args, state, control, **kwargs):
-            stop.step_began()
+            stop.step_began(interruptible=not distributed.current().multi)
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            stop.step_updating()
 
         def on_step_end(self, args, state, control, **kwargs):
             stop.step_ended()
@@ -130,17 +140,47 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
             log.info("step %d/%d %s%s", state.global_step, state.max_steps,
                      " ".join(f"{k}={v:.4g}" for k, v in shown.items()), eta, extra={"metrics": record})
 
-    return [StoreCheckpoints(), StopEarly(), ResumeCheck(), StepLog(), *health.callbacks(ctx)]
+    on_time = [save_on_time(ctx.settings.train.save_minutes)] if ctx.settings.train.save_minutes else []
+    return [StoreCheckpoints(), StopEarly(), *on_time, ResumeCheck(), StepLog(), *health.callbacks(ctx)]
+
+
+def save_on_time(minutes: float, clock: Callable[[], float] = time.monotonic) -> Any:
+    """A TrainerCallback asking for a checkpoint (`control.should_save`) at the first step end at least
+    `minutes` after the last save or the start of training, whatever `save_steps` says (transformers
+    saves on steps or epochs only). Every process takes the main process' decision."""
+    from transformers import TrainerCallback
+
+    class SaveOnTime(TrainerCallback):
+        last: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = clock()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            due = self.last is not None and clock() - self.last >= minutes * 60.0
+            if distributed.from_main(due) and not control.should_save:
+                control.should_save = True
+                log.info("checkpoint-%d: %.3g minutes since the last save (train.save_minutes=%g)", state.global_step,
+                         (clock() - self.last) / 60.0, minutes, extra={"step": state.global_step})
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = clock()
+
+    return SaveOnTime()
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    s = ctx.settings
-    stop = stopping.from_settings(s.stop)
-    stop.install()  # from here SIGTERM only sets a flag; the grace budget is enforced
+    stop = stopping.current()  # the run's, installed by the CLI for every stage
+    own = stop is None
+    if own:
+        stop = stopping.from_settings(ctx.settings.stop)
+        stop.install()  # from here SIGTERM only sets a flag; the grace budget is enforced
     try:
         return _train(ctx, stop)
     finally:
-        stop.uninstall()
+        stop.interruptible = False
+        if own:
+            stop.uninstall()
 
 
 def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
@@ -196,7 +236,14 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
             peft_config=peft_config,
             callbacks=_callbacks(ctx, metrics_path, publisher, stop, resume),
         )
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if quiet:
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout; StepLog logs them
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except stopping.StepInterrupted:
+            save_last_finished_step(trainer, stop, output_dir)
     finally:
         # Never leave with an upload pending: even after a crash, checkpoints saved before it go to
         # the store. Raises UploadFailed if one could not be uploaded.
@@ -210,6 +257,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     if stop.reason:
         if launch.multi:
             distributed.finish()  # nobody exits while the main process uploads (the launcher would end it)
+        if step == 0:
+            raise StoppedEarly(f"stopped early ({stop.reason}) during the first step: nothing to save; run again")
         raise StoppedEarly(f"stopped early ({stop.reason}) at step {step}: checkpoint-{step} is in the store with "
                            f"its manifest; run the job again to resume from it")
 
@@ -234,6 +283,24 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         "final_reward": last.get("reward"),
         "final_metrics": {k: v for k, v in last.items() if k.startswith("rewards/")},
     }
+
+
+def save_last_finished_step(trainer: Any, stop: stopping.StopControl, output_dir: Path) -> None:
+    """After a step was interrupted before its optimizer update: write the checkpoint of the last
+    finished step (`trainer.state.global_step`; weights, optimizer, scheduler as that step left them)
+    with the trainer's own `_save_checkpoint`, then hand it to the callbacks' `on_save` (the store
+    upload). transformers has no public "save now" outside its step loop, hence the private call.
+    Nothing is written when that step is already saved, or when no step finished yet."""
+    step = trainer.state.global_step
+    stop.should_stop()  # records the reason (SIGTERM, or the deadline reached through the watchdog)
+    log.warning("stop: %s during step %d, which cannot end within the grace budget (the last step took %.1f s): "
+                "interrupted before its update; %s", stop.reason, step + 1, stop.last_step_seconds,
+                f"saving checkpoint-{step}, the last finished step" if step else "no step finished, nothing to save",
+                extra={"step": step})
+    if step == 0 or (output_dir / f"checkpoint-{step}").exists():
+        return
+    trainer._save_checkpoint(trainer.model, trial=None)
+    trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
 
 
 def _restore(ctx: RunContext, args: Any, output_dir: Path, launch: distributed.Launch) -> Path | None:

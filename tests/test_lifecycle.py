@@ -1,0 +1,246 @@
+"""A pod's whole life without training: stopping between and during stages (SIGTERM, exit 75, no
+marker for an unfinished stage), a training step interrupted only before its update, checkpoints on
+time, out-of-memory errors named by where they happened, an unchanged adapter stopped before merge.
+The real training run of these paths is in test_lifecycle_run.py."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from grpo_job import errors, pipeline
+from grpo_job.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_for(tmp_path, *extra):
+    return load_settings(overrides=[f"--store.uri={tmp_path / 'runs'}", "--run_id=life", f"--work_dir={tmp_path / 'w'}",
+                                    "--data.path=builtin:arithmetic", *extra])
+
+
+def run_script(tmp_path, body: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`body` in a fresh interpreter after the run's stop control is installed (as `cli` does);
+    `stages(...)`, `settings` and `pipeline` are in scope; it prints the exit code it would return."""
+    code = textwrap.dedent(f"""
+        import os, signal, sys, time
+        from grpo_job import errors, pipeline, stopping
+        from grpo_job.settings import load_settings
+        settings = load_settings(overrides=["--store.uri={tmp_path / 'runs'}", "--run_id=life",
+                                            "--work_dir={tmp_path / 'w'}", "--data.path=builtin:arithmetic",
+                                            "--stop.grace_seconds=1"])
+        stop = stopping.install_for_run(settings.stop)
+        def sigterm():
+            os.kill(os.getpid(), signal.SIGTERM)
+        try:
+    """) + textwrap.indent(textwrap.dedent(body), "    ") + textwrap.dedent("""
+        except errors.JobError as e:
+            print("exit", e.exit_code, e, flush=True)
+        else:
+            print("exit", 0, flush=True)
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def markers(tmp_path) -> set[str]:
+    return {p.stem for p in (tmp_path / "runs" / "life" / "stages").glob("*.json")}
+
+
+# ---------------------------------------------------------------- stop control between and during stages
+def test_sigterm_during_a_stage_that_finishes_in_time_stops_before_the_next(tmp_path):
+    r = run_script(tmp_path, """
+        def quick(ctx):
+            sigterm(); time.sleep(0.3)  # the stage goes on after SIGTERM and ends inside the grace budget
+            return {}
+        pipeline.run(settings, [pipeline.Stage("quick", quick), pipeline.Stage("next", lambda c: {})])
+    """)
+    assert "exit 75" in r.stdout and "before stage next" in r.stdout, r.stdout + r.stderr
+    assert markers(tmp_path) == {"quick"}
+
+
+def test_sigterm_during_a_stage_longer_than_the_grace_budget_exits_75_without_its_marker(tmp_path):
+    r = run_script(tmp_path, """
+        def slow(ctx):
+            sigterm(); time.sleep(30)  # cannot end within stop.grace_seconds=1
+            return {}
+        pipeline.run(settings, [pipeline.Stage("slow", slow)])
+    """)
+    assert r.returncode == errors.EXIT_RETRY, r.stdout + r.stderr
+    assert "grace budget" in r.stderr and "exit" not in r.stdout
+    assert markers(tmp_path) == set()
+    # the rerun completes the stage
+    again = run_script(tmp_path, "pipeline.run(settings, [pipeline.Stage('slow', lambda c: {})])")
+    assert "exit 0" in again.stdout and markers(tmp_path) == {"slow"}
+
+
+def test_the_runtime_counts_from_the_process_start(tmp_path):
+    """max_runtime_seconds=2 after 1.5 s of imports and work: the stop comes at 2 s after the start,
+    not 2 s after the stop control was made."""
+    code = textwrap.dedent("""
+        import time
+        from grpo_job import stopping
+        from grpo_job.settings import load_settings
+        time.sleep(1.5)
+        stop = stopping.from_settings(load_settings(overrides=["--stop.max_runtime_seconds=2",
+                                                                "--stop.grace_seconds=0.2"]).stop)
+        print(round(stop.seconds_left(), 1), stop.should_stop(), flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    left, reason = r.stdout.split()
+    assert float(left) < 0.6 and reason in ("None", "deadline"), r.stdout + r.stderr
+
+
+def test_a_step_is_interrupted_only_before_its_update_and_only_when_it_cannot_end_in_time(tmp_path):
+    code = textwrap.dedent("""
+        import os, signal, time
+        from grpo_job.stopping import StepInterrupted, StopControl
+
+        def case(last_step, interruptible, overrun=0.0):
+            stop = StopControl(grace_seconds=2)
+            stop.install()
+            stop.last_step_seconds = last_step
+            stop.step_began(interruptible=interruptible)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05 + overrun)  # the step goes on (its generation)
+                out = "finished"
+            except StepInterrupted:
+                out = "interrupted"
+            stop.step_ended()
+            stop.uninstall()
+            return out
+
+        print(case(last_step=0.0, interruptible=True),      # first step: its length is unknown
+              case(last_step=30.0, interruptible=True),     # a 30 s step in a 2 s budget
+              case(last_step=0.1, interruptible=True),      # a short step ends in time
+              case(last_step=30.0, interruptible=False),    # past the optimizer step: never interrupted
+              case(last_step=0.1, interruptible=True, overrun=3.0),  # guessed short, overran: the watchdog
+              flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.split() == ["interrupted", "interrupted", "finished", "finished", "interrupted"], r.stderr
+
+
+# ---------------------------------------------------------------- checkpoints on time
+def test_save_minutes_asks_for_a_checkpoint_once_the_time_has_passed():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from grpo_job.training import train
+
+    now = [0.0]
+    cb = train.save_on_time(0.5, clock=lambda: now[0])
+    args, state = TrainingArguments(output_dir="/tmp/unused", save_steps=100), TrainerState()
+    control = TrainerControl()
+    cb.on_train_begin(args, state, control)
+    saved = []
+    for step, t in enumerate([10, 25, 31, 45, 60, 95], start=1):
+        now[0], state.global_step = float(t), step
+        control = TrainerControl()
+        cb.on_step_end(args, state, control)
+        if control.should_save:
+            saved.append(step)
+            cb.on_save(args, state, control)
+    assert saved == [3, 6]  # 31 s >= 30 s after the start; 60 s is 29 s after that save; 95 s
+
+
+def test_save_minutes_is_ours_not_a_grpoconfig_argument(tmp_path):
+    from trl import GRPOConfig
+
+    from grpo_job.training import engines, train
+
+    s = settings_for(tmp_path, "--train.save_minutes=10", "--train.optim=adamw_torch", "--model.engine=trl")
+    kwargs = train.grpo_config_kwargs(s, tmp_path / "out", quiet_progress=True)
+    assert "save_minutes" not in kwargs
+    assert GRPOConfig(**kwargs, **engines.get("trl").grpo_args(s)).save_steps == s.train.save_steps
+
+
+# ---------------------------------------------------------------- out of memory: settings or a retry
+def test_out_of_memory_is_a_settings_error_before_training_and_retryable_after(tmp_path):
+    import torch
+
+    def oom(ctx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    s = settings_for(tmp_path)
+    with pytest.raises(errors.SettingsError, match="GRPO_TRAIN__NUM_GENERATIONS"):
+        pipeline.run(s, [pipeline.Stage("evaluate_base", oom)])
+    pipeline.run(s, [pipeline.Stage("train", lambda c: {"steps": 3})])
+    with pytest.raises(errors.OutOfMemoryLater, match="fresh process") as e:
+        pipeline.run(s, [pipeline.Stage("evaluate_trained", oom)])
+    assert e.value.exit_code == errors.EXIT_OOM_LATER != errors.EXIT_INVALID
+    assert not (tmp_path / "runs/life/stages/evaluate_trained.json").exists()
+
+
+# ---------------------------------------------------------------- the stages after train: a fresh process
+def test_the_stages_after_train_run_after_a_restart(tmp_path):
+    calls, restarts = [], []
+
+    def stage(name):
+        return lambda ctx: calls.append(name) or {}
+
+    s = settings_for(tmp_path)
+    todo = [pipeline.Stage("train", stage("train"), fresh_process_after=True), pipeline.Stage("after", stage("after"))]
+
+    class Restarted(Exception):
+        pass
+
+    def restart():
+        restarts.append(len(calls))
+        raise Restarted  # stands for os.execv, which does not return
+
+    with pytest.raises(Restarted):
+        pipeline.run(s, todo, restart=restart)
+    assert calls == ["train"] and restarts == [1] and markers(tmp_path) == {"train"}
+    pipeline.run(s, todo, restart=restart)  # the fresh process: train is done, no second restart
+    assert calls == ["train", "after"] and restarts == [1]
+
+
+# ---------------------------------------------------------------- an adapter training never changed
+def _adapter(path: Path, changed: bool) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    if changed:  # one optimizer-like update on one module
+        with torch.no_grad():
+            next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.01)
+    model.save_pretrained(path)
+
+
+def test_an_unchanged_adapter_stops_before_merge_with_exit_3(tmp_path):
+    from grpo_job.artifacts import export
+
+    _adapter(tmp_path / "zero", changed=False)
+    _adapter(tmp_path / "one", changed=True)
+    assert export.changed_modules(tmp_path / "zero") == {"modules": 4, "changed": 0}
+    assert export.changed_modules(tmp_path / "one") == {"modules": 4, "changed": 1}
+
+    s = settings_for(tmp_path, "--hub.repo_id=tester/x")
+    ctx = pipeline.open_run(s)
+    ctx.store.put_dir(tmp_path / "zero", "adapter")
+    ctx.store.write_text(pipeline.marker_key("train"), json.dumps({"steps": 5}))
+    merge = [st for st in pipeline.stages() if st.name == "merge"]
+    with pytest.raises(errors.TrainingUnhealthy, match="GRPO_EXPORT__ALLOW_UNCHANGED_ADAPTER") as e:
+        pipeline.run(s, merge)
+    assert e.value.exit_code == errors.EXIT_UNHEALTHY and "after 5 steps" in str(e.value)
+    assert not ctx.store.exists("merged/config.json") and not ctx.store.exists("stages/merge.json")
+
+
+def test_closing_line_names_the_exit_and_the_artifacts(tmp_path, capsys):
+    from grpo_job import cli, logs
+
+    s = settings_for(tmp_path, "--log_format=json")
+    ctx = pipeline.open_run(s)
+    ctx.store.write_text("adapter/adapter_config.json", "{}")
+    ctx.store.write_text("gguf/model-q8_0.gguf", "x")
+    logs.setup("json")
+    cli.closing_line(errors.EXIT_RETRY, s)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["exit_code"] == 75 and line["run_id"] == "life" and "run again" in line["meaning"]
+    assert line["artifacts"] == {"adapter": f"{ctx.store.uri}/adapter", "gguf": [f"{ctx.store.uri}/gguf/model-q8_0.gguf"]}
