@@ -56,10 +56,14 @@ class ModelSettings(_Section):
 
     engine: Literal["auto", "trl", "unsloth"] = "auto"
     """`unsloth`: Unsloth + vLLM in one process (CUDA only). `trl`: transformers + peft + TRL's
-    GRPOTrainer, on CPU or GPU. `auto`: unsloth when a CUDA GPU and the `gpu` extra are present."""
+    GRPOTrainer, on CPU or GPU (vLLM colocated when installed). `auto`: the faster one measured
+    (docs/benchmarks.md): unsloth for a 4-bit base model (`load_in_4bit`) in one process with the
+    `gpu` extra installed, trl otherwise."""
 
-    load_in_4bit: bool = True
-    """Load the base model in 4-bit (bitsandbytes, QLoRA). Ignored on CPU."""
+    load_in_4bit: bool = False
+    """Load the base model in 4-bit (bitsandbytes, QLoRA): about a quarter of the 16-bit weights'
+    memory, for a model that does not fit the card in 16 bits (e.g. a 3B model on a 16 GB card);
+    `engine: auto` then picks unsloth. Ignored on CPU."""
 
     max_seq_length: int = Field(1024, ge=64, le=131072)
     """Longest prompt + completion in tokens (Unsloth's `max_seq_length`, vLLM's max model length)."""

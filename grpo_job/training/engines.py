@@ -34,12 +34,41 @@ def has_cuda_gpu() -> bool:
 
 
 def pick_engine(settings: JobSettings) -> str:
-    """`auto` -> `unsloth` for one process with a CUDA GPU and Unsloth installed, else `trl` (the
-    engine for several processes: Unsloth's fast path is one process on one GPU)."""
+    """`auto` -> `trl` (vLLM colocated) on a GPU with a 16-bit base model: on the H200 it ran a step in
+    about 0.6x of Unsloth's time with a first step minutes sooner (docs/benchmarks.md). `unsloth` only
+    where it wins, a 4-bit base model (`model.load_in_4bit`: QLoRA on a small card) in one process
+    with Unsloth installed; `trl` everywhere else (CPU, several processes)."""
     if settings.model.engine != "auto":
         return settings.model.engine
     single = settings.train.resolved_world_size() == 1
-    return "unsloth" if single and has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+    four_bit = settings.model.load_in_4bit
+    return "unsloth" if four_bit and single and has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+
+
+# vLLM 0.26 + TRL 1.15 colocate crashed in CUDA-graph capture ("an illegal memory access") with
+# max_model_len 384 on Qwen2.5-0.5B (H200, one or two processes) and worked with 1024; the job asks
+# vLLM for at least this many positions. Generation stays bounded by train.max_completion_length, and
+# vLLM hands out KV-cache blocks as sequences grow, so a longer limit costs no memory.
+VLLM_MIN_MODEL_LEN = 1024
+
+
+def model_max_positions(model_path: str) -> int | None:
+    """`max_position_embeddings` from a local model folder's config.json (None when unknown)."""
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return None
+    text = json.loads(cfg.read_text())
+    value = text.get("max_position_embeddings") or (text.get("text_config") or {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def vllm_max_model_len(max_seq_length: int, model_max_positions: int | None) -> int:
+    """vLLM's `max_model_len` for `model.max_seq_length`: at least VLLM_MIN_MODEL_LEN (see there), at
+    most the model's own `max_position_embeddings` (vLLM refuses more), never below the setting."""
+    length = max(max_seq_length, VLLM_MIN_MODEL_LEN)
+    if model_max_positions:
+        length = min(length, max(model_max_positions, max_seq_length))
+    return length
 
 
 def strategy_args(strategy: str) -> dict[str, Any]:
@@ -121,7 +150,9 @@ class TrlEngine:
         args: dict[str, Any] = {"use_cpu": not self.cuda, "bf16": self.bf16}
         d, launch = s.distributed, distributed.current()
         if self.vllm:
-            args.update(use_vllm=True, vllm_mode=d.vllm_mode, vllm_max_model_length=s.model.max_seq_length)
+            # capped at the model's own positions once it is loaded (train.py)
+            args.update(use_vllm=True, vllm_mode=d.vllm_mode,
+                        vllm_max_model_length=vllm_max_model_len(s.model.max_seq_length, None))
             if d.vllm_mode == "colocate":
                 if not launch.multi:
                     # TRL colocate runs vLLM through torch.distributed's external launcher, which needs a
