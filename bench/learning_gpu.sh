@@ -8,10 +8,11 @@ set -uo pipefail
 SECS=${1:?seconds}; shift
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/learn"
 STORE=/tmp/grpo-learn
+GSM8K=${GSM8K:-.gpu/data/gsm8k}
 t0=$(date +%s)
 python3 entrypoint.py run --config examples/gsm8k-qwen-h200.yaml "--store.uri=$STORE" --work_dir=/tmp/grpo-job \
-  "--stop.max_runtime_seconds=$SECS" --data.path=.gpu/data/gsm8k/train.jsonl \
-  --evaluation.data_path=.gpu/data/gsm8k/test.jsonl --log_format=text "$@" >> "$OUT/learn/job.log" 2>&1
+  "--stop.max_runtime_seconds=$SECS" "--data.path=$GSM8K/train.jsonl" \
+  "--evaluation.data_path=$GSM8K/test.jsonl" --log_format=text "$@" >> "$OUT/learn/job.log" 2>&1
 rc=$?
 echo "job exit $rc after $(( $(date +%s) - t0 )) s"
 RUN=$STORE/gsm8k-qwen05-h200
