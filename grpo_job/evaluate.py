@@ -138,15 +138,21 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
                         env=env).returncode
     if rc != 0:
         raise RuntimeError(f"vLLM evaluation process exited {rc} (its log is above)")
-    return [(t, ids) for t, ids in json.loads((io / "out.json").read_text())]
+    out = json.loads((io / "out.json").read_text())
+    log.info("vLLM evaluation: engine ready in %.1f s, %d completions in %.1f s", out["init_s"],
+             len(out["generations"]), out["generate_s"])
+    return [(t, ids) for t, ids in out["generations"]]
 
 
 def _vllm_child(job_path: str, out_path: str) -> None:
     """Child process body: greedy vLLM generation for the prompts in `job_path`, written to `out_path`."""
+    import time
+
     import torch
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
+    t0 = time.monotonic()
     job = json.loads(Path(job_path).read_text())
     free, total = torch.cuda.mem_get_info()
     llm = LLM(model=job["model"], revision=job["revision"], seed=job["seed"], max_model_len=job["max_model_len"],
@@ -159,10 +165,13 @@ def _vllm_child(job_path: str, out_path: str) -> None:
         from vllm.lora.request import LoRARequest
 
         lora = LoRARequest("trained", 1, job["adapter"])
+    t1 = time.monotonic()
     params = SamplingParams(temperature=0.0, max_tokens=job["max_new_tokens"], skip_special_tokens=True)
     outs = llm.generate([{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts],
                         params, lora_request=lora)
-    Path(out_path).write_text(json.dumps([[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]))
+    Path(out_path).write_text(json.dumps({
+        "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
+        "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))
 
 
 def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int) -> dict[str, float]:
