@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +32,13 @@ def has_cuda_gpu() -> bool:
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a one-process torch.distributed group)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def pick_engine(settings: JobSettings) -> str:
@@ -157,8 +165,10 @@ class TrlEngine:
                 if not launch.multi:
                     # TRL colocate runs vLLM through torch.distributed's external launcher, which needs a
                     # process-group environment even for one process (torchrun sets it otherwise).
+                    # A free port, not a fixed one: two one-GPU jobs on one machine collided on 29513
+                    # (EADDRINUSE, H200 x2).
                     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                                 "MASTER_PORT": "29513"}.items():
+                                 "MASTER_PORT": str(free_port())}.items():
                         os.environ.setdefault(k, v)
                 args.update(vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
                             vllm_tensor_parallel_size=d.vllm_tensor_parallel_size,
