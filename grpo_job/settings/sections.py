@@ -21,7 +21,7 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # `builtin:NAME` datasets (generated offline by grpo_job.data).
-BUILTIN_DATASETS = ("arithmetic",)
+BUILTIN_DATASETS = ("arithmetic", "addition")
 
 
 class _Section(BaseModel):
