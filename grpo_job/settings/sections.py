@@ -66,7 +66,8 @@ class ModelSettings(_Section):
     `engine: auto` then picks unsloth. Ignored on CPU."""
 
     max_seq_length: int = Field(1024, ge=64, le=131072)
-    """Longest prompt + completion in tokens (Unsloth's `max_seq_length`, vLLM's max model length)."""
+    """Longest prompt + completion in tokens (Unsloth's `max_seq_length`; the trl engine's vLLM gets
+    at least 1024 as its max model length, see `training.engines.VLLM_MIN_MODEL_LEN`)."""
 
     gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0)
     """Fraction of GPU memory vLLM reserves up front for weights and KV cache. The rest is left for
