@@ -68,7 +68,8 @@ class PeakNvml:
         import pynvml
 
         pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        # NVML counts physical GPUs: the one CUDA_VISIBLE_DEVICES shows this process first
+        h = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]))
         while True:
             self.peak = max(self.peak, pynvml.nvmlDeviceGetMemoryInfo(h).used)
             time.sleep(0.2)

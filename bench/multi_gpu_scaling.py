@@ -24,10 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_point(processes: int, args: argparse.Namespace, extra: list[str]) -> dict:
-    run_id = f"scale-{processes}p-{int(time.time())}"
+def run_point(processes: int, args: argparse.Namespace, extra: list[str], server: bool = False) -> dict:
+    """`server`: one training process next to a `trl vllm-serve` on a GPU of its own (2 GPUs in all)."""
+    run_id = f"scale-{processes}p{'-server' if server else ''}-{int(time.time())}"
     store = Path(args.store)
     per_device = args.global_batch // processes
+    if server:
+        extra = [*extra, "--distributed.vllm_mode=server", "--distributed.vllm_server_gpus=1"]
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "launch", *extra,
            f"--run_id={run_id}", f"--store.uri={store}", f"--train.max_steps={args.steps}",
            f"--train.save_steps={args.steps + 1000}", f"--train.per_device_train_batch_size={per_device}",
@@ -39,7 +42,7 @@ def run_point(processes: int, args: argparse.Namespace, extra: list[str]) -> dic
     if args.cpu:
         cmd.append(f"--distributed.nproc_per_node={processes}")
     else:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes + (1 if server else 0)))
     t0 = time.monotonic()
     rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
     wall = time.monotonic() - t0
@@ -48,7 +51,7 @@ def run_point(processes: int, args: argparse.Namespace, extra: list[str]) -> dic
     steps = [r for r in records if "step_time" in r and r["step"] > args.skip]
     step_s = statistics.median(r["step_time"] for r in steps) if steps else None
     tokens = statistics.median(r["completions/mean_length"] * args.global_batch for r in steps) if steps else None
-    return {"processes": processes, "per_device_train_batch_size": per_device, "rc": rc, "wall_s": round(wall, 1),
+    return {"processes": processes, "vllm": "server" if server else "colocate", "per_device_train_batch_size": per_device, "rc": rc, "wall_s": round(wall, 1),
             "steps_measured": len(steps), "step_s": step_s,
             "completion_tokens_per_s": round(tokens / step_s, 1) if step_s else None, "run_id": run_id}
 
@@ -60,20 +63,24 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--skip", type=int, default=3, help="warm-up steps left out of the medians")
     p.add_argument("--store", default="/tmp/grpo-scaling")
+    p.add_argument("--server", action="store_true",
+                   help="also 1 training process + `trl vllm-serve` on a second GPU (vllm_mode=server)")
     p.add_argument("--cpu", action="store_true", help="gloo on CPU (a check of the script, not a benchmark)")
     p.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "multi_gpu_scaling.json"))
     args, extra = p.parse_known_args()
     extra = [a for a in extra if a != "--"]
     points = [run_point(n, args, extra) for n in args.processes]
+    if args.server:
+        points.append(run_point(1, args, extra, server=True))
     base = next((pt for pt in points if pt["processes"] == min(args.processes) and pt["step_s"]), None)
     for pt in points:
         if base and pt["step_s"]:
             speedup = base["step_s"] / pt["step_s"]
             pt["speedup"] = round(speedup, 3)
             pt["scaling_efficiency"] = round(speedup / (pt["processes"] / base["processes"]), 3)
-    print(f"{'procs':>5} {'batch/dev':>9} {'rc':>3} {'step s':>8} {'tok/s':>9} {'speedup':>8} {'eff':>6} {'wall s':>7}")
+    print(f"{'procs':>5} {'vllm':>8} {'batch/dev':>9} {'rc':>3} {'step s':>8} {'tok/s':>9} {'speedup':>8} {'eff':>6} {'wall s':>7}")
     for pt in points:
-        print(f"{pt['processes']:>5} {pt['per_device_train_batch_size']:>9} {pt['rc']:>3} "
+        print(f"{pt['processes']:>5} {pt['vllm']:>8} {pt['per_device_train_batch_size']:>9} {pt['rc']:>3} "
               f"{pt['step_s'] if pt['step_s'] is not None else '-':>8} {pt['completion_tokens_per_s'] or '-':>9} "
               f"{pt.get('speedup', '-'):>8} {pt.get('scaling_efficiency', '-'):>6} {pt['wall_s']:>7}")
     Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

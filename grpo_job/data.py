@@ -294,9 +294,26 @@ def generate_arithmetic(n: int, seed: int) -> list[Row]:
     return [_arithmetic_problem(rng) for _ in range(n)]
 
 
+# One worked example in the format the rewards check: SmolLM2-135M-Instruct never writes the tags
+# from the system prompt alone (every reward 0), but copies them from an example in some samples.
+_ADDITION_EXAMPLE = "Example:\nWhat is 3 + 4?\n<reasoning>\n3 + 4 = 7\n</reasoning>\n<answer>\n7\n</answer>\n\n"
+
+
+def generate_addition(n: int, seed: int) -> list[Row]:
+    """`What is a + b?` (a, b in 2..20) after one worked example in the reward's format: a task on which
+    a 135M model earns non-zero, varying reward within ~48 tokens (the CPU smoke run's learning signal)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(2, 20), rng.randint(2, 20)
+        rows.append({"question": f"{_ADDITION_EXAMPLE}Now you: What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"})
+    return rows
+
+
 BUILTIN_DATASETS: dict[str, Callable[[str], list[Row]]] = {
     # split -> rows; train and test use different seeds so they do not overlap by construction
     "arithmetic": lambda split: generate_arithmetic(256 if split == "train" else 64, 0 if split == "train" else 1),
+    "addition": lambda split: generate_addition(256 if split == "train" else 64, 0 if split == "train" else 1),
 }
 
 

@@ -6,12 +6,12 @@ Measured per stage: accuracy (the `<answer>` block equals the reference by `grpo
 as `format` scores it), the partial-format score, the share of answers cut off at `max_new_tokens`,
 and the mean completion length in tokens. Results go to `eval/<which>.json` in the run store.
 
-Generation is transformers' `generate`, greedy (deterministic), batched with left padding, on the
-GPU when there is one. vLLM is not used here: these stages run in the same process as the train
-stage, where the unsloth engine builds its own vLLM engine with `gpu_memory_utilization` of the GPU;
-a second engine next to it would take that memory twice, and a plain `vllm.LLM` built in a process
-that imported unsloth was seen to hang. On a 135M-3B model and a few hundred prompts transformers'
-batched greedy decoding takes seconds to a few minutes on one GPU.
+Generation is greedy (deterministic). On a CUDA GPU with vLLM installed it runs through vLLM in a
+child process (`python -m grpo_job.evaluate`): the trained adapter is applied as a vLLM LoRA, and the
+child's exit hands all its GPU memory back before the next stage (a `vllm.LLM` built in the job's own
+process would stay next to the train stage's engine, and one built in a process that imported unsloth
+was seen to hang). vLLM reserves at most 90% of the memory free when it starts, capped at
+`model.gpu_memory_utilization`. Elsewhere it is transformers' `generate`, batched with left padding.
 """
 
 from __future__ import annotations
@@ -104,6 +104,77 @@ def generate(
     return out
 
 
+def use_vllm() -> bool:
+    """Evaluation generates through vLLM: a CUDA GPU and the vllm package are both there."""
+    import importlib.util
+
+    return engines.has_cuda_gpu() and importlib.util.find_spec("vllm") is not None
+
+
+def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], max_new_tokens: int,
+                  adapter: bool) -> list[tuple[str, list[int]]]:
+    """The same (text, token ids up to and including eos) as `generate`, greedy, from vLLM in a child
+    process; the adapter (the store's `adapter/`) is applied as a LoRA. Raises RuntimeError with the
+    child's exit code when it fails (its output is in the job log)."""
+    import subprocess
+    import sys
+
+    job = {"model": models.resolve(s.model, ctx.cache_dir), "revision": s.model.revision, "prompts": prompts,
+           "max_new_tokens": max_new_tokens, "gpu_memory_utilization": s.model.gpu_memory_utilization,
+           "seed": s.train.seed, "adapter": None,
+           # vLLM takes only these LoRA ranks (vllm.config.lora.MaxLoRARanks)
+           "max_lora_rank": min(r for r in (1, 8, 16, 32, 64, 128, 256, 320, 512, s.lora.r) if r >= s.lora.r)}
+    if adapter:
+        local = ctx.work_dir / "eval-adapter"
+        ctx.store.get_dir("adapter", local)
+        job["adapter"] = str(local)
+    job["max_model_len"] = engines.vllm_max_model_len(s.model.max_seq_length, engines.model_max_positions(job["model"]))
+    io = ctx.work_dir / "eval-vllm"
+    io.mkdir(parents=True, exist_ok=True)
+    (io / "job.json").write_text(json.dumps(job))
+    # a fresh process: not the trainer's torch.distributed variables (TRL colocate sets them in this one)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    rc = subprocess.run([sys.executable, "-m", "grpo_job.evaluate", str(io / "job.json"), str(io / "out.json")],
+                        env=env).returncode
+    if rc != 0:
+        raise RuntimeError(f"vLLM evaluation process exited {rc} (its log is above)")
+    out = json.loads((io / "out.json").read_text())
+    log.info("vLLM evaluation: engine ready in %.1f s, %d completions in %.1f s", out["init_s"],
+             len(out["generations"]), out["generate_s"])
+    return [(t, ids) for t, ids in out["generations"]]
+
+
+def _vllm_child(job_path: str, out_path: str) -> None:
+    """Child process body: greedy vLLM generation for the prompts in `job_path`, written to `out_path`."""
+    import time
+
+    import torch
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    t0 = time.monotonic()
+    job = json.loads(Path(job_path).read_text())
+    free, total = torch.cuda.mem_get_info()
+    llm = LLM(model=job["model"], revision=job["revision"], seed=job["seed"], max_model_len=job["max_model_len"],
+              gpu_memory_utilization=min(job["gpu_memory_utilization"], 0.9 * free / total),
+              enable_lora=job["adapter"] is not None, max_lora_rank=job["max_lora_rank"])
+    tok = AutoTokenizer.from_pretrained(job["model"], revision=job["revision"])
+    texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in job["prompts"]]
+    lora = None
+    if job["adapter"]:
+        from vllm.lora.request import LoRARequest
+
+        lora = LoRARequest("trained", 1, job["adapter"])
+    t1 = time.monotonic()
+    params = SamplingParams(temperature=0.0, max_tokens=job["max_new_tokens"], skip_special_tokens=True)
+    outs = llm.generate([{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts],
+                        params, lora_request=lora)
+    Path(out_path).write_text(json.dumps({
+        "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
+        "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))
+
+
 def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int,
           answer_type: AnswerType = "auto") -> dict[str, float]:
     """The evaluation numbers for completions (`lengths` in tokens) and their reference answers;
@@ -143,13 +214,18 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
         log.warning("evaluate %s: no held-out rows to evaluate", which)
         return {"which": which, "n": 0}
     max_new = s.evaluation.max_new_tokens or s.train.max_completion_length
-    model, tok = load_model(s, ctx, adapter=which == "trained")
-    device = str(model.device)
     t0 = time.monotonic()
-    try:
-        gens = generate(model, tok, [r["prompt"] for r in rows], max_new, s.evaluation.batch_size, seed=s.train.seed)
-    finally:
-        free(model)
+    if use_vllm():
+        device = "cuda (vllm)"
+        gens = generate_vllm(s, ctx, [r["prompt"] for r in rows], max_new, adapter=which == "trained")
+    else:
+        model, tok = load_model(s, ctx, adapter=which == "trained")
+        device = str(model.device)
+        try:
+            gens = generate(model, tok, [r["prompt"] for r in rows], max_new, s.evaluation.batch_size,
+                            seed=s.train.seed)
+        finally:
+            free(model)
     seconds = time.monotonic() - t0
     texts, ids = [g[0] for g in gens], [g[1] for g in gens]
     answers = [str(r["answer"]) for r in rows]
@@ -166,3 +242,9 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
              which, len(rows), metrics["accuracy"], metrics["format_rate"], metrics["partial_format"],
              metrics["mean_length"], extra={"evaluation": summary})
     return summary
+
+
+if __name__ == "__main__":  # the vLLM child of `generate_vllm` (vLLM's engine process re-imports __main__)
+    import sys
+
+    _vllm_child(sys.argv[1], sys.argv[2])

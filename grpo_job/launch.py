@@ -142,13 +142,14 @@ def _wait_for_server(proc: subprocess.Popen, url: str, timeout: float, stopped=l
 
 def _start_server(s: JobSettings, gpus: list[str], stopped) -> subprocess.Popen:
     from grpo_job import models
+    from grpo_job.training import engines
 
     d = s.distributed
     model = models.resolve(s.model, s.work_dir / "cache")
     cmd = [shutil.which("trl") or "trl", "vllm-serve", "--model", model, "--tensor-parallel-size", str(len(gpus)),
            "--host", "0.0.0.0", "--port", str(d.vllm_server_port),
            "--gpu-memory-utilization", str(s.model.gpu_memory_utilization),
-           "--max-model-len", str(s.model.max_seq_length)]
+           "--max-model-len", str(engines.vllm_max_model_len(s.model.max_seq_length, engines.model_max_positions(model)))]
     if s.model.revision:
         cmd += ["--revision", s.model.revision]
     log.info("starting the vLLM server on GPU(s) %s: %s", ",".join(gpus), " ".join(cmd))

@@ -63,3 +63,14 @@ def test_csv_and_parquet_sources(tmp_path):
         train, heldout, _ = data.prepare(DataSettings(path=str(tmp_path / name)), tmp_path)
         assert len(train) + len(heldout) == 10
         assert data.peek_columns(tmp_path / name) == ["question", "answer"]
+
+
+def test_builtin_addition_carries_a_worked_example_and_the_sum():
+    rows = data.generate_addition(20, 0)
+    assert rows == data.generate_addition(20, 0)  # reproducible from the seed
+    for r in rows:
+        assert r["question"].count("<answer>") == 1 and r["question"].endswith("?")
+        a, b = (int(x) for x in r["question"].rsplit("What is ", 1)[1].rstrip("?").split(" + "))
+        assert data.gsm8k_answer(r["answer"]) == str(a + b)
+    train, test = data.BUILTIN_DATASETS["addition"]("train"), data.BUILTIN_DATASETS["addition"]("test")
+    assert len(train) == 256 and len(test) == 64 and train[:64] != test

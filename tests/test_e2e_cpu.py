@@ -46,3 +46,15 @@ def test_smoke_run_trains_checkpoints_and_skips_on_rerun(tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     assert "stage train: already done, skipped" in again.stderr
     assert '"loss"' not in again.stderr
+
+
+def test_smoke_settings_give_a_learning_signal(tmp_path):
+    """The shipped smoke run itself (its own rewards and built-in task): the tiny model earns
+    non-zero, varying reward, so GRPO gets non-zero advantages, loss and gradients."""
+    r = run_job(tmp_path, "--train.max_steps=2", "--train.save_steps=2", "--export.merge=false",
+                "--evaluation.enabled=false", "--report.enabled=false", "--health.preflight_samples=0")
+    assert r.returncode == 0, r.stderr[-4000:]
+    records = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    steps = [rec["metrics"] for rec in records if "metrics" in rec and "loss" in rec["metrics"]]
+    assert len(steps) == 2
+    assert any(s["reward_std"] > 0 and s["grad_norm"] > 0 for s in steps), steps

@@ -25,7 +25,7 @@ def clean_env(monkeypatch):
 
 def test_defaults_reproduce_the_recipe():
     s = JobSettings()
-    assert s.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct" and s.model.load_in_4bit
+    assert s.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct" and not s.model.load_in_4bit
     assert s.model.gpu_memory_utilization == 0.6
     assert s.data.path == "openai/gsm8k" and s.data.task == "gsm8k"
     assert s.rewards == {"format": 0.5, "correctness": 2.0}

@@ -25,7 +25,7 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # `builtin:NAME` datasets (generated offline by grpo_job.data).
-BUILTIN_DATASETS = ("arithmetic",)
+BUILTIN_DATASETS = ("arithmetic", "addition")
 # Reward names grpo_job.rewards knows, kept here so validating settings imports no reward code
 # (tests/test_settings.py checks the two agree).
 BUILTIN_REWARDS = (
@@ -84,13 +84,18 @@ class ModelSettings(_Section):
 
     engine: Literal["auto", "trl", "unsloth"] = "auto"
     """`unsloth`: Unsloth + vLLM in one process (CUDA only). `trl`: transformers + peft + TRL's
-    GRPOTrainer, on CPU or GPU. `auto`: unsloth when a CUDA GPU and the `gpu` extra are present."""
+    GRPOTrainer, on CPU or GPU (vLLM colocated when installed). `auto`: the faster one measured
+    (docs/benchmarks.md): unsloth for a 4-bit base model (`load_in_4bit`) in one process with the
+    `gpu` extra installed, trl otherwise."""
 
-    load_in_4bit: bool = True
-    """Load the base model in 4-bit (bitsandbytes, QLoRA). Ignored on CPU."""
+    load_in_4bit: bool = False
+    """Load the base model in 4-bit (bitsandbytes, QLoRA): about a quarter of the 16-bit weights'
+    memory, for a model that does not fit the card in 16 bits (e.g. a 3B model on a 16 GB card);
+    `engine: auto` then picks unsloth. Ignored on CPU."""
 
     max_seq_length: int = Field(1024, ge=64, le=131072)
-    """Longest prompt + completion in tokens (Unsloth's `max_seq_length`, vLLM's max model length)."""
+    """Longest prompt + completion in tokens (Unsloth's `max_seq_length`; the trl engine's vLLM gets
+    at least 1024 as its max model length, see `training.engines.VLLM_MIN_MODEL_LEN`)."""
 
     gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0)
     """Fraction of GPU memory vLLM reserves up front for weights and KV cache. The rest is left for

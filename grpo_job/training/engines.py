@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,13 +34,49 @@ def has_cuda_gpu() -> bool:
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a one-process torch.distributed group)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def pick_engine(settings: JobSettings) -> str:
-    """`auto` -> `unsloth` for one process with a CUDA GPU and Unsloth installed, else `trl` (the
-    engine for several processes: Unsloth's fast path is one process on one GPU)."""
+    """`auto` -> `trl` (vLLM colocated) on a GPU with a 16-bit base model: on the H200 it ran a step in
+    about 0.6x of Unsloth's time with a first step minutes sooner (docs/benchmarks.md). `unsloth` only
+    where it wins, a 4-bit base model (`model.load_in_4bit`: QLoRA on a small card) in one process
+    with Unsloth installed; `trl` everywhere else (CPU, several processes)."""
     if settings.model.engine != "auto":
         return settings.model.engine
     single = settings.train.resolved_world_size() == 1
-    return "unsloth" if single and has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+    four_bit = settings.model.load_in_4bit
+    return "unsloth" if four_bit and single and has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+
+
+# vLLM 0.26 + TRL 1.15 colocate crashed in CUDA-graph capture ("an illegal memory access") with
+# max_model_len 384 on Qwen2.5-0.5B (H200, one or two processes) and worked with 1024; the job asks
+# vLLM for at least this many positions. Generation stays bounded by train.max_completion_length, and
+# vLLM hands out KV-cache blocks as sequences grow, so a longer limit costs no memory.
+VLLM_MIN_MODEL_LEN = 1024
+
+
+def model_max_positions(model_path: str) -> int | None:
+    """`max_position_embeddings` from a local model folder's config.json (None when unknown)."""
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return None
+    text = json.loads(cfg.read_text())
+    value = text.get("max_position_embeddings") or (text.get("text_config") or {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def vllm_max_model_len(max_seq_length: int, model_max_positions: int | None) -> int:
+    """vLLM's `max_model_len` for `model.max_seq_length`: at least VLLM_MIN_MODEL_LEN (see there), at
+    most the model's own `max_position_embeddings` (vLLM refuses more), never below the setting."""
+    length = max(max_seq_length, VLLM_MIN_MODEL_LEN)
+    if model_max_positions:
+        length = min(length, max(model_max_positions, max_seq_length))
+    return length
 
 
 def strategy_args(strategy: str) -> dict[str, Any]:
@@ -121,13 +158,17 @@ class TrlEngine:
         args: dict[str, Any] = {"use_cpu": not self.cuda, "bf16": self.bf16}
         d, launch = s.distributed, distributed.current()
         if self.vllm:
-            args.update(use_vllm=True, vllm_mode=d.vllm_mode, vllm_max_model_length=s.model.max_seq_length)
+            # capped at the model's own positions once it is loaded (train.py)
+            args.update(use_vllm=True, vllm_mode=d.vllm_mode,
+                        vllm_max_model_length=vllm_max_model_len(s.model.max_seq_length, None))
             if d.vllm_mode == "colocate":
                 if not launch.multi:
                     # TRL colocate runs vLLM through torch.distributed's external launcher, which needs a
                     # process-group environment even for one process (torchrun sets it otherwise).
+                    # A free port, not a fixed one: two one-GPU jobs on one machine collided on 29513
+                    # (EADDRINUSE, H200 x2).
                     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                                 "MASTER_PORT": "29513"}.items():
+                                 "MASTER_PORT": str(free_port())}.items():
                         os.environ.setdefault(k, v)
                 args.update(vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
                             vllm_tensor_parallel_size=d.vllm_tensor_parallel_size,

@@ -208,6 +208,9 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     with args.main_process_first(local=True, desc="model cache"):  # one writer per node's disk
         model_path = models.resolve(s.model, ctx.cache_dir)
     model, tok, peft_config = engine.load(model_path, s)
+    if getattr(args, "use_vllm", False) and engine_name == "trl":
+        args.vllm_max_model_length = engines.vllm_max_model_len(
+            s.model.max_seq_length, engines.model_max_positions(model_path))
 
     rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), tok, s.train.max_prompt_length)
     if not rows:
