@@ -65,7 +65,9 @@ def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
             from grpo_job.store.s3 import object_size
 
             object_size(settings.data.path)
-        if inspect_data and model_source is not None and (file is not None or settings.data.path.startswith("builtin:")):
+        # the data is inspected with the rewards built: only when the environment checks (which build them) passed
+        if (inspect_data and model_source is not None and not problems
+                and (file is not None or settings.data.path.startswith("builtin:"))):
             data_report = _inspect_data(settings)
     except SettingsError as e:
         problems.append(str(e))
@@ -112,7 +114,7 @@ def _inspect_data(settings: JobSettings) -> dict:
 
     cache = settings.work_dir / "cache"
     train, heldout, summary = data.prepare(settings.data, cache)
-    health.check_reward_columns(list(settings.rewards), summary["columns"])
+    health.check_reward_columns(rewards.build_all(settings.rewards, settings.data.answer_type), summary["columns"])
     summary.update(data.check_references(train, settings.data))
     template = chat.for_check(settings.model, cache)
     if template is None:

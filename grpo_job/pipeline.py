@@ -66,12 +66,12 @@ def marker_key(name: str) -> str:
 def prepare_data(ctx: RunContext) -> dict[str, Any]:
     """Load and map the data, then check it against the model's tokenizer and the rewards before any
     model is loaded: chat template, prompt lengths, the columns each reward asks for."""
-    from grpo_job import chat
+    from grpo_job import chat, rewards
     from grpo_job.training import health
 
     s = ctx.settings
     train, heldout, summary = data_mod.prepare(s.data, ctx.cache_dir)
-    health.check_reward_columns(list(s.rewards), summary["columns"])
+    health.check_reward_columns(rewards.build_all(s.rewards, s.data.answer_type), summary["columns"])
     summary.update(data_mod.check_references(train, s.data))
     summary.update(data_mod.check_prompts(train, chat.for_run(s.model, ctx.cache_dir), s.data, s.train.max_prompt_length))
     ctx.store.write_text("data/train.jsonl", data_mod.to_jsonl(train))

@@ -255,6 +255,7 @@ def test_a_column_reaches_the_reward_in_real_training_and_zero_prompts_never_tra
     common = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", f"--data.path={f}",
               "--data.max_samples=8", "--evaluation.enabled=false", "--report.enabled=false", "--export.merge=false",
               "--health.preflight_samples=0", "--train.max_steps=1", "--train.save_steps=1",
+              "--train.per_device_train_batch_size=4",  # one prompt's group per step: one difficulty per call
               '--rewards={"tests.reward_fixtures:by_difficulty": 1.0, "partial_format": 0.5}']
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TEST_REWARD_LOG": str(log)}
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(SMOKE), "--log_format=json"]

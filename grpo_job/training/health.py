@@ -271,15 +271,18 @@ def oom_message(exc: BaseException) -> str | None:
 
 
 # ---------------------------------------------------------------- the columns the rewards ask for
-def check_reward_columns(reward_names: list[str], columns: list[str]) -> None:
+def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[str]) -> None:
     """Every keyword a reward requires (a parameter without a default, other than TRL's own arguments) is a
-    column of the prepared rows. Raises SettingsError naming the reward, the column and the columns there are."""
+    column of the prepared rows. `rewards`: the built rewards by name (`rewards.build_all`: a factory's
+    product, a function with its entry's arguments bound), or names to resolve. Raises SettingsError
+    naming the reward, the column and the columns there are."""
     import inspect
 
     trl_args = set(data.TRL_REWARD_ARGS) | {"prompts"}
-    for name in reward_names:
+    built = rewards if isinstance(rewards, Mapping) else {name: R.resolve(name) for name in rewards}
+    for name, func in built.items():
         try:
-            params = inspect.signature(R.resolve(name)).parameters.values()
+            params = inspect.signature(func).parameters.values()
         except (TypeError, ValueError):  # a builtin or C callable without a signature: the preflight calls it
             continue
         needed = [p.name for p in params if p.default is inspect.Parameter.empty
