@@ -283,3 +283,18 @@ def test_builtin_reward_names_match_the_registry():
     from grpo_job.settings.sections import BUILTIN_REWARDS
 
     assert set(BUILTIN_REWARDS) == set(rewards.REGISTRY) | set(rewards.TRL_REWARDS) | set(rewards.ALIASES)
+
+
+def test_every_grpo_variable_the_code_reads_is_a_setting_or_reserved():
+    """A GRPO_* variable read by the job, the launcher, a test or a bench (and passed on to the job in its
+    environment) must not be taken for a misspelt setting."""
+    import re
+
+    from grpo_job.settings.loading import RESERVED_ENV, unknown_env_names
+
+    read = set()
+    for folder in ("grpo_job", "tests", "bench"):
+        for f in (ROOT / folder).rglob("*.py"):
+            read |= set(re.findall(r"environ(?:\.get\(|\[)\s*[\"'](GRPO_[A-Z0-9_]+)", f.read_text()))
+    assert read, "the scan found no reads at all"
+    assert unknown_env_names({name: "x" for name in read}) == [], read - RESERVED_ENV
