@@ -14,6 +14,8 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grpo_job.settings.sections import is_local_data_path
+
 if TYPE_CHECKING:
     from grpo_job.settings.loading import JobSettings
 
@@ -23,19 +25,11 @@ def problems(s: JobSettings) -> list[str]:
     return [*_local_files(s), *_rewards(s), *_packages(s), *_grpo_config_extra(s)]
 
 
-def _is_local(path: str) -> bool:
-    from grpo_job.settings.sections import _DATA_FILE_SUFFIXES
-
-    return not path.startswith(("s3://", "builtin:")) and (
-        path.lower().endswith(_DATA_FILE_SUFFIXES) or path.startswith(("/", "./", "../", "file://"))
-    )
-
-
 def _local_files(s: JobSettings) -> list[str]:
     out = []
     for where, env, path in (("data.path", "GRPO_DATA__PATH", s.data.path),
                              ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH", s.evaluation.data_path)):
-        if path and _is_local(path) and not Path(path.removeprefix("file://")).is_file():
+        if path and is_local_data_path(path) and not Path(path.removeprefix("file://")).is_file():
             out.append(f"{where} [{env}]: local data file {path!r} does not exist on this machine (mount it, or "
                        "point the setting at an existing file, an s3:// object or a Hub dataset)")
     return out

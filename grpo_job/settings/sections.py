@@ -57,6 +57,12 @@ class RewardEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
+def is_local_data_path(path: str) -> bool:
+    """`data.path` / `evaluation.data_path` names a file on the machine (by its form, not its existence)."""
+    return not path.startswith(("s3://", "builtin:")) and (
+        path.lower().endswith(_DATA_FILE_SUFFIXES) or path.startswith(("/", "./", "../", "file://")))
+
+
 def check_s3_uri(uri: str) -> str:
     """Reject `s3://`, `s3:///x` and bucket names S3 would refuse, naming the rule broken."""
     rest = uri[len("s3://") :]
@@ -210,7 +216,7 @@ class DataSettings(_Section):
             if v.split(":", 1)[1] not in BUILTIN_DATASETS:
                 raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")
             return v
-        if v.lower().endswith(_DATA_FILE_SUFFIXES) or v.startswith(("/", "./", "../", "file://")):
+        if is_local_data_path(v):
             return v  # a local file: whether it exists is checked where the job runs (settings.environment)
         if not re.match(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$", v):
             raise ValueError(
