@@ -109,19 +109,10 @@ def _inspect_data(settings: JobSettings) -> dict:
     """The prepare_data checks on a local or built-in dataset, with the tokenizer files on this machine (no
     download, no torch): the mapping, row counts, the columns each reward needs, the chat template, prompt
     lengths (not counted for a GGUF model until its first run has dequantized it)."""
-    from grpo_job import chat, data
-    from grpo_job.training import health
+    from grpo_job import chat, pipeline
 
     cache = settings.work_dir / "cache"
-    train, heldout, summary = data.prepare(settings.data, cache)
-    health.check_reward_columns(rewards.build_all(settings.rewards, settings.data.answer_type), summary["columns"])
-    summary.update(data.check_references(train, settings.data))
-    template = chat.for_check(settings.model, cache)
-    if template is None:
-        summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
-    else:
-        summary.update(data.check_prompts(train, template, settings.data, settings.train.max_prompt_length))
-    return summary
+    return pipeline.load_and_check_data(settings, cache, lambda: chat.for_check(settings.model, cache))[2]
 
 
 def _artifact_problems(settings: JobSettings) -> list[str]:

@@ -63,17 +63,30 @@ def marker_key(name: str) -> str:
 
 
 # ---------------------------------------------------------------- stage bodies kept here (small)
-def prepare_data(ctx: RunContext) -> dict[str, Any]:
-    """Load and map the data, then check it against the model's tokenizer and the rewards before any
-    model is loaded: chat template, prompt lengths, the columns each reward asks for."""
-    from grpo_job import chat, rewards
+def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], Any]) -> tuple[list, list, dict]:
+    """Load and map the data, then check it before any model is loaded: the columns each reward asks for,
+    the reference answers, and (when `template()` gives the model's chat template, else None) prompt
+    rendering and lengths. (train rows, held-out rows, summary); raises SettingsError."""
+    from grpo_job import rewards
     from grpo_job.training import health
 
-    s = ctx.settings
-    train, heldout, summary = data_mod.prepare(s.data, ctx.cache_dir)
+    train, heldout, summary = data_mod.prepare(s.data, cache_dir)
     health.check_reward_columns(rewards.build_all(s.rewards, s.data.answer_type), summary["columns"])
     summary.update(data_mod.check_references(train, s.data))
-    summary.update(data_mod.check_prompts(train, chat.for_run(s.model, ctx.cache_dir), s.data, s.train.max_prompt_length))
+    chat_template = template()
+    if chat_template is None:
+        summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
+    else:
+        summary.update(data_mod.check_prompts(train, chat_template, s.data, s.train.max_prompt_length))
+    return train, heldout, summary
+
+
+def prepare_data(ctx: RunContext) -> dict[str, Any]:
+    """Stage body: the checked data (load_and_check_data, with the model's tokenizer) into the store."""
+    from grpo_job import chat
+
+    s = ctx.settings
+    train, heldout, summary = load_and_check_data(s, ctx.cache_dir, lambda: chat.for_run(s.model, ctx.cache_dir))
     ctx.store.write_text("data/train.jsonl", data_mod.to_jsonl(train))
     ctx.store.write_text("data/eval.jsonl", data_mod.to_jsonl(heldout))
     return summary
