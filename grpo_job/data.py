@@ -368,10 +368,15 @@ def peek_columns(path: Path) -> list[str]:
         if suffix == ".jsonl":
             with path.open() as f:
                 first = next((line for line in f if line.strip()), None)
-            return list(json.loads(first)) if first else []
+            if first is None:
+                raise SettingsError(f"data file {str(path)!r} has no rows; point GRPO_DATA__PATH at a file with data")
+            return list(json.loads(first))
         if suffix == ".csv":
             with path.open(newline="") as f:
-                return next(csv.reader(f), [])
+                header = next(csv.reader(f), None)
+            if not header:
+                raise SettingsError(f"data file {str(path)!r} has no rows; point GRPO_DATA__PATH at a file with data")
+            return header
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 

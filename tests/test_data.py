@@ -74,3 +74,12 @@ def test_builtin_addition_carries_a_worked_example_and_the_sum():
         assert data.gsm8k_answer(r["answer"]) == str(a + b)
     train, test = data.BUILTIN_DATASETS["addition"]("train"), data.BUILTIN_DATASETS["addition"]("test")
     assert len(train) == 256 and len(test) == 64 and train[:64] != test
+
+
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("empty.csv", "")])
+def test_check_says_an_empty_file_is_empty(tmp_path, name, text):
+    """Found by a new user: an empty file was reported as missing columns, pointing at the column settings."""
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(SettingsError, match="has no rows; point GRPO_DATA__PATH"):
+        data.peek_columns(f)
