@@ -298,3 +298,10 @@ def test_every_grpo_variable_the_code_reads_is_a_setting_or_reserved():
             read |= set(re.findall(r"environ(?:\.get\(|\[)\s*[\"'](GRPO_[A-Z0-9_]+)", f.read_text()))
     assert read, "the scan found no reads at all"
     assert unknown_env_names({name: "x" for name in read}) == [], read - RESERVED_ENV
+
+
+def test_extra_values_checked_against_grpo_config_annotations():
+    """Found by a new user: GRPO_TRAIN__EXTRA__TOP_P=abc passed `check` and would only fail inside vLLM."""
+    s = load_settings(overrides=['--train.extra={"top_p": "abc", "num_iterations": 2, "epsilon_high": null}'])
+    found = environment.problems(s)
+    assert len(found) == 1 and "top_p='abc' does not fit GRPOConfig's top_p (float)" in found[0], found

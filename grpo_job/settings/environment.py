@@ -62,11 +62,15 @@ def _packages(s: JobSettings) -> list[str]:
     return out
 
 
-def grpo_config_fields() -> set[str]:
-    """The argument names of the installed TRL's GRPOConfig."""
+def _grpo_config() -> type:
     from trl import GRPOConfig
 
-    return {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    return GRPOConfig
+
+
+def grpo_config_fields() -> set[str]:
+    """The argument names of the installed TRL's GRPOConfig."""
+    return {f.name for f in dataclasses.fields(_grpo_config()) if f.init}
 
 
 def _grpo_config_extra(s: JobSettings) -> list[str]:
@@ -84,4 +88,23 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name!r} is not a GRPOConfig argument of the installed "
                        f"TRL {trl.__version__}{hint}")
+    # the values against GRPOConfig's own annotations (a dataclass does not check them; vLLM would, mid-run)
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = typing.get_type_hints(_grpo_config())
+    for name, value in s.train.extra.items():
+        if name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name]).validate_python(value)
+        except ValidationError as e:
+            why = e.errors(include_url=False)[0]["msg"]
+            out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name}={value!r} does not fit GRPOConfig's {name} "
+                       f"({_type_name(hints[name])}): {why}")
     return out
+
+
+def _type_name(tp: object) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
