@@ -11,7 +11,6 @@ longer than `train.max_prompt_length`, before any model is loaded.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,10 +135,8 @@ def for_run(ms: ModelSettings, cache_dir: Path) -> ChatTemplate:
     from grpo_job import models
     from grpo_job.training import engines
 
-    if ms.gguf_file and not engines.has_cuda_gpu():
-        # dequantizing imports torch, and Triton with it: as in the train stage, Triton must read this at its
-        # first import, or TRL's log-prob kernels fail on the CPU later in this process
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    if ms.gguf_file:
+        engines.use_triton_interpreter_without_gpu()  # dequantizing imports torch, and Triton with it
     path = models.resolve(ms, cache_dir)
     if Path(path).is_dir():
         return from_folder(Path(path))

@@ -27,7 +27,7 @@ from pathlib import Path
 from grpo_job import errors, rewards
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
-from grpo_job.training.engines import has_cuda_gpu, pick_engine
+from grpo_job.training.engines import has_cuda_gpu, pick_engine, use_triton_interpreter_without_gpu
 
 log = logging.getLogger("job")
 
@@ -238,6 +238,8 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         return errors.EXIT_INVALID
     from grpo_job import logs
 
+    # before anything imports torch (the checks below import TRL's GRPOConfig for `train.extra`)
+    use_triton_interpreter_without_gpu()
     fmt = logs.setup(settings.log_format)
     if fmt == "json" and args.command == "run":
         logs.route_streams()  # one JSON object per line, library prints and warnings included

@@ -40,9 +40,7 @@ SAMPLES_KEPT = 20  # completions kept in eval/<which>.json for reading
 def load_model(s: JobSettings, ctx: RunContext, adapter: bool) -> tuple[Any, Any]:
     """(model in eval mode on the best device, tokenizer). With `adapter`, the LoRA from the store's
     `adapter/` is merged into the base weights (faster generation, same outputs)."""
-    if not engines.has_cuda_gpu():
-        # as in the train stage: Triton (imported with transformers/peft) reads this once, at import
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    engines.use_triton_interpreter_without_gpu()
     if engines.pick_engine(s) == "unsloth":
         import unsloth  # noqa: F401  (first: it patches transformers, and the train stage relies on that)
     import torch

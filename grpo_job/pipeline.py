@@ -28,6 +28,7 @@ from grpo_job import distributed, resume, stopping
 from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly
 from grpo_job.settings import JobSettings
 from grpo_job.store import RunStore, checkpoints, open_store
+from grpo_job.training import engines
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ def run(settings: JobSettings, only: list[Stage] | None = None,
     In a multi-process launch the main process runs every stage and writes every marker; the others
     wait for the main's markers up to the first `every_process` stage, run those stages with it, and
     return after the last one (see grpo_job/distributed.py)."""
+    engines.use_triton_interpreter_without_gpu()
     launch = distributed.current()
     ctx = open_run(settings)
     ctx.store.check_reachable()

@@ -1,6 +1,10 @@
 """Engine choice and the vLLM settings the job derives (no GPU needed: pure functions of the settings)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +48,36 @@ def test_the_default_base_model_is_16_bit():
 def test_explicit_engine_is_kept():
     assert engines.pick_engine(load_settings(overrides=["--model.engine=unsloth"])) == "unsloth"
     assert engines.pick_engine(load_settings(overrides=["--model.engine=trl"])) == "trl"
+
+
+_CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | _CPU_ENV
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_trl_cpu_kernels_run_after_the_checks_imported_trl():
+    """`check` on `train.extra` imports TRL's GRPOConfig, which imports torch and Triton; TRL's log-prob
+    kernel must still run on the CPU in that process (CI once failed here: Triton's library functions were
+    built for a GPU because the interpreter flag came after Triton's first import)."""
+    smoke = Path(__file__).resolve().parents[1] / "examples" / "smoke.yaml"
+    code = (
+        "from grpo_job import cli\n"
+        f"assert cli.main(['check', '--config', {str(smoke)!r}, '--train.extra={{\"top_p\": 0.9}}']) == 0\n"
+        "import sys; assert 'triton' in sys.modules  # the check imported it\n"
+        "import torch\n"
+        "from trl.kernels import ChunkedLogProbFunction as F\n"
+        "h, w, t = torch.randn(3, 8), torch.randn(50, 8), torch.tensor([1, 2, 3])\n"
+        "logps = F.apply(h, w, None, t, 1.0, 1024)[0]\n"
+        "assert torch.allclose(logps, torch.log_softmax(h @ w.T, -1).gather(1, t[:, None])[:, 0], atol=1e-4)\n"
+    )
+    done = _python(code)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_triton_imported_before_the_flag_is_a_clear_error():
+    done = _python("import triton\nfrom grpo_job.training import engines\nengines.use_triton_interpreter_without_gpu()")
+    assert done.returncode != 0
+    assert "Triton was imported before TRITON_INTERPRET=1" in done.stderr

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +33,26 @@ def has_cuda_gpu() -> bool:
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
+def use_triton_interpreter_without_gpu() -> None:
+    """On a machine with no CUDA GPU, make Triton run kernels in its interpreter (TRITON_INTERPRET=1).
+
+    TRL computes log-probs with Triton kernels. Triton reads the flag when `triton` is first
+    imported: its own library functions (`tl.max`, `tl.sigmoid`...) are built then, for the
+    interpreter or for a GPU. torch imports Triton as a side effect (e.g. `torch._dynamo`, pulled in
+    by `from trl import GRPOConfig`), so this runs at process start, before any ML import.
+
+    Raises RuntimeError when Triton was imported before the flag was set: TRL's kernels would fail
+    later with "Cannot call @triton.jit'd outside of the scope of a kernel"."""
+    if has_cuda_gpu() or os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    if "triton" in sys.modules:
+        raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set on this machine without a "
+                           "GPU, so TRL's log-prob kernels cannot run here; call "
+                           "use_triton_interpreter_without_gpu() before importing torch, or set "
+                           "TRITON_INTERPRET=1 in the environment")
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def free_port() -> int:

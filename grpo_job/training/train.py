@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -186,9 +185,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
 def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     s = ctx.settings
     launch = distributed.current()
-    if not engines.has_cuda_gpu():
-        # TRL computes log-probs with Triton kernels; on a CPU they run in Triton's interpreter.
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    engines.use_triton_interpreter_without_gpu()
     engine_name = engines.pick_engine(s)
     log.info("engine: %s (setting %s)%s", engine_name, s.model.engine, f"; {launch}" if launch.multi else "")
     engine = engines.get(engine_name)  # the unsloth engine imports unsloth here, before trl
