@@ -18,8 +18,11 @@ import functools
 import importlib
 import inspect
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import pydantic
 
 from grpo_job import answers
 
@@ -163,7 +166,7 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
         except TypeError as e:
             raise TypeError(f"reward {name!r} ({func.__name__}) needs its arguments in the entry: {e}; "
                             f"its signature is {func.__name__}{signature}") from None
-        return func(**kwargs)
+        return func(**_typed(name, func, kwargs))
     params = _parameters(func)
     if params is not None and "answer_type" in params and "answer_type" not in kwargs:
         kwargs["answer_type"] = answer_type
@@ -176,7 +179,39 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
         if unknown:
             raise TypeError(f"reward {name!r} takes no argument(s) {unknown}; its signature is "
                             f"{getattr(func, '__name__', name)}{inspect.signature(func)}")
-    return functools.partial(func, **kwargs)
+    return functools.partial(func, **_typed(name, func, kwargs))
+
+
+def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` checked against the parameters' annotations and converted by pydantic (lax: `"512"` ->
+    512, as an environment variable gives it). A parameter without an annotation but with a number or
+    bool default converts a string value to that kind; any other value passes as it is.
+    Raises TypeError naming the reward, the argument, the type it takes and the value given."""
+    target = func if inspect.isroutine(func) or isinstance(func, type) else type(func).__call__
+    try:
+        hints = typing.get_type_hints(target)
+    except (NameError, TypeError):  # annotations naming what cannot be imported here: the defaults still help
+        hints = {}
+    params = _parameters(func) or {}
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        wanted = hints.get(key)
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if wanted is None and isinstance(value, str) and isinstance(default, (bool, int, float)):
+            wanted = {bool: bool, int: int | float, float: float}[type(default)]
+        if wanted is None:
+            continue
+        try:
+            adapter = pydantic.TypeAdapter(wanted)
+        except pydantic.PydanticUserError:  # a type pydantic cannot check (an arbitrary class): pass it on
+            continue
+        try:
+            out[key] = adapter.validate_python(value)
+        except pydantic.ValidationError as e:
+            kind = wanted.__name__ if isinstance(wanted, type) else str(wanted).replace("typing.", "")
+            raise TypeError(f"reward {name!r}: argument {key}={value!r} does not fit its type {kind} "
+                            f"({e.errors()[0]['msg']}); set rewards.{name}.{key} to a value of that type") from None
+    return out
 
 
 def _parameters(func: Any) -> Mapping[str, inspect.Parameter] | None:

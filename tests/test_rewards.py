@@ -2,6 +2,7 @@
 (parameterised, TRL's own by name, callable objects) and the names TRL logs them under."""
 
 import functools
+import os
 
 import pytest
 from test_answers import TABLE
@@ -185,6 +186,19 @@ def test_settings_entry_form_and_plain_weights():
     assert built["correctness"].keywords == {"answer_type": "math"}
 
 
+def test_a_bad_reward_value_is_one_problem_at_its_own_path(monkeypatch):
+    """Not two, under pydantic's union branch names (`GRPO_REWARDS__FORMAT__FLOAT`, `...__REWARDENTRY`)."""
+    from grpo_job.settings import load_settings
+
+    monkeypatch.setenv("GRPO_REWARDS__FORMAT", "abc")
+    for value in (None, '{"format": {"weight": "heavy"}}'):
+        with pytest.raises(SettingsError) as e:
+            load_settings(None, [f"--rewards={value}"] if value else [])
+        text = str(e.value)
+        assert "(1 problem)" in text and "[GRPO_REWARDS__FORMAT]" in text, text
+        assert "FLOAT" not in text and "REWARDENTRY" not in text and "{weight: 1.0" in text
+
+
 @pytest.mark.parametrize(
     "entry, message",
     [
@@ -205,6 +219,10 @@ def test_settings_entry_errors_are_early_and_name_the_fix(entry, message):
         ('{"soft_overlong": {"weight": 1.0}}', "needs its arguments"),
         ('{"soft_overlong": {"weight": 1.0, "max_completion_len": 64, "soft_punish_cache": 16, "x": 1}}', "'x'"),
         ('{"correctness": {"weight": 1.0, "answer_typ": "exact"}}', "answer_typ"),
+        ('{"soft_overlong": {"max_completion_len": "abc", "soft_punish_cache": 16}}',
+         "max_completion_len='abc' does not fit its type int"),
+        ('{"correctness": {"answer_type": "exactly"}}', "answer_type='exactly'"),
+        ('{"tests.reward_fixtures:weighted_length": {"scale": "big"}}', "scale='big' does not fit its type float"),
     ],
 )
 def test_reward_arguments_are_checked_where_the_job_runs(entry, message):
@@ -251,3 +269,20 @@ def test_trl_trains_with_every_reward_form(tmp_path):
     assert len(preflight) >= len(forms) and any("scored" in m for m in preflight)
     result = json.loads((tmp_path / "runs" / "smoke" / "stages" / "reward_preflight.json").read_text())
     assert set(forms) <= set(result["rewards"])
+
+
+def test_reward_arguments_from_env_vars_arrive_as_their_types(monkeypatch):
+    """Arguments set one by one from environment variables (a Kubernetes Job) reach TRL's factory and a
+    user function as the numbers their signatures name."""
+    from grpo_job.settings import load_settings
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_DATA__PATH", "builtin:arithmetic")
+    monkeypatch.setenv("GRPO_REWARDS__SOFT_OVERLONG__MAX_COMPLETION_LEN", "100")
+    monkeypatch.setenv("GRPO_REWARDS__SOFT_OVERLONG__SOFT_PUNISH_CACHE", "20")
+    monkeypatch.setenv("GRPO_REWARDS__TESTS.REWARD_FIXTURES:WEIGHTED_LENGTH__SCALE", "2.5")
+    s = load_settings(None, [])
+    built = rewards.build_all(s.rewards)
+    assert built["soft_overlong"](completion_ids=[[1] * 50, [1] * 90]) == [0.0, -0.5]
+    assert built["tests.reward_fixtures:weighted_length"].keywords == {"scale": 2.5}

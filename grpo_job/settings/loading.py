@@ -45,6 +45,7 @@ from grpo_job.settings.sections import (
     ModelSettings,
     ReportSettings,
     RewardEntry,
+    RewardValue,
     StopSettings,
     StoreSettings,
     TrainSettings,
@@ -121,7 +122,7 @@ class JobSettings(BaseSettings):
     model: ModelSettings = ModelSettings()
     lora: LoraSettings = LoraSettings()
     data: DataSettings = DataSettings()
-    rewards: dict[str, float | RewardEntry] = Field(
+    rewards: dict[str, RewardValue] = Field(
         default_factory=lambda: {"format": 0.5, "correctness": 2.0}, min_length=1)
     """Reward functions and their weights (TRL `reward_weights`): a built-in name (see
     `grpo_job.rewards.REGISTRY`), a TRL reward (`grpo_job.rewards.TRL_REWARDS`, e.g.

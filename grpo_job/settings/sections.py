@@ -11,11 +11,13 @@ arguments they feed (GRPOConfig, LoraConfig, `datasets.load_dataset`, Unsloth's 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WrapValidator, field_validator
+from pydantic_core import PydanticCustomError
 
 DEFAULT_SYSTEM_PROMPT = (
     "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
@@ -55,6 +57,33 @@ class RewardEntry(BaseModel):
     def kwargs(self) -> dict[str, Any]:
         """The reward's keyword arguments: every key but `weight`."""
         return dict(self.model_extra or {})
+
+
+_WEIGHT = TypeAdapter(float)
+_ENTRY_EXAMPLE = "{weight: 1.0, <argument>: <value>, ...}"
+
+
+def _weight_or_entry(value: Any, handler: Any) -> float | RewardEntry:
+    """A `rewards` value is a number (the weight) or an entry mapping. A plain union would report a bad
+    value twice, under pydantic's branch names (`rewards.format.float`, `rewards.format.RewardEntry`):
+    this reports it once, at the reward's own path, with the two forms it can take."""
+    if isinstance(value, (RewardEntry, Mapping)):
+        try:
+            return RewardEntry.model_validate(value)
+        except ValidationError as e:
+            detail = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise PydanticCustomError("reward_entry", "{detail} (an entry is {example})",
+                                      {"detail": detail, "example": _ENTRY_EXAMPLE}) from None
+    try:
+        return _WEIGHT.validate_python(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "reward_weight", "a reward's value is its weight (a number) or an entry {example} with the "
+            "reward's arguments", {"example": _ENTRY_EXAMPLE}) from None
+
+
+RewardValue = Annotated[float | RewardEntry, WrapValidator(_weight_or_entry)]
+"""One `rewards` value: its weight, or a RewardEntry."""
 
 
 def is_local_data_path(path: str) -> bool:
