@@ -8,8 +8,10 @@ LaTeX (`\\frac{7}{2}`, `\\boxed{18}`, `2^{10}`), fractions, percentages, units, 
 with sympy deciding equality. Before it, a number-only fast path compares plain numbers exactly as
 fractions (`72`, `72.0`, `$1,000`, `-3`, `1.5e3`, `12 apples`, `12 (3 x 4)`) where math-verify
 alone would round to 6 places or read `1.5e3` as 1.5; a list of plain numbers (`1,2,3`,
-`3 or 4`) is a set, never equal to one number (a hedged answer earns nothing). Non-math answers
-(`yes`, `Paris`) are compared as strings with case and whitespace normalised.
+`3 or 4`) is a set, never equal to one number (a hedged answer earns nothing). A bare pair, tuple,
+interval or list (`(1, 2)`, `[0,1]`) is read as LaTeX, so its structure counts and its spacing does
+not. Non-math answers (`yes`, `Paris`) are compared as strings with case, whitespace, LaTeX wrapping
+(`\\text{}`, `$...$`, `\\boxed{}`) and a final full stop normalised.
 
 math-verify can be slow on adversarial input. On the main thread (where TRL calls synchronous
 rewards and the evaluation runs) its own signal-based timeout applies. Off the main thread (an
@@ -57,6 +59,11 @@ _LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|;|\bor\b|\band\b)\s*{_LIST_ITEM})+
 _LATEX_DELIMS = ("$", "\\(", "\\[")
 _WORD = re.compile(r"[^\W\d_]{3,}")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+# A pair, tuple, interval or list written bare, `(1, 2)`: math-verify's LaTeX reading gets its structure,
+# its plain-expression reading would take the last number alone (`(1, 2)` would equal `2`).
+_BRACKETED = re.compile(r"^[(\[].*[)\]]$", re.DOTALL)
+# What wraps a word answer without being part of it: `$...$`, `\(...\)`, `\[...\]`, `\boxed{...}`.
+_WRAPPED = re.compile(r"^(?:\$\$?([^$]+)\$\$?|\\\((.+)\\\)|\\\[(.+)\\\]|\\boxed\{(.+)\})$", re.DOTALL)
 # 1e99999: a number no answer means, and one that would take sympy minutes to build
 _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
 
@@ -152,15 +159,20 @@ def _parse_math(text: str) -> Any | None:
     number = _number_only(text)
     if number is not None:
         return number
-    if not text.startswith(_LATEX_DELIMS) and any(c in text for c in "\\^{"):
+    if not text.startswith(_LATEX_DELIMS) and (any(c in text for c in "\\^{") or _BRACKETED.match(text)):
         text = f"${text.replace('$', '')}$"  # bare LaTeX in an answer block: math-verify wants delimiters
     parsed = [p for p in _mv_parse(text) if not isinstance(p, str)]
     return parsed[0] if parsed else None
 
 
 def _exact(text: str) -> str:
-    """Case and whitespace normalised: `  Yes ` -> `yes`."""
-    return " ".join(text.split()).casefold()
+    """Case, whitespace, LaTeX wrapping and a final full stop normalised: `  Yes `, `\\text{Yes}`,
+    `$\\boxed{yes}$` and `Yes.` -> `yes`."""
+    text = _clean(text)
+    while m := _WRAPPED.match(text):
+        text = next(g for g in m.groups() if g is not None).strip()
+    text = " ".join(text.split()).casefold()
+    return text[:-1].rstrip() if text.endswith(".") and len(text) > 1 else text
 
 
 def _looks_like_words(text: str) -> bool:

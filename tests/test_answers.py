@@ -88,6 +88,24 @@ TABLE = [
     ("A", "A", True),
     ("B", "A", False),
     ("x^2+1", "1+x^2", True),
+    # pairs, tuples, intervals and lists written bare: their structure counts, spacing does not
+    ("(1, 2)", "(1,2)", True),
+    ("(1,2)", "(1, 2)", True),
+    ("(2, 1)", "(1, 2)", False),
+    ("(1, 2)", "2", False),  # a pair is not its last number
+    ("[1, 2]", "[1,2]", True),
+    ("(1, 2)", "[1, 2]", False),  # open and closed intervals differ
+    ("(1, 2, 3)", "(1,2,3)", True),
+    (r"(\frac{1}{2}, 3)", "(0.5, 3)", True),
+    ("(5)", "5", True),
+    # word answers in LaTeX wrapping or with a full stop
+    (r"\text{yes}", "yes", True),
+    ("yes", r"\text{yes}", True),
+    (r"$\text{Yes}$", "yes", True),
+    (r"\boxed{yes}", "yes", True),
+    (r"\boxed{\text{no}}", "yes", False),
+    ("Yes.", "yes", True),
+    (r"\(\text{Paris}\)", "paris", True),
 ]
 
 
