@@ -24,6 +24,7 @@ from typing import Any
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings
+from grpo_job.settings.sections import is_data_file
 
 log = logging.getLogger(__name__)
 
@@ -410,17 +411,38 @@ def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[R
         return gen("train"), gen("test"), settings.path
     file = local_data_file(settings, cache_dir)
     if file is not None:
-        rows = read_rows(file)
-        rng = random.Random(settings.seed)
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        # at least one held-out row, but never all of them
-        n_eval = min(max(1, round(len(rows) * settings.eval_fraction)), len(rows) - 1)
-        held = {order[i] for i in range(max(n_eval, 0))}
-        train = [r for i, r in enumerate(rows) if i not in held]
-        heldout = [r for i, r in enumerate(rows) if i in held]
+        train, heldout = hold_out(read_rows(file), settings.eval_fraction, settings.seed)
         return train, heldout, settings.path
     return _load_hub(settings)
+
+
+def hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """(train rows, held-out rows): `fraction` of `rows` held out, picked by a seeded shuffle, each list
+    in the file's order. Above 0 it holds out at least one row and never all of them; 0 holds out none."""
+    if fraction <= 0 or len(rows) < 2:
+        return list(rows), []
+    n_eval = min(max(1, round(len(rows) * fraction)), len(rows) - 1)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def hold_out_note(settings: DataSettings, n_train: int, n_eval: int) -> str | None:
+    """A warning when the held-out share is far from `eval_fraction` (a small file: 1 of 2 rows is 50%),
+    naming the settings that change it; None otherwise."""
+    total = n_train + n_eval
+    if settings.eval_fraction <= 0 or total == 0 or (settings.eval_split and not is_data_file(settings.path)):
+        return None
+    share = n_eval / total
+    if n_eval and share <= 2 * settings.eval_fraction:
+        return None
+    if n_eval:
+        why = f"{n_eval} of {total} rows held out ({share:.0%}) for data.eval_fraction={settings.eval_fraction:g}"
+    else:
+        why = f"no row held out: {total} row(s) cannot be split"
+    return (f"{why}; set data.eval_fraction=0 to train on every row (and evaluation.data_path to evaluate "
+            "on another file), or give more rows")
 
 
 def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
@@ -437,8 +459,7 @@ def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
     if settings.eval_split:
         heldout = split(settings.eval_split)
     else:
-        n_eval = max(1, round(len(train) * settings.eval_fraction))
-        heldout, train = train[:n_eval], train[n_eval:]
+        train, heldout = hold_out(train, settings.eval_fraction, settings.seed)
     where = f"{settings.path}@{settings.revision or 'main'}"
     return train, heldout, where
 
@@ -449,6 +470,7 @@ def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Ro
     train_raw, eval_raw, where = load_raw(settings, cache_dir)
     if not train_raw:
         raise SettingsError(f"dataset {where} has no training rows")
+    note = None if settings.path.startswith("builtin:") else hold_out_note(settings, len(train_raw), len(eval_raw))
     rng = random.Random(settings.seed)
     rng.shuffle(train_raw)
     if settings.max_samples:
@@ -462,6 +484,8 @@ def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Ro
     summary = {"source": where, "task": settings.task, "prompt_column": prompt_col, "answer_column": answer_col,
                "columns": list(dict.fromkeys(k for r in train for k in r)), "train_rows": len(train),
                "eval_rows": len(heldout)}
+    if note:
+        summary["warnings"] = [note]
     return train, heldout, summary
 
 

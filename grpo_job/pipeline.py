@@ -72,6 +72,8 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     from grpo_job.training import health
 
     train, heldout, summary = data_mod.prepare(s.data, cache_dir)
+    for note in summary.get("warnings", []):
+        log.warning("data: %s", note)
     health.check_reward_columns(rewards.build_all(s.rewards, s.data.answer_type), summary["columns"])
     summary.update(data_mod.check_references(train, s.data))
     chat_template = template()

@@ -43,6 +43,46 @@ def test_local_jsonl_mapped_and_held_out(tmp_path):
     assert correctness_reward([f"<reasoning>.</reasoning><answer>{row['answer']}</answer>"], answer=[row["answer"]]) == [1.0]
 
 
+@pytest.mark.parametrize("rows, fraction, expected, warned", [
+    (40, 0.25, (30, 10), False),
+    (40, 0.0, (40, 0), False),  # 0 holds out nothing
+    (2, 0.05, (1, 1), True),  # at least one row: half of a 2-row file, said out loud
+    (1, 0.05, (1, 0), True),  # one row cannot be split
+    (10, 0.05, (9, 1), False),  # 10% for 5% is within rounding
+    (10, 0.01, (9, 1), True),
+])
+def test_a_small_file_says_what_its_hold_out_costs(tmp_path, rows, fraction, expected, warned):
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"#### {i}"}) + "\n" for i in range(rows)))
+    train, heldout, summary = data.prepare(DataSettings(path=str(f), eval_fraction=fraction), tmp_path)
+    assert (len(train), len(heldout)) == expected
+    assert bool(summary.get("warnings")) == warned
+    if warned:
+        assert "data.eval_fraction=0" in summary["warnings"][0]
+
+
+def test_hold_out_is_seeded_and_keeps_file_order():
+    rows = [{"i": i} for i in range(20)]
+    train, heldout = data.hold_out(rows, 0.2, seed=3)
+    assert (train, heldout) == data.hold_out(rows, 0.2, seed=3) and len(heldout) == 4
+    assert heldout != data.hold_out(rows, 0.2, seed=4)[1]
+    assert sorted(train + heldout, key=lambda r: r["i"]) == rows
+    assert train == sorted(train, key=lambda r: r["i"])
+
+
+def test_no_hold_out_warns_that_evaluation_has_nothing_to_score():
+    from grpo_job.settings import load_settings
+
+    s = load_settings(None, ["--data.path=rows.jsonl", "--data.eval_fraction=0"])
+    assert any("evaluation.data_path" in w for w in s.warnings())
+    quiet = [["--data.path=rows.jsonl", "--data.eval_fraction=0", "--evaluation.enabled=false"],
+             ["--data.path=rows.jsonl", "--data.eval_fraction=0", "--evaluation.data_path=test.jsonl"],
+             ["--data.path=org/ds", "--data.eval_fraction=0"],  # the Hub dataset's eval_split holds out
+             ["--data.path=builtin:addition", "--data.eval_fraction=0"]]
+    for args in quiet:
+        assert not any("holds out no rows" in w for w in load_settings(None, args).warnings()), args
+
+
 def test_missing_column_named_with_what_was_found(tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"problem": "1+1", "solution": "2"}) + "\n")

@@ -13,6 +13,8 @@ import contextvars
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from grpo_job.settings.sections import is_data_file
+
 if TYPE_CHECKING:
     from grpo_job.settings.loading import JobSettings
 
@@ -172,6 +174,15 @@ def problems(s: JobSettings) -> list[str]:
     return [p for rule in RULES for p in rule(s)]
 
 
+def _holds_out_nothing(s: JobSettings) -> bool:
+    """No held-out rows: `eval_fraction` 0 on a file (local or S3), or on a Hub dataset without `eval_split`
+    (a built-in dataset has its own test split)."""
+    d = s.data
+    if d.path.startswith("builtin:") or d.eval_fraction > 0:
+        return False
+    return is_data_file(d.path) or d.eval_split is None
+
+
 def warnings(s: JobSettings) -> list[str]:
     """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
     out = []
@@ -195,6 +206,11 @@ def warnings(s: JobSettings) -> list[str]:
             "distributed.strategy=fsdp with vllm_mode=colocate crashed in vLLM's CUDA-graph capture (illegal memory "
             "access) in the one run made so far (H100, 1 process, vLLM 0.26, TRL 1.15; docs/benchmarks.md); "
             "strategy=ddp is the proven path, vllm_mode=server keeps vLLM out of the FSDP processes"
+        )
+    if _holds_out_nothing(s) and s.evaluation.enabled and not s.evaluation.data_path:
+        out.append(
+            "data.eval_fraction=0 holds out no rows, so evaluate_base and evaluate_trained have nothing to "
+            "score; set evaluation.data_path to a file of held-out rows, or evaluation.enabled=false"
         )
     if s.train.save_steps > s.train.max_steps:
         out.append(

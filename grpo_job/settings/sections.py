@@ -92,6 +92,11 @@ def is_local_data_path(path: str) -> bool:
         path.lower().endswith(_DATA_FILE_SUFFIXES) or path.startswith(("/", "./", "../", "file://")))
 
 
+def is_data_file(path: str) -> bool:
+    """`data.path` names one file (local or S3), which the job splits itself (`data.eval_fraction`)."""
+    return path.startswith("s3://") or is_local_data_path(path)
+
+
 def check_s3_uri(uri: str) -> str:
     """Reject `s3://`, `s3:///x` and bucket names S3 would refuse, naming the rule broken."""
     rest = uri[len("s3://") :]
@@ -178,8 +183,10 @@ class DataSettings(_Section):
     eval_split: str | None = "test"
     """Held-out split for evaluation; None holds out `eval_fraction` of the training split instead."""
 
-    eval_fraction: float = Field(0.05, gt=0.0, lt=1.0)
-    """Share of the training rows held out when `eval_split` is None."""
+    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of the training rows held out (seeded shuffle) for a local or S3 file, and for a Hub
+    dataset when `eval_split` is None; at least one row when above 0 and the file has two or more.
+    0 holds out nothing: every row trains (evaluate with `evaluation.data_path`, or nothing)."""
 
     revision: str | None = None
     """Hub revision of the dataset; pin it for reproducible runs."""
