@@ -231,12 +231,19 @@ def closing_line(code: int, settings: JobSettings) -> None:
 
 
 def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
+    from grpo_job import logs
+
     try:
         settings = load_settings(args.config, overrides)
     except SettingsError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.command == "run" and logs.resolve_format(_asked_log_format(args.config, overrides)) == "json":
+            # the pod's log collector reads one JSON object per line, this first line included
+            logs.setup("json")
+            log.error("error: %s", e, extra={"exit_code": errors.EXIT_INVALID,
+                                             "meaning": errors.MEANING[errors.EXIT_INVALID]})
+        else:
+            print(f"error: {e}", file=sys.stderr)
         return errors.EXIT_INVALID
-    from grpo_job import logs
 
     # before anything imports torch (the checks below import TRL's GRPOConfig for `train.extra`)
     use_triton_interpreter_without_gpu()
@@ -260,6 +267,26 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         return code
     finally:
         logs.restore_streams()
+
+
+def _asked_log_format(config: str | None, overrides: list[str]) -> str:
+    """`log_format` as the settings that did not load ask for it, as far as each source can be read:
+    `--log_format`, then GRPO_LOG_FORMAT, then the YAML file's `log_format` key; `auto` otherwise."""
+    from grpo_job.settings.loading import CONFIG_ENV, read_yaml
+
+    for i, arg in enumerate(overrides):
+        if arg.startswith("--log_format="):
+            return arg.split("=", 1)[1]
+        if arg == "--log_format" and i + 1 < len(overrides):
+            return overrides[i + 1]
+    if env := os.environ.get("GRPO_LOG_FORMAT"):
+        return env
+    path = config or os.environ.get(CONFIG_ENV)
+    try:
+        value = read_yaml(path).get("log_format") if path else None
+    except SettingsError:  # the file itself is what failed to load: its key cannot be read either
+        value = None
+    return value if value in ("text", "json") else "auto"
 
 
 def _check(args: argparse.Namespace, settings: JobSettings) -> int:

@@ -4,6 +4,7 @@ time, out-of-memory errors named by where they happened, an unchanged adapter st
 The real training run of these paths is in test_lifecycle_run.py."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -244,3 +245,32 @@ def test_closing_line_names_the_exit_and_the_artifacts(tmp_path, capsys):
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["exit_code"] == 75 and line["run_id"] == "life" and "run again" in line["meaning"]
     assert line["artifacts"] == {"adapter": f"{ctx.store.uri}/adapter", "gguf": [f"{ctx.store.uri}/gguf/model-q8_0.gguf"]}
+
+
+@pytest.mark.parametrize("how, json_expected", [
+    ([], True),  # auto, output not a terminal: JSON, as every later line of the run would be
+    (["--log_format=text"], False),
+    (["GRPO_LOG_FORMAT=text"], False),
+    (["yaml:text"], False),
+])
+def test_settings_that_do_not_load_are_reported_in_the_log_format_asked_for(tmp_path, how, json_expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
+    env["GRPO_LORA__R"] = "0"
+    args = []
+    for h in how:
+        if h.startswith("GRPO_"):
+            env.update([h.split("=", 1)])
+        elif h.startswith("yaml:"):
+            (tmp_path / "c.yaml").write_text(f"log_format: {h[5:]}\n")
+            args = ["--config", str(tmp_path / "c.yaml")]
+        else:
+            args.append(h)
+    done = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "run", *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == errors.EXIT_INVALID and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    if json_expected:
+        records = [json.loads(line) for line in lines]  # every line is one JSON object
+        assert len(records) == 1 and records[0]["exit_code"] == 2 and "lora.r [GRPO_LORA__R]" in records[0]["msg"]
+    else:
+        assert lines[0].startswith("error: invalid settings") and "lora.r [GRPO_LORA__R]" in done.stderr
