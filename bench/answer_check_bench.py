@@ -51,6 +51,10 @@ FORMS: dict[str, tuple[Callable[[str], str], bool]] = {
     "wrong by 1e-7": (lambda r: f"{r}.0000001", False),
     "hedge 'a or b'": (lambda r: f"{_dec(r) - 1} or {r}", False),
     "negated (Unicode minus)": (lambda r: f"\u2212{r}", False),
+    "hedge 'between a and b'": (lambda r: f"between {_dec(r) - 1} and {r}", False),
+    "denied 'not b'": (lambda r: f"not {r}", False),
+    "time-like a:b": (lambda r: f"{r}:30", False),
+    "scale word": (lambda r: f"{r} million", False),
 }
 
 
@@ -69,9 +73,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "answer_check.json"))
     args = ap.parse_args()
 
-    _, mapper = data.TASKS["gsm8k"]
-    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
-    refs = [mapper(r, "")["answer"] for r in rows][: args.limit]
+    task = data.TASKS["gsm8k"]
+    rows = data.read_rows(Path(args.data))
+    refs = [task.answer(r[task.answer_column]) for r in rows][: args.limit]
     pairs = [(form, make(ref), ref, right) for ref in refs for form, (make, right) in FORMS.items()
              if _dec(ref) != 0 or form != "negated (Unicode minus)"]
 

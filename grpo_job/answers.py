@@ -7,11 +7,17 @@ Math answers go through `math-verify` (the verifier of TRL's `accuracy_reward` a
 LaTeX (`\\frac{7}{2}`, `\\boxed{18}`, `2^{10}`), fractions, percentages, units, thousands separators,
 with sympy deciding equality. Before it, a number-only fast path compares plain numbers exactly as
 fractions (`72`, `72.0`, `$1,000`, `-3`, `1.5e3`, `12 apples`, `12 (3 x 4)`) where math-verify
-alone would round to 6 places or read `1.5e3` as 1.5; a list of plain numbers (`1,2,3`,
-`3 or 4`) is a set, never equal to one number (a hedged answer earns nothing). A bare pair, tuple,
+alone would round to 6 places or read `1.5e3` as 1.5; a scale word multiplies (`1.5 million`); a
+list of plain numbers (`1,2,3`, `3 or 4`) is a set, never equal to one number (a hedged answer earns
+nothing). Free text with several numbers counts only as arithmetic or a worked line ending in
+`= result`, and a denial (`not 42`) counts as nothing: math-verify's free-text reading would keep one
+number of `5:31`, `2024-01-06` or `between 40 and 42`. A reference printed as a long float
+(`0.3333333333333333`) equals what rounds to it at its precision. A bare pair, tuple,
 interval or list (`(1, 2)`, `[0,1]`) is read as LaTeX, so its structure counts and its spacing does
-not. Non-math answers (`yes`, `Paris`) are compared as strings with case, whitespace, LaTeX wrapping
-(`\\text{}`, `$...$`, `\\boxed{}`) and a final full stop normalised.
+not; bare algebra (`x+1`) is read as LaTeX too. Non-math answers (`yes`, `Paris`) are compared as
+strings with case, whitespace, LaTeX wrapping (`\\text{}`, `$...$`, `\\boxed{}`), quotes, Markdown
+emphasis and final punctuation normalised. A single capital letter reference (`B`, `(B)`) is a
+multiple-choice label: `(B)`, `B)`, `B.`, `Answer: B` and `(B) 12` give it.
 
 math-verify can be slow on adversarial input. On the main thread (where TRL calls synchronous
 rewards and the evaluation runs) its own signal-based timeout applies. Off the main thread (an
@@ -50,9 +56,11 @@ _CURRENCY = r"(?:[$€£¥₹]|\\\$|usd\b|eur\b|rs\.?)"
 # One number, optionally with a currency sign before it and unit words or a parenthesised remark
 # after it: `$72`, `-$5`, `72 apples`, `72 km/h`, `12 (3 x 4)`.
 _PLAIN = re.compile(
-    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\([^()]*\))?\s*(?:[^\W\d_][^\d()=+*^\\]*)?$",
+    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\([^()]*\))?\s*(?P<unit>[^\W\d_][^\d()=+*^\\]*)?$",
     re.IGNORECASE,
 )
+# A unit word that is a multiplier: `1.5 million` is 1500000, not 1.5 (nor 1.5 billion).
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 # Two or more plain numbers joined by commas, semicolons, `or`, `and`: a set of candidates.
 _LIST_ITEM = rf"{_CURRENCY}?\s*(?:{_NUM})"
 _LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|;|\bor\b|\band\b)\s*{_LIST_ITEM})+$", re.IGNORECASE)
@@ -63,7 +71,24 @@ _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 # its plain-expression reading would take the last number alone (`(1, 2)` would equal `2`).
 _BRACKETED = re.compile(r"^[(\[].*[)\]]$", re.DOTALL)
 # What wraps a word answer without being part of it: `$...$`, `\(...\)`, `\[...\]`, `\boxed{...}`.
+_EMPHASIS = re.compile(r"^(?:\*\*(.+)\*\*|__(.+)__|\*(.+)\*|_(.+)_|\"(.+)\"|'(.+)'|“(.+)”|`(.+)`)$", re.DOTALL)
+_END_PUNCTUATION = ".!?,;:"
 _WRAPPED = re.compile(r"^(?:\$\$?([^$]+)\$\$?|\\\((.+)\\\)|\\\[(.+)\\\]|\\boxed\{(.+)\})$", re.DOTALL)
+# Free text (no LaTeX) with several numbers is math only as arithmetic (`3/4`, `2*3+1`) or a worked line
+# ending in `= result`; otherwise math-verify's free-text reading keeps one number and drops the rest
+# (`5:31` would equal 5, `between 40 and 42` 42, `2024-01-06` 2024).
+_NUMBERS = re.compile(_NUM)
+_ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷()%]+")
+_LEADING_ZERO = re.compile(r"(?:^|[-/:])\s*0\d")  # `2024-01-06`: a date, not a subtraction
+# Bare algebra in single-letter variables (`x+1`, `y = 2x + 1`): read as LaTeX, where it parses.
+_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*[+\-*/=])[A-Za-z\d\s.,+\-*/=()]+")
+_LONG_NAME = re.compile(r"[A-Za-z]{2,}")
+# An answer that denies a number does not give it (`not 42`).
+_NEGATION = re.compile(r"\b(?:not|never|neither|nor|isn't|aren't|cannot|can't|except|excluding)\b", re.IGNORECASE)
+# A multiple-choice answer: `A`, `(A)`, `A)`, `A.`, `A: 42`, `(C) 12`, `Answer: B`, `option b`.
+_CHOICE = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
+                     r"(?:\(([A-Za-z])\)|([A-Za-z])(?:[.:)]|$))", re.IGNORECASE)
+_CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
 # 1e99999: a number no answer means, and one that would take sympy minutes to build
 _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
 
@@ -85,6 +110,8 @@ def _plain_number(text: str) -> Fraction | None:
         value = Fraction(Decimal(m["num"].replace(",", "")))
     except (InvalidOperation, ValueError):
         return None
+    if m["unit"]:
+        value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
     return -value if m["sign"] == "-" else value
 
 
@@ -159,26 +186,49 @@ def _parse_math(text: str) -> Any | None:
     number = _number_only(text)
     if number is not None:
         return number
-    if not text.startswith(_LATEX_DELIMS) and (any(c in text for c in "\\^{") or _BRACKETED.match(text)):
+    if not text.startswith(_LATEX_DELIMS) and not any(c in text for c in "\\^{"):  # free text
+        if _NEGATION.search(text):
+            return None
+        algebra = bool(_ALGEBRA.fullmatch(text)) and not _LONG_NAME.search(text)
+        if len(_NUMBERS.findall(text)) >= 2 and not algebra and not _BRACKETED.match(text):
+            head, eq, result = text.rpartition("=")
+            if eq and _is_arithmetic(head):
+                return _parse_math(result)  # a worked line: `5 + 67 = 72` answers 72
+            if not _is_arithmetic(text):
+                return None
+        if algebra or _BRACKETED.match(text):
+            text = f"${text}$"
+    elif not text.startswith(_LATEX_DELIMS):
         text = f"${text.replace('$', '')}$"  # bare LaTeX in an answer block: math-verify wants delimiters
     parsed = [p for p in _mv_parse(text) if not isinstance(p, str)]
     return parsed[0] if parsed else None
 
 
+def _is_arithmetic(text: str) -> bool:
+    """Numbers and operators only (`3/4`, `5 + 67`), no date-like `-01` or `/07`."""
+    return bool(_ARITHMETIC.fullmatch(text)) and not _LEADING_ZERO.search(text)
+
+
 def _exact(text: str) -> str:
-    """Case, whitespace, LaTeX wrapping and a final full stop normalised: `  Yes `, `\\text{Yes}`,
-    `$\\boxed{yes}$` and `Yes.` -> `yes`."""
+    """Case, whitespace, LaTeX wrapping, quotes, Markdown emphasis and final punctuation normalised:
+    `  Yes `, `\\text{Yes}`, `$\\boxed{yes}$`, `**Yes**`, `"yes"` and `Yes!` -> `yes`."""
     text = _clean(text)
-    while m := _WRAPPED.match(text):
+    while m := _WRAPPED.match(text) or _EMPHASIS.match(text):
         text = next(g for g in m.groups() if g is not None).strip()
     text = " ".join(text.split()).casefold()
-    return text[:-1].rstrip() if text.endswith(".") and len(text) > 1 else text
+    return text.rstrip(_END_PUNCTUATION) or text
+
+
+def _choice(text: str) -> str | None:
+    """The letter of a multiple-choice answer (`(C) 12` -> `c`); None when the text is not one."""
+    m = _CHOICE.match(_clean(text).strip())
+    return (m[1] or m[2]).casefold() if m else None
 
 
 def _looks_like_words(text: str) -> bool:
     """True when the text reads as words (`yes`, `Paris 2024`) rather than math: a word of three or
     more letters outside LaTeX commands and `\\text{}`."""
-    text = re.sub(r"\\text\{[^{}]*\}|\\[A-Za-z]+", " ", text)
+    text = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\text\{[^{}]*\}|\\[A-Za-z]+", " ", text)
     return bool(_WORD.search(text))
 
 
@@ -214,6 +264,9 @@ def _reference_in_worker(reference: str, answer_type: AnswerType) -> object | No
 @functools.lru_cache(maxsize=8192)
 def _parse_reference(text: str, answer_type: AnswerType) -> object | None:
     """`parse_reference` on the main thread; cached: a reference is checked once per group of completions."""
+    letter = _CHOICE_ONLY.fullmatch(_clean(text).strip())
+    if letter and (answer_type == "exact" or (answer_type == "auto" and letter[1].isupper())):
+        return letter[1].casefold()  # a multiple-choice label (`B`, `(B)`), not the variable B
     if answer_type == "exact":
         return _exact(text) or None
     if answer_type == "auto" and _plain_number(_clean(text)) is None and _looks_like_words(text):
@@ -244,15 +297,21 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         if gold is None:
             return False
         if isinstance(gold, str):
+            if len(gold) == 1 and gold.isalpha():  # a choice label: `(B)`, `B)`, `Answer: B` give it
+                return _choice(str(prediction)) == gold
             return _exact(str(prediction)) == gold
         pred = _parse_math(str(prediction))
         if pred is None:
             return False
+        if isinstance(gold, Fraction) and (exact := _as_fraction(pred)) is not None:
+            return _same_number(gold, exact)
         if isinstance(gold, (Fraction, frozenset)) or isinstance(pred, (Fraction, frozenset)):
             if type(gold) is type(pred):
                 return gold == pred
             if isinstance(gold, frozenset) or isinstance(pred, frozenset):
-                return False  # a set of candidates never equals one value
+                other = pred if isinstance(gold, frozenset) else gold
+                if not _is_finite_set(other):
+                    return False  # a set of candidates never equals one value
             return _mv_verify(_sympy(gold), _sympy(pred))
         return _mv_verify(gold, pred)
     except Exception as e:  # a checker bug must not stop training: log it, score wrong
@@ -261,10 +320,52 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         return False
 
 
-def _sympy(value: Any) -> Any:
-    """A Fraction as a sympy Rational (for math-verify); other values unchanged."""
-    if isinstance(value, Fraction):
-        import sympy
+def _same_number(gold: Fraction, pred: Fraction) -> bool:
+    """Exact equality, except against a reference written with more than 6 decimals (a float a program
+    printed, `0.3333333333333333`): then equal when the prediction rounds to it at its precision."""
+    if gold == pred:
+        return True
+    for decimals in range(7, 21):
+        if (gold * 10**decimals).denominator == 1:
+            return abs(gold - pred) <= Fraction(1, 2 * 10**decimals)
+    return False
 
+
+def _as_fraction(value: Any) -> Fraction | None:
+    """A Fraction, or a sympy rational (math-verify's reading of `1/3`, `\\frac{3}{4}`) as one; else None."""
+    if isinstance(value, Fraction):
+        return value
+    if getattr(value, "is_Rational", False):
+        return Fraction(int(value.p), int(value.q))
+    # `1/3` comes back unevaluated, as the product 1 * 3**-1. Read only that shape: asking sympy whether
+    # any other expression is rational can evaluate it (a power tower would hold this thread for minutes).
+    if getattr(value, "is_Mul", False):
+        out = Fraction(1)
+        for factor in value.args:
+            if factor.is_Rational:
+                out *= Fraction(int(factor.p), int(factor.q))
+            elif factor.is_Pow and factor.base.is_Integer and factor.exp == -1 and factor.base != 0:
+                out /= int(factor.base)
+            else:
+                return None
+        return out
+    return None
+
+
+def _is_finite_set(value: Any) -> bool:
+    """math-verify's reading of `\\{1, 2\\}` (a sympy FiniteSet), which a list of numbers equals as a set."""
+    import sympy
+
+    return isinstance(value, sympy.FiniteSet)
+
+
+def _sympy(value: Any) -> Any:
+    """A Fraction as a sympy Rational and a set of Fractions as a sympy FiniteSet (for math-verify);
+    other values unchanged."""
+    import sympy
+
+    if isinstance(value, Fraction):
         return sympy.Rational(value.numerator, value.denominator)
+    if isinstance(value, frozenset):
+        return sympy.FiniteSet(*(_sympy(v) for v in value))
     return value

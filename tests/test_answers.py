@@ -106,6 +106,51 @@ TABLE = [
     (r"\boxed{\text{no}}", "yes", False),
     ("Yes.", "yes", True),
     (r"\(\text{Paris}\)", "paris", True),
+    (r"**Yes**", "yes", True),
+    ('"yes"', "yes", True),
+    ("Yes!", "yes", True),
+    ("no!", "yes", False),
+    # free text with several numbers: one of them is not the answer (math-verify alone would keep it)
+    ("5:31", "5:30", False),  # times and ratios compare whole
+    ("5:30", "5:30", True),
+    ("3:2", "3:1", False),
+    ("5:30 AM", "5:30 PM", False),
+    ("2024-01-06", "2024-01-05", False),  # dates are not a subtraction
+    ("2024-01-05", "2024-01-05", True),
+    ("between 40 and 42", "42", False),  # hedges
+    ("40 or maybe 42", "42", False),
+    ("from 1 to 42", "42", False),
+    ("2 hours 30 minutes", "30", False),
+    ("x=2, y=3", "3", False),
+    ("not 42", "42", False),  # a denial is not the answer
+    ("2*3+1", "7", True),  # arithmetic is still math
+    # scale words multiply
+    ("1.5 billion", "1.5 million", False),
+    ("1.5", "$1.5 million", False),
+    ("1500000", "$1.5 million", True),
+    ("2 thousand", "2000", True),
+    # bare algebra, matrices, sets
+    ("x+1", "1+x", True),
+    ("2x+1", "1+2x", True),
+    ("y = 2x + 1", "y=2x+1", True),
+    (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", True),
+    (r"\{1,2,3\}", "1,2,3", True),
+    ("1,2,3", r"\{1,2,3\}", True),
+    (r"\{1,2\}", "1,2,3", False),
+    # a reference a program printed as a float
+    ("1/3", "0.3333333333333333", True),
+    ("0.333333", "0.3333333333333333", False),
+    # multiple-choice labels
+    ("(A)", "A", True),
+    ("A)", "A", True),
+    ("A: 42", "A", True),
+    ("Answer: B", "B", True),
+    ("(C) 12", "C", True),
+    ("A", "(A)", True),
+    ("b)", "B", True),
+    ("(B)", "A", False),
+    ("Apple", "A", False),
+    ("A banana", "A", False),
 ]
 
 
