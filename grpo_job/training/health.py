@@ -1,5 +1,8 @@
-"""Reward health: a preflight before training and guards during it.
+"""Reward health: a dry call and a preflight before training, and guards during it.
 
+- `dry_call` (the data check, in `check` and prepare_data, before any model is loaded): every reward
+  called once as TRL calls it, on synthetic completions of a few data rows; a reward that raises or
+  returns the wrong number of scores fails the run at once (exit 2), naming `rewards.<name>`.
 - `preflight` (its own stage, before training): sample a few completions from the base model and
   call every reward on them the way TRL does. A reward that raises, returns the wrong number of
   scores or a non-number fails the run at once (exit 2) with the completion that broke it, before
