@@ -218,17 +218,19 @@ def test_dry_call_names_a_reward_that_breaks_when_trl_calls_it(tmp_path, name, k
     assert all(w in msg for w in words), msg
 
 
-def test_dry_call_passes_trl_arguments_and_synthetic_completions(tmp_path, chat_models):
+def test_dry_call_passes_trl_arguments_and_synthetic_completions(tmp_path, chat_models, monkeypatch):
     """Healthy rewards score the synthetic completions as expected (the reference answer in the format earns
-    correctness, the empty one nothing), get every column, and token ids from the model's tokenizer."""
+    correctness, the empty one nothing), get every column grouped as TRL groups it, once per batch, and
+    token ids from the model's tokenizer."""
     from grpo_job import chat
 
-    rows = _prepared_rows(tmp_path)
+    monkeypatch.setenv("TEST_REWARD_LOG", str(tmp_path / "calls.jsonl"))  # by_difficulty logs each call's column
+    rows = [{**r, "difficulty": i + 1} for i, r in enumerate(_prepared_rows(tmp_path))]
     built = R.build_all({"format": 1.0, "correctness": 1.0, "tests.reward_fixtures:by_difficulty": 1.0,
                          "tests.reward_fixtures:async_tag_reward": 1.0})
     built["soft_overlong"] = R.build("soft_overlong", {"max_completion_len": 10, "soft_punish_cache": 5})
-    rows = [{**r, "difficulty": 1} for r in rows]
     scores = health.dry_call(built, rows, chat.from_folder(chat_models["smollm2"]))
+    assert (tmp_path / "calls.jsonl").read_text().splitlines() == ["[1, 1, 2, 2, 3, 3]"]
     assert scores["format"] == scores["correctness"] == [1.0, 0.0] * health.DRY_ROWS
     assert scores["tests.reward_fixtures:async_tag_reward"] == [1.0, 0.0] * health.DRY_ROWS
     assert scores["tests.reward_fixtures:by_difficulty"][1] == 0.0 < scores["tests.reward_fixtures:by_difficulty"][0]

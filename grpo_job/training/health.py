@@ -76,27 +76,31 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         )
         return asyncio.run(out) if inspect.iscoroutine(out) else out
 
-    def problem(func: Any, idx: list[int]) -> str | None:
+    def attempt(func: Any, idx: list[int]) -> tuple[str | None, Any]:
+        """(what is wrong or None, the scores): one call, as TRL makes one per batch (an LLM judge costs)."""
         try:
             out = call(func, idx)
         except Exception as e:  # any error of user code is the finding, reported below
-            return f"raised {type(e).__name__}: {e}"
+            return f"raised {type(e).__name__}: {e}", None
         try:
             got = len(out)
         except TypeError:
-            return f"returned {type(out).__name__}, not a list of floats"
+            return f"returned {type(out).__name__}, not a list of floats", None
         if got != len(idx):
-            return f"returned {got} scores for {len(idx)} completions (one per completion is required)"
+            return f"returned {got} scores for {len(idx)} completions (one per completion is required)", None
         bad = [v for v in out if v is not None and not isinstance(v, (int, float))]
         if bad:
-            return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})"
-        return None
+            return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})", None
+        return None, out
+
+    def problem(func: Any, idx: list[int]) -> str | None:
+        return attempt(func, idx)[0]
 
     scores: dict[str, list[float]] = {}
     for name, func in funcs.items():
-        batch_problem = problem(func, list(range(n)))
+        batch_problem, out = attempt(func, list(range(n)))
         if batch_problem is None:
-            scores[name] = [math.nan if v is None else float(v) for v in call(func, list(range(n)))]
+            scores[name] = [math.nan if v is None else float(v) for v in out]
             continue
         # Find the completion that breaks it: one at a time, the first that fails on its own.
         culprit = next((i for i in range(n) if problem(func, [i]) is not None), None)
