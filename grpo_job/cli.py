@@ -35,7 +35,8 @@ log = logging.getLogger("job")
 def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
     """What `run` would do, after checking everything that can be checked without a GPU or a download.
     With `inspect_data` (`check`), a local or built-in dataset is read whole and mapped, and its prompts are
-    checked against the model's chat template and `max_prompt_length` (`run` does that in prepare_data).
+    checked against the model's chat template and `max_prompt_length`, every reward is called on a few of
+    its rows, and `evaluation.data_path` is read and mapped (`run` does that in prepare_data).
     Raises SettingsError listing every problem found."""
     from grpo_job import data, models, pipeline
     from grpo_job.settings import environment

@@ -334,13 +334,13 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     return settings
 
 
-def _env_error(error: SourceError, environ: dict[str, str] | None = None) -> str | None:
+def _env_error(error: SourceError) -> str | None:
     """pydantic-settings' error for an environment value it could not parse (`error parsing value for
     field "rewards" from source "EnvSettingsSource"`), reworded: which GRPO_* variable, and json's own
     message (line, column) for a dict or list setting holding invalid JSON. None for other errors."""
     if '"EnvSettingsSource"' not in str(error):
         return None
-    environ = os.environ if environ is None else environ
+    environ = os.environ
     field = str(error).split('"')[1] if str(error).count('"') >= 2 else ""
     stem = ENV_PREFIX + field.upper()
     names = sorted(k for k in environ if k.upper() == stem or k.upper().startswith(stem + "__"))
