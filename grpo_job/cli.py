@@ -35,7 +35,8 @@ log = logging.getLogger("job")
 def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
     """What `run` would do, after checking everything that can be checked without a GPU or a download.
     With `inspect_data` (`check`), a local or built-in dataset is read whole and mapped, and its prompts are
-    checked against the model's chat template and `max_prompt_length` (`run` does that in prepare_data).
+    checked against the model's chat template and `max_prompt_length`, every reward is called on a few of
+    its rows, and `evaluation.data_path` is read and mapped (`run` does that in prepare_data).
     Raises SettingsError listing every problem found."""
     from grpo_job import data, models, pipeline
     from grpo_job.settings import environment
@@ -57,6 +58,7 @@ def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
     except SettingsError as e:
         problems.append(str(e))
     data_report: dict = {}
+    inspected = False  # load_and_check_data ran (it reads evaluation.data_path too)
     try:
         file = None if settings.data.path.startswith("s3://") else data.local_data_file(settings.data, Path("."))
         if file is not None:
@@ -68,9 +70,17 @@ def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
         # the data is inspected with the rewards built: only when the environment checks (which build them) passed
         if (inspect_data and model_source is not None and not problems
                 and (file is not None or settings.data.path.startswith("builtin:"))):
+            inspected = True
             data_report = _inspect_data(settings)
     except SettingsError as e:
         problems.append(str(e))
+    ev = settings.evaluation
+    if (inspect_data and not inspected and ev.enabled and ev.data_path
+            and Path(ev.data_path.removeprefix("file://")).is_file()):
+        try:  # data the inspection above did not read (a Hub or S3 dataset, or problems found first)
+            data_report["evaluation_rows"] = len(data.evaluation_rows(ev.data_path, settings.data))
+        except SettingsError as e:
+            problems.append(str(e))
 
     problems.extend(_artifact_problems(settings))
 
@@ -134,7 +144,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     print(f"run id : {p['run_id']}\nstore  : {p['store']}\nengine : {p['engine']} (GPU visible: {p['gpu']})")
     print(f"model  : {settings.model.name_or_path} -> {p['model']}")
     print(f"data   : {p['data']} (task {settings.data.task})")
-    if d := p.get("data_report"):
+    d = p.get("data_report") or {}
+    if "train_rows" in d:
         print(f"  prompt <- {d['prompt_column']!r}, answer <- {d['answer_column']!r} "
               f"({data_task_about(settings)}); rewards get columns {d['columns']}")
         print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
@@ -145,6 +156,9 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
                   f"(longest {d['prompt_tokens_max']} tokens)")
         else:
             print("  prompt lengths: counted at prepare_data (no tokenizer.json here yet)")
+    if "evaluation_rows" in d:
+        print(f"  evaluation: {d['evaluation_rows']} rows from evaluation.data_path {settings.evaluation.data_path} "
+              "(instead of the held-out rows)")
     print("rewards: " + ", ".join(f"{k} x{rewards.weight(v):g}" for k, v in p["rewards"].items()))
     t = settings.train
     print(
@@ -236,8 +250,8 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
     try:
         settings = load_settings(args.config, overrides)
     except SettingsError as e:
-        if args.command == "run" and logs.resolve_format(_asked_log_format(args.config, overrides)) == "json":
-            # the pod's log collector reads one JSON object per line, this first line included
+        if logs.resolve_format(_asked_log_format(args.config, overrides)) == "json":
+            # the pod's (or CI's) log collector reads one JSON object per line, this first line included
             logs.setup("json")
             log.error("error: %s", e, extra={"exit_code": errors.EXIT_INVALID,
                                              "meaning": errors.MEANING[errors.EXIT_INVALID]})
@@ -271,21 +285,26 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
 
 def _asked_log_format(config: str | None, overrides: list[str]) -> str:
     """`log_format` as the settings that did not load ask for it, as far as each source can be read:
-    `--log_format`, then GRPO_LOG_FORMAT, then the YAML file's `log_format` key; `auto` otherwise."""
+    `--log_format`, then GRPO_LOG_FORMAT, then the YAML file's `log_format` key. `text` or `json`
+    (any case, spaces stripped), else `auto`: an invalid value (`jsn`, empty, `null`) may be what
+    failed to load, and off a terminal the error line is then JSON like every other line of the job."""
     from grpo_job.settings.loading import CONFIG_ENV, read_yaml
 
+    asked = None
     for i, arg in enumerate(overrides):
         if arg.startswith("--log_format="):
-            return arg.split("=", 1)[1]
-        if arg == "--log_format" and i + 1 < len(overrides):
-            return overrides[i + 1]
-    if env := os.environ.get("GRPO_LOG_FORMAT"):
-        return env
+            asked = arg.split("=", 1)[1]
+        elif arg == "--log_format" and i + 1 < len(overrides):
+            asked = overrides[i + 1]
+    if asked is None:
+        asked = os.environ.get("GRPO_LOG_FORMAT")
     path = config or os.environ.get(CONFIG_ENV)
-    try:
-        value = read_yaml(path).get("log_format") if path else None
-    except SettingsError:  # the file itself is what failed to load: its key cannot be read either
-        value = None
+    if asked is None and path:
+        try:
+            asked = read_yaml(path).get("log_format")
+        except SettingsError:  # the file itself is what failed to load: its key cannot be read either
+            asked = None
+    value = asked.strip().lower() if isinstance(asked, str) else ""
     return value if value in ("text", "json") else "auto"
 
 

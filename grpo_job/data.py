@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_job.errors import SettingsError
-from grpo_job.settings import DataSettings
+from grpo_job.settings import DataSettings, EvaluationSettings
 from grpo_job.settings.sections import is_data_file
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,16 @@ BUILTIN_DATASETS: dict[str, Callable[[str], list[Row]]] = {
 
 
 # ---------------------------------------------------------------- sources
-def _read_jsonl(path: Path) -> list[Row]:
+# The setting a data file comes from, named in its errors: (dotted name, environment variable).
+DATA_PATH = ("data.path", "GRPO_DATA__PATH")
+EVALUATION_DATA_PATH = ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH")
+
+
+def _file(path: Path, setting: tuple[str, str]) -> str:
+    return f"data file {str(path)!r} ({setting[0]} [{setting[1]}])"
+
+
+def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
     rows = []
     with path.open() as f:
         for number, line in enumerate(f, start=1):
@@ -328,23 +337,25 @@ def _read_jsonl(path: Path) -> list[Row]:
             try:
                 row = json.loads(line)
             except ValueError as e:
-                raise SettingsError(f"data file {str(path)!r}, line {number}: not valid JSON ({e}): {line[:200]!r}") from None
+                raise SettingsError(f"{_file(path, setting)}, line {number}: not valid JSON ({e}): {line[:200]!r}") from None
             if not isinstance(row, dict):
-                raise SettingsError(f"data file {str(path)!r}, line {number}: a JSON object (one row) is needed, "
+                raise SettingsError(f"{_file(path, setting)}, line {number}: a JSON object (one row) is needed, "
                                     f"found {type(row).__name__}")
             rows.append(row)
     return rows
 
 
-def read_rows(path: Path) -> list[Row]:
-    """Every row of a local .jsonl/.json/.csv/.parquet file. Raises SettingsError for an unreadable
-    file, a malformed JSONL line (with its line number) or a file without rows."""
+def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
+    """Every row of a local .jsonl/.json/.csv/.parquet file. Raises SettingsError naming `setting` (the
+    one the path came from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed
+    JSONL line (with its line number) or a file without rows."""
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
-        raise SettingsError(f"unsupported data file type {suffix!r}: use .jsonl, .json, .csv or .parquet")
+        raise SettingsError(f"{_file(path, setting)}: unsupported file type {suffix!r}: use .jsonl, .json, .csv "
+                            "or .parquet")
     try:
         if suffix == ".jsonl":
-            rows = _read_jsonl(path)
+            rows = _read_jsonl(path, setting)
         elif suffix == ".json":
             data = json.loads(path.read_text())
             rows = data if isinstance(data, list) else data.get("data", [])
@@ -356,10 +367,24 @@ def read_rows(path: Path) -> list[Row]:
 
             rows = pq.read_table(path).to_pylist()
     except (ValueError, OSError) as e:
-        raise SettingsError(f"cannot read data file {str(path)!r}: {e}") from None
+        raise SettingsError(f"cannot read {_file(path, setting)}: {e}") from None
     if not rows:
-        raise SettingsError(f"data file {str(path)!r} has no rows; point GRPO_DATA__PATH at a file with data")
+        raise SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
     return rows
+
+
+def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
+    """The rows of `evaluation.data_path` (a local file), read and mapped by `data.task` as the training
+    rows are: what the evaluate stages score, and what the data check reads before any model is loaded.
+    Raises SettingsError naming evaluation.data_path [GRPO_EVALUATION__DATA_PATH]."""
+    file = Path(path.removeprefix("file://"))
+    where = f"{str(file)!r} ({EVALUATION_DATA_PATH[0]} [{EVALUATION_DATA_PATH[1]}])"
+    raw = read_rows(file, EVALUATION_DATA_PATH)
+    try:
+        return map_rows(raw, settings, where)
+    except SettingsError as e:
+        raise SettingsError(f"{e}. The evaluation file is mapped as the training data is (data.task, "
+                            "data.prompt_column, data.answer_column): give it the training data's columns") from None
 
 
 def peek_columns(path: Path) -> list[str]:
@@ -370,20 +395,20 @@ def peek_columns(path: Path) -> list[str]:
             with path.open() as f:
                 first = next((line for line in f if line.strip()), None)
             if first is None:
-                raise SettingsError(f"data file {str(path)!r} has no rows; point GRPO_DATA__PATH at a file with data")
+                raise SettingsError(f"{_file(path, DATA_PATH)} has no rows; point GRPO_DATA__PATH at a file with data")
             return list(json.loads(first))
         if suffix == ".csv":
             with path.open(newline="") as f:
                 header = next(csv.reader(f), None)
             if not header:
-                raise SettingsError(f"data file {str(path)!r} has no rows; point GRPO_DATA__PATH at a file with data")
+                raise SettingsError(f"{_file(path, DATA_PATH)} has no rows; point GRPO_DATA__PATH at a file with data")
             return header
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return pq.read_schema(path).names
     except (ValueError, OSError) as e:
-        raise SettingsError(f"cannot read data file {str(path)!r}: {e}") from None
+        raise SettingsError(f"cannot read {_file(path, DATA_PATH)}: {e}") from None
     rows = read_rows(path)
     return list(rows[0])
 
@@ -428,21 +453,32 @@ def hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], li
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def hold_out_note(settings: DataSettings, n_train: int, n_eval: int) -> str | None:
-    """A warning when the held-out share is far from `eval_fraction` (a small file: 1 of 2 rows is 50%),
-    naming the settings that change it; None otherwise."""
+def hold_out_note(data: DataSettings, evaluation: EvaluationSettings, n_train: int, n_eval: int) -> str | None:
+    """A warning about the rows `data.eval_fraction` holds out of the training data (`n_train`, `n_eval`:
+    the counts before `max_samples`/`eval_samples`), worded for what evaluates them; None when all is as
+    asked. Held-out rows nothing evaluates (`evaluation.data_path` set, or evaluation disabled) are lost to
+    training; with them evaluated: no row held out (a 1-row file), or a share far from `eval_fraction`
+    (1 of 2 rows is 50%). Names the settings that change it."""
     total = n_train + n_eval
-    if settings.eval_fraction <= 0 or total == 0 or (settings.eval_split and not is_data_file(settings.path)):
+    from_training = is_data_file(data.path) or not data.eval_split  # else the Hub dataset's own eval split
+    if data.path.startswith("builtin:") or data.eval_fraction <= 0 or total == 0 or not from_training:
         return None
-    share = n_eval / total
-    if n_eval and share <= 2 * settings.eval_fraction:
+    held = f"{n_eval} of {total} rows held out ({n_eval / total:.0%}) for data.eval_fraction={data.eval_fraction:g}"
+    if not evaluation.enabled or evaluation.data_path:
+        if not n_eval:
+            return None
+        why = ("evaluation.enabled=false" if not evaluation.enabled
+               else f"the evaluation scores evaluation.data_path={evaluation.data_path} instead")
+        return (f"{held} are removed from training and never used ({why}); set data.eval_fraction=0 "
+                "(GRPO_DATA__EVAL_FRACTION) to train on every row")
+    if not n_eval:
+        return (f"no row held out: {total} row cannot be split, so it trains and the evaluate stages have nothing "
+                "to score; set evaluation.data_path to a file of rows to evaluate on, give more rows, or set "
+                "evaluation.enabled=false")
+    if n_eval / total <= 2 * data.eval_fraction:
         return None
-    if n_eval:
-        why = f"{n_eval} of {total} rows held out ({share:.0%}) for data.eval_fraction={settings.eval_fraction:g}"
-    else:
-        why = f"no row held out: {total} row(s) cannot be split"
-    return (f"{why}; set data.eval_fraction=0 to train on every row (and evaluation.data_path to evaluate "
-            "on another file), or give more rows")
+    return (f"{held}; set data.eval_fraction=0 to train on every row (and evaluation.data_path to evaluate on "
+            "another file), or give more rows")
 
 
 def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
@@ -465,12 +501,13 @@ def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
 
 
 def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Row], dict[str, Any]]:
-    """Load, shuffle, cap and map: (train rows, eval rows, summary with the source, mapping and counts).
+    """Load, shuffle, cap and map: (train rows, eval rows, summary with the source, mapping and counts;
+    `source_rows`: the train and held-out rows before `max_samples`/`eval_samples`).
     Raises SettingsError when the data cannot make prompts (missing or colliding columns, bad rows)."""
     train_raw, eval_raw, where = load_raw(settings, cache_dir)
     if not train_raw:
         raise SettingsError(f"dataset {where} has no training rows")
-    note = None if settings.path.startswith("builtin:") else hold_out_note(settings, len(train_raw), len(eval_raw))
+    source_rows = {"train": len(train_raw), "held_out": len(eval_raw)}
     rng = random.Random(settings.seed)
     rng.shuffle(train_raw)
     if settings.max_samples:
@@ -483,9 +520,7 @@ def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Ro
     prompt_col, answer_col = columns_of(settings)
     summary = {"source": where, "task": settings.task, "prompt_column": prompt_col, "answer_column": answer_col,
                "columns": list(dict.fromkeys(k for r in train for k in r)), "train_rows": len(train),
-               "eval_rows": len(heldout)}
-    if note:
-        summary["warnings"] = [note]
+               "eval_rows": len(heldout), "source_rows": source_rows}
     return train, heldout, summary
 
 

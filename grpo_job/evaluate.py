@@ -194,8 +194,7 @@ def eval_rows(ctx: RunContext) -> list[dict]:
     s = ctx.settings
     ev = s.evaluation
     if ev.data_path:
-        raw = data.read_rows(Path(ev.data_path.removeprefix("file://")))
-        rows = data.map_rows(raw, s.data, ev.data_path)
+        rows = data.evaluation_rows(ev.data_path, s.data)
     else:
         rows = data.from_jsonl(ctx.store.read_text("data/eval.jsonl"))
     limit = ev.max_samples or (None if engines.has_cuda_gpu() else ev.cpu_samples)

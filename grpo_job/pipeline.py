@@ -65,22 +65,31 @@ def marker_key(name: str) -> str:
 
 # ---------------------------------------------------------------- stage bodies kept here (small)
 def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], Any]) -> tuple[list, list, dict]:
-    """Load and map the data, then check it before any model is loaded: the columns each reward asks for,
-    the reference answers, and (when `template()` gives the model's chat template, else None) prompt
-    rendering and lengths. (train rows, held-out rows, summary); raises SettingsError."""
+    """Load and map the data, then check it before any model is loaded: the rows held out (a warning
+    worded for the evaluation settings), the columns each reward asks for, the reference answers, (when
+    `template()` gives the model's chat template, else None) prompt rendering and lengths, a dry call of
+    every reward on synthetic completions of a few rows, and the rows of `evaluation.data_path` when it
+    is evaluated. (train rows, held-out rows, summary); raises SettingsError."""
     from grpo_job import rewards
     from grpo_job.training import health
 
     train, heldout, summary = data_mod.prepare(s.data, cache_dir)
-    for note in summary.get("warnings", []):
+    note = data_mod.hold_out_note(s.data, s.evaluation, summary["source_rows"]["train"],
+                                  summary["source_rows"]["held_out"])
+    if note:
+        summary["warnings"] = [note]
         log.warning("data: %s", note)
-    health.check_reward_columns(rewards.build_all(s.rewards, s.data.answer_type), summary["columns"])
+    built = rewards.build_all(s.rewards, s.data.answer_type)
+    health.check_reward_columns(built, summary["columns"])
     summary.update(data_mod.check_references(train, s.data))
     chat_template = template()
     if chat_template is None:
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
     else:
         summary.update(data_mod.check_prompts(train, chat_template, s.data, s.train.max_prompt_length))
+    health.dry_call(built, train, chat_template)
+    if s.evaluation.enabled and s.evaluation.data_path:
+        summary["evaluation_rows"] = len(data_mod.evaluation_rows(s.evaluation.data_path, s.data))
     return train, heldout, summary
 
 

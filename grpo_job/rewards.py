@@ -168,6 +168,12 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
                             f"its signature is {func.__name__}{signature}") from None
         return func(**_typed(name, func, kwargs))
     params = _parameters(func)
+    if params is not None and "answer_type" in params and not isinstance(kwargs.get("answer_type", ""), str):
+        # the reward's list form is one type per row, which only a dataset column can give: a list bound here
+        # would be zipped with the completions of every batch (zip() argument 3 is shorter)
+        raise TypeError(f"reward {name!r}: answer_type={kwargs['answer_type']!r} in its entry is one value for every "
+                        f"row: set rewards.{name}.answer_type to auto, math or exact; for one type per row, give the "
+                        "data a column named answer_type instead (TRL passes it to the reward per row)")
     if params is not None and "answer_type" in params and "answer_type" not in kwargs:
         kwargs["answer_type"] = answer_type
     if not kwargs:

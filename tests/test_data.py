@@ -43,22 +43,41 @@ def test_local_jsonl_mapped_and_held_out(tmp_path):
     assert correctness_reward([f"<reasoning>.</reasoning><answer>{row['answer']}</answer>"], answer=[row["answer"]]) == [1.0]
 
 
-@pytest.mark.parametrize("rows, fraction, expected, warned", [
-    (40, 0.25, (30, 10), False),
-    (40, 0.0, (40, 0), False),  # 0 holds out nothing
-    (2, 0.05, (1, 1), True),  # at least one row: half of a 2-row file, said out loud
-    (1, 0.05, (1, 0), True),  # one row cannot be split
-    (10, 0.05, (9, 1), False),  # 10% for 5% is within rounding
-    (10, 0.01, (9, 1), True),
+@pytest.mark.parametrize("rows, fraction, evaluation, expected, note", [
+    (40, 0.25, [], (30, 10), None),
+    (40, 0.0, [], (40, 0), None),  # 0 holds out nothing
+    (2, 0.05, [], (1, 1), "set data.eval_fraction=0 to train on every row"),  # half of a 2-row file, said out loud
+    (10, 0.05, [], (9, 1), None),  # 10% for 5% is within rounding
+    (10, 0.01, [], (9, 1), "1 of 10 rows held out (10%)"),
+    # one row cannot be split: it already trains; what is missing is something to evaluate
+    (1, 0.05, [], (1, 0), "the evaluate stages have nothing to score; set evaluation.data_path"),
+    (1, 0.05, ["--evaluation.enabled=false"], (1, 0), None),
+    (1, 0.05, ["eval_file"], (1, 0), None),
+    # held-out rows nothing evaluates are lost to training
+    (2, 0.05, ["eval_file"], (1, 1), "removed from training and never used (the evaluation scores evaluation.data_path="),
+    (40, 0.25, ["eval_file"], (30, 10), "10 of 40 rows held out (25%) for data.eval_fraction=0.25 are removed"),
+    (40, 0.25, ["--evaluation.enabled=false"], (30, 10), "never used (evaluation.enabled=false)"),
 ])
-def test_a_small_file_says_what_its_hold_out_costs(tmp_path, rows, fraction, expected, warned):
+def test_the_hold_out_note_fits_the_evaluation_settings(tmp_path, caplog, rows, fraction, evaluation, expected, note):
+    from grpo_job import pipeline
+    from grpo_job.settings import load_settings
+
     f = tmp_path / "d.jsonl"
     f.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"#### {i}"}) + "\n" for i in range(rows)))
-    train, heldout, summary = data.prepare(DataSettings(path=str(f), eval_fraction=fraction), tmp_path)
+    (tmp_path / "ev.jsonl").write_text(json.dumps({"question": "q?", "answer": "#### 1"}) + "\n")
+    args = [f"--evaluation.data_path={tmp_path / 'ev.jsonl'}" if a == "eval_file" else a for a in evaluation]
+    s = load_settings(None, [f"--data.path={f}", f"--data.eval_fraction={fraction}", *args])
+    with caplog.at_level("WARNING"):
+        train, heldout, summary = pipeline.load_and_check_data(s, tmp_path, lambda: None)
     assert (len(train), len(heldout)) == expected
-    assert bool(summary.get("warnings")) == warned
-    if warned:
-        assert "data.eval_fraction=0" in summary["warnings"][0]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
+    if note is None:
+        assert "warnings" not in summary and not logged, logged
+    else:
+        assert len(summary["warnings"]) == 1 and note in summary["warnings"][0], summary["warnings"]
+        assert logged == [f"data: {summary['warnings'][0]}"]
+    if expected[1] == 0:  # the row trains already: never advise data.eval_fraction=0 for it
+        assert "eval_fraction=0" not in str(summary.get("warnings"))
 
 
 def test_hold_out_is_seeded_and_keeps_file_order():

@@ -77,6 +77,63 @@ def test_missing_evaluation_file_is_a_settings_error(tmp_path):
         cli.plan(s)
 
 
+@pytest.mark.parametrize("value, words", [
+    ("evaluation", "for a Hub dataset's split"),  # a bare name: no file type
+    ("openai/gsm8k", "name the split in data.eval_split"),
+    ("s3://b/eval.jsonl", "copy the object into the pod"),
+    ("builtin:addition", "evaluated on its own test split"),
+    ("./eval_dir", "give its path with its extension"),
+])
+def test_evaluation_data_path_is_a_local_file_by_its_form(value, words):
+    """eval_rows reads a local file only: the schema refuses what it cannot read, saying what to do instead."""
+    from grpo_job.errors import SettingsError
+
+    with pytest.raises(SettingsError) as e:
+        load_settings(SMOKE, [f"--evaluation.data_path={value}"])
+    assert "evaluation.data_path [GRPO_EVALUATION__DATA_PATH]" in str(e.value) and words in str(e.value)
+    assert "a local .jsonl/.json/.parquet/.csv file" in str(e.value)
+
+
+BAD_EVAL_FILES = {
+    "wrong columns": ('{"q": "What is 1+1?", "a": "2"}\n', "lacks column(s) ['question', 'answer']"),
+    "malformed line": ('{"question": "What is 1+1?", "answer": "#### 2"}\n{"question": \n', "line 2: not valid JSON"),
+    "empty": ("", "has no rows; point GRPO_EVALUATION__DATA_PATH at a file with data"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EVAL_FILES))
+def test_the_data_check_reads_the_evaluation_file_as_eval_rows_does(tmp_path, case):
+    """Before any model is loaded (`check`, prepare_data), naming evaluation.data_path, not data.path."""
+    from grpo_job.errors import SettingsError
+
+    text, words = BAD_EVAL_FILES[case]
+    (tmp_path / "ev.jsonl").write_text(text)
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--evaluation.data_path={tmp_path / 'ev.jsonl'}"])
+    with pytest.raises(SettingsError) as e:
+        pipeline.load_and_check_data(s, tmp_path / "cache", lambda: None)
+    assert words in str(e.value) and "evaluation.data_path [GRPO_EVALUATION__DATA_PATH]" in str(e.value), str(e.value)
+    assert "GRPO_DATA__PATH" not in str(e.value)
+    # the evaluate stage would have failed on it the same way, after loading the model
+    with pytest.raises(SettingsError, match="GRPO_EVALUATION__DATA_PATH"):
+        evaluate.eval_rows(pipeline.open_run(s))
+    # unused when the evaluation is off: not read
+    off = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'ev.jsonl'}", "--evaluation.enabled=false"])
+    assert "evaluation_rows" not in pipeline.load_and_check_data(off, tmp_path / "cache", lambda: None)[2]
+
+
+def test_check_counts_the_evaluation_rows_also_for_data_it_does_not_read(tmp_path):
+    """A Hub dataset is not read by `check`, the local evaluation file is."""
+    from grpo_job.errors import SettingsError
+
+    f = tmp_path / "ev.jsonl"
+    f.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n" for i in range(3)))
+    base = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--data.path=org/ds"]
+    assert cli.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))["data_report"] == {"evaluation_rows": 3}
+    f.write_text(json.dumps({"q": "no question column"}) + "\n")
+    with pytest.raises(SettingsError, match=r"\(evaluation.data_path \[GRPO_EVALUATION__DATA_PATH\]\) lacks column"):
+        cli.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))
+
+
 @pytest.mark.slow
 def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_path, tmp_path_factory):
     work = tmp_path_factory.getbasetemp() / "grpo-work"  # model cache shared with the other test modules

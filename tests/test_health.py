@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from grpo_job import cli, data, pipeline
+from grpo_job import rewards as R
 from grpo_job.errors import SettingsError
-from grpo_job.settings import load_settings
+from grpo_job.settings import DataSettings, load_settings
 from grpo_job.training import health
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,21 +21,33 @@ SMOKE = ROOT / "examples" / "smoke.yaml"
 
 
 # ---------------------------------------------------------------- rewards used by the tests (module:function)
+# The two broken on purpose below break only on text a model writes (untagged, not empty): the data check's
+# synthetic completions (tagged, or empty) pass them, so only the preflight on real samples can catch them.
 def raises_on_odd_answer(completions, answer, **kwargs):
-    """Broken on purpose: fails for prompts whose reference answer is odd."""
+    """Broken on purpose: fails on untagged output for prompts whose reference answer is odd."""
+    from grpo_job.rewards import completion_text
+
     out = []
-    for a in answer:
-        if int(a) % 2:
+    for c, a in zip(completions, answer, strict=True):
+        text = completion_text(c)
+        if int(a) % 2 and text and "<answer>" not in text:
             raise ValueError(f"cannot score answer {a}")
         out.append(0.0)
     return out
 
 
 def drops_untagged(completions, **kwargs):
-    """Broken on purpose: skips completions without an <answer> tag, so the list comes out short."""
+    """Broken on purpose: skips untagged output, so the list comes out short."""
     from grpo_job.rewards import completion_text
 
-    return [1.0 for c in completions if "<answer>" in completion_text(c)]
+    return [1.0 for c in completions if "<answer>" in completion_text(c) or not completion_text(c)]
+
+
+def drops_empty(completions, **kwargs):
+    """Broken on purpose: skips empty completions (a model that stopped at once), so the list comes out short."""
+    from grpo_job.rewards import completion_text
+
+    return [1.0 for c in completions if completion_text(c)]
 
 
 def constant_reward(completions, **kwargs):
@@ -180,6 +193,49 @@ def test_cuda_oom_becomes_a_message_naming_the_settings(tmp_path, monkeypatch, c
 def work_dir(tmp_path_factory):
     # one dequantized model cache for every test module of this session
     return tmp_path_factory.getbasetemp() / "grpo-work"
+
+
+# ---------------------------------------------------------------- fast: the data check's dry call of every reward
+def _prepared_rows(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps({"question": f"What is {i} + 2?", "answer": f"#### {i + 2}", "solution": str(i + 2)})
+                         + "\n" for i in range(5)))
+    return data.prepare(DataSettings(path=str(f), eval_fraction=0), tmp_path)[0]
+
+
+@pytest.mark.parametrize("name, kwargs, words", [
+    ("repetition_penalty", {"ngram_size": 0}, ["raised ZeroDivisionError"]),  # TRL's own rewards
+    ("cosine_scaled", {"max_len": 0}, ["raised ZeroDivisionError"]),
+    ("tests.reward_fixtures:no_kwargs", {}, ["raised TypeError", "unexpected keyword argument 'prompts'", "**kwargs"]),
+    ("tests.test_health:drops_empty", {}, ["returned 3 scores for 6 completions", "completion #1", "''"]),
+])
+def test_dry_call_names_a_reward_that_breaks_when_trl_calls_it(tmp_path, name, kwargs, words):
+    rows = _prepared_rows(tmp_path)
+    with pytest.raises(SettingsError) as e:
+        health.dry_call({name: R.build(name, kwargs)}, rows)
+    msg = str(e.value)
+    assert f"reward {name!r}" in msg and f"rewards.{name}" in msg and "dry call" in msg, msg
+    assert all(w in msg for w in words), msg
+
+
+def test_dry_call_passes_trl_arguments_and_synthetic_completions(tmp_path, chat_models, monkeypatch):
+    """Healthy rewards score the synthetic completions as expected (the reference answer in the format earns
+    correctness, the empty one nothing), get every column grouped as TRL groups it, once per batch, and
+    token ids from the model's tokenizer."""
+    from grpo_job import chat
+
+    monkeypatch.setenv("TEST_REWARD_LOG", str(tmp_path / "calls.jsonl"))  # by_difficulty logs each call's column
+    rows = [{**r, "difficulty": i + 1} for i, r in enumerate(_prepared_rows(tmp_path))]
+    built = R.build_all({"format": 1.0, "correctness": 1.0, "tests.reward_fixtures:by_difficulty": 1.0,
+                         "tests.reward_fixtures:async_tag_reward": 1.0})
+    built["soft_overlong"] = R.build("soft_overlong", {"max_completion_len": 10, "soft_punish_cache": 5})
+    scores = health.dry_call(built, rows, chat.from_folder(chat_models["smollm2"]))
+    assert (tmp_path / "calls.jsonl").read_text().splitlines() == ["[1, 1, 2, 2, 3, 3]"]
+    assert scores["format"] == scores["correctness"] == [1.0, 0.0] * health.DRY_ROWS
+    assert scores["tests.reward_fixtures:async_tag_reward"] == [1.0, 0.0] * health.DRY_ROWS
+    assert scores["tests.reward_fixtures:by_difficulty"][1] == 0.0 < scores["tests.reward_fixtures:by_difficulty"][0]
+    # the formatted answer is ~15 tokens + eos (past 10: punished), the empty one just eos (not)
+    assert scores["soft_overlong"][0] < 0 and scores["soft_overlong"][1] == 0.0
 
 
 def _preflight(tmp_path, work_dir, reward):

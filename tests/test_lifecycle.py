@@ -247,25 +247,34 @@ def test_closing_line_names_the_exit_and_the_artifacts(tmp_path, capsys):
     assert line["artifacts"] == {"adapter": f"{ctx.store.uri}/adapter", "gguf": [f"{ctx.store.uri}/gguf/model-q8_0.gguf"]}
 
 
+@pytest.mark.parametrize("command", ["run", "check"])  # one CI log: `check` is not text while `run` is JSON
 @pytest.mark.parametrize("how, json_expected", [
     ([], True),  # auto, output not a terminal: JSON, as every later line of the run would be
     (["--log_format=text"], False),
     (["GRPO_LOG_FORMAT=text"], False),
     (["yaml:text"], False),
+    # text or json in any case, spaces stripped; anything else (itself a failure to load) is auto
+    (["--log_format=TEXT"], False),
+    (["GRPO_LOG_FORMAT= text"], False),
+    (["--log_format=jsn"], True),
+    (["--log_format="], True),
+    (["--log_format=null"], True),
+    (["GRPO_LOG_FORMAT="], True),
+    (["yaml:JSN"], True),
 ])
-def test_settings_that_do_not_load_are_reported_in_the_log_format_asked_for(tmp_path, how, json_expected):
+def test_settings_that_do_not_load_are_reported_in_the_log_format_asked_for(tmp_path, command, how, json_expected):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
     env["GRPO_LORA__R"] = "0"
-    args = []
+    args = [command]
     for h in how:
         if h.startswith("GRPO_"):
             env.update([h.split("=", 1)])
         elif h.startswith("yaml:"):
             (tmp_path / "c.yaml").write_text(f"log_format: {h[5:]}\n")
-            args = ["--config", str(tmp_path / "c.yaml")]
+            args += ["--config", str(tmp_path / "c.yaml")]
         else:
             args.append(h)
-    done = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "run", *args], capture_output=True,
+    done = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), *args], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == errors.EXIT_INVALID and done.stdout == ""
     lines = done.stderr.strip().splitlines()

@@ -207,6 +207,9 @@ def test_a_template_that_rejects_system_names_the_system_prompt_setting(chat_mod
     ("gemma_style", [], ["GRPO_DATA__SYSTEM_PROMPT", "System role not supported"]),
     ("no_template", [], ["has no chat template", "GRPO_MODEL__NAME_OR_PATH"]),
     ("smollm2", ["--train.max_prompt_length=10"], ["GRPO_TRAIN__MAX_PROMPT_LENGTH", "every one of the 64"]),
+    # a reward that builds but breaks when TRL calls it: the data check's dry call
+    ("smollm2", ['--rewards={"tests.reward_fixtures:no_kwargs": 1}'],
+     ["reward 'tests.reward_fixtures:no_kwargs' raised TypeError", "**kwargs", "rewards.tests.reward_fixtures:no_kwargs"]),
 ])
 def test_check_exits_2_before_any_model_is_loaded(tmp_path, chat_models, case, overrides, words):
     r = check(tmp_path, f"--model.name_or_path={chat_models[case]}", "--model.gguf_file=null", *overrides)
@@ -218,10 +221,13 @@ def test_check_exits_2_before_any_model_is_loaded(tmp_path, chat_models, case, o
 def test_check_passes_without_a_system_prompt_and_shows_mapping_and_counts(tmp_path, chat_models):
     f = write_jsonl(tmp_path / "d.jsonl", [{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}",
                                             "difficulty": i % 3} for i in range(20)])
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}",
+                                             "difficulty": 1} for i in range(7)])
     r = check(tmp_path, f"--model.name_or_path={chat_models['gemma_style']}", "--model.gguf_file=null",
               "--data.system_prompt=", f"--data.path={f}", "--train.max_prompt_length=34",
-              '--rewards={"tests.reward_fixtures:by_difficulty": 1.0}')
+              '--rewards={"tests.reward_fixtures:by_difficulty": 1.0}', f"--evaluation.data_path={ev}")
     assert r.returncode == 0, r.stderr
+    assert f"evaluation: 7 rows from evaluation.data_path {ev}" in r.stdout
     assert "prompt <- 'question', answer <- 'answer'" in r.stdout and "'difficulty'" in r.stdout
     assert "19 train rows, 1 held-out rows; reference answers the checker cannot parse (answer_type auto): 0; " \
         "chat template: ok" in r.stdout
@@ -238,6 +244,17 @@ def test_prepare_data_stops_before_the_store_gets_data(tmp_path, chat_models):
         pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
     store = LocalStore(tmp_path / "runs" / "smoke")
     assert not store.exists("stages/prepare_data.json") and not store.exists("data/train.jsonl")
+
+
+def test_prepare_data_calls_every_reward_before_the_store_gets_data(tmp_path, chat_models):
+    """The dry call is part of the data check, so `run` gets it too (prepare_data, before any model loads)."""
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}",
+                              f"--model.name_or_path={chat_models['smollm2']}", "--model.gguf_file=null",
+                              '--rewards={"format": 1, "repetition_penalty": {"ngram_size": 0}}'])
+    with pytest.raises(SettingsError, match=r"reward 'repetition_penalty' raised ZeroDivisionError.*"
+                                            r"rewards\.repetition_penalty"):
+        pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
+    assert not LocalStore(tmp_path / "runs" / "smoke").exists("data/train.jsonl")
 
 
 # ---------------------------------------------------------------- real training on CPU (slow)
@@ -261,12 +278,14 @@ def test_a_column_reaches_the_reward_in_real_training_and_zero_prompts_never_tra
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(SMOKE), "--log_format=json"]
     r = subprocess.run([*cmd, "--run_id=own", *common], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
-    calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert calls and all(len(c) == 4 for c in calls)  # one value per completion: 1 prompt x 4 generations
-    assert all(len(set(c)) == 1 and c[0] in (1, 2, 3) for c in calls)  # the group's prompt's own difficulty
+    dry, *calls = [json.loads(line) for line in log.read_text().splitlines()]
     store = LocalStore(tmp_path / "runs" / "own")
     prepared = data.from_jsonl(store.read_text("data/train.jsonl"))
     assert {r["difficulty"] for r in prepared} == {1, 2, 3}
+    # prepare_data's dry call first: the first rows' own values, each row's twice (its two synthetic completions)
+    assert dry == [r["difficulty"] for r in prepared[: health.DRY_ROWS] for _ in range(2)]
+    assert calls and all(len(c) == 4 for c in calls)  # one value per completion: 1 prompt x 4 generations
+    assert all(len(set(c)) == 1 and c[0] in (1, 2, 3) for c in calls)  # the group's prompt's own difficulty
     metrics = [json.loads(line) for line in store.read_text("metrics.jsonl").splitlines()]
     assert any("rewards/by_difficulty/mean" in m for m in metrics)
     assert store.exists("stages/train.json")

@@ -222,6 +222,9 @@ def test_settings_entry_errors_are_early_and_name_the_fix(entry, message):
         ('{"soft_overlong": {"max_completion_len": "abc", "soft_punish_cache": 16}}',
          "max_completion_len='abc' does not fit its type int"),
         ('{"correctness": {"answer_type": "exactly"}}', "answer_type='exactly'"),
+        # the list form is one type per row, from a dataset column: bound in an entry it broke every batch
+        ('{"correctness": {"weight": 2, "answer_type": ["exact"]}}',
+         "set rewards.correctness.answer_type to auto, math or exact"),
         ('{"tests.reward_fixtures:weighted_length": {"scale": "big"}}', "scale='big' does not fit its type float"),
     ],
 )

@@ -181,6 +181,21 @@ def test_dict_settings_replace_across_sources(tmp_path, monkeypatch):
     assert load_settings(cfg).lora.target_modules == ["q_proj"]
 
 
+@pytest.mark.parametrize("name, value, where", [
+    ("GRPO_REWARDS", '{"correctness": 2', "line 1 column 18"),
+    ("GRPO_TRAIN__EXTRA", '{"top_p":', "line 1 column 10"),  # nested: the variable, not its section
+    ("GRPO_LORA__TARGET_MODULES", "[q_proj, v_proj]", "line 1 column 2"),
+])
+def test_invalid_json_in_an_environment_variable_names_the_variable(monkeypatch, name, value, where):
+    monkeypatch.setenv("GRPO_TRAIN__MAX_STEPS", "5")  # another variable of the same section is not blamed
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    msg = str(e.value)
+    assert f"environment variable {name} holds invalid JSON" in msg and where in msg and repr(value) in msg, msg
+    assert "command line" not in msg and "EnvSettingsSource" not in msg
+
+
 def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
     monkeypatch.setenv("GRPO_TRIAN__MAX_STEPS", "5")
     monkeypatch.setenv("GRPO_MAX_STEPS", "5")

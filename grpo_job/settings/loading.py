@@ -324,7 +324,7 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     except ValidationError as e:
         problems = format_validation_error(e).splitlines()[1:] + problems
     except SourceError as e:
-        problems.insert(0, f"  - {_cli_error(str(e))}")
+        problems.insert(0, f"  - {_env_error(e) or _cli_error(str(e))}")
     finally:
         _yaml_values.reset(tokens[0])
         _cli_args.reset(tokens[1])
@@ -332,6 +332,28 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
         n = sum(line.startswith("  - ") for line in problems)
         raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))
     return settings
+
+
+def _env_error(error: SourceError) -> str | None:
+    """pydantic-settings' error for an environment value it could not parse (`error parsing value for
+    field "rewards" from source "EnvSettingsSource"`), reworded: which GRPO_* variable, and json's own
+    message (line, column) for a dict or list setting holding invalid JSON. None for other errors."""
+    if '"EnvSettingsSource"' not in str(error):
+        return None
+    environ = os.environ
+    field = str(error).split('"')[1] if str(error).count('"') >= 2 else ""
+    stem = ENV_PREFIX + field.upper()
+    names = sorted(k for k in environ if k.upper() == stem or k.upper().startswith(stem + "__"))
+    cause = error.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        # the value json could not read is the cause's `doc`: that names the variable among the field's ones
+        names = [k for k in names if environ[k] == cause.doc] or names
+        shown = cause.doc if len(cause.doc) <= 200 else cause.doc[:200] + "…"
+        return (f"environment variable {' or '.join(names) or stem} holds invalid JSON ({cause}): {shown!r}; a "
+                "dict or list setting from the environment is written in JSON, strings in double quotes: e.g. "
+                '{"format": 0.5, "correctness": 2.0} or ["q_proj", "v_proj"]')
+    why = f": {cause}" if cause is not None else ""
+    return f"environment variable {' or '.join(names) or stem} cannot be read{why}"
 
 
 def _cli_error(message: str) -> str:

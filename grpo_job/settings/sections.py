@@ -515,7 +515,27 @@ class EvaluationSettings(_Section):
 
     data_path: str | None = None
     """A local .jsonl/.json/.parquet/.csv file of raw rows (mapped by data.task) to evaluate on
-    instead of the held-out split, e.g. GSM8K's test split when training from a local train file."""
+    instead of the held-out split, e.g. GSM8K's test split when training from a local train file.
+    Only a file on the machine: not an s3:// object, a Hub dataset or builtin:NAME."""
+
+    @field_validator("data_path")
+    @classmethod
+    def _local_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None  # GRPO_EVALUATION__DATA_PATH= (empty): no file, as null
+        if v is None or (not v.startswith(("s3://", "builtin:")) and v.lower().endswith(_DATA_FILE_SUFFIXES)):
+            return v
+        if v.startswith("s3://"):
+            instead = ("copy the object into the pod first (e.g. `aws s3 cp` in an init container) and give its "
+                       "path, or unset it to evaluate on the rows data.eval_fraction holds out of data.path")
+        elif v.startswith("builtin:"):
+            instead = ("a built-in dataset is evaluated on its own test split: set data.path to it and leave "
+                       "evaluation.data_path unset")
+        else:
+            instead = ("for a Hub dataset's split, train on that dataset (data.path) and name the split in "
+                       "data.eval_split; for a local file, give its path with its extension")
+        raise ValueError(f"{v!r} is not a local data file: evaluation.data_path takes the path of a local "
+                         f"{'/'.join(_DATA_FILE_SUFFIXES)} file on this machine; {instead}")
 
 
 class HealthSettings(_Section):

@@ -1,5 +1,8 @@
-"""Reward health: a preflight before training and guards during it.
+"""Reward health: a dry call and a preflight before training, and guards during it.
 
+- `dry_call` (the data check, in `check` and prepare_data, before any model is loaded): every reward
+  called once as TRL calls it, on synthetic completions of a few data rows; a reward that raises or
+  returns the wrong number of scores fails the run at once (exit 2), naming `rewards.<name>`.
 - `preflight` (its own stage, before training): sample a few completions from the base model and
   call every reward on them the way TRL does. A reward that raises, returns the wrong number of
   scores or a non-number fails the run at once (exit 2) with the completion that broke it, before
@@ -39,55 +42,65 @@ def _show(text: str) -> str:
 
 # ---------------------------------------------------------------- preflight
 def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], completions: list[str],
-                  completion_ids: list[list[int]] | None = None) -> dict[str, list[float]]:
+                  completion_ids: list[list[int]] | None = None, found_by: str = "",
+                  light: bool = False) -> dict[str, list[float]]:
     """Call every reward on (prompt row, completion) pairs as TRL's GRPOTrainer calls it; return the
     scores by reward name (NaN where a reward returned None: TRL skips those).
 
     `rewards`: built rewards by settings name (`rewards.build_all`), or names built with their
     defaults. As in TRL's `_calculate_rewards`: keyword arguments `prompts`, `completions` (chat
-    messages), `completion_ids`, every other dataset column, `trainer_state`, `log_extra`,
-    `log_metric`; async rewards are awaited; None is a skipped completion. Raises SettingsError
-    naming the reward and showing the completion that broke it when a reward raises, returns the
-    wrong number of scores, or returns a non-number."""
+    messages when the prompts are, else text), `completion_ids`, every other dataset column,
+    `trainer_state`, `log_extra`, `log_metric`; async rewards are awaited; None is a skipped
+    completion. Raises SettingsError naming the reward and its setting (`rewards.<name>`) and showing
+    the completion that broke it when a reward raises, returns the wrong number of scores, or returns
+    a non-number; `found_by` (what produced the completions) is added to that message. `light`: the
+    TrainerState (building one imports torch) is built only when a user reward (`module:function`) is
+    among them; the job's and TRL's own rewards never read `trainer_state` and get None."""
     funcs = dict(rewards) if isinstance(rewards, Mapping) else {name: R.build(name) for name in rewards}
     n = len(completions)
     ids = completion_ids if completion_ids is not None else [[] for _ in completions]
     columns = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")] if rows else []
-    state = _trainer_state()
+    state = _trainer_state() if not light or any(":" in name for name in funcs) else None
+    # conversational prompts: TRL passes each completion as a list of messages
+    conversational = bool(rows) and isinstance(rows[0].get("prompt"), list)
 
     def call(func: Any, idx: list[int]) -> Any:
         kwargs = {k: [rows[i][k] for i in idx] for k in columns}
         out = func(
             prompts=[rows[i]["prompt"] for i in idx],
-            # conversational prompts: TRL passes each completion as a list of messages
-            completions=[[{"role": "assistant", "content": completions[i]}] for i in idx],
+            completions=[[{"role": "assistant", "content": completions[i]}] if conversational else completions[i]
+                         for i in idx],
             completion_ids=[ids[i] for i in idx],
             trainer_state=state, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
             **kwargs,
         )
         return asyncio.run(out) if inspect.iscoroutine(out) else out
 
-    def problem(func: Any, idx: list[int]) -> str | None:
+    def attempt(func: Any, idx: list[int]) -> tuple[str | None, Any]:
+        """(what is wrong or None, the scores): one call, as TRL makes one per batch (an LLM judge costs)."""
         try:
             out = call(func, idx)
         except Exception as e:  # any error of user code is the finding, reported below
-            return f"raised {type(e).__name__}: {e}"
+            return f"raised {type(e).__name__}: {e}", None
         try:
             got = len(out)
         except TypeError:
-            return f"returned {type(out).__name__}, not a list of floats"
+            return f"returned {type(out).__name__}, not a list of floats", None
         if got != len(idx):
-            return f"returned {got} scores for {len(idx)} completions (one per completion is required)"
+            return f"returned {got} scores for {len(idx)} completions (one per completion is required)", None
         bad = [v for v in out if v is not None and not isinstance(v, (int, float))]
         if bad:
-            return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})"
-        return None
+            return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})", None
+        return None, out
+
+    def problem(func: Any, idx: list[int]) -> str | None:
+        return attempt(func, idx)[0]
 
     scores: dict[str, list[float]] = {}
     for name, func in funcs.items():
-        batch_problem = problem(func, list(range(n)))
+        batch_problem, out = attempt(func, list(range(n)))
         if batch_problem is None:
-            scores[name] = [math.nan if v is None else float(v) for v in call(func, list(range(n)))]
+            scores[name] = [math.nan if v is None else float(v) for v in out]
             continue
         # Find the completion that breaks it: one at a time, the first that fails on its own.
         culprit = next((i for i in range(n) if problem(func, [i]) is not None), None)
@@ -98,10 +111,55 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
             if "answer" in rows[culprit]:
                 detail += f" (reference answer {rows[culprit]['answer']!r})"
         raise SettingsError(
-            f"reward {name!r} {batch_problem}, {detail}. A reward must return one float (or None) per completion "
-            f"and never raise on odd model output; fix the function or remove it from GRPO_REWARDS"
+            f"reward {name!r} {batch_problem}, {detail}{f' ({found_by})' if found_by else ''}"
+            f"{_kwargs_hint(func) if batch_problem.startswith('raised TypeError') else ''}. A reward must "
+            f"return one float (or None) per completion and never raise on odd model output; fix the function or "
+            f"its arguments in rewards.{name}, or remove it from rewards [GRPO_REWARDS]"
         )
     return scores
+
+
+def _kwargs_hint(func: Any) -> str:
+    """Why a reward without `**kwargs` fails in TRL, which passes more keyword arguments than it names."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: nothing to say
+        return ""
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return ""
+    return (". TRL calls every reward with the keyword arguments prompts, completions, completion_ids, "
+            "trainer_state, log_extra, log_metric and every dataset column: end its parameters with **kwargs")
+
+
+DRY_ROWS = 3  # data rows the data check calls every reward on, two synthetic completions each
+
+
+def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None) -> dict[str, list[float]]:
+    """Call every built reward (`rewards.build_all`) once before any model is loaded, through
+    `check_rewards` (TRL's keyword arguments and shapes): on the first `DRY_ROWS` prepared rows, each
+    as TRL groups them with two synthetic completions, its reference answer in the recipe's
+    reasoning/answer format and an empty one (a model that stops at once); `trainer_state` as
+    `check_rewards(light=True)` gives it (`check` imports no torch). Token ids come from the
+    model's tokenizer with its eos token when `chat` (`grpo_job.chat.ChatTemplate`) has one, else the
+    UTF-8 bytes stand in for them. Returns the scores by reward name; raises SettingsError naming the
+    reward and `rewards.<name>` when one raises or returns the wrong number of scores."""
+    picked = rows[:DRY_ROWS]
+    texts = [t for r in picked
+             for t in (f"<reasoning>\nThe answer is {r.get(data.ANSWER, '')}.\n</reasoning>\n<answer>\n"
+                       f"{r.get(data.ANSWER, '')}\n</answer>", "")]
+    tokenizer = getattr(chat, "tokenizer", None)
+    eos = tokenizer.token_to_id(chat.special_tokens["eos_token"]) \
+        if tokenizer is not None and "eos_token" in chat.special_tokens else None
+
+    def ids(text: str) -> list[int]:
+        if tokenizer is None:
+            return list(text.encode())
+        return tokenizer.encode(text, add_special_tokens=False).ids + ([eos] if eos is not None else [])
+
+    return check_rewards(rewards, [r for r in picked for _ in range(2)], texts, [ids(t) for t in texts],
+                         found_by=f"the data check's dry call of every reward, before any model is loaded, on "
+                                  f"{len(texts)} synthetic completions of {len(picked)} data rows: the reference "
+                                  "answer in the <reasoning>/<answer> format, and an empty one", light=True)
 
 
 def _trainer_state() -> Any:
