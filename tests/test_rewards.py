@@ -289,3 +289,20 @@ def test_reward_arguments_from_env_vars_arrive_as_their_types(monkeypatch):
     built = rewards.build_all(s.rewards)
     assert built["soft_overlong"](completion_ids=[[1] * 50, [1] * 90]) == [0.0, -0.5]
     assert built["tests.reward_fixtures:weighted_length"].keywords == {"scale": 2.5}
+
+
+def test_a_module_name_whose_case_an_env_var_lost_says_how_to_keep_it(monkeypatch, tmp_path):
+    from grpo_job.settings import environment, load_settings
+
+    (tmp_path / "CamelRewards.py").write_text("def brevity(completions, **kwargs):\n    return [0.0] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_REWARDS__CamelRewards:brevity", "1")
+    found = environment.problems(load_settings(None, ["--data.path=builtin:arithmetic"]))
+    assert len(found) == 1 and "cannot import module 'camelrewards'" in found[0]
+    assert "GRPO_REWARDS__CamelRewards:brevity names it in lower case" in found[0]
+    assert """GRPO_REWARDS='{"CamelRewards:brevity": 1.0}'""" in found[0]
+    monkeypatch.delenv("GRPO_REWARDS__CamelRewards:brevity")
+    monkeypatch.setenv("GRPO_REWARDS", '{"CamelRewards:brevity": 1.0}')  # the form the message gives works
+    assert environment.problems(load_settings(None, ["--data.path=builtin:arithmetic"])) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,8 +47,21 @@ def _rewards(s: JobSettings) -> list[str]:
         try:
             rewards.build(name, entry.kwargs if isinstance(entry, RewardEntry) else None, s.data.answer_type)
         except (LookupError, ImportError, TypeError, ValueError) as e:
-            out.append(f"rewards [GRPO_REWARDS]: {e}")
+            out.append(f"rewards [GRPO_REWARDS]: {e}{_lost_case_hint(name) if isinstance(e, ImportError) else ''}")
     return out
+
+
+def _lost_case_hint(name: str) -> str:
+    """pydantic-settings reads environment variable names in lower case, so `GRPO_REWARDS__MyMod:score`
+    names the reward `mymod:score`: say so when such a variable is behind a reward that did not import."""
+    prefix = "GRPO_REWARDS__"
+    for key in os.environ:
+        if key.upper().startswith(prefix):
+            written = key[len(prefix):].split("__")[0]
+            if written.lower() == name and written != name:
+                return (f" (the environment variable {key} names it in lower case: variable names lose their "
+                        f"case; set GRPO_REWARDS as JSON, e.g. GRPO_REWARDS='{{\"{written}\": 1.0}}', to keep it)")
+    return ""
 
 
 def _packages(s: JobSettings) -> list[str]:
