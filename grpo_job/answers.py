@@ -10,14 +10,17 @@ fractions (`72`, `72.0`, `$1,000`, `-3`, `1.5e3`, `12 apples`, `12 (3 x 4)`) whe
 alone would round to 6 places or read `1.5e3` as 1.5; a scale word multiplies (`1.5 million`); a
 list of plain numbers (`1,2,3`, `3 or 4`) is a set, never equal to one number (a hedged answer earns
 nothing). Free text with several numbers counts only as arithmetic or a worked line ending in
-`= result`, and a denial (`not 42`) counts as nothing: math-verify's free-text reading would keep one
+`= result` that holds (`40 + 1 = 42` answers nothing); words that deny, bound or change the number
+(`not 42`, `42 is wrong`, `at least 42`, `5 squared`, `2 and a half`) make it no answer, and a
+remark in parentheses may show working (`12 (3 x 4)`) but not another number (`12 (13)`): math-verify's free-text reading would keep one
 number of `5:31`, `2024-01-06` or `between 40 and 42`. A reference printed as a long float
 (`0.3333333333333333`) equals what rounds to it at its precision. A bare pair, tuple,
 interval or list (`(1, 2)`, `[0,1]`) is read as LaTeX, so its structure counts and its spacing does
 not; bare algebra (`x+1`) is read as LaTeX too. Non-math answers (`yes`, `Paris`) are compared as
 strings with case, whitespace, LaTeX wrapping (`\\text{}`, `$...$`, `\\boxed{}`), quotes, Markdown
 emphasis and final punctuation normalised. A single capital letter reference (`B`, `(B)`) is a
-multiple-choice label: `(B)`, `B)`, `B.`, `Answer: B` and `(B) 12` give it.
+multiple-choice label: `(B)`, `B)`, `B.`, `\\boxed{B}`, `Answer: B` and `(B) 12` give it, and a
+second label or a denial after it (`(B) or (C)`, `(B) is wrong`) takes it back.
 
 math-verify can be slow on adversarial input. On the main thread (where TRL calls synchronous
 rewards and the evaluation runs) its own signal-based timeout applies. Off the main thread (an
@@ -56,11 +59,15 @@ _CURRENCY = r"(?:[$€£¥₹]|\\\$|usd\b|eur\b|rs\.?)"
 # One number, optionally with a currency sign before it and unit words or a parenthesised remark
 # after it: `$72`, `-$5`, `72 apples`, `72 km/h`, `12 (3 x 4)`.
 _PLAIN = re.compile(
-    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\([^()]*\))?\s*(?P<unit>[^\W\d_][^\d()=+*^\\]*)?$",
+    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\((?P<remark>[^()]*)\))?\s*(?P<unit>[^\W\d_][^\d()=+*^\\]*)?$",
     re.IGNORECASE,
 )
 # A unit word that is a multiplier: `1.5 million` is 1500000, not 1.5 (nor 1.5 billion).
-_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+_SCALES = {"dozen": 12, "hundred": 10**2, "thousand": 10**3, "million": 10**6, "billion": 10**9,
+           "trillion": 10**12}
+# A parenthesised remark after a number may show the working (`12 (3 x 4)`), not another number
+# (`12 (13)`, `12 (actually 13)`).
+_OPERATOR = re.compile(r"[+\-*/×÷x=]")
 # Two or more plain numbers joined by commas, semicolons, `or`, `and`: a set of candidates.
 _LIST_ITEM = rf"{_CURRENCY}?\s*(?:{_NUM})"
 _LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|;|\bor\b|\band\b)\s*{_LIST_ITEM})+$", re.IGNORECASE)
@@ -79,12 +86,25 @@ _WRAPPED = re.compile(r"^(?:\$\$?([^$]+)\$\$?|\\\((.+)\\\)|\\\[(.+)\\\]|\\boxed\
 # (`5:31` would equal 5, `between 40 and 42` 42, `2024-01-06` 2024).
 _NUMBERS = re.compile(_NUM)
 _ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷()%]+")
+_OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[\d(]")
+_SPACED_THOUSANDS = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?")  # `1 000 000`
 _LEADING_ZERO = re.compile(r"(?:^|[-/:])\s*0\d")  # `2024-01-06`: a date, not a subtraction
 # Bare algebra in single-letter variables (`x+1`, `y = 2x + 1`): read as LaTeX, where it parses.
-_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*[+\-*/=])[A-Za-z\d\s.,+\-*/=()]+")
+_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*[+\-*/=<>≤≥])[A-Za-z\d\s.,+\-*/=<>≤≥()]+")
 _LONG_NAME = re.compile(r"[A-Za-z]{2,}")
-# An answer that denies a number does not give it (`not 42`).
-_NEGATION = re.compile(r"\b(?:not|never|neither|nor|isn't|aren't|cannot|can't|except|excluding)\b", re.IGNORECASE)
+# Words that deny, bound or change the number next to them (`not 42`, `42 is wrong`, `at least 42`,
+# `5 squared`, `2 and a half`): free text holding one is not that number.
+_QUALIFIER = re.compile(r"(?<!\\)\b(?:not|no|never|neither|nor|wrong|incorrect|false|except|excluding|least|most|more|"
+                        r"less|fewer|over|under|above|below|almost|nearly|negative|squared|cubed|halfs?|halves|"
+                        r"quarters?|thirds?|from)\b|n't\b", re.IGNORECASE)
+# After a choice label, words that take it back (`(C) is wrong`); option text may bound numbers freely.
+_DENIAL = re.compile(r"\b(?:not|no|never|wrong|incorrect|false)\b|n't\b", re.IGNORECASE)
+# The math inside prose (`$42$ is wrong`): what is left is checked for qualifiers.
+_MATH_SPANS = re.compile(r"\$\$?[^$]*\$\$?|\\boxed\{[^{}]*\}|\\\(.*?\\\)|\\\[.*?\\\]", re.DOTALL)
+# `The answer is`, `Final answer:` before a word answer or a choice label.
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
+# A second choice label after the first (`(C) or (B)`, `C. B.`): a hedge, not an answer.
+_OTHER_LABEL = re.compile(r"\(\s*[A-Za-z]\s*\)|(?<![A-Za-z'])[A-Z](?![A-Za-z'])")
 # A multiple-choice answer: `A`, `(A)`, `A)`, `A.`, `A: 42`, `(C) 12`, `Answer: B`, `option b`.
 _CHOICE = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
                      r"(?:\(([A-Za-z])\)|([A-Za-z])(?:[.:)]|$))", re.IGNORECASE)
@@ -98,7 +118,8 @@ def _clean(text: str) -> str:
     unescaped, spaces collapsed."""
     text = text.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u202f", " ")
     text = _TEXT_CMD.sub(r" \1 ", text)
-    return " ".join(text.replace("\\%", "%").split())
+    text = " ".join(text.replace("\\%", "%").split())
+    return text[1:].lstrip() if text[:1] in ("~", "≈") else text  # `~42`: about 42
 
 
 def _plain_number(text: str) -> Fraction | None:
@@ -110,7 +131,12 @@ def _plain_number(text: str) -> Fraction | None:
         value = Fraction(Decimal(m["num"].replace(",", "")))
     except (InvalidOperation, ValueError):
         return None
+    remark = m["remark"]
+    if remark and (_QUALIFIER.search(remark) or (any(c.isdigit() for c in remark) and not _OPERATOR.search(remark))):
+        return None
     if m["unit"]:
+        if _QUALIFIER.search(m["unit"]):
+            return None
         value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
     return -value if m["sign"] == "-" else value
 
@@ -186,14 +212,16 @@ def _parse_math(text: str) -> Any | None:
     number = _number_only(text)
     if number is not None:
         return number
+    if _QUALIFIER.search(_MATH_SPANS.sub(" ", text)):
+        return None
     if not text.startswith(_LATEX_DELIMS) and not any(c in text for c in "\\^{"):  # free text
-        if _NEGATION.search(text):
-            return None
         algebra = bool(_ALGEBRA.fullmatch(text)) and not _LONG_NAME.search(text)
         if len(_NUMBERS.findall(text)) >= 2 and not algebra and not _BRACKETED.match(text):
             head, eq, result = text.rpartition("=")
             if eq and _is_arithmetic(head):
-                return _parse_math(result)  # a worked line: `5 + 67 = 72` answers 72
+                # a worked line: `5 + 67 = 72` answers 72, if it holds (`40 + 1 = 42` answers nothing)
+                value, worked = _parse_math(result), _parse_math(head)
+                return value if value is not None and worked is not None and _equal(worked, value) else None
             if not _is_arithmetic(text):
                 return None
         if algebra or _BRACKETED.match(text):
@@ -205,24 +233,47 @@ def _parse_math(text: str) -> Any | None:
 
 
 def _is_arithmetic(text: str) -> bool:
-    """Numbers and operators only (`3/4`, `5 + 67`), no date-like `-01` or `/07`."""
-    return bool(_ARITHMETIC.fullmatch(text)) and not _LEADING_ZERO.search(text)
+    """Numbers joined by operators (`3/4`, `5 + 67`) or one number in spaced thousands (`1 000`); not
+    numbers side by side (`43 42`) nor date-like `-01`, `/07`."""
+    if not _ARITHMETIC.fullmatch(text) or _LEADING_ZERO.search(text):
+        return False
+    return bool(_OPERATION.search(text) or _SPACED_THOUSANDS.fullmatch(text.strip()))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Two parsed math values (Fractions, sets of them, sympy objects) are equal."""
+    fa, fb = _as_fraction(a), _as_fraction(b)
+    if fa is not None and fb is not None:
+        return fa == fb
+    return _mv_verify(_sympy(a), _sympy(b))
 
 
 def _exact(text: str) -> str:
     """Case, whitespace, LaTeX wrapping, quotes, Markdown emphasis and final punctuation normalised:
-    `  Yes `, `\\text{Yes}`, `$\\boxed{yes}$`, `**Yes**`, `"yes"` and `Yes!` -> `yes`."""
-    text = _clean(text)
-    while m := _WRAPPED.match(text) or _EMPHASIS.match(text):
-        text = next(g for g in m.groups() if g is not None).strip()
-    text = " ".join(text.split()).casefold()
+    `  Yes `, `\\text{Yes}`, `$\\boxed{yes}$`, `**Yes**`, `"yes"`, `Answer: yes` and `Yes!` -> `yes`."""
+    text = " ".join(_unwrap(text).split()).casefold()
     return text.rstrip(_END_PUNCTUATION) or text
 
 
+def _unwrap(text: str) -> str:
+    """A word answer without what wraps it: `The answer is`, `$...$`, `\\boxed{}`, quotes, emphasis."""
+    text = _ANSWER_PREFIX.sub("", _clean(text).strip())
+    while m := _WRAPPED.match(text) or _EMPHASIS.match(text):
+        text = next(g for g in m.groups() if g is not None).strip()
+    return text
+
+
 def _choice(text: str) -> str | None:
-    """The letter of a multiple-choice answer (`(C) 12` -> `c`); None when the text is not one."""
-    m = _CHOICE.match(_clean(text).strip())
-    return (m[1] or m[2]).casefold() if m else None
+    """The letter of a multiple-choice answer (`(C) 12`, `\\boxed{C}` -> `c`); None when the text is not
+    one, or names a second label or denies it (`(C) or (B)`, `(C) is wrong`)."""
+    text = _unwrap(text)
+    m = _CHOICE.match(text)
+    if not m:
+        return None
+    rest = text[m.end():]
+    if _DENIAL.search(rest) or _OTHER_LABEL.search(rest):
+        return None
+    return (m[1] or m[2]).casefold()
 
 
 def _looks_like_words(text: str) -> bool:

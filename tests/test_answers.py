@@ -151,6 +151,36 @@ TABLE = [
     ("(B)", "A", False),
     ("Apple", "A", False),
     ("A banana", "A", False),
+    (r"\boxed{C}", "C", True),
+    ("**C**", "C", True),
+    ("(D) None of the above", "D", True),  # option text is not a denial
+    ("(C) or (B)", "C", False),  # a second label is a hedge
+    ("C. B.", "C", False),
+    ("(C) is wrong, it's (B)", "C", False),
+    # words that deny, bound or change the number next to them
+    ("42 is wrong", "42", False),
+    (r"\boxed{42} is wrong", "42", False),
+    ("at least 42", "42", False),
+    ("42 or more", "42", False),
+    ("5 squared", "5", False),
+    ("2 and a half", "2", False),
+    ("3 dozen", "36", True),
+    ("42 hundred", "42", False),
+    ("~42", "42", True),
+    ("about 42", "42", True),
+    # a remark in parentheses shows working, not another number
+    ("12 (13)", "12", False),
+    ("12 (actually 13)", "12", False),
+    # numbers side by side are not arithmetic; a worked line must hold
+    ("43 42", "42", False),
+    ("43\n42", "42", False),
+    ("40 + 1 = 42", "42", False),
+    ("43 = 42", "42", False),
+    # inequalities are relations, not their number
+    ("x > 2", "x < 2", False),
+    ("x > 42", "42", False),
+    ("x > 2", "x > 2", True),
+    ("Answer: yes", "yes", True),
 ]
 
 
