@@ -306,3 +306,13 @@ def test_a_module_name_whose_case_an_env_var_lost_says_how_to_keep_it(monkeypatc
     monkeypatch.delenv("GRPO_REWARDS__CamelRewards:brevity")
     monkeypatch.setenv("GRPO_REWARDS", '{"CamelRewards:brevity": 1.0}')  # the form the message gives works
     assert environment.problems(load_settings(None, ["--data.path=builtin:arithmetic"])) == []
+
+
+def test_an_overlong_penalty_for_another_length_than_the_generation_limit_is_a_warning():
+    s = _settings('{"soft_overlong": {"max_completion_len": 512, "soft_punish_cache": 64}}',
+                  "--train.max_completion_length=256")
+    assert any("rewards.soft_overlong.max_completion_len=512 differs from train.max_completion_length=256" in w
+               for w in s.warnings())
+    s = _settings('{"soft_overlong": {"max_completion_len": 256, "soft_punish_cache": 64}}',
+                  "--train.max_completion_length=256")
+    assert not any("max_completion_len" in w for w in s.warnings())

@@ -212,6 +212,15 @@ def warnings(s: JobSettings) -> list[str]:
             "data.eval_fraction=0 holds out no rows, so evaluate_base and evaluate_trained have nothing to "
             "score; set evaluation.data_path to a file of held-out rows, or evaluation.enabled=false"
         )
+    for name, entry in s.rewards.items():
+        limit = getattr(entry, "kwargs", {}).get("max_completion_len")
+        if name in ("soft_overlong", "get_soft_overlong_punishment") and isinstance(limit, int) \
+                and limit != s.train.max_completion_length:
+            out.append(
+                f"rewards.{name}.max_completion_len={limit} differs from train.max_completion_length="
+                f"{s.train.max_completion_length}: DAPO's overlong penalty is meant for the generation limit "
+                f"(above it, it never applies; below it, it penalises completions the limit allows); set both alike"
+            )
     if s.train.save_steps > s.train.max_steps:
         out.append(
             f"train.save_steps={s.train.save_steps} > train.max_steps={s.train.max_steps}: no "
