@@ -24,7 +24,7 @@ from typing import Any
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings, EvaluationSettings
-from grpo_job.settings.sections import is_data_file
+from grpo_job.settings.sections import eval_fraction_applies
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +328,10 @@ def _file(path: Path, setting: tuple[str, str]) -> str:
     return f"data file {str(path)!r} ({setting[0]} [{setting[1]}])"
 
 
+def _no_rows(path: Path, setting: tuple[str, str]) -> SettingsError:
+    return SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
+
+
 def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
     rows = []
     with path.open() as f:
@@ -369,7 +373,7 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
     except (ValueError, OSError) as e:
         raise SettingsError(f"cannot read {_file(path, setting)}: {e}") from None
     if not rows:
-        raise SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
+        raise _no_rows(path, setting)
     return rows
 
 
@@ -395,13 +399,13 @@ def peek_columns(path: Path) -> list[str]:
             with path.open() as f:
                 first = next((line for line in f if line.strip()), None)
             if first is None:
-                raise SettingsError(f"{_file(path, DATA_PATH)} has no rows; point GRPO_DATA__PATH at a file with data")
+                raise _no_rows(path, DATA_PATH)
             return list(json.loads(first))
         if suffix == ".csv":
             with path.open(newline="") as f:
                 header = next(csv.reader(f), None)
             if not header:
-                raise SettingsError(f"{_file(path, DATA_PATH)} has no rows; point GRPO_DATA__PATH at a file with data")
+                raise _no_rows(path, DATA_PATH)
             return header
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -460,8 +464,7 @@ def hold_out_note(data: DataSettings, evaluation: EvaluationSettings, n_train: i
     training; with them evaluated: no row held out (a 1-row file), or a share far from `eval_fraction`
     (1 of 2 rows is 50%). Names the settings that change it."""
     total = n_train + n_eval
-    from_training = is_data_file(data.path) or not data.eval_split  # else the Hub dataset's own eval split
-    if data.path.startswith("builtin:") or data.eval_fraction <= 0 or total == 0 or not from_training:
+    if not eval_fraction_applies(data) or data.eval_fraction <= 0 or total == 0:
         return None
     held = f"{n_eval} of {total} rows held out ({n_eval / total:.0%}) for data.eval_fraction={data.eval_fraction:g}"
     if not evaluation.enabled or evaluation.data_path:

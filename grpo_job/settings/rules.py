@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from grpo_job.settings.sections import is_data_file
+from grpo_job.settings.sections import eval_fraction_applies
 
 if TYPE_CHECKING:
     from grpo_job.settings.loading import JobSettings
@@ -175,12 +175,8 @@ def problems(s: JobSettings) -> list[str]:
 
 
 def _holds_out_nothing(s: JobSettings) -> bool:
-    """No held-out rows: `eval_fraction` 0 on a file (local or S3), or on a Hub dataset without `eval_split`
-    (a built-in dataset has its own test split)."""
-    d = s.data
-    if d.path.startswith("builtin:") or d.eval_fraction > 0:
-        return False
-    return is_data_file(d.path) or d.eval_split is None
+    """No held-out rows: `eval_fraction` 0 where it applies (`sections.eval_fraction_applies`)."""
+    return eval_fraction_applies(s.data) and s.data.eval_fraction == 0
 
 
 def warnings(s: JobSettings) -> list[str]:

@@ -97,6 +97,12 @@ def is_data_file(path: str) -> bool:
     return path.startswith("s3://") or is_local_data_path(path)
 
 
+def eval_fraction_applies(data: DataSettings) -> bool:
+    """The held-out rows come from `data.eval_fraction` of the training rows: for a file (local or S3),
+    and for a Hub dataset without `eval_split` (a built-in dataset has its own test split)."""
+    return not data.path.startswith("builtin:") and (is_data_file(data.path) or not data.eval_split)
+
+
 def check_s3_uri(uri: str) -> str:
     """Reject `s3://`, `s3:///x` and bucket names S3 would refuse, naming the rule broken."""
     rest = uri[len("s3://") :]
