@@ -42,6 +42,8 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Literal
 
+from grpo_job.errors import JobError
+
 log = logging.getLogger(__name__)
 
 AnswerType = Literal["auto", "math", "exact"]
@@ -330,7 +332,9 @@ def _parse_reference(text: str, answer_type: AnswerType) -> object | None:
 
 def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") -> bool:
     """True when `prediction` (the text of a model's answer, e.g. an `<answer>` block) equals
-    `reference` under `answer_type`; False for an unparsable prediction or reference, never raises.
+    `reference` under `answer_type`; False for an unparsable prediction or reference (or one whose
+    check times out). Raises AnswerCheckError when the checker itself fails (math-verify not
+    importable, a bug): a job error, never a silent 0.
 
     Plain numbers and lists of them compare exactly; other math by math-verify (numbers to 6
     decimals, symbolic equality); an exact-type reference by the normalised string.
@@ -365,10 +369,23 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
                     return False  # a set of candidates never equals one value
             return _mv_verify(_sympy(gold), _sympy(pred))
         return _mv_verify(gold, pred)
-    except Exception as e:  # a checker bug must not stop training: log it, score wrong
-        log.warning("answer check failed on %r vs %r (%s: %s); scored as wrong",
-                    str(prediction)[:200], str(reference)[:200], type(e).__name__, e)
-        return False
+    except Exception as e:
+        # math-verify reports its own parse and comparison failures as "no match"; what reaches here is a
+        # broken install (math-verify or sympy missing) or a bug of ours. Scored 0 it would corrupt the
+        # reward of every answer outside the fast path for the whole run, silently.
+        raise AnswerCheckError(
+            f"the answer checker failed on {str(prediction)[:200]!r} vs the reference {str(reference)[:200]!r} "
+            f"({type(e).__name__}: {e}); {_install_hint(e)}") from e
+
+
+class AnswerCheckError(JobError):
+    """The answer checker itself failed (not the answer): training on its scores would be training on noise."""
+
+
+def _install_hint(e: Exception) -> str:
+    if isinstance(e, ImportError):
+        return f"install the missing package ({e.name or e}): pip install math-verify==0.9.0"
+    return "this is a bug of the checker: report it with the two texts above"
 
 
 def _same_number(gold: Fraction, pred: Fraction) -> bool:

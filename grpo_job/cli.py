@@ -210,6 +210,9 @@ def _reexec() -> None:
     """Replace this process with a fresh run of the same command (same PID: Kubernetes, tini and
     torchrun see one process). SIGTERM stays blocked across the exec and is delivered once the new
     process has its handler (stopping.StopControl.install)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "close_line"):  # a partial line held by the JSON log streams
+            stream.close_line()
     for handler in logging.getLogger().handlers:
         handler.flush()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):

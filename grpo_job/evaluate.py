@@ -10,7 +10,8 @@ Generation is greedy (deterministic). On a CUDA GPU with vLLM installed it runs 
 child process (`python -m grpo_job.evaluate`): the trained adapter is applied as a vLLM LoRA, and the
 child's exit hands all its GPU memory back before the next stage (a `vllm.LLM` built in the job's own
 process would stay next to the train stage's engine, and one built in a process that imported unsloth
-was seen to hang). vLLM reserves at most 90% of the memory free when it starts, capped at
+was seen to hang). The engine is built for one pass (`one_shot_engine_args`: no torch.compile, a few
+CUDA graphs), and reserves at most 90% of the memory free when it starts, capped at
 `model.gpu_memory_utilization`. Elsewhere it is transformers' `generate`, batched with left padding.
 """
 
@@ -110,16 +111,18 @@ def use_vllm() -> bool:
 
 
 def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], max_new_tokens: int,
-                  adapter: bool) -> list[tuple[str, list[int]]]:
-    """The same (text, token ids up to and including eos) as `generate`, greedy, from vLLM in a child
-    process; the adapter (the store's `adapter/`) is applied as a LoRA. Raises RuntimeError with the
-    child's exit code when it fails (its output is in the job log)."""
-    import subprocess
+                  adapter: bool, temperature: float = 0.0) -> list[tuple[str, list[int]]]:
+    """The same (text, token ids up to and including eos) as `generate` from vLLM in a child process:
+    greedy at `temperature` 0, else sampled (seeded by `train.seed`); the adapter (the store's
+    `adapter/`) is applied as a LoRA. The child's output is logged in the job's log format. Raises
+    RuntimeError with the child's exit code when it fails (its output is in the job log)."""
     import sys
+
+    from grpo_job import logs
 
     job = {"model": models.resolve(s.model, ctx.cache_dir), "revision": s.model.revision, "prompts": prompts,
            "max_new_tokens": max_new_tokens, "gpu_memory_utilization": s.model.gpu_memory_utilization,
-           "seed": s.train.seed, "adapter": None,
+           "seed": s.train.seed, "temperature": temperature, "adapter": None,
            # vLLM takes only these LoRA ranks (vllm.config.lora.MaxLoRARanks)
            "max_lora_rank": min(r for r in (1, 8, 16, 32, 64, 128, 256, 320, 512, s.lora.r) if r >= s.lora.r)}
     if adapter:
@@ -130,21 +133,36 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
     io = ctx.work_dir / "eval-vllm"
     io.mkdir(parents=True, exist_ok=True)
     (io / "job.json").write_text(json.dumps(job))
+    (io / "out.json").unlink(missing_ok=True)
     # a fresh process: not the trainer's torch.distributed variables (TRL colocate sets them in this one)
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    rc = subprocess.run([sys.executable, "-m", "grpo_job.evaluate", str(io / "job.json"), str(io / "out.json")],
-                        env=env).returncode
+    rc = logs.run_logged([sys.executable, "-m", "grpo_job.evaluate", str(io / "job.json"), str(io / "out.json")],
+                         env=env, logger="evaluate.vllm")
     if rc != 0:
         raise RuntimeError(f"vLLM evaluation process exited {rc} (its log is above)")
     out = json.loads((io / "out.json").read_text())
-    log.info("vLLM evaluation: engine ready in %.1f s, %d completions in %.1f s", out["init_s"],
-             len(out["generations"]), out["generate_s"])
+    log.info("vLLM generation: engine ready in %.1f s, %d completions in %.1f s", out["init_s"],
+             len(out["generations"]), out["generate_s"], extra={"vllm": {k: out[k] for k in ("init_s", "generate_s")}})
     return [(t, ids) for t, ids in out["generations"]]
 
 
+# A one-shot pass (evaluation, preflight) starts fast: no torch.compile (cold, it took most of a
+# 70-170 s engine start on the H200) and full CUDA graphs for decode batches only, captured at a few
+# sizes (batches pad up to the next one); prefill runs eagerly. Eager decode alone was 5.9x slower
+# (docs/benchmarks.md), hence the graphs. Batches never exceed the largest captured size.
+ONE_SHOT_CUDA_GRAPH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+
+
+def one_shot_engine_args() -> dict[str, Any]:
+    """vLLM `LLM(...)` arguments for a one-shot generation pass (see ONE_SHOT_CUDA_GRAPH_SIZES)."""
+    return {"compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY",
+                                   "cudagraph_capture_sizes": ONE_SHOT_CUDA_GRAPH_SIZES},
+            "max_num_seqs": ONE_SHOT_CUDA_GRAPH_SIZES[-1]}
+
+
 def _vllm_child(job_path: str, out_path: str) -> None:
-    """Child process body: greedy vLLM generation for the prompts in `job_path`, written to `out_path`."""
+    """Child process body: vLLM generation for the prompts in `job_path`, written to `out_path`."""
     import time
 
     import torch
@@ -156,7 +174,8 @@ def _vllm_child(job_path: str, out_path: str) -> None:
     free, total = torch.cuda.mem_get_info()
     llm = LLM(model=job["model"], revision=job["revision"], seed=job["seed"], max_model_len=job["max_model_len"],
               gpu_memory_utilization=min(job["gpu_memory_utilization"], 0.9 * free / total),
-              enable_lora=job["adapter"] is not None, max_lora_rank=job["max_lora_rank"])
+              enable_lora=job["adapter"] is not None, max_lora_rank=job["max_lora_rank"],
+              **(one_shot_engine_args() if job.get("one_shot", True) else {}))
     tok = AutoTokenizer.from_pretrained(job["model"], revision=job["revision"])
     texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in job["prompts"]]
     lora = None
@@ -165,9 +184,12 @@ def _vllm_child(job_path: str, out_path: str) -> None:
 
         lora = LoRARequest("trained", 1, job["adapter"])
     t1 = time.monotonic()
-    params = SamplingParams(temperature=0.0, max_tokens=job["max_new_tokens"], skip_special_tokens=True)
+    temperature = job.get("temperature", 0.0)
+    params = SamplingParams(temperature=temperature, max_tokens=job["max_new_tokens"], skip_special_tokens=True,
+                            **({"seed": job["seed"]} if temperature > 0 else {}))
+    # use_tqdm=False: the job logs the timing itself, and vLLM's bar divides by its elapsed time
     outs = llm.generate([{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts],
-                        params, lora_request=lora)
+                        params, lora_request=lora, use_tqdm=False)
     Path(out_path).write_text(json.dumps({
         "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
         "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))

@@ -3,7 +3,14 @@ values scrubbed from every record whatever the format.
 
 In JSON format every line the process writes through Python is one JSON object: `warnings` go
 through logging (`logging.captureWarnings`), and `sys.stdout` / `sys.stderr` are replaced by streams
-that turn each line a library prints into a record of the logger `stdout` / `stderr`."""
+that turn each line a library prints into a record of the logger `stdout` / `stderr`. A progress bar
+(tqdm redraws its line with carriage returns) becomes one record, its final state. The output of a
+child process the job starts goes through `run_logged`, so it is records too.
+
+Progress bars are never switched off through the environment (`TQDM_DISABLE`): a disabled tqdm
+reports an elapsed time of 0, and vLLM 0.26 divides by it (`_run_engine`: ZeroDivisionError), so every
+evaluation in JSON mode crashed. Only libraries' own switches are used (HF_HUB_DISABLE_PROGRESS_BARS,
+TRL's `disable_tqdm`, vLLM's `use_tqdm=False`)."""
 
 from __future__ import annotations
 
@@ -85,9 +92,10 @@ class LineToLog:
     def write(self, text: str) -> int:
         if self._busy:
             return self.original.write(text)
-        self._buf += text.replace("\r", "\n")  # progress bars redraw with \r: one record per redraw
+        self._buf += text.replace("\r\n", "\n")
         *lines, self._buf = self._buf.split("\n")
-        self._emit(lines)
+        # a progress bar redraws its line after a carriage return: a line is what the last redraw left
+        self._emit([line.rsplit("\r", 1)[-1] for line in lines])
         return len(text)
 
     def _emit(self, lines: list[str]) -> None:
@@ -100,10 +108,14 @@ class LineToLog:
             self._busy = False
 
     def flush(self) -> None:
-        if self._buf:
-            lines, self._buf = [self._buf], ""
-            self._emit(lines)
+        # a partial line waits for its newline: a redrawn progress bar would otherwise be one record per flush
         self.original.flush()
+
+    def close_line(self) -> None:
+        """Emit what is left of a partial line (the end of a child's output, a bar left without newline)."""
+        if self._buf:
+            lines, self._buf = [self._buf.rsplit("\r", 1)[-1]], ""
+            self._emit(lines)
 
     def isatty(self) -> bool:
         return False
@@ -121,7 +133,7 @@ def restore_streams() -> None:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if isinstance(stream, LineToLog):
-            stream.flush()
+            stream.close_line()
             setattr(sys, name, stream.original)
     logging.captureWarnings(False)
 
@@ -130,9 +142,9 @@ def setup(fmt: str) -> str:
     """Configure the root logger; returns the format in use (`text` or `json`)."""
     fmt = resolve_format(fmt)
     if fmt == "json":
-        # progress bars are terminal furniture: in a log collector they are noise
+        # progress bars are terminal furniture: in a log collector they are noise. Only the Hub client's
+        # own switch: TQDM_DISABLE would break vLLM (see the module docstring).
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TQDM_DISABLE", "1")
     err = sys.stderr.original if isinstance(sys.stderr, LineToLog) else sys.stderr
     handler = logging.StreamHandler(err)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -153,3 +165,22 @@ def route_streams() -> None:
         sys.stdout = LineToLog("stdout", logging.INFO, sys.stdout)
     if not isinstance(sys.stderr, LineToLog):
         sys.stderr = LineToLog("stderr", logging.WARNING, sys.stderr)
+
+
+def run_logged(cmd: list[str], env: dict[str, str] | None = None, logger: str = "child") -> int:
+    """Run `cmd` and return its exit code. In JSON format (stderr routed by `route_streams`) its stdout
+    and stderr, and those of its own children, are read through a pipe and logged line by line as
+    records of `logger` (a progress bar as one record); otherwise they go to this process' stderr as
+    they come."""
+    import subprocess
+
+    if not isinstance(sys.stderr, LineToLog):
+        return subprocess.run(cmd, env=env, stdout=sys.stderr.fileno()).returncode
+    sink = LineToLog(logger, logging.INFO, sys.stderr.original)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    with proc.stdout:
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            sink.write(chunk.decode("utf-8", errors="replace"))
+    sink.close_line()
+    return proc.wait()

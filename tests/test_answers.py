@@ -271,3 +271,31 @@ def test_inside_an_event_loop_thread():
     t.start()
     t.join(120)
     assert out == [(True, False)]
+
+
+# A shadow `math_verify` that fails to import as a broken install does (first on sys.path).
+BROKEN_MATH_VERIFY = "raise ModuleNotFoundError(\"No module named 'math_verify'\", name='math_verify')\n"
+
+
+@pytest.mark.parametrize(("prediction", "reference"), [
+    ("11 - 9 = 2", "2"),        # the worked line the issue saw scored 0 for a whole run
+    ("\\frac{1}{2}", "0.5"),
+    ("x+1", "1+x"),
+])
+def test_a_broken_checker_is_a_job_error_not_a_zero(tmp_path, prediction, reference):
+    """Without math-verify every answer outside the plain-number fast path failed to check and was scored
+    0 with a warning: training went on with a corrupted reward. Now it stops the job (exit 1, the package named)."""
+    (tmp_path / "math_verify.py").write_text(BROKEN_MATH_VERIFY)
+    code = ("import sys; from grpo_job import answers\n"
+            "assert answers.verify('42', '42')  # the fast path needs no math-verify\n"
+            f"try:\n    answers.verify({prediction!r}, {reference!r})\n"
+            "except answers.AnswerCheckError as e:\n    print('ERROR', e.exit_code, e); sys.exit(0)\n"
+            "sys.exit('scored without an error')\n")
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ERROR 1" in r.stdout and "pip install math-verify" in r.stdout and "math_verify" in r.stdout

@@ -81,3 +81,47 @@ def test_triton_imported_before_the_flag_is_a_clear_error():
     done = _python("import triton\nfrom grpo_job.training import engines\nengines.use_triton_interpreter_without_gpu()")
     assert done.returncode != 0
     assert "Triton was imported before TRITON_INTERPRET=1" in done.stderr
+
+
+GIB = 1024**3
+QWEN05_KV = 2 * 24 * 2 * 64 * 2  # Qwen2.5-0.5B: 24 layers, 2 KV heads of 64, bf16 keys and values
+
+
+@pytest.mark.parametrize(("overrides", "kw", "expected"), [
+    # the default recipe on an H200: 4 optimizer steps of 64 per vLLM batch of 256
+    ([], dict(vllm=True, train_prompts=7000, weight_bytes=1 * GIB, gpu_bytes=141 * GIB), 4),
+    # micro-steps: 4 optimizer steps of 2 micro-steps each
+    (["--train.per_device_train_batch_size=32", "--train.gradient_accumulation_steps=2"],
+     dict(vllm=True, train_prompts=7000, weight_bytes=1 * GIB, gpu_bytes=141 * GIB), 8),
+    # a small dataset: 8 prompts per step, 20 prompts in all -> 2 steps per generation (16 prompts)
+    ([], dict(vllm=True, train_prompts=20, weight_bytes=1 * GIB, gpu_bytes=141 * GIB), 2),
+    ([], dict(vllm=True, train_prompts=5, weight_bytes=1 * GIB, gpu_bytes=141 * GIB), 1),
+    # 0.1 x 30 GiB less 1 GiB of weights and 1 of activations: 1 GiB of KV cache holds 2 batches of 64 x 640
+    # tokens at 12 KiB per token (0.94 GiB) but not 3
+    (["--model.gpu_memory_utilization=0.1"], dict(vllm=True, train_prompts=7000, weight_bytes=GIB, gpu_bytes=30 * GIB), 2),
+    # the weights alone fill vLLM's share: one generation per step
+    (["--model.gpu_memory_utilization=0.1"], dict(vllm=True, train_prompts=7000, weight_bytes=4 * GIB, gpu_bytes=40 * GIB), 1),
+    # without vLLM (CPU): TRL's default, gradient_accumulation_steps
+    ([], dict(vllm=False, train_prompts=7000), None),
+    # set explicitly: as set, whatever the machine
+    (["--train.steps_per_generation=3"], dict(vllm=True, train_prompts=7000, weight_bytes=GIB, gpu_bytes=141 * GIB), 3),
+    # generation_batch_size is the other way to say it: auto leaves it to TRL
+    (['--train.extra={"generation_batch_size": 128}'], dict(vllm=True, train_prompts=7000), None),
+    # vLLM as a server: its memory is elsewhere, the prompt count alone limits
+    (["--distributed.vllm_mode=server"], dict(vllm=True, train_prompts=7000), 4),
+])
+def test_steps_per_generation(overrides, kw, expected):
+    s = load_settings(overrides=overrides)
+    steps, why = engines.steps_per_generation(s, kv_bytes_per_token=QWEN05_KV, **kw)
+    assert steps == expected, why
+    assert why
+
+
+def test_kv_cache_bytes_per_token_from_a_config():
+    from types import SimpleNamespace
+
+    qwen = SimpleNamespace(num_attention_heads=14, hidden_size=896, num_key_value_heads=2, num_hidden_layers=24)
+    assert engines.kv_cache_bytes_per_token(qwen) == QWEN05_KV
+    nested = SimpleNamespace(text_config=SimpleNamespace(num_attention_heads=8, hidden_size=512, head_dim=128,
+                                                         num_hidden_layers=2))
+    assert engines.kv_cache_bytes_per_token(nested) == 2 * 2 * 8 * 128 * 2  # no GQA: every head has KV

@@ -42,6 +42,9 @@ ARGS = (
     "--data.path=builtin:arithmetic", "--data.max_samples=64", "--data.eval_samples=8",
     # length_reward has variance in every group, so every step has a learning signal
     '--rewards={"partial_format": 0.5, "correctness": 2.0, "tests.reward_fixtures:length_reward": 1.0}',
+    # one generation per step: the resume test compares steps 3-4 with the uninterrupted run's, which must
+    # have sampled them at their own step, as the resumed run does
+    "--train.steps_per_generation=1",
     "--train.num_generations=8", "--train.per_device_train_batch_size=8", "--train.max_prompt_length=192",
     "--train.max_completion_length=96", "--train.max_steps=4", "--train.save_steps=2",
     # a large, constant rate so that two steps move the adapter measurably (resume must carry it)

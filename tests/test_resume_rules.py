@@ -53,7 +53,7 @@ def test_raising_max_steps_continues_a_finished_run():
 
 
 @pytest.mark.parametrize("change, note", [
-    (["--train.learning_rate=1e-5"], "train.learning_rate changed on restart: 5e-06 -> 1e-05 (applied from the resumed step)"),
+    (["--train.learning_rate=1e-5"], "train.learning_rate changed on restart: 0.0001 -> 1e-05 (applied from the resumed step)"),
     (["--train.lr_scheduler_type=constant"], "lr_scheduler_type"),
     (["--train.logging_steps=2", "--evaluation.cpu_samples=2"], "evaluation.cpu_samples"),
     (["--train.temperature=0.8"], "train.temperature changed on restart: 1.0 -> 0.8 (applied)"),

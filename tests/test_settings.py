@@ -23,17 +23,29 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(k)
 
 
-def test_defaults_reproduce_the_recipe():
+def test_defaults_are_the_measured_recipe():
+    """The seed's task and rewards, with the LoRA recipe measured on the H200 (docs/benchmarks.md)."""
     s = JobSettings()
     assert s.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct" and not s.model.load_in_4bit
     assert s.model.gpu_memory_utilization == 0.6
     assert s.data.path == "openai/gsm8k" and s.data.task == "gsm8k"
     assert s.rewards == {"format": 0.5, "correctness": 2.0}
-    assert s.lora.r == 32 and set(s.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert s.lora.r == s.lora.lora_alpha == 32
+    assert set(s.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     t = s.train
-    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_steps, t.optim) == (5e-6, "cosine", 0.1, "adamw_8bit")
-    assert (t.num_generations, t.max_completion_length, t.save_steps) == (8, 512, 100)
+    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_steps, t.optim) == (1e-4, "cosine", 0.05, "adamw_8bit")
+    assert (t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (8, 64, 1)
+    assert (t.max_completion_length, t.max_steps, t.save_steps, t.steps_per_generation) == (384, 100, 25, "auto")
     assert s.warnings() == []
+
+
+def test_seed_recipe_example_keeps_the_seed_values():
+    s = load_settings(config=str(ROOT / "examples/seed-recipe.yaml"))
+    t = s.train
+    assert (t.learning_rate, t.warmup_steps, t.per_device_train_batch_size, t.max_completion_length) == \
+        (5e-6, 0.1, 8, 512)
+    assert (t.max_steps, t.save_steps, t.steps_per_generation) == (250, 100, 1)
+    assert any("full-fine-tuning rate" in w for w in s.warnings())
 
 
 def test_precedence_cli_over_env_over_yaml(tmp_path, monkeypatch):
@@ -104,10 +116,12 @@ def test_bad_values_say_what_is_wrong(override, fragment):
 
 
 def test_known_traps_warn_but_pass():
-    s = load_settings(overrides=["--train.learning_rate=1e-4", "--train.num_generations=2",
+    s = load_settings(overrides=["--train.learning_rate=1e-3", "--train.num_generations=2",
                                  "--train.per_device_train_batch_size=2", "--model.gpu_memory_utilization=0.95"])
     text = " ".join(s.warnings())
-    assert "SFT-sized" in text and "small group" in text and "out-of-memory" in text
+    assert "high even for a LoRA" in text and "small group" in text and "out-of-memory" in text
+    assert "full-fine-tuning rate" in " ".join(load_settings(overrides=["--train.learning_rate=5e-6"]).warnings())
+    assert load_settings(overrides=["--train.learning_rate=2e-4"]).warnings() == []
 
 
 def test_secret_never_dumped(monkeypatch):
@@ -138,6 +152,29 @@ def test_check_cli_exits_2_with_every_bad_field_and_no_traceback(tmp_path):
     assert "Traceback" not in r.stderr
     for var in ("GRPO_TRAIN__MAX_STEPS", "GRPO_MODEL__ENGINE", "GRPO_TRAIN__NUM_GENERATIONS", "GRPO_STORE__URI", "GRPO_REWARDS"):
         assert var in r.stderr
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ([], "math-verify cannot be imported"),                                         # answer_type auto
+    (["--data.answer_type=exact", '--rewards={"accuracy_reward": 1.0}'], "rewards accuracy_reward"),
+])
+def test_check_exits_2_naming_math_verify_when_it_cannot_be_imported(tmp_path, settings, named):
+    """A broken install stops the job before a GPU minute (exit 2, the package and how to install it), instead
+    of scoring every answer outside the plain-number fast path 0 for the whole run."""
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow/math_verify.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'math_verify'\", name='math_verify')\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "shadow"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "check", "--config",
+                        str(ROOT / "examples/smoke.yaml"), f"--store.uri={tmp_path / 'runs'}", *settings],
+                       env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == EXIT_INVALID, r.stderr[-2000:]
+    assert named in r.stderr and "pip install math-verify==0.9.0" in r.stderr and "Traceback" not in r.stderr
+    # and with exact string answers and no math reward, math-verify is not needed
+    ok = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "check", "--config",
+                         str(ROOT / "examples/smoke.yaml"), f"--store.uri={tmp_path / 'runs'}",
+                         "--data.answer_type=exact"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "math-verify" not in ok.stderr, ok.stderr[-2000:]
 
 
 def test_check_imports_no_ml_library(tmp_path):
@@ -248,14 +285,20 @@ def test_cli_forms(tmp_path):
         load_settings(overrides=["positional"])
 
 
-def test_extra_steps_per_generation_enters_the_batch_rule():
+def test_steps_per_generation_enters_the_batch_rule():
     ok = ["--train.per_device_train_batch_size=4", "--train.num_generations=8"]
     with pytest.raises(SettingsError, match="must be divisible by num_generations"):
         load_settings(overrides=ok)
-    s = load_settings(overrides=[*ok, '--train.extra={"steps_per_generation": 2}'])
-    assert s.train.extra["steps_per_generation"] == 2
-    with pytest.raises(SettingsError, match="as alternatives"):
-        load_settings(overrides=['--train.extra={"steps_per_generation": 2, "generation_batch_size": 16}'])
+    s = load_settings(overrides=[*ok, "--train.steps_per_generation=2"])
+    assert s.train.steps_per_generation == 2
+    with pytest.raises(SettingsError, match="set train.steps_per_generation"):
+        load_settings(overrides=['--train.extra={"steps_per_generation": 2}'])
+    with pytest.raises(SettingsError, match="alternatives"):
+        load_settings(overrides=["--train.steps_per_generation=2", '--train.extra={"generation_batch_size": 128}'])
+    # auto defers to generation_batch_size
+    assert load_settings(overrides=['--train.extra={"generation_batch_size": 128}']).train.steps_per_generation == "auto"
+    with pytest.raises(SettingsError, match="steps_per_generation"):
+        load_settings(overrides=["--train.steps_per_generation=0"])
 
 
 def test_loss_types_of_trl_are_accepted():

@@ -46,7 +46,8 @@ def _rewards(s: JobSettings) -> list[str]:
     for name, entry in s.rewards.items():
         try:
             rewards.build(name, entry.kwargs if isinstance(entry, RewardEntry) else None, s.data.answer_type)
-        except (LookupError, ImportError, TypeError, ValueError) as e:
+        except (LookupError, ImportError, TypeError, ValueError, RuntimeError) as e:
+            # RuntimeError: TRL's lazy module wraps its rewards' ImportError (math-verify missing) in one
             out.append(f"rewards [GRPO_REWARDS]: {e}{_lost_case_hint(name) if isinstance(e, ImportError) else ''}")
     return out
 
@@ -64,8 +65,46 @@ def _lost_case_hint(name: str) -> str:
     return ""
 
 
-def _packages(s: JobSettings) -> list[str]:
+# TRL's rewards that compare answers with math-verify themselves.
+_TRL_MATH_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward")
+
+
+def _importable(module: str) -> str | None:
+    """None when `module` imports; else why not (a missing dependency of it included)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _dependencies(s: JobSettings) -> list[str]:
+    """A configured feature whose package is missing or broken: found here, before a GPU minute, not as
+    wrong scores or a crash mid-run."""
     out = []
+    needs_math = s.data.answer_type != "exact" or any(n in _TRL_MATH_REWARDS for n in s.rewards)
+    if needs_math and (why := _importable("math_verify")):
+        users = ("data.answer_type=" + s.data.answer_type) if s.data.answer_type != "exact" else \
+            "rewards " + ", ".join(n for n in s.rewards if n in _TRL_MATH_REWARDS)
+        out.append(f"math-verify cannot be imported ({why}), but {users} compares answers with it (the "
+                   "correctness reward, the evaluation and the data check): without it every answer outside "
+                   "plain numbers would score 0; pip install math-verify==0.9.0 (it is a dependency of this "
+                   "package: reinstall it), or set GRPO_DATA__ANSWER_TYPE=exact for string answers")
+    if s.model.gguf_file and importlib.util.find_spec("gguf") is None:
+        out.append(f"model.gguf_file={s.model.gguf_file!r} is read with transformers' GGUF loader, which needs the "
+                   "gguf package: pip install gguf==0.19.0, or point GRPO_MODEL__NAME_OR_PATH at a safetensors model")
+    vllm_for = ("model.engine=unsloth (Unsloth generates with vLLM: fast_inference)" if s.model.engine == "unsloth"
+                else "distributed.vllm_mode=server (TRL's client of trl vllm-serve)" if s.distributed.vllm_mode == "server"
+                else None)
+    if vllm_for and importlib.util.find_spec("vllm") is None:
+        out.append(f"{vllm_for} needs vLLM, which is not installed: pip install '.[gpu]' (vllm==0.26.0)")
+    return out
+
+
+def _packages(s: JobSettings) -> list[str]:
+    out = _dependencies(s)
     missing = [t for t in s.report.report_to if importlib.util.find_spec(t) is None]
     if missing:
         out.append(f"report.report_to names {missing} but the package is not installed: pip install "

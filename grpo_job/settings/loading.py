@@ -55,7 +55,7 @@ ENV_PREFIX = "GRPO_"
 CONFIG_ENV = "GRPO_CONFIG"
 # GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests (which pass
 # their environment on to the job).
-RESERVED_ENV = frozenset({CONFIG_ENV, "GRPO_EXIT_CODE_DIR", "GRPO_GPU_TEST_MODEL", "GRPO_GPU_QWEN_MODEL",
+RESERVED_ENV = frozenset({CONFIG_ENV, "GRPO_EXIT_CODE_DIR", "GRPO_GPU_TEST_MODEL", "GRPO_GPU_QWEN_MODEL", "GRPO_GPU_RUNS",
                           "GRPO_GPU_GSM8K"})
 NONE_STR = "null"  # an env or CLI value that means None (YAML has its own `null`)
 

@@ -100,6 +100,58 @@ def vllm_max_model_len(max_seq_length: int, model_max_positions: int | None) -> 
     return length
 
 
+# Optimizer steps one vLLM generation batch feeds under `train.steps_per_generation: auto`: measured on an
+# H200 (Qwen 0.5B, 64 completions per step) at about 1.0 s per optimizer step against 2.2 s with one
+# generation per step (docs/benchmarks.md). Further apart, the samples of the last steps grow stale.
+AUTO_STEPS_PER_GENERATION = 4
+_GIB = 1024**3
+
+
+def kv_cache_bytes_per_token(config: Any) -> int:
+    """Bytes of vLLM's bf16 KV cache per token for a transformers model config (keys and values, every layer)."""
+    cfg = getattr(config, "text_config", None) or config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * 2
+
+
+def steps_per_generation(s: JobSettings, *, vllm: bool, train_prompts: int, weight_bytes: int | None = None,
+                         kv_bytes_per_token: int | None = None, gpu_bytes: int | None = None) -> tuple[int | None, str]:
+    """GRPOConfig's `steps_per_generation` for `train.steps_per_generation` (None: TRL's default, which
+    is gradient_accumulation_steps), and why. `auto` with vLLM colocated: AUTO_STEPS_PER_GENERATION
+    optimizer steps per generation, fewer when the generation batch's prompts outnumber `train_prompts`
+    or its sequences (max_prompt_length + max_completion_length tokens each, at `kv_bytes_per_token`)
+    do not fit the KV cache vLLM gets (`model.gpu_memory_utilization` of `gpu_bytes`, less the
+    `weight_bytes` and 1 GiB for activations); with vLLM as a server only the prompt count limits it."""
+    t = s.train
+    if t.steps_per_generation != "auto":
+        return t.steps_per_generation, "train.steps_per_generation"
+    if "generation_batch_size" in t.extra:
+        return None, "train.extra.generation_batch_size sets the generation batch"
+    if not vllm:
+        return None, "no vLLM: one generation per optimizer step (TRL's default)"
+    world = t.resolved_world_size()
+    seq = t.max_prompt_length + t.max_completion_length
+    colocated = s.distributed.vllm_mode == "colocate"
+    budget = None
+    if colocated and None not in (weight_bytes, kv_bytes_per_token, gpu_bytes):
+        budget = s.model.gpu_memory_utilization * gpu_bytes - weight_bytes - _GIB
+    for k in range(AUTO_STEPS_PER_GENERATION, 0, -1):
+        micro = k * t.gradient_accumulation_steps
+        completions = t.per_device_train_batch_size * micro  # one engine's share (each process has its own)
+        prompts = completions * world // t.num_generations
+        if k > 1 and prompts > train_prompts:
+            continue
+        if k > 1 and budget is not None and completions * seq * kv_bytes_per_token > budget:
+            continue
+        kv = "" if budget is None else (f"; KV cache for its {completions} x {seq} tokens: "
+                                        f"{completions * seq * kv_bytes_per_token / _GIB:.1f} of ~{budget / _GIB:.0f} GiB")
+        return micro, (f"auto: one vLLM batch of {completions * world} completions ({prompts} prompts) feeds {k} "
+                       f"optimizer step{'s' if k > 1 else ''}{kv}")
+    raise AssertionError("unreachable: k = 1 always fits")
+
+
 def strategy_args(strategy: str) -> dict[str, Any]:
     """GRPOConfig arguments that make accelerate spread the training state (several processes only)."""
     if strategy == "fsdp":
@@ -145,6 +197,9 @@ class TrlEngine:
         self.cuda = torch.cuda.is_available()
         self.bf16 = self.cuda and torch.cuda.is_bf16_supported()
         self.vllm = self.cuda and importlib.util.find_spec("vllm") is not None
+        if self.cuda and not self.vllm:
+            log.warning("vLLM is not installed: the trl engine generates with transformers' generate, about 7x "
+                        "slower per step (docs/benchmarks.md); pip install '.[gpu]' for vLLM")
 
     def load(self, model_path: str, s: JobSettings) -> tuple[Any, Any, Any]:
         import torch

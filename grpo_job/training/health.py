@@ -3,7 +3,8 @@
 - `dry_call` (the data check, in `check` and prepare_data, before any model is loaded): every reward
   called once as TRL calls it, on synthetic completions of a few data rows; a reward that raises or
   returns the wrong number of scores fails the run at once (exit 2), naming `rewards.<name>`.
-- `preflight` (its own stage, before training): sample a few completions from the base model and
+- `preflight` (its own stage, before training): sample a few completions from the base model (through
+  vLLM where evaluation uses it, else transformers) and
   call every reward on them the way TRL does. A reward that raises, returns the wrong number of
   scores or a non-number fails the run at once (exit 2) with the completion that broke it, before
   any GPU time goes into training. Every reward 0 on every sample is legal but means no learning
@@ -208,12 +209,17 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
 
     s = ctx.settings
     rows = data.from_jsonl(ctx.store.read_text("data/train.jsonl"))[: s.health.preflight_samples]
-    model, tok = evaluate.load_model(s, ctx, adapter=False)
-    try:
-        gens = evaluate.generate(model, tok, [r["prompt"] for r in rows], s.train.max_completion_length,
-                                 batch_size=len(rows), sample=True, temperature=s.train.temperature, seed=s.train.seed)
-    finally:
-        evaluate.free(model)
+    prompts = [r["prompt"] for r in rows]
+    if evaluate.use_vllm():  # as the trainer samples, and without a second copy of the model in this process
+        gens = evaluate.generate_vllm(s, ctx, prompts, s.train.max_completion_length, adapter=False,
+                                      temperature=s.train.temperature)
+    else:
+        model, tok = evaluate.load_model(s, ctx, adapter=False)
+        try:
+            gens = evaluate.generate(model, tok, prompts, s.train.max_completion_length, batch_size=len(rows),
+                                     sample=True, temperature=s.train.temperature, seed=s.train.seed)
+        finally:
+            evaluate.free(model)
     texts = [g[0] for g in gens]
     scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens])
     report = reward_report(scores)

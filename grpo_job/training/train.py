@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Settings of ours that are not GRPOConfig arguments.
-_NOT_GRPO_ARGS = {"max_prompt_length", "world_size", "save_minutes"}
+_NOT_GRPO_ARGS = {"max_prompt_length", "world_size", "save_minutes", "steps_per_generation"}
 
 
 def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -> dict[str, Any]:
@@ -213,6 +213,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     if not rows:
         raise SettingsError(f"every training prompt is longer than train.max_prompt_length={s.train.max_prompt_length} "
                             "tokens, so nothing can be trained; raise GRPO_TRAIN__MAX_PROMPT_LENGTH")
+    generation = _set_steps_per_generation(args, s, model, len(rows))
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = ctx.work_dir / "metrics.jsonl"
     resume = _restore(ctx, args, output_dir, launch)
@@ -282,7 +283,31 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         "resumed_from": int(resume.name.split("-")[1]) if resume else None,
         "final_reward": last.get("reward"),
         "final_metrics": {k: v for k, v in last.items() if k.startswith("rewards/")},
+        "steps_per_generation": args.steps_per_generation,
+        "generation_batch_size": args.generation_batch_size,
+        "generation_plan": generation,
     }
+
+
+def _set_steps_per_generation(args: Any, s: JobSettings, model: Any, train_prompts: int) -> str:
+    """Apply `train.steps_per_generation` (resolved by engines.steps_per_generation from the loaded model and
+    the GPU) to the GRPOConfig, which was built before the model; returns the reason, also logged."""
+    import torch
+
+    vllm = bool(getattr(args, "use_vllm", False))
+    gpu = torch.cuda.mem_get_info()[1] if torch.cuda.is_available() else None
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    steps, why = engines.steps_per_generation(
+        s, vllm=vllm, train_prompts=train_prompts, weight_bytes=weights,
+        kv_bytes_per_token=engines.kv_cache_bytes_per_token(model.config), gpu_bytes=gpu)
+    if steps is not None and steps != args.steps_per_generation:
+        # GRPOConfig derived generation_batch_size from steps_per_generation when it was built; keep them one
+        args.steps_per_generation = steps
+        args.generation_batch_size = args.per_device_train_batch_size * args.world_size * steps
+    log.info("generation: steps_per_generation %d, %d completions per generation (%s)", args.steps_per_generation,
+             args.generation_batch_size, why, extra={"generation": {"steps_per_generation": args.steps_per_generation,
+                                                                     "generation_batch_size": args.generation_batch_size}})
+    return why
 
 
 def save_last_finished_step(trainer: Any, stop: stopping.StopControl, output_dir: Path) -> None:

@@ -1,0 +1,128 @@
+"""The default recipe against TRL's default colocate settings, as production runs: the job as a subprocess,
+settings from GRPO_* variables only, JSON logs, GPU memory sampled by nvidia-smi every 0.5 s.
+
+    # device (kit staged by tests/gpu_device.sh): one variant per call; its files land in $OUT
+    python3 bench/recipe_gpu.py run trl --model /tmp/models/qwen05 --gsm8k /tmp/gpu-stage/gsm8k
+    # here: the table (s/step, tokens/s, peak memory, accuracy) of result folders, and a JSON file
+    python3 bench/recipe_gpu.py table DIR [DIR ...] --json bench/results/NAME.json
+
+Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything else the job's defaults):
+- `job`: the defaults (`train.steps_per_generation: auto`, `model.gpu_memory_utilization` 0.6). The
+  acceptance test tests/test_gpu_vllm.py::test_default_recipe_learns runs the same; its folder in
+  tests/gpu_device.sh's results.tgz reads the same way.
+- `trl`: TRL's defaults for colocate: one generation per optimizer step (`steps_per_generation` =
+  gradient_accumulation_steps = 1) and `vllm_gpu_memory_utilization` 0.3.
+
+A result folder holds job.log, metrics.jsonl, eval_base.json, eval_trained.json, stages_train.json and
+gpu-memory.csv. Seconds per step: the median of the logged step times after step 4 (first steps compile);
+tokens/s: prompt + completion tokens (TRL's `num_tokens`) over the train steps' summed time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "job": {},
+    "trl": {"GRPO_TRAIN__STEPS_PER_GENERATION": "1", "GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.3"},
+}
+
+
+def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool) -> int:
+    base = Path("/tmp/recipe-bench") / variant
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRPO_RUN_ID=variant, GRPO_STORE__URI=str(base / "store"),
+               GRPO_WORK_DIR=str(base / "work"), GRPO_MODEL__NAME_OR_PATH=model,
+               GRPO_DATA__PATH=str(gsm8k / "train.jsonl"), GRPO_EVALUATION__DATA_PATH=str(gsm8k / "test.jsonl"),
+               GRPO_EXPORT__MERGE="false", GRPO_EXPORT__QUANTIZATIONS="[]", **VARIANTS[variant])
+    if not preflight:
+        env["GRPO_HEALTH__PREFLIGHT_SAMPLES"] = "0"
+    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader",
+                            "-lms", "500"], stdout=open(base / "gpu-memory.csv", "w"))
+    t0 = time.monotonic()
+    with open(base / "job.log", "w") as log:
+        rc = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log).returncode
+    smi.terminate()
+    print(f"{variant}: exit {rc} after {time.monotonic() - t0:.0f} s")
+    store = base / "store" / variant
+    for f in ("metrics.jsonl", "eval/base.json", "eval/trained.json", "stages/train.json",
+              "stages/evaluate_base.json", "stages/evaluate_trained.json", "stages/reward_preflight.json"):
+        if (store / f).is_file():
+            shutil.copy(store / f, base / f.replace("/", "_"))
+    shutil.rmtree(base / "store")
+    shutil.rmtree(base / "work")
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out / f"recipe-{variant}.tgz", "w:gz") as tar:
+        tar.add(base, arcname=variant)
+    return rc
+
+
+def summarize(folder: Path) -> dict:
+    steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [s for s in steps if "reward" in s]
+    timed = [s["step_time"] for s in steps if s["step"] > 4 and "step_time" in s]
+    tokens = (steps[-1]["num_tokens"] - steps[3]["num_tokens"]) / sum(timed) if len(steps) > 4 and timed else None
+    mem = [float(line.split(",")[1].split()[0]) for line in (folder / "gpu-memory.csv").read_text().splitlines()
+           if line.count(",") >= 2 and "MiB" in line]
+    read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else {}  # noqa: E731
+    base, trained, train = read("eval_base.json"), read("eval_trained.json"), read("stages_train.json")
+    return {
+        "folder": folder.name, "steps": len(steps),
+        "steps_per_generation": train.get("steps_per_generation"),
+        "s_per_step_median": round(statistics.median(timed), 3) if timed else None,
+        "tokens_per_s": round(tokens, 1) if tokens else None,
+        "train_stage_s": train.get("seconds"),
+        "peak_gpu_memory_GiB": round(max(mem) / 1024, 1) if mem else None,
+        "accuracy_base": base.get("accuracy"), "accuracy_trained": trained.get("accuracy"),
+        "format_trained": trained.get("format_rate"), "eval_n": trained.get("n"),
+        "eval_base_stage_s": read("stages_evaluate_base.json").get("seconds"),
+        "eval_trained_stage_s": read("stages_evaluate_trained.json").get("seconds"),
+        "reward_by_step": {s["step"]: round(s["reward"], 3) for s in steps if s["step"] % 10 == 0},
+    }
+
+
+def table(folders: list[Path], out: Path | None) -> None:
+    rows = [summarize(f) for f in folders]
+    cols = ["folder", "steps_per_generation", "s_per_step_median", "tokens_per_s", "train_stage_s",
+            "peak_gpu_memory_GiB", "accuracy_base", "accuracy_trained", "format_trained", "eval_n",
+            "eval_base_stage_s", "eval_trained_stage_s"]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    if out:
+        out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "results": rows}, indent=1))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("variant", choices=sorted(VARIANTS))
+    r.add_argument("--model", required=True)
+    r.add_argument("--gsm8k", type=Path, required=True)
+    r.add_argument("--preflight", action="store_true", help="keep the reward preflight (off: it is the same for both)")
+    t = sub.add_parser("table")
+    t.add_argument("folders", nargs="+", type=Path)
+    t.add_argument("--json", type=Path)
+    a = p.parse_args()
+    if a.cmd == "run":
+        return run(a.variant, a.model, a.gsm8k, Path(os.environ.get("OUT", "/tmp/out")), a.preflight)
+    table(a.folders, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
