@@ -25,8 +25,11 @@ if [ ! -f "$SITE/.gpu-installed" ] || [ -z "$QWEN_GGUF" ]; then echo "kit not fu
 export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
 # The models, dequantized by the job's own GGUF loader (model.gguf_file), once per machine.
+# SmolLM2 (tests/test_gpu.py, the unsloth engine) only when asked for: GPU_MODELS_WANTED="qwen05 smollm2-135m".
+WANTED=${GPU_MODELS_WANTED:-qwen05}
 for pair in "qwen05:$QWEN_GGUF" "smollm2-135m:$(ls "$STAGE"/model/*.gguf 2>/dev/null | head -1)"; do
   name=${pair%%:*}; gguf=${pair#*:}
+  [[ " $WANTED " == *" $name "* ]] || continue
   [ -z "$gguf" ] || [ -f "$MODELS/$name/config.json" ] && continue
   t0=$(date +%s)
   dir=$(python3 -c "import sys; from pathlib import Path; from grpo_job import models; from grpo_job.settings import ModelSettings
