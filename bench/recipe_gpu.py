@@ -14,8 +14,9 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
   gradient_accumulation_steps = 1) and `vllm_gpu_memory_utilization` 0.3.
 
 A result folder holds job.log, metrics.jsonl, eval_base.json, eval_trained.json, stages_train.json and
-gpu-memory.csv. Seconds per step: the median of the logged step times after step 4 (first steps compile);
-tokens/s: prompt + completion tokens (TRL's `num_tokens`) over the train steps' summed time.
+gpu-memory.csv. Seconds per step: the mean over steps 2-100 (step 1 compiles); completion tokens/s: the
+completions' tokens over the same time (the fair rate: step time follows completion length, which each
+run's learning changes).
 """
 
 from __future__ import annotations
@@ -71,32 +72,47 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool) -> in
 
 
 def summarize(folder: Path) -> dict:
-    steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [s for s in steps if "reward" in s]
-    timed = [s["step_time"] for s in steps if s["step"] > 4 and "step_time" in s]
-    tokens = (steps[-1]["num_tokens"] - steps[3]["num_tokens"]) / sum(timed) if len(steps) > 4 and timed else None
-    mem = [float(line.split(",")[1].split()[0]) for line in (folder / "gpu-memory.csv").read_text().splitlines()
-           if line.count(",") >= 2 and "MiB" in line]
+    """The run's numbers. Metrics carry rewards at generation steps only (with `steps_per_generation` 4:
+    steps 1, 5, 9...), where the job's step timer gives the mean time per step since the last one: a
+    window's time is that times its steps. Step 1 (compilation, first graphs) is left out."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    gen = [r for r in rows if "reward" in r]
     read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else {}  # noqa: E731
     base, trained, train = read("eval_base.json"), read("eval_trained.json"), read("stages_train.json")
+    batch = train.get("generation_batch_size") or 64
+    windows = [(b["step"] - a["step"], b["step_time"] * (b["step"] - a["step"]), batch * b["completions/mean_length"])
+               for a, b in zip(gen, gen[1:], strict=False)]
+    steps, seconds, tokens = (sum(w[i] for w in windows) for i in range(3))
+    # TRL's own per-step time on the rows without rewards: the train-only steps between generations
+    train_only = [r["step_time"] for r in rows if "reward" not in r and "step_time" in r and "train_runtime" not in r]
+    gen_step = [w[1] - sum(r["step_time"] for r in rows if "reward" not in r and "step_time" in r
+                           and b["step"] - w[0] < r["step"] < b["step"]) for w, b in zip(windows, gen[1:], strict=False)]
+    mem = [float(line.split(",")[1].split()[0]) for line in (folder / "gpu-memory.csv").read_text().splitlines()
+           if line.count(",") >= 2 and "MiB" in line] if (folder / "gpu-memory.csv").is_file() else []
     return {
-        "folder": folder.name, "steps": len(steps),
-        "steps_per_generation": train.get("steps_per_generation"),
-        "s_per_step_median": round(statistics.median(timed), 3) if timed else None,
-        "tokens_per_s": round(tokens, 1) if tokens else None,
+        "folder": folder.name, "steps": gen[-1]["step"] if gen else 0,
+        "steps_per_generation": train.get("steps_per_generation"), "generation_batch": batch,
+        "s_per_step_mean": round(seconds / steps, 3) if steps else None,
+        "generation_step_s_median": round(statistics.median(gen_step), 2) if gen_step else None,
+        "train_only_step_s_median": round(statistics.median(train_only), 3) if train_only else None,
+        "completion_tokens_per_s": round(tokens / seconds) if seconds else None,
+        "mean_completion_tokens": round(tokens / steps / (batch / max(train.get("steps_per_generation") or 1, 1)), 1)
+        if steps else None,
         "train_stage_s": train.get("seconds"),
         "peak_gpu_memory_GiB": round(max(mem) / 1024, 1) if mem else None,
         "accuracy_base": base.get("accuracy"), "accuracy_trained": trained.get("accuracy"),
         "format_trained": trained.get("format_rate"), "eval_n": trained.get("n"),
         "eval_base_stage_s": read("stages_evaluate_base.json").get("seconds"),
         "eval_trained_stage_s": read("stages_evaluate_trained.json").get("seconds"),
-        "reward_by_step": {s["step"]: round(s["reward"], 3) for s in steps if s["step"] % 10 == 0},
+        "reward_by_step": {r["step"]: round(r["reward"], 3) for r in gen if r["step"] % 8 == 1},
+        "completion_length_by_step": {r["step"]: round(r["completions/mean_length"]) for r in gen if r["step"] % 8 == 1},
     }
 
 
 def table(folders: list[Path], out: Path | None) -> None:
     rows = [summarize(f) for f in folders]
-    cols = ["folder", "steps_per_generation", "s_per_step_median", "tokens_per_s", "train_stage_s",
+    cols = ["folder", "steps_per_generation", "s_per_step_mean", "generation_step_s_median",
+            "train_only_step_s_median", "completion_tokens_per_s", "mean_completion_tokens", "train_stage_s",
             "peak_gpu_memory_GiB", "accuracy_base", "accuracy_trained", "format_trained", "eval_n",
             "eval_base_stage_s", "eval_trained_stage_s"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

@@ -193,6 +193,9 @@ def _vllm_child(job_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps({
         "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
         "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))
+    del llm  # as vLLM's examples end: the engine, then its process group (else torch warns at exit)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int,

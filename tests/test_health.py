@@ -144,7 +144,20 @@ def test_guard_zero_variance_counts_consecutive_steps_only():
     assert g.observe(4, {"frac_reward_zero_std": 1.0}) is None
     assert g.observe(5, {"frac_reward_zero_std": 1.0}) is None
     msg = g.observe(6, {"frac_reward_zero_std": 1.0})
-    assert msg and "zero reward variance for 3 logged steps" in msg and "GRPO_HEALTH__ZERO_STD_STEPS" in msg
+    assert msg and "zero reward variance for 3 steps" in msg and "GRPO_HEALTH__ZERO_STD_STEPS" in msg
+
+
+@pytest.mark.parametrize(("limit", "stops_at"), [(9, 9), (10, 13), (4, 5)])
+def test_guards_count_optimizer_steps_when_rewards_come_once_per_generation(limit, stops_at):
+    """With steps_per_generation 4, rewards are logged at steps 1, 5, 9...: each stands for the steps since
+    the last, so a limit in steps means the same whatever the generation batch."""
+    g = _guards(f"--health.zero_std_steps={limit}", "--health.zero_reward_steps=0")
+    for step in range(1, 30):
+        logs = {"frac_reward_zero_std": 1.0} if step % 4 == 1 else {"loss": 0.0}
+        if (msg := g.observe(step, logs)) is not None:
+            assert step == stops_at and f"for {1 + (step - 1)} steps" in msg
+            return
+    raise AssertionError("never stopped")
 
 
 def test_guard_zero_reward_names_the_reward_and_honours_exemptions():
@@ -153,7 +166,7 @@ def test_guard_zero_reward_names_the_reward_and_honours_exemptions():
             "rewards/correctness_reward/mean": 0.0}
     assert g.observe(1, logs) is None
     msg = g.observe(2, logs)
-    assert msg and "reward 'format' was exactly 0 for 2 logged steps" in msg
+    assert msg and "reward 'format' was exactly 0 for 2 steps" in msg
     g = _guards("--health.zero_reward_exempt=[format, correctness]")
     assert g.observe(1, logs) is None and g.observe(2, logs) is None and g.observe(3, logs) is None
 
@@ -279,7 +292,7 @@ def test_zero_variance_guard_stops_a_cpu_run_with_code_3(tmp_path, work_dir):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     assert r.returncode == 3, r.stderr[-4000:]
     assert "training stopped by a health guard at step 2" in r.stderr
-    assert "zero reward variance for 2 logged steps" in r.stderr
+    assert "zero reward variance for 2 steps" in r.stderr
     run = tmp_path / "runs" / "guard"
     # it saved (and uploaded) a checkpoint before stopping, although save_steps is 100
     assert (run / "checkpoints" / "checkpoint-2" / "manifest.json").is_file()

@@ -173,8 +173,10 @@ def report_markdown(store: RunStore, image_prefix: str = "") -> str:
         keys = [k for k in keys if any(k in r for r in records)]
         window = max(1, min(10, len(records) // 4 or 1))
         first, last = _window_means(records, keys, window)
-        lines += [f"{len(records)} logged steps (up to step {records[-1]['step']}). Means over the first and the "
-                  f"last {window} logged steps:", "", f"| metric | first {window} | last {window} |", "|---|---|---|"]
+        # rewards are logged once per generation, which feeds train.steps_per_generation optimizer steps
+        lines += [f"Rewards logged at {len(records)} steps (one per generation; the last at step {records[-1]['step']}). "
+                  f"Means over the first and the last {window} of them:", "",
+                  f"| metric | first {window} | last {window} |", "|---|---|---|"]
         lines += [f"| {k} | {_f(first[k], 4)} | {_f(last[k], 4)} |" for k in keys]
         lines += ["", f"![rewards per step]({image_prefix}{PLOTS[0]})", "",
                   f"![completion length per step]({image_prefix}{PLOTS[1]})", ""]

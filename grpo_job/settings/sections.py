@@ -565,11 +565,11 @@ class HealthSettings(_Section):
     that raises or returns the wrong number of scores fails the run (exit 2). 0 skips the preflight."""
 
     zero_std_steps: int = Field(20, ge=0)
-    """Stop after this many logged steps in a row in which every group had zero reward variance
+    """Stop after this many optimizer steps in a row in which every group had zero reward variance
     (TRL's `frac_reward_zero_std` = 1: all advantages are 0, nothing is learned). 0 disables."""
 
     zero_reward_steps: int = Field(100, ge=0)
-    """Stop after this many logged steps in a row in which one reward's mean is exactly 0 (its
+    """Stop after this many optimizer steps in a row in which one reward's mean is exactly 0 (its
     regex never matches, its weight is wasted). 0 disables."""
 
     zero_reward_exempt: list[str] = Field(default_factory=list)

@@ -257,9 +257,16 @@ class Guards:
         self.watched = {func: r for r, func in _func_names(s).items() if r not in self.h.zero_reward_exempt}
         self.zero_std_run = 0
         self.zero_reward_run = dict.fromkeys(self.watched, 0)
+        self.last_scored: int | None = None
 
     def observe(self, step: int, logs: dict[str, Any]) -> str | None:
+        """The runs are counted in optimizer steps: rewards are logged once per generation, which feeds
+        `steps_per_generation` steps (with `logging_steps` > 1, once per that many)."""
         h = self.h
+        span = 1
+        if "frac_reward_zero_std" in logs or any(f"rewards/{f}/mean" in logs for f in self.watched):
+            span = max(step - self.last_scored, 1) if self.last_scored is not None else 1
+            self.last_scored = step
         if h.stop_on_nan:
             for key in ("loss", "grad_norm"):
                 v = logs.get(key)
@@ -268,9 +275,9 @@ class Guards:
                             "GRPO_TRAIN__MAX_GRAD_NORM, use bf16 rather than fp16; the checkpoint saved at this step "
                             "may hold broken weights, so start again with a new GRPO_RUN_ID")
         if "frac_reward_zero_std" in logs:
-            self.zero_std_run = self.zero_std_run + 1 if logs["frac_reward_zero_std"] >= 1.0 - 1e-9 else 0
+            self.zero_std_run = self.zero_std_run + span if logs["frac_reward_zero_std"] >= 1.0 - 1e-9 else 0
             if h.zero_std_steps and self.zero_std_run >= h.zero_std_steps:
-                return (f"every group had zero reward variance for {self.zero_std_run} logged steps in a row (up to "
+                return (f"every group had zero reward variance for {self.zero_std_run} steps in a row (up to "
                         f"step {step}, frac_reward_zero_std=1): all advantages are 0, so nothing is learned. Add a "
                         "partial-credit reward (partial_format), raise GRPO_TRAIN__TEMPERATURE or "
                         "GRPO_TRAIN__NUM_GENERATIONS, check the system prompt asks for the rewarded format; or set "
@@ -279,9 +286,9 @@ class Guards:
             v = logs.get(f"rewards/{func}/mean")
             if v is None:
                 continue
-            self.zero_reward_run[func] = self.zero_reward_run[func] + 1 if v == 0 else 0
+            self.zero_reward_run[func] = self.zero_reward_run[func] + span if v == 0 else 0
             if h.zero_reward_steps and self.zero_reward_run[func] >= h.zero_reward_steps:
-                return (f"reward {name!r} was exactly 0 for {self.zero_reward_run[func]} logged steps in a row (up to "
+                return (f"reward {name!r} was exactly 0 for {self.zero_reward_run[func]} steps in a row (up to "
                         f"step {step}): it never matches what the model writes. Check the reward against sampled "
                         f"completions, or list it in GRPO_HEALTH__ZERO_REWARD_EXEMPT if it is expected to stay 0 for "
                         "a while (GRPO_HEALTH__ZERO_REWARD_STEPS=0 disables this guard)")

@@ -180,6 +180,19 @@ def run(ctx: RunContext) -> dict[str, Any]:
         stop.interruptible = False
         if own:
             stop.uninstall()
+        _end_own_process_group()
+
+
+def _end_own_process_group() -> None:
+    """TRL's colocated vLLM opens a one-process torch.distributed group in a single-process run; left open,
+    torch warns at exit from C++ (a line outside the JSON log). A launch's group is the launcher's."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or distributed.current().multi:
+        return
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
