@@ -130,7 +130,7 @@ def test_raised_max_steps_continues_a_finished_run_with_the_new_learning_rate(tm
     assert second["train"]["steps"] == 2 and second["train"]["resumed_from"] == 1
     text = caplog.text
     assert "training continues from step 1" in text
-    assert "resumed from checkpoint-1" in text and "peak 5e-06 -> 1e-05, applied from step 1" in text
+    assert "resumed from checkpoint-1" in text and "peak 0.0001 -> 1e-05, applied from step 1" in text
     assert json.loads(store.read_text("settings.json"))["settings"]["train"]["max_steps"] == 2
     # a changed adapter shape now stops before anything is loaded, and keeps what is there
     with pytest.raises(SettingsError, match="lora.r: 32 -> 8"):
