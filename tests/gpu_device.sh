@@ -20,14 +20,16 @@ shopt -s nullglob
 for c in .gpu/c[0-9][0-9]; do bash "$c/device-install.sh" "$c" || exit 1; done
 for q in .gpu/q[0-9][0-9]; do bash "$q/device-join.sh" "$q" || exit 1; done
 [ -d .gpu/data/gsm8k ] && rm -rf "$STAGE/gsm8k" && cp -r .gpu/data/gsm8k "$STAGE/gsm8k" && echo "GSM8K in $STAGE/gsm8k"
-QWEN_GGUF=$(ls "$STAGE"/qwen/*.gguf 2>/dev/null | head -1)
+# (nullglob: a glob that matches nothing expands to nothing, so no `ls` of the working directory)
+ggufs=("$STAGE"/qwen/*.gguf); QWEN_GGUF=${ggufs[0]:-}
+smol=("$STAGE"/model/*.gguf); SMOL_GGUF=${smol[0]:-}
 if [ ! -f "$SITE/.gpu-installed" ] || [ -z "$QWEN_GGUF" ]; then echo "kit not fully staged yet"; exit 0; fi
 export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
 # The models, dequantized by the job's own GGUF loader (model.gguf_file), once per machine.
 # SmolLM2 (tests/test_gpu.py, the unsloth engine) only when asked for: GPU_MODELS_WANTED="qwen05 smollm2-135m".
 WANTED=${GPU_MODELS_WANTED:-qwen05}
-for pair in "qwen05:$QWEN_GGUF" "smollm2-135m:$(ls "$STAGE"/model/*.gguf 2>/dev/null | head -1)"; do
+for pair in "qwen05:$QWEN_GGUF" "smollm2-135m:$SMOL_GGUF"; do
   name=${pair%%:*}; gguf=${pair#*:}
   [[ " $WANTED " == *" $name "* ]] || continue
   [ -z "$gguf" ] || [ -f "$MODELS/$name/config.json" ] && continue
