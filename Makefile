@@ -1,10 +1,10 @@
 # Two entry points for a newcomer (see README.md): `make smoke` runs the job on the embedded default,
-# `make test` runs the test suite. Both set up .venv first (once; again when pyproject.toml changes).
+# `make test` runs the test suite (`make test-fast`: without the slow and GPU tests). Both set up .venv first (once; again when pyproject.toml changes).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: smoke test setup
+.PHONY: smoke test test-fast setup
 
 $(VENV)/.setup-core: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,3 +28,8 @@ smoke: $(VENV)/.setup-core
 test: $(VENV)/.setup-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# the inner loop: no real training, no llama.cpp build, no GPU (a few minutes); CI runs `make test`
+test-fast: $(VENV)/.setup-test
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow and not gpu"

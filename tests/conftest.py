@@ -1,4 +1,6 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the environment every test starts from."""
+
+import os
 
 import pytest
 
@@ -7,6 +9,21 @@ from grpo_job.training import engines
 # as the job's process does first thing: Triton reads this at its first import, which any test importing
 # torch (or TRL's GRPOConfig) can cause; TRL's CPU kernels in a later training test depend on it
 engines.use_triton_interpreter_without_gpu()
+
+# Variables that would change what a test sees: the job's settings and the credentials of the machine
+# that runs the tests (a developer's shell, a CI secret). The GPU harness's own GRPO_GPU_* are kept.
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+              "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+@pytest.fixture(autouse=True)
+def clean_job_environment(monkeypatch):
+    """Every test starts without GRPO_* settings or credentials from outside; a test sets its own."""
+    from grpo_job.settings.loading import RESERVED_ENV
+
+    for name in list(os.environ):
+        if (name.startswith("GRPO_") and name not in RESERVED_ENV) or name in SECRET_ENV:
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
