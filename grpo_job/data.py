@@ -332,9 +332,14 @@ def _no_rows(path: Path, setting: tuple[str, str]) -> SettingsError:
     return SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
 
 
+# User files are read as `utf-8-sig`: UTF-8, with the byte-order mark that Windows tools (Excel, Notepad)
+# put in front dropped (as plain `utf-8` it would be a JSON error, or a first column named `\ufeffquestion`).
+TEXT_ENCODING = "utf-8-sig"
+
+
 def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
     rows = []
-    with path.open() as f:
+    with path.open(encoding=TEXT_ENCODING) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -361,10 +366,10 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
         if suffix == ".jsonl":
             rows = _read_jsonl(path, setting)
         elif suffix == ".json":
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding=TEXT_ENCODING))
             rows = data if isinstance(data, list) else data.get("data", [])
         elif suffix == ".csv":
-            with path.open(newline="") as f:
+            with path.open(newline="", encoding=TEXT_ENCODING) as f:
                 rows = list(csv.DictReader(f))
         else:
             import pyarrow.parquet as pq
@@ -396,13 +401,13 @@ def peek_columns(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            with path.open() as f:
+            with path.open(encoding=TEXT_ENCODING) as f:
                 first = next((line for line in f if line.strip()), None)
             if first is None:
                 raise _no_rows(path, DATA_PATH)
             return list(json.loads(first))
         if suffix == ".csv":
-            with path.open(newline="") as f:
+            with path.open(newline="", encoding=TEXT_ENCODING) as f:
                 header = next(csv.reader(f), None)
             if not header:
                 raise _no_rows(path, DATA_PATH)

@@ -289,7 +289,7 @@ def read_yaml(path: str) -> dict[str, Any]:
     """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
     if not Path(path).is_file():
         raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
-    text = Path(path).read_text()
+    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
     try:
         loader = _UniqueKeyLoader(text)
         loader.name = path
