@@ -148,6 +148,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     if "train_rows" in d:
         print(f"  prompt <- {d['prompt_column']!r}, answer <- {d['answer_column']!r} "
               f"({data_task_about(settings)}); rewards get columns {d['columns']}")
+        if d.get("columns_note"):
+            print(f"  columns: {d['columns_note']}")
         print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
               f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}; "
               f"chat template: {d['chat_template']}")

@@ -74,10 +74,39 @@ TASKS: dict[str, Task] = {
 }
 
 
-def columns_of(settings: DataSettings) -> tuple[str, str]:
-    """(prompt column, answer column): the settings' or else the task's."""
+# TRL's own dataset format: the prompt in `prompt`, the reference under one of the names TRL's rewards and
+# recipes read it from (`accuracy_reward`'s `solution`; `answer`).
+TRL_PROMPT_COLUMN = "prompt"
+TRL_REFERENCE_COLUMNS = ("solution", "answer")
+
+
+def columns_of(settings: DataSettings, found: Iterable[str] | None = None) -> tuple[str, str]:
+    """(prompt column, answer column): the settings' or else the task's. Given the data's columns
+    (`found`), a column the settings leave to the task and the data lacks falls back to TRL's standard
+    name where the data has it: the prompt to `prompt`, the reference to `solution` or `answer` (a dataset
+    in TRL's own format works as it does in TRL, without mapping)."""
     task = TASKS[settings.task]
-    return settings.prompt_column or task.prompt_column, settings.answer_column or task.answer_column
+    prompt_col = settings.prompt_column or task.prompt_column
+    answer_col = settings.answer_column or task.answer_column
+    if found is not None:
+        found = list(found)
+        if not settings.prompt_column and prompt_col not in found and TRL_PROMPT_COLUMN in found:
+            prompt_col = TRL_PROMPT_COLUMN
+        if not settings.answer_column and answer_col not in found:
+            answer_col = next((c for c in TRL_REFERENCE_COLUMNS if c in found), answer_col)
+    return prompt_col, answer_col
+
+
+def trl_columns_note(settings: DataSettings, found: Iterable[str]) -> str | None:
+    """What `columns_of` took from TRL's standard names instead of the task's, as one sentence; None when
+    nothing (the plan `check` prints and the prepare-data log say it)."""
+    task = TASKS[settings.task]
+    used = columns_of(settings, found)
+    taken = [f"{what} from {col!r} (TRL's standard column; task {settings.task!r} reads {own!r}, which the data lacks)"
+             for what, col, own in (("prompt", used[0], task.prompt_column), ("reference answer", used[1],
+                                                                              task.answer_column))
+             if col != own and col != (settings.prompt_column if what == "prompt" else settings.answer_column)]
+    return "; ".join(taken) or None
 
 
 def _suggestion(found: list[str]) -> str:
@@ -91,7 +120,7 @@ def check_columns(columns: Iterable[str], settings: DataSettings, where: str) ->
     """The prompt and answer columns exist and no column collides with the names TRL gives the rewards.
     Raises SettingsError naming what was found and the settings to change."""
     found = list(columns)
-    prompt_col, answer_col = columns_of(settings)
+    prompt_col, answer_col = columns_of(settings, found)
     missing = [c for c in (prompt_col, answer_col) if c not in found]
     if missing:
         raise SettingsError(
@@ -156,8 +185,11 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: in
     if not raw:
         return []
     check_columns(raw[0].keys(), settings, where)
-    prompt_col, answer_col = columns_of(settings)
+    prompt_col, answer_col = columns_of(settings, raw[0].keys())
     task = TASKS[settings.task]
+    # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
+    # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
+    as_written = answer_col != (settings.answer_column or task.answer_column)
     out, stringified = [], set()
     for i, row in enumerate(raw, start=first_index):
         if row.get(prompt_col) is None or row.get(answer_col) is None:
@@ -175,7 +207,8 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: in
             kept[k], ok = _jsonable(v)
             if not ok:
                 stringified.add(k)
-        kept.update(prompt=prompt, answer=task.answer(str(row[answer_col])))
+        reference = task.answer(str(row[answer_col]))
+        kept.update(prompt=prompt, answer=(reference or str(row[answer_col]).strip()) if as_written else reference)
         out.append(kept)
     if stringified:
         log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
@@ -205,7 +238,7 @@ def check_references(rows: list[Row], settings: DataSettings) -> dict[str, Any]:
     bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), settings.answer_type) is None]
     if not bad:
         return {"unparsable_answers": 0}
-    _, answer_col = columns_of(settings)
+    _, answer_col = columns_of(settings, rows[0].keys())
     example = {k: v for k, v in bad[0].items() if k != "prompt"}
     what = (f"{len(bad)} of {len(rows)} reference answers cannot be parsed as answer_type={settings.answer_type!r} "
             f"(task {settings.task!r} reads them from column {answer_col!r}: {TASKS[settings.task].about}); "
@@ -525,8 +558,11 @@ def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Ro
     train = map_rows(train_raw, settings, where)
     heldout = map_rows(eval_raw, settings, f"{where} (held-out rows)")
     check_column_types(train + heldout, where)
-    prompt_col, answer_col = columns_of(settings)
+    prompt_col, answer_col = columns_of(settings, train_raw[0].keys())
+    if note := trl_columns_note(settings, train_raw[0].keys()):
+        log.info("data: %s", note)
     summary = {"source": where, "task": settings.task, "prompt_column": prompt_col, "answer_column": answer_col,
+               **({"columns_note": note} if note else {}),
                "columns": list(dict.fromkeys(k for r in train for k in r)), "train_rows": len(train),
                "eval_rows": len(heldout), "source_rows": source_rows}
     return train, heldout, summary
