@@ -137,6 +137,14 @@ def _artifact_problems(settings: JobSettings) -> list[str]:
                             "pip install '.[gguf]', or set GRPO_EXPORT__VERIFY=false")
     if settings.hub.repo_id and not (settings.hf_token and settings.hf_token.get_secret_value()):
         problems.append(f"hub.repo_id={settings.hub.repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
+    elif settings.hub.repo_id:
+        from grpo_job.artifacts.publish import hub_write_problem
+
+        problem, note = hub_write_problem(settings.hub.repo_id, settings.hf_token.get_secret_value())
+        if problem:
+            problems.append(problem)
+        elif note:
+            log.warning("%s; a token that cannot write is found at the publish stage (exit 2)", note)
     return problems
 
 
