@@ -36,7 +36,9 @@ import functools
 import logging
 import multiprocessing
 import re
+import sys
 import threading
+import types
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -206,7 +208,7 @@ def _in_worker(func: Any, default: Any, *args: Any) -> Any:
     with _POOL_LOCK:
         fresh = _POOL is None
         if fresh:
-            _POOL = multiprocessing.get_context("spawn").Pool(1)
+            _POOL = _spawn_pool()
         pool = _POOL
     try:
         return pool.apply_async(func, args).get(3 * TIMEOUT_SECONDS + (_POOL_START_SECONDS if fresh else 0))
@@ -217,6 +219,21 @@ def _in_worker(func: Any, default: Any, *args: Any) -> Any:
                 pool.terminate()
                 _POOL = None
         return default
+
+
+def _spawn_pool() -> Any:
+    """A one-process spawned pool whose worker does not run the caller's script. A spawned child imports
+    the parent's `__main__` file first (multiprocessing's "safe importing of main module"): a script
+    without an `if __name__ == "__main__":` guard would run again in the worker and fail there. The worker
+    needs only this module, so the pool is started with a bare `__main__` in place (no file to import);
+    the real one is put back at once."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        return multiprocessing.get_context("spawn").Pool(1)
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _mv_parse(text: str) -> list[Any]:

@@ -229,13 +229,20 @@ def check_column_types(rows: list[Row], where: str) -> None:
 
 
 # ---------------------------------------------------------------- reference answers against the answer checker
-def check_references(rows: list[Row], settings: DataSettings) -> dict[str, Any]:
+def check_references(rows: list[Row], settings: DataSettings, where: str = "the data") -> dict[str, Any]:
     """Parse every reference answer with the correctness reward's checker (`answers.parse_reference`, as
-    `data.answer_type`). Returns {"unparsable_answers": n}; some: warned with an example. Raises
-    SettingsError with an example row when most cannot be parsed (the reward could never score them)."""
+    the row's `answer_type` column gives it, else `data.answer_type`). Returns {"unparsable_answers": n};
+    some: warned with an example. Raises SettingsError with an example row when most cannot be parsed (the
+    reward could never score them), or naming the row whose `answer_type` is none of auto, math, exact."""
     from grpo_job import answers
 
-    bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), settings.answer_type) is None]
+    for i, r in enumerate(rows):
+        try:
+            answers.check_answer_type(r.get("answer_type", settings.answer_type))
+        except answers.UnknownAnswerType as e:
+            raise SettingsError(f"row {i} of {where}, column 'answer_type': {e}; an unknown type is not compared as "
+                                "math: fix that row's answer_type") from None
+    bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), r.get("answer_type", settings.answer_type)) is None]
     if not bad:
         return {"unparsable_answers": 0}
     _, answer_col = columns_of(settings, rows[0].keys())
@@ -423,10 +430,17 @@ def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
     where = f"{str(file)!r} ({EVALUATION_DATA_PATH[0]} [{EVALUATION_DATA_PATH[1]}])"
     raw = read_rows(file, EVALUATION_DATA_PATH)
     try:
-        return map_rows(raw, settings, where)
+        rows = map_rows(raw, settings, where)
     except SettingsError as e:
         raise SettingsError(f"{e}. The evaluation file is mapped as the training data is (data.task, "
                             "data.prompt_column, data.answer_column): give it the training data's columns") from None
+    # checked as the training rows are: one type per column, references the answer checker can read
+    check_column_types(rows, where)
+    try:
+        check_references(rows, settings, where)
+    except SettingsError as e:
+        raise SettingsError(f"{e} (the file of evaluation.data_path [GRPO_EVALUATION__DATA_PATH])") from None
+    return rows
 
 
 def peek_columns(path: Path) -> list[str]:
