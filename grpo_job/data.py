@@ -92,7 +92,9 @@ def columns_of(settings: DataSettings, found: Iterable[str] | None = None) -> tu
         found = list(found)
         if not settings.prompt_column and prompt_col not in found and TRL_PROMPT_COLUMN in found:
             prompt_col = TRL_PROMPT_COLUMN
-        if not settings.answer_column and answer_col not in found:
+        # the reference by TRL's names only for rows whose prompt was found: in data of another shape (a
+        # `problem`/`solution` file under task gsm8k) a `solution` is not this task's answer, and the error names both
+        if not settings.answer_column and answer_col not in found and prompt_col in found:
             answer_col = next((c for c in TRL_REFERENCE_COLUMNS if c in found), answer_col)
     return prompt_col, answer_col
 
