@@ -36,7 +36,9 @@ import functools
 import logging
 import multiprocessing
 import re
+import sys
 import threading
+import types
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -47,6 +49,7 @@ from grpo_job.errors import JobError
 log = logging.getLogger(__name__)
 
 AnswerType = Literal["auto", "math", "exact"]
+ANSWER_TYPES = ("auto", "math", "exact")
 
 TIMEOUT_SECONDS = 2
 """Limit for one math-verify parse or comparison (whole seconds: math-verify uses `signal.alarm`)."""
@@ -115,6 +118,46 @@ _CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
 _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
 
 
+# A unit after a number or a LaTeX value: `cup`, `cm^2`, `cm²`, `km/h`, `square feet`, `m per s`. Stripped
+# (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
+_UNIT_WORD = r"[^\W\d_]+(?:\s*(?:\^\s*\{?-?\d\}?|[²³]))?"
+_TRAILING_UNIT = re.compile(rf"^(?P<math>.*?[\d}}])\s+(?P<unit>{_UNIT_WORD}(?:\s*(?:/|\bper\b|\s)\s*{_UNIT_WORD})*)\.?$")
+# A chemical formula (`CO2`, `CO_2`, `H_{2}O`, `NaCl`, `C₆H₁₂O₆`): letters that name elements, so compared as text
+# with its case (Co is cobalt, CO carbon monoxide) and its subscripts written alike; math would read C*O_2.
+_FORMULA = re.compile(r"(?:[A-Z][a-z]?(?:_?\{?\d+\}?)?){2,}|[A-Z][a-z]?_?\{?\d+\}?")
+_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+# A worked line inside a sentence: `He earns 18 * 2 = 36 dollars` -> the arithmetic before `=` and the result.
+_WORKED_TAIL = re.compile(r"(?P<work>[\d(][\d\s.,+\-*/×÷()%]*)=\s*(?P<result>[^=]+?)[.!]?$")
+
+
+class CaseSensitive(str):
+    """A reference compared as text with its case kept: `answer_type=exact`, and chemical formulas."""
+
+
+def _formula(text: str) -> str | None:
+    """The formula with its subscripts as plain digits (`CO_2`, `CO_{2}`, `CO₂` -> `CO2`); None when the
+    text is not a formula."""
+    text = _clean(text).strip().strip("$").replace("\\mathrm", "").translate(_SUBSCRIPTS)
+    text = re.sub(r"\\ce\{(.*)\}$", r"\1", text)
+    # a digit or a two-letter element (`NaCl`) makes it a formula; capitals alone (`YES`, `NO`) are words
+    if not _FORMULA.fullmatch(text) or not re.search(r"\d|[A-Z][a-z]", text) or len(text) > 40:
+        return None
+    return re.sub(r"[_{}]", "", text)
+
+
+def _strip_unit(text: str) -> str | None:
+    """The value before a trailing unit (`3/4 cup` -> `3/4`, `\\frac{3}{4} cup` -> `\\frac{3}{4}`,
+    `5 cm ^2` -> `5`); None when there is no unit, the unit denies or changes the value (`5 squared`), or
+    the value holds words of its own."""
+    m = _TRAILING_UNIT.match(text)
+    if not m or _QUALIFIER.search(m["unit"]) or re.search(r"\b(?:and|or|to|plus|minus|times)\b", m["unit"]):
+        return None
+    value = m["math"].strip()
+    if re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", value)):
+        return None
+    return value
+
+
 def _clean(text: str) -> str:
     """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
     unescaped, spaces collapsed."""
@@ -165,7 +208,7 @@ def _in_worker(func: Any, default: Any, *args: Any) -> Any:
     with _POOL_LOCK:
         fresh = _POOL is None
         if fresh:
-            _POOL = multiprocessing.get_context("spawn").Pool(1)
+            _POOL = _spawn_pool()
         pool = _POOL
     try:
         return pool.apply_async(func, args).get(3 * TIMEOUT_SECONDS + (_POOL_START_SECONDS if fresh else 0))
@@ -176,6 +219,21 @@ def _in_worker(func: Any, default: Any, *args: Any) -> Any:
                 pool.terminate()
                 _POOL = None
         return default
+
+
+def _spawn_pool() -> Any:
+    """A one-process spawned pool whose worker does not run the caller's script. A spawned child imports
+    the parent's `__main__` file first (multiprocessing's "safe importing of main module"): a script
+    without an `if __name__ == "__main__":` guard would run again in the worker and fail there. The worker
+    needs only this module, so the pool is started with a bare `__main__` in place (no file to import);
+    the real one is put back at once."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        return multiprocessing.get_context("spawn").Pool(1)
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _mv_parse(text: str) -> list[Any]:
@@ -216,6 +274,8 @@ def _parse_math(text: str) -> Any | None:
         return number
     if _QUALIFIER.search(_MATH_SPANS.sub(" ", text)):
         return None
+    if (value := _strip_unit(text)) is not None and value != text:
+        return _parse_math(value)
     if not text.startswith(_LATEX_DELIMS) and not any(c in text for c in "\\^{"):  # free text
         algebra = bool(_ALGEBRA.fullmatch(text)) and not _LONG_NAME.search(text)
         if len(_NUMBERS.findall(text)) >= 2 and not algebra and not _BRACKETED.match(text):
@@ -224,6 +284,11 @@ def _parse_math(text: str) -> Any | None:
                 # a worked line: `5 + 67 = 72` answers 72, if it holds (`40 + 1 = 42` answers nothing)
                 value, worked = _parse_math(result), _parse_math(head)
                 return value if value is not None and worked is not None and _equal(worked, value) else None
+            if eq and (m := _WORKED_TAIL.search(text)) and _is_arithmetic(m["work"]) \
+                    and not _NUMBERS.search(text[:m.start()]):
+                # the same line inside a sentence, `He earns 18 * 2 = 36 dollars`: the words before it hold no
+                # other number (a qualifier was refused above), the result may carry a unit
+                return _parse_math(m["work"].strip() + " = " + m["result"].strip())
             if not _is_arithmetic(text):
                 return None
         if algebra or _BRACKETED.match(text):
@@ -250,10 +315,12 @@ def _equal(a: Any, b: Any) -> bool:
     return _mv_verify(_sympy(a), _sympy(b))
 
 
-def _exact(text: str) -> str:
-    """Case, whitespace, LaTeX wrapping, quotes, Markdown emphasis and final punctuation normalised:
-    `  Yes `, `\\text{Yes}`, `$\\boxed{yes}$`, `**Yes**`, `"yes"`, `Answer: yes` and `Yes!` -> `yes`."""
-    text = " ".join(_unwrap(text).split()).casefold()
+def _exact(text: str, fold: bool = True) -> str:
+    """Case (with `fold`), whitespace, LaTeX wrapping, quotes, Markdown emphasis and final punctuation
+    normalised: `  Yes `, `\\text{Yes}`, `$\\boxed{yes}$`, `**Yes**`, `"yes"`, `Answer: yes` and `Yes!` -> `yes`
+    (`Yes` without `fold`: `answer_type=exact` keeps case, `Co` is not `CO`)."""
+    text = " ".join(_unwrap(text).split())
+    text = text.casefold() if fold else text
     return text.rstrip(_END_PUNCTUATION) or text
 
 
@@ -303,10 +370,23 @@ def parse_reference(reference: str, answer_type: AnswerType = "auto") -> object 
     `auto`: math when the reference parses as math and does not read as words, else exact.
     Off the main thread a sympy result comes back as a `MathExpr`.
     """
+    check_answer_type(answer_type)
     if not _on_main_thread():
         parsed = _in_worker(_reference_in_worker, None, str(reference), answer_type)
         return parsed
     return _parse_reference(str(reference), answer_type)
+
+
+class UnknownAnswerType(ValueError):
+    """An `answer_type` (setting, reward entry, or a row's `answer_type` column) that is none of auto, math, exact."""
+
+
+def check_answer_type(answer_type: object) -> None:
+    """Raise UnknownAnswerType naming the value and the ones there are: an unknown type must not be
+    compared as math silently (`Exact`, `string`, `numeric` in a dataset column)."""
+    if answer_type not in ANSWER_TYPES:
+        raise UnknownAnswerType(f"unknown answer_type {answer_type!r}: use one of {', '.join(ANSWER_TYPES)} (in "
+                                "data.answer_type, a reward entry, or the data's answer_type column)")
 
 
 def _reference_in_worker(reference: str, answer_type: AnswerType) -> object | None:
@@ -321,8 +401,11 @@ def _parse_reference(text: str, answer_type: AnswerType) -> object | None:
     if letter and (answer_type == "exact" or (answer_type == "auto" and letter[1].isupper())):
         return letter[1].casefold()  # a multiple-choice label (`B`, `(B)`), not the variable B
     if answer_type == "exact":
-        return _exact(text) or None
-    if answer_type == "auto" and _plain_number(_clean(text)) is None and _looks_like_words(text):
+        return CaseSensitive(_exact(text, fold=False)) if _exact(text) else None
+    if answer_type == "auto" and (formula := _formula(text)) is not None:
+        return CaseSensitive(formula)
+    value = _strip_unit(_clean(text)) or _clean(text)  # `3/4 cup`: math with a unit, not words
+    if answer_type == "auto" and _plain_number(_clean(text)) is None and _looks_like_words(value):
         return _exact(text) or None
     parsed = _parse_math(text)
     if parsed is None and answer_type == "auto":
@@ -339,6 +422,7 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
     Plain numbers and lists of them compare exactly; other math by math-verify (numbers to 6
     decimals, symbolic equality); an exact-type reference by the normalised string.
     """
+    check_answer_type(answer_type)
     if prediction is None:
         return False
     if not _on_main_thread():
@@ -352,8 +436,12 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         if gold is None:
             return False
         if isinstance(gold, str):
-            if len(gold) == 1 and gold.isalpha():  # a choice label: `(B)`, `B)`, `Answer: B` give it
-                return _choice(str(prediction)) == gold
+            if len(gold) == 1 and gold.isalpha() and not isinstance(gold, CaseSensitive):
+                return _choice(str(prediction)) == gold  # a choice label: `(B)`, `B)`, `Answer: B` give it
+            if isinstance(gold, CaseSensitive):
+                if answer_type == "auto":  # a formula: the prediction's subscripts written alike
+                    return (_formula(_unwrap(str(prediction))) or _exact(str(prediction), fold=False)) == gold
+                return _exact(str(prediction), fold=False) == gold
             return _exact(str(prediction)) == gold
         pred = _parse_math(str(prediction))
         if pred is None:

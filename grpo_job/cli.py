@@ -137,6 +137,14 @@ def _artifact_problems(settings: JobSettings) -> list[str]:
                             "pip install '.[gguf]', or set GRPO_EXPORT__VERIFY=false")
     if settings.hub.repo_id and not (settings.hf_token and settings.hf_token.get_secret_value()):
         problems.append(f"hub.repo_id={settings.hub.repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
+    elif settings.hub.repo_id:
+        from grpo_job.artifacts.publish import hub_write_problem
+
+        problem, note = hub_write_problem(settings.hub.repo_id, settings.hf_token.get_secret_value())
+        if problem:
+            problems.append(problem)
+        elif note:
+            log.warning("%s; a token that cannot write is found at the publish stage (exit 2)", note)
     return problems
 
 
@@ -148,6 +156,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     if "train_rows" in d:
         print(f"  prompt <- {d['prompt_column']!r}, answer <- {d['answer_column']!r} "
               f"({data_task_about(settings)}); rewards get columns {d['columns']}")
+        if d.get("columns_note"):
+            print(f"  columns: {d['columns_note']}")
         print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
               f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}; "
               f"chat template: {d['chat_template']}")

@@ -74,10 +74,41 @@ TASKS: dict[str, Task] = {
 }
 
 
-def columns_of(settings: DataSettings) -> tuple[str, str]:
-    """(prompt column, answer column): the settings' or else the task's."""
+# TRL's own dataset format: the prompt in `prompt`, the reference under one of the names TRL's rewards and
+# recipes read it from (`accuracy_reward`'s `solution`; `answer`).
+TRL_PROMPT_COLUMN = "prompt"
+TRL_REFERENCE_COLUMNS = ("solution", "answer")
+
+
+def columns_of(settings: DataSettings, found: Iterable[str] | None = None) -> tuple[str, str]:
+    """(prompt column, answer column): the settings' or else the task's. Given the data's columns
+    (`found`), a column the settings leave to the task and the data lacks falls back to TRL's standard
+    name where the data has it: the prompt to `prompt`, the reference to `solution` or `answer` (a dataset
+    in TRL's own format works as it does in TRL, without mapping)."""
     task = TASKS[settings.task]
-    return settings.prompt_column or task.prompt_column, settings.answer_column or task.answer_column
+    prompt_col = settings.prompt_column or task.prompt_column
+    answer_col = settings.answer_column or task.answer_column
+    if found is not None:
+        found = list(found)
+        if not settings.prompt_column and prompt_col not in found and TRL_PROMPT_COLUMN in found:
+            prompt_col = TRL_PROMPT_COLUMN
+        # the reference by TRL's names only for rows whose prompt was found: in data of another shape (a
+        # `problem`/`solution` file under task gsm8k) a `solution` is not this task's answer, and the error names both
+        if not settings.answer_column and answer_col not in found and prompt_col in found:
+            answer_col = next((c for c in TRL_REFERENCE_COLUMNS if c in found), answer_col)
+    return prompt_col, answer_col
+
+
+def trl_columns_note(settings: DataSettings, found: Iterable[str]) -> str | None:
+    """What `columns_of` took from TRL's standard names instead of the task's, as one sentence; None when
+    nothing (the plan `check` prints and the prepare-data log say it)."""
+    task = TASKS[settings.task]
+    used = columns_of(settings, found)
+    taken = [f"{what} from {col!r} (TRL's standard column; task {settings.task!r} reads {own!r}, which the data lacks)"
+             for what, col, own in (("prompt", used[0], task.prompt_column), ("reference answer", used[1],
+                                                                              task.answer_column))
+             if col != own and col != (settings.prompt_column if what == "prompt" else settings.answer_column)]
+    return "; ".join(taken) or None
 
 
 def _suggestion(found: list[str]) -> str:
@@ -91,7 +122,7 @@ def check_columns(columns: Iterable[str], settings: DataSettings, where: str) ->
     """The prompt and answer columns exist and no column collides with the names TRL gives the rewards.
     Raises SettingsError naming what was found and the settings to change."""
     found = list(columns)
-    prompt_col, answer_col = columns_of(settings)
+    prompt_col, answer_col = columns_of(settings, found)
     missing = [c for c in (prompt_col, answer_col) if c not in found]
     if missing:
         raise SettingsError(
@@ -156,8 +187,11 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: in
     if not raw:
         return []
     check_columns(raw[0].keys(), settings, where)
-    prompt_col, answer_col = columns_of(settings)
+    prompt_col, answer_col = columns_of(settings, raw[0].keys())
     task = TASKS[settings.task]
+    # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
+    # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
+    as_written = answer_col != (settings.answer_column or task.answer_column)
     out, stringified = [], set()
     for i, row in enumerate(raw, start=first_index):
         if row.get(prompt_col) is None or row.get(answer_col) is None:
@@ -175,7 +209,8 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: in
             kept[k], ok = _jsonable(v)
             if not ok:
                 stringified.add(k)
-        kept.update(prompt=prompt, answer=task.answer(str(row[answer_col])))
+        reference = task.answer(str(row[answer_col]))
+        kept.update(prompt=prompt, answer=(reference or str(row[answer_col]).strip()) if as_written else reference)
         out.append(kept)
     if stringified:
         log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
@@ -196,16 +231,23 @@ def check_column_types(rows: list[Row], where: str) -> None:
 
 
 # ---------------------------------------------------------------- reference answers against the answer checker
-def check_references(rows: list[Row], settings: DataSettings) -> dict[str, Any]:
+def check_references(rows: list[Row], settings: DataSettings, where: str = "the data") -> dict[str, Any]:
     """Parse every reference answer with the correctness reward's checker (`answers.parse_reference`, as
-    `data.answer_type`). Returns {"unparsable_answers": n}; some: warned with an example. Raises
-    SettingsError with an example row when most cannot be parsed (the reward could never score them)."""
+    the row's `answer_type` column gives it, else `data.answer_type`). Returns {"unparsable_answers": n};
+    some: warned with an example. Raises SettingsError with an example row when most cannot be parsed (the
+    reward could never score them), or naming the row whose `answer_type` is none of auto, math, exact."""
     from grpo_job import answers
 
-    bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), settings.answer_type) is None]
+    for i, r in enumerate(rows):
+        try:
+            answers.check_answer_type(r.get("answer_type", settings.answer_type))
+        except answers.UnknownAnswerType as e:
+            raise SettingsError(f"row {i} of {where}, column 'answer_type': {e}; an unknown type is not compared as "
+                                "math: fix that row's answer_type") from None
+    bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), r.get("answer_type", settings.answer_type)) is None]
     if not bad:
         return {"unparsable_answers": 0}
-    _, answer_col = columns_of(settings)
+    _, answer_col = columns_of(settings, rows[0].keys())
     example = {k: v for k, v in bad[0].items() if k != "prompt"}
     what = (f"{len(bad)} of {len(rows)} reference answers cannot be parsed as answer_type={settings.answer_type!r} "
             f"(task {settings.task!r} reads them from column {answer_col!r}: {TASKS[settings.task].about}); "
@@ -332,9 +374,14 @@ def _no_rows(path: Path, setting: tuple[str, str]) -> SettingsError:
     return SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
 
 
+# User files are read as `utf-8-sig`: UTF-8, with the byte-order mark that Windows tools (Excel, Notepad)
+# put in front dropped (as plain `utf-8` it would be a JSON error, or a first column named `\ufeffquestion`).
+TEXT_ENCODING = "utf-8-sig"
+
+
 def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
     rows = []
-    with path.open() as f:
+    with path.open(encoding=TEXT_ENCODING) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -361,10 +408,10 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
         if suffix == ".jsonl":
             rows = _read_jsonl(path, setting)
         elif suffix == ".json":
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding=TEXT_ENCODING))
             rows = data if isinstance(data, list) else data.get("data", [])
         elif suffix == ".csv":
-            with path.open(newline="") as f:
+            with path.open(newline="", encoding=TEXT_ENCODING) as f:
                 rows = list(csv.DictReader(f))
         else:
             import pyarrow.parquet as pq
@@ -385,10 +432,17 @@ def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
     where = f"{str(file)!r} ({EVALUATION_DATA_PATH[0]} [{EVALUATION_DATA_PATH[1]}])"
     raw = read_rows(file, EVALUATION_DATA_PATH)
     try:
-        return map_rows(raw, settings, where)
+        rows = map_rows(raw, settings, where)
     except SettingsError as e:
         raise SettingsError(f"{e}. The evaluation file is mapped as the training data is (data.task, "
                             "data.prompt_column, data.answer_column): give it the training data's columns") from None
+    # checked as the training rows are: one type per column, references the answer checker can read
+    check_column_types(rows, where)
+    try:
+        check_references(rows, settings, where)
+    except SettingsError as e:
+        raise SettingsError(f"{e} (the file of evaluation.data_path [GRPO_EVALUATION__DATA_PATH])") from None
+    return rows
 
 
 def peek_columns(path: Path) -> list[str]:
@@ -396,13 +450,13 @@ def peek_columns(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            with path.open() as f:
+            with path.open(encoding=TEXT_ENCODING) as f:
                 first = next((line for line in f if line.strip()), None)
             if first is None:
                 raise _no_rows(path, DATA_PATH)
             return list(json.loads(first))
         if suffix == ".csv":
-            with path.open(newline="") as f:
+            with path.open(newline="", encoding=TEXT_ENCODING) as f:
                 header = next(csv.reader(f), None)
             if not header:
                 raise _no_rows(path, DATA_PATH)
@@ -520,8 +574,11 @@ def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Ro
     train = map_rows(train_raw, settings, where)
     heldout = map_rows(eval_raw, settings, f"{where} (held-out rows)")
     check_column_types(train + heldout, where)
-    prompt_col, answer_col = columns_of(settings)
+    prompt_col, answer_col = columns_of(settings, train_raw[0].keys())
+    if note := trl_columns_note(settings, train_raw[0].keys()):
+        log.info("data: %s", note)
     summary = {"source": where, "task": settings.task, "prompt_column": prompt_col, "answer_column": answer_col,
+               **({"columns_note": note} if note else {}),
                "columns": list(dict.fromkeys(k for r in train for k in r)), "train_rows": len(train),
                "eval_rows": len(heldout), "source_rows": source_rows}
     return train, heldout, summary

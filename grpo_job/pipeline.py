@@ -243,6 +243,8 @@ def run(settings: JobSettings, only: list[Stage] | None = None,
             results[stage.name] = ctx.stage_summary(stage.name) or {}
             continue
         log.info("stage %s: start (%s)", stage.name, stage.about, extra={"stage": stage.name})
+        if stop is not None:
+            stop.stage = stage.name  # named by the watchdog if the grace budget runs out in it
         t0 = time.monotonic()
         try:
             summary = dict(stage.run(ctx) or {})

@@ -59,6 +59,7 @@ class StopControl:
         self.interruptible = False  # inside a step, before its optimizer update (set by the train stage)
         self.interrupted = False
         self.on_hard_exit: Callable[[int], None] | None = None  # last words before the watchdog's exit
+        self.stage: str | None = None  # the pipeline stage running now (set by the pipeline), named when cut short
         self._previous = None
         self._watchdog: threading.Thread | None = None
         self._done = threading.Event()
@@ -155,13 +156,7 @@ class StopControl:
                 # decides again.
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
             if limit is not None and time.monotonic() >= limit:
-                why = "SIGTERM" if self.signal_at is not None else "the deadline"
-                log.error(
-                    "stop: the grace budget (%.0f s) after %s ran out before a checkpoint could be saved and "
-                    "uploaded; the current step is abandoned. The store's newest complete checkpoint is kept; "
-                    "a restart resumes there. Raise GRPO_STOP__GRACE_SECONDS (and the pod's "
-                    "terminationGracePeriodSeconds) if this repeats.", self.grace_seconds, why,
-                )
+                log.error("%s", self.hard_exit_message())
                 if self.on_hard_exit is not None:
                     self.on_hard_exit(EXIT_RETRY)
                 for stream in (sys.stdout, sys.stderr):
@@ -170,6 +165,21 @@ class StopControl:
                     except (OSError, ValueError):
                         pass
                 os._exit(EXIT_RETRY)  # from a thread: the only way to end the process now
+
+
+    def hard_exit_message(self) -> str:
+        """What the watchdog says as it ends the process: the stage cut short and what happens to it."""
+        why = "SIGTERM" if self.signal_at is not None else "the deadline"
+        advice = ("Raise GRPO_STOP__GRACE_SECONDS (and the pod's terminationGracePeriodSeconds) if this repeats"
+                  + ("" if self.deadline is None or self.signal_at is not None
+                     else ", or move GRPO_STOP__DEADLINE / GRPO_STOP__MAX_RUNTIME_SECONDS later") + ".")
+        if self.stage is not None and self.stage != "train":
+            return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out during stage "
+                    f"{self.stage!r}, which was cut short: its marker is not written, so it runs again from its start "
+                    f"when the job restarts (the finished stages and the trained model in the store are kept). {advice}")
+        return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out before a checkpoint could be "
+                "saved and uploaded; the current step is abandoned. The store's newest complete checkpoint is kept; "
+                f"a restart resumes there. {advice}")
 
 
 def process_start_time() -> float:

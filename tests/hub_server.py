@@ -8,6 +8,10 @@ LFS files), so the client's "file unchanged" checks see what they would on the H
 
 Faults for restart tests: `fail_lfs_uploads_after=N` answers the (N+1)-th and later LFS uploads with
 403 (the client does not retry 4xx), `fail_commits=N` answers the next N commits with 500.
+Who the token is: `whoami` is what `/api/whoami-v2` answers (the Hub's shape: name, orgs with
+`roleInOrg`, auth.accessToken.role `read`/`write`/`fineGrained` with `fineGrained.scoped` permissions);
+with `read_only` the Hub refuses every write (create repo, preupload, commit) with 403, as it does a
+read token.
 Every request must carry `Authorization: Bearer <token>`, except LFS uploads, which go to the signed URL
 the batch endpoint hands out (as the Hub's S3 URLs). The server stops itself after `lifetime` s.
 """
@@ -78,6 +82,9 @@ class HubState:
         self.fail_commits = 0
         self.lfs_uploads = 0
         self.requests: list[str] = []
+        self.whoami: dict = {"type": "user", "name": "tester", "orgs": [],
+                             "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}}
+        self.read_only = False
 
     def lfs_path(self, oid: str) -> Path:
         return self.root / "lfs" / oid
@@ -158,6 +165,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(403, "bad upload signature")
         elif not self._authorized():
             return
+        if self.state.read_only and method == "POST" and url.path != "/api/validate-yaml":
+            return self._error(403, "You don't have the rights to create a model under this namespace")
         for m, pattern, fn in ROUTES:
             if m == method or (m == "GET" and method == "HEAD"):
                 match = re.fullmatch(pattern, url.path)
@@ -192,6 +201,9 @@ class Handler(BaseHTTPRequestHandler):
         return c
 
     # ------------------------------------------------------------ endpoints
+    def whoami(self, head=False, **_):
+        self._send(200, self.state.whoami, head=head)
+
     def create_repo(self, body, **_):
         req = json.loads(body)
         repo_id = f"{req['organization']}/{req['name']}"
@@ -351,6 +363,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 ROUTES = [
+    ("GET", r"/api/whoami-v2", Handler.whoami),
     ("POST", r"/api/repos/create", Handler.create_repo),
     ("POST", r"/api/validate-yaml", Handler.validate_yaml),
     ("GET", rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?", Handler.repo_info),

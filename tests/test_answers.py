@@ -206,7 +206,7 @@ def test_verify_table(prediction, reference, ok):
         ("yes", "math", None),
         ("", "auto", None),
         ("  ", "exact", None),
-        (" Yes ", "exact", "yes"),
+        (" Yes ", "exact", "Yes"),  # exact keeps case (issue 23 item 12: `Co` is not `CO`)
         ("72", "exact", "72"),
     ],
 )

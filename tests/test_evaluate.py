@@ -43,7 +43,9 @@ def test_score_accuracy_on_the_answer_table():
 def test_score_uses_the_answer_type():
     texts = ["<answer>72.0</answer>", "<answer>YES</answer>"]
     assert evaluate.score(texts, [1, 1], ["72", "yes"], 32)["accuracy"] == 1.0
-    assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="exact")["accuracy"] == 0.5
+    # exact keeps case (issue 23 item 12): `YES` is the reference `YES`, not `yes`
+    assert evaluate.score(texts, [1, 1], ["72", "YES"], 32, answer_type="exact")["accuracy"] == 0.5
+    assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="exact")["accuracy"] == 0.0
     assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="math")["accuracy"] == 0.5
 
 
@@ -90,7 +92,9 @@ def test_evaluation_data_path_is_a_local_file_by_its_form(value, words):
 
     with pytest.raises(SettingsError) as e:
         load_settings(SMOKE, [f"--evaluation.data_path={value}"])
-    assert "evaluation.data_path [GRPO_EVALUATION__DATA_PATH]" in str(e.value) and words in str(e.value)
+    # named by where the value came from, here the command line (issue 23 item 12), not an environment variable
+    assert "evaluation.data_path [--evaluation.data_path on the command line]" in str(e.value)
+    assert words in str(e.value)
     assert "a local .jsonl/.json/.parquet/.csv file" in str(e.value)
 
 

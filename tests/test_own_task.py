@@ -69,9 +69,11 @@ def test_conversational_prompts_with_a_mapped_answer_column(tmp_path):
             for i in range(6)]
     rows[0]["prompt"] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "0 times 2?"}]
     f = write_jsonl(tmp_path / "d.jsonl", rows)
-    with pytest.raises(SettingsError) as e:
-        data.prepare(DataSettings(path=str(f), task="plain"), tmp_path)
-    assert "GRPO_DATA__ANSWER_COLUMN" in str(e.value) and "['answer']" in str(e.value)
+    # TRL's own format needs no mapping (issue 23 item 11): the reference is read from `solution` when the task's
+    # `answer` is absent, and the summary says so
+    train, heldout, summary = data.prepare(DataSettings(path=str(f), task="plain"), tmp_path)
+    assert summary["answer_column"] == "solution" and "TRL's standard column" in summary["columns_note"]
+    assert sorted(r["answer"] for r in train + heldout) == sorted(str(2 * i) for i in range(6))
     s = DataSettings(path=str(f), task="plain", answer_column="solution", eval_fraction=0.2)
     train, heldout, _ = data.prepare(s, tmp_path)
     by_id = {r["id"]: r for r in train + heldout}

@@ -219,5 +219,6 @@ def test_stop_settings_validate():
     assert load_settings(overrides=["--stop.grace_seconds=10"]).fingerprint() == load_settings().fingerprint()
     with pytest.raises(SettingsError, match="needs a time zone"):
         load_settings(overrides=["--stop.deadline=2030-01-01T00:00:00"])
-    with pytest.raises(SettingsError, match="GRPO_STOP__GRACE_SECONDS"):
+    # named by where the value came from, the command line here (issue 23 item 12)
+    with pytest.raises(SettingsError, match=r"stop.grace_seconds \[--stop.grace_seconds on the command line\]"):
         load_settings(overrides=["--stop.grace_seconds=0"])

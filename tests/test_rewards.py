@@ -97,13 +97,15 @@ def test_correctness_needs_an_answer_block_and_every_block_right():
 def test_correctness_answer_type_bound_or_per_row():
     texts = ["<answer>Yes</answer>", "<answer>72.0</answer>"]
     assert rewards.correctness_reward(texts, answer=["yes", "72"]) == [1.0, 1.0]
-    assert rewards.correctness_reward(texts, answer=["yes", "72"], answer_type="exact") == [1.0, 0.0]
-    assert rewards.correctness_reward(texts, answer=["yes", "72"], answer_type=["exact", "math"]) == [1.0, 1.0]
+    # exact keeps case (issue 23 item 12): the reference is written as the completion writes it
+    assert rewards.correctness_reward(texts, answer=["Yes", "72"], answer_type="exact") == [1.0, 0.0]
+    assert rewards.correctness_reward(texts, answer=["yes", "72"], answer_type="exact") == [0.0, 0.0]
+    assert rewards.correctness_reward(texts, answer=["Yes", "72"], answer_type=["exact", "math"]) == [1.0, 1.0]
     # built from the settings: data.answer_type is bound, a dataset column of that name wins
     fn = rewards.build("correctness", answer_type="exact")
     assert rewards.callable_name(fn) == "correctness_reward"
-    assert fn(texts, answer=["yes", "72"]) == [1.0, 0.0]
-    assert fn(texts, answer=["yes", "72"], answer_type=["exact", "math"]) == [1.0, 1.0]
+    assert fn(texts, answer=["Yes", "72"]) == [1.0, 0.0]
+    assert fn(texts, answer=["Yes", "72"], answer_type=["exact", "math"]) == [1.0, 1.0]
 
 
 def test_odd_inputs_never_raise():
@@ -195,7 +197,9 @@ def test_a_bad_reward_value_is_one_problem_at_its_own_path(monkeypatch):
         with pytest.raises(SettingsError) as e:
             load_settings(None, [f"--rewards={value}"] if value else [])
         text = str(e.value)
-        assert "(1 problem)" in text and "[GRPO_REWARDS__FORMAT]" in text, text
+        # named by its source (issue 23 item 12): the variable, or the command line that overrides it
+        source = "[--rewards on the command line]" if value else "[GRPO_REWARDS__FORMAT]"
+        assert "(1 problem)" in text and f"rewards.format {source}" in text, text
         assert "FLOAT" not in text and "REWARDENTRY" not in text and "{weight: 1.0" in text
 
 

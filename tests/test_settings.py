@@ -259,8 +259,9 @@ def test_unknown_yaml_key_suggests_the_setting(tmp_path):
     with pytest.raises(SettingsError) as e:
         load_settings(cfg)
     msg = str(e.value)
-    assert "trian [GRPO_TRIAN]: no such setting; did you mean 'train" in msg
-    assert "train.max_stepz [GRPO_TRAIN__MAX_STEPZ]: no such setting; did you mean 'train.max_steps'" in msg
+    # the source named is the config file the keys are in (issue 23 item 12), not an environment variable
+    assert f"trian [config file {str(cfg)!r}]: no such setting; did you mean 'train" in msg
+    assert f"train.max_stepz [config file {str(cfg)!r}]: no such setting; did you mean 'train.max_steps'" in msg
 
 
 @pytest.mark.parametrize("text, key, lines", [

@@ -59,27 +59,127 @@ def publish(ctx: RunContext) -> dict[str, Any]:
 
         disable_progress_bars()
     api = HfApi(token=s.hf_token.get_secret_value())
-    repo_url = api.create_repo(repo_id, private=s.hub.private, exist_ok=True, repo_type="model")
-    if branch != "main":
-        api.create_branch(repo_id, branch=branch, exist_ok=True)
-    total = sum(p.stat().st_size for p in files.values())
-    stale = stale_files(remote_files(api, repo_id, branch), files, s.hub.keep_files)
-    log.info("pushing %d files (%.1f MB) to %s@%s%s", len(files), total / 1e6, repo_id, branch,
-             f"; deleting {len(stale)} files this push does not carry: {', '.join(stale)}" if stale else "")
-    info = api.create_commit(
-        repo_id,
-        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()]
-        + [CommitOperationDelete(path_in_repo=name) for name in stale],
-        commit_message=f"grpo-job run {ctx.run_id}",
-        commit_description="Merged model, GGUF files, LoRA adapter and model card written by grpo-job.",
-        revision=branch,
-    )
+    try:
+        repo_url = api.create_repo(repo_id, private=s.hub.private, exist_ok=True, repo_type="model")
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        total = sum(p.stat().st_size for p in files.values())
+        stale = stale_files(remote_files(api, repo_id, branch), files, s.hub.keep_files)
+        log.info("pushing %d files (%.1f MB) to %s@%s%s", len(files), total / 1e6, repo_id, branch,
+                 f"; deleting {len(stale)} files this push does not carry: {', '.join(stale)}" if stale else "")
+        info = api.create_commit(
+            repo_id,
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()]
+            + [CommitOperationDelete(path_in_repo=name) for name in stale],
+            commit_message=f"grpo-job run {ctx.run_id}",
+            commit_description="Merged model, GGUF files, LoRA adapter and model card written by grpo-job.",
+            revision=branch,
+        )
+    except Exception as e:
+        if (refused := refused_by_hub(e)) is None:
+            raise
+        raise SettingsError(
+            f"the Hub refused to let this token write to {repo_id} ({refused}): HF_TOKEN has no write access there. "
+            f"The trained model stays in the run store ({ctx.store.uri}: merged/, adapter/, gguf/); "
+            f"set HF_TOKEN to a token that may write to {repo_id.split('/')[0]} (or change GRPO_HUB__REPO_ID) and run "
+            "the job again: only the publish stage runs") from None
     check_remote(api, repo_id, branch, files)
     left = stale_files(remote_files(api, repo_id, branch), files, s.hub.keep_files)
     if left:
         raise PublishFailed(f"the push to {repo_id}@{branch} left files it should have deleted: {', '.join(left)}")
     return {"repo_id": repo_id, "revision": branch, "url": str(repo_url), "commit": info.oid,
             "files": sorted(files), "deleted": stale, "bytes": total}
+
+
+def refused_by_hub(error: BaseException) -> str | None:
+    """`HTTP 401/403: <the Hub's message>` when `error` is the Hub API refusing the token (invalid, read-only,
+    or without rights to the namespace); None for anything else, including a 403 from a pre-signed LFS
+    upload URL (storage, not the token: a retry may succeed)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not isinstance(error, HfHubHTTPError) or error.response is None:
+        return None
+    status = error.response.status_code
+    url = str(getattr(error.response, "url", "") or getattr(getattr(error.response, "request", None), "url", ""))
+    if status not in (401, 403) or not url.startswith(constants.ENDPOINT) or "/lfs-upload/" in url:
+        return None
+    said = error.response.headers.get("X-Error-Message") or str(error).splitlines()[0]
+    return f"HTTP {status}: {said[:200]}"
+
+
+WHOAMI_TIMEOUT = 15  # seconds: `check` never waits longer on the Hub
+
+
+def hub_write_problem(repo_id: str, token: str) -> tuple[str | None, str | None]:
+    """(problem, note): ask the Hub who the token is (`HfApi.whoami`) and whether it may write `repo_id`.
+    A problem when the token is invalid (401), read-only, fine-grained without `repo.write` on the
+    repo's namespace (or the repo), or of a user outside that organisation or with a read role in it.
+    A note (and no problem) when the Hub cannot be asked: offline (HF_HUB_OFFLINE), unreachable, slow,
+    or an answer without the token's details."""
+    import threading
+
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        return None, "Hub write access not checked: HF_HUB_OFFLINE is set"
+    out: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            out["who"] = HfApi(token=token).whoami()
+        except Exception as e:  # any failure is reported below, as a problem (401) or a note
+            out["error"] = e
+
+    worker = threading.Thread(target=ask, name="hub-whoami", daemon=True)
+    worker.start()
+    worker.join(WHOAMI_TIMEOUT)
+    if worker.is_alive():
+        return None, f"Hub write access not checked: {constants.ENDPOINT} did not answer in {WHOAMI_TIMEOUT} s"
+    error = out.get("error")
+    if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code == 401:
+        return (f"hub.repo_id={repo_id}: the Hub does not accept HF_TOKEN (HTTP 401, invalid or expired token); set "
+                "HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens)"), None
+    if error is not None:
+        return None, f"Hub write access not checked: cannot ask {constants.ENDPOINT} ({type(error).__name__}: {str(error)[:160]})"
+    return token_write_problem(out["who"], repo_id)
+
+
+def token_write_problem(who: dict[str, Any], repo_id: str) -> tuple[str | None, str | None]:
+    """(problem, note) from the Hub's `whoami-v2` answer: may this token write to `repo_id`?"""
+    namespace = repo_id.split("/")[0]
+    user = who.get("name")
+    access = (who.get("auth") or {}).get("accessToken") or {}
+    role = access.get("role")
+    label = f"HF_TOKEN ({user}, {role or 'unknown'} token{', ' + repr(access['displayName']) if access.get('displayName') else ''})"
+    fix = (f"set HF_TOKEN to a token that may write to {namespace} (https://huggingface.co/settings/tokens), or "
+           "GRPO_HUB__REPO_ID to a repo in a namespace it may write")
+    if role is None:
+        return None, f"Hub write access not fully checked: the Hub did not say what {user}'s token may do"
+    if role == "read":
+        return f"hub.repo_id={repo_id}: {label} is read-only, so the publish stage would fail after training; {fix}", None
+    if role == "fineGrained":
+        grants = (access.get("fineGrained") or {})
+        allowed = set(grants.get("global") or [])
+        for scope in grants.get("scoped") or []:
+            entity = scope.get("entity") or {}
+            if entity.get("name") in (namespace, repo_id) or (entity.get("type") == "user" and entity.get("name") == user
+                                                              and namespace == user):
+                allowed |= set(scope.get("permissions") or [])
+        if "repo.write" not in allowed:
+            return (f"hub.repo_id={repo_id}: {label} is fine-grained without the permission repo.write on {namespace} "
+                    f"(it has {sorted(allowed) or 'none there'}), so the publish stage would fail after training; give "
+                    f"the token \"Write access to contents/settings of all repos\" under {namespace}, or {fix}"), None
+    if namespace != user:
+        orgs = {o.get("name"): o.get("roleInOrg") for o in who.get("orgs") or []}
+        if namespace not in orgs:
+            return (f"hub.repo_id={repo_id}: {label} belongs to {user}, who is not a member of {namespace!r}, so the "
+                    f"publish stage would fail after training; {fix}"), None
+        if orgs[namespace] == "read":
+            return (f"hub.repo_id={repo_id}: {user} has the read role in {namespace!r}, so the publish stage would fail "
+                    f"after training; ask an admin of {namespace} for the write role, or {fix}"), None
+    return None, None
 
 
 def remote_files(api: Any, repo_id: str, branch: str) -> list[str]:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -225,7 +226,44 @@ def did_you_mean(wrong: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def format_validation_error(err: ValidationError) -> str:
+def source_label(loc: tuple[Any, ...], cli_args: tuple[str, ...] = (), yaml_values: dict[str, Any] | None = None,
+                 yaml_path: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """Where the value at `loc` came from, named as the user wrote it: `--train.max_steps on the command
+    line`, the GRPO_* variable, or `config file 'c.yaml'`; the variable's name when no source set it (a
+    default). Sources are asked in their precedence (CLI > environment > YAML); a section-level value
+    (`--train='{...}'`, `GRPO_TRAIN='{...}'`) counts for every field in it."""
+    environ = os.environ if environ is None else environ
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if not parts:
+        return ENV_PREFIX.rstrip("_")
+    field = parts[:2] if len(parts) > 1 and _is_section(parts[0]) else parts[:1]
+    candidates = [field, field[:1]] if len(field) > 1 else [field]
+    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in cli_args if a.startswith("--")}
+    for names in candidates:
+        if ".".join(names) in given:
+            return f"--{'.'.join(names)} on the command line"
+    upper = {k.upper(): k for k in environ}
+    if env_var_name(loc) in upper:  # the variable of this very value (a key of a dict setting included)
+        return upper[env_var_name(loc)]
+    for names in candidates:
+        var = env_var_name(tuple(names))
+        found = [k for u, k in upper.items() if u == var or u.startswith(var + "__")]
+        if found:
+            return upper.get(var, found[0])
+    node: Any = yaml_values or {}
+    for name in field:
+        if not isinstance(node, dict) or name not in node:
+            break
+        node = node[name]
+    else:
+        return f"config file {yaml_path!r}" if yaml_path else "the config file"
+    return env_var_name(loc)
+
+
+def format_validation_error(err: ValidationError, sources: dict[str, Any] | None = None) -> str:
+    """One line per problem: the setting, where its value came from (`source_label`: the command line,
+    the environment variable or the config file; with `sources` given as `source_label`'s keyword
+    arguments, else the variable's name), pydantic's message and the value."""
     lines = [f"invalid settings ({err.error_count()} problem{'s' if err.error_count() > 1 else ''}):"]
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
@@ -238,7 +276,8 @@ def format_validation_error(err: ValidationError) -> str:
             choices = list(JobSettings.model_fields) if len(loc) == 1 else setting_paths()
             msg = "no such setting" + did_you_mean(where, choices)
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"
-        lines.append(f"  - {where} [{env_var_name(loc)}]: {msg}{shown}")
+        label = source_label(loc, **sources) if sources is not None else env_var_name(loc)
+        lines.append(f"  - {where} [{label}]: {msg}{shown}")
     return "\n".join(lines)
 
 
@@ -289,7 +328,7 @@ def read_yaml(path: str) -> dict[str, Any]:
     """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
     if not Path(path).is_file():
         raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
-    text = Path(path).read_text()
+    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
     try:
         loader = _UniqueKeyLoader(text)
         loader.name = path
@@ -322,7 +361,8 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     try:
         settings = JobSettings()
     except ValidationError as e:
-        problems = format_validation_error(e).splitlines()[1:] + problems
+        sources = {"cli_args": tuple(overrides or ()), "yaml_values": yaml_values, "yaml_path": path}
+        problems = format_validation_error(e, sources).splitlines()[1:] + problems
     except SourceError as e:
         problems.insert(0, f"  - {_env_error(e) or _cli_error(str(e))}")
     finally:

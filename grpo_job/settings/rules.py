@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -160,6 +161,28 @@ def exempt_rewards_exist(s: JobSettings) -> list[str]:
     return []
 
 
+def _weight(entry: object) -> float:
+    """A `rewards` value's weight (TRL's `reward_weights` entry): a number, or an entry's `weight`."""
+    return float(getattr(entry, "weight", entry))  # type: ignore[arg-type]
+
+
+def some_reward_trains(s: JobSettings) -> list[str]:
+    """At least one reward has a weight other than 0: weight-0 rewards are logged, not trained on."""
+    if s.rewards and all(_weight(e) == 0 for e in s.rewards.values()):
+        return [f"every reward has weight 0 ({', '.join(f'rewards.{n}' for n in s.rewards)}): TRL logs a weight-0 "
+                "reward but trains on none of them, so nothing would be learned; give at least one reward a weight "
+                "other than 0 (GRPO_REWARDS, e.g. {\"correctness\": 2.0})"]
+    return []
+
+
+def warmup_steps_of(s: JobSettings) -> int:
+    """The warm-up steps transformers makes of `train.warmup_steps` (a float below 1 is a share of
+    `max_steps`, rounded up; `get_warmup_steps`). Linear warm-up trains step 0 at learning rate 0, so with
+    `max_steps`=1 any warm-up leaves no step at a non-zero rate."""
+    t = s.train
+    return int(t.warmup_steps) if t.warmup_steps >= 1 else math.ceil(t.max_steps * t.warmup_steps)
+
+
 RULES: tuple[Callable[[JobSettings], list[str]], ...] = (
     generation_batch_holds_groups,
     extra_is_not_a_setting,
@@ -168,6 +191,7 @@ RULES: tuple[Callable[[JobSettings], list[str]], ...] = (
     processes_fit_engine,
     sharding_fits_model,
     exempt_rewards_exist,
+    some_reward_trains,
 )
 
 
@@ -225,6 +249,19 @@ def warnings(s: JobSettings) -> list[str]:
                 f"{s.train.max_completion_length}: DAPO's overlong penalty is meant for the generation limit "
                 f"(above it, it never applies; below it, it penalises completions the limit allows); set both alike"
             )
+    for name, entry in s.rewards.items():
+        w = _weight(entry)
+        if w == 0 and any(_weight(e) != 0 for e in s.rewards.values()):
+            out.append(f"rewards.{name} has weight 0: TRL logs it (rewards/<name>/mean) but does not train on it, and "
+                       "the health guards and the preflight's variance test ignore it; give it a weight to train on it")
+        elif w < 0:
+            out.append(f"rewards.{name} has a negative weight ({w:g}): GRPO pushes the model away from what it scores "
+                       "high. Right for a penalty that scores the unwanted thing (length, repetition); if it scores "
+                       "what you want, make the weight positive")
+    if s.train.max_steps == 1 and warmup_steps_of(s) > 0 and s.train.lr_scheduler_type != "constant":
+        out.append(f"train.warmup_steps={s.train.warmup_steps:g} with train.max_steps=1: linear warm-up trains its first "
+                   "step at learning rate 0, so a 1-step run would learn nothing; the job trains it without warm-up. "
+                   "Set GRPO_TRAIN__WARMUP_STEPS=0 to say so, or more steps")
     if s.train.save_steps > s.train.max_steps:
         out.append(
             f"train.save_steps={s.train.save_steps} > train.max_steps={s.train.max_steps}: no "

@@ -18,9 +18,11 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import inspect
 import logging
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +91,7 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
             return f"returned {type(out).__name__}, not a list of floats", None
         if got != len(idx):
             return f"returned {got} scores for {len(idx)} completions (one per completion is required)", None
-        bad = [v for v in out if v is not None and not isinstance(v, (int, float))]
+        bad = [v for v in out if not is_score(v)]
         if bad:
             return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})", None
         return None, out
@@ -118,6 +120,28 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
             f"its arguments in rewards.{name}, or remove it from rewards [GRPO_REWARDS]"
         )
     return scores
+
+
+def is_score(value: Any) -> bool:
+    """Whether TRL takes `value` as one reward score: it builds `torch.tensor(scores, dtype=float32)` with
+    None as NaN, which takes any real number: Python's (bool included), numpy's scalars (`np.float32`,
+    `np.int64`, `np.bool_`), `Decimal`, a 0-d real torch tensor. Not text, complex numbers, arrays or lists."""
+    if value is None or isinstance(value, (numbers.Real, decimal.Decimal)):
+        return True
+    kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy's dtype.kind ('b', 'i', 'u', 'f')
+    if kind is not None and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0 \
+            and type(value).__name__ != "ndarray":
+        return kind in "biuf"
+    if type(value).__module__.startswith("torch") and getattr(value, "ndim", 1) == 0:
+        return not (value.is_complex() if hasattr(value, "is_complex") else True)
+    return False
+
+
+def weighted(settings_rewards: Mapping[str, Any]) -> list[str]:
+    """The rewards that train (TRL's `reward_weights` entry not 0), by settings name. A weight-0 reward is
+    logged only (TRL's advice for a metric to watch, trl#3018): neither the guards nor the preflight's
+    variance test count it as learning signal."""
+    return [name for name, entry in settings_rewards.items() if R.weight(entry) != 0]
 
 
 def _kwargs_hint(func: Any) -> str:
@@ -224,23 +248,36 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens])
     report = reward_report(scores)
     clipped = sum(len(g[1]) >= s.train.max_completion_length for g in gens) / max(len(gens), 1)
-    all_zero = all(v == 0 for vals in scores.values() for v in vals)
-    no_variance = not any(r["varies"] for r in report.values())
+    verdict = signal_verdict(scores, report, weighted(s.rewards))
+    all_zero, no_variance = verdict["all_zero"], verdict["no_variance"]
     for name, r in report.items():
         stats = "nothing scored" if r["mean"] is None else f"mean {r['mean']:.3f}  std {r['std']:.3f}"
-        log.info("reward preflight: %-24s scored %5.1f%%  %s  %s", name, 100 * r["scored"], stats,
-                 "varies" if r["varies"] else "NO VARIANCE")
+        log.info("reward preflight: %-24s scored %5.1f%%  %s  %s%s", name, 100 * r["scored"], stats,
+                 "varies" if r["varies"] else "NO VARIANCE",
+                 "" if name in verdict["trained"] else "  (weight 0: logged only)")
     if no_variance and texts:
         examples = "\n".join(f"  [{i}] {_show(t)}" for i, t in enumerate(texts[:3]))
         what = "scored 0 on" if all_zero else "gave the same score to"
         log.warning(
-            "REWARD PREFLIGHT: every reward (%s) %s all %d sampled completions of the base model. With no reward "
-            "variance GRPO has no learning signal and the zero-variance guard will stop the run. To change: %s. "
-            "Examples:\n%s", ", ".join(scores), what, len(texts), advice(s, report, clipped), examples,
+            "REWARD PREFLIGHT: every weighted reward (%s) %s all %d sampled completions of the base model. With no "
+            "reward variance GRPO has no learning signal and the zero-variance guard will stop the run. To change: "
+            "%s. Examples:\n%s", ", ".join(verdict["trained"]) or "none", what, len(texts),
+            advice(s, report, clipped), examples,
         )
     return {"samples": len(texts), "reward_means": {k: r["mean"] for k, r in report.items()}, "rewards": report,
             "clipped_rate": clipped, "all_zero": all_zero, "no_variance": no_variance,
             "example": texts[0] if texts else None}
+
+
+def signal_verdict(scores: dict[str, list[float]], report: dict[str, dict[str, float | bool | None]],
+                   trained: list[str]) -> dict[str, Any]:
+    """Whether the sampled completions give GRPO a learning signal, judged on the rewards that train
+    (`trained`: weight not 0) alone; a log-only reward that varies is no signal. `all_zero`: every trained
+    reward scored 0 on every completion; `no_variance`: none of them varies."""
+    trained = [name for name in trained if name in scores]
+    return {"trained": trained,
+            "all_zero": all(v == 0 for name in trained for v in scores[name]),
+            "no_variance": not any(report[name]["varies"] for name in trained)}
 
 
 # ---------------------------------------------------------------- guards during training
@@ -254,7 +291,10 @@ class Guards:
 
     def __init__(self, s: JobSettings):
         self.h = s.health
-        self.watched = {func: r for r, func in _func_names(s).items() if r not in self.h.zero_reward_exempt}
+        # weight-0 rewards are logged only (not trained on): one that stays 0 is no reason to stop
+        trained = set(weighted(s.rewards))
+        self.watched = {func: r for r, func in _func_names(s).items()
+                        if r not in self.h.zero_reward_exempt and r in trained}
         self.zero_std_run = 0
         self.zero_reward_run = dict.fromkeys(self.watched, 0)
         self.last_scored: int | None = None

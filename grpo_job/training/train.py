@@ -46,6 +46,9 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
         disable_tqdm=quiet_progress,
         log_completions=False,
     )
+    if s.train.max_steps == 1 and kwargs.get("warmup_steps"):
+        # linear warm-up trains step 0 at learning rate 0: a 1-step run would learn nothing (rules.warnings says so)
+        kwargs["warmup_steps"] = 0
     return kwargs
 
 
