@@ -36,11 +36,16 @@ def main() -> int:
 
     s = JobSettings()
     rows = data.evaluation_rows(a.data, s.data)
+    from grpo_job import chat
+
+    # the child generates from token ids rendered by the job's one prompt renderer, as the evaluation stage sends them
+    render = chat.renderer(s, chat.from_folder(Path(a.model)))
+    prompts = [{"prompt_token_ids": render.token_ids(r["prompt"])} for r in rows]
     out_dir = Path(os.environ.get("OUT", "/tmp/out"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for one_shot in [True, False] if a.default else [True]:
-        job = {"model": a.model, "revision": None, "prompts": [r["prompt"] for r in rows],
+        job = {"model": a.model, "revision": None, "prompts": prompts,
                "max_new_tokens": a.max_new_tokens, "gpu_memory_utilization": s.model.gpu_memory_utilization,
                "seed": 0, "temperature": 0.0, "adapter": None, "max_lora_rank": 32, "one_shot": one_shot,
                "max_model_len": engines.vllm_max_model_len(s.model.max_seq_length, engines.model_max_positions(a.model))}

@@ -3,24 +3,34 @@
 (`render_jinja_template`, what `apply_chat_template` calls), and count their tokens with the `tokenizers`
 library (what the fast tokenizer runs; `apply_chat_template(tokenize=True)` adds no special tokens).
 
-`check` and the prepare_data stage use it to stop a run whose model has no chat template, whose template
-rejects the messages (a Gemma-style template raises on a `system` message), or whose prompts are all
-longer than `train.max_prompt_length`, before any model is loaded.
+`check` and the prepare_data stage use it to stop a run whose template rejects the messages (a
+Gemma-style template raises on a `system` message), whose prompts are all longer than
+`train.max_prompt_length`, or whose generation prompt already opens a tag that a reward expects the
+completion to start with (a `<think>` template against `think_format_reward`), before any model is loaded.
+
+`PromptRenderer` is the one way the job turns a prepared row's prompt (chat messages) into the text and
+token ids the model sees, as TRL's GRPOTrainer does: `data.prompt_format` chat (the chat template, with
+`train.extra.chat_template_kwargs`, GRPOConfig's field, as TRL passes it; no special tokens added) or
+plain (TRL's standard, non-conversational prompts: the message contents joined by a blank line, tokenized
+as TRL tokenizes a text prompt, with the tokenizer's special tokens). `check`'s length counts, the
+prepare_data filter, the train stage (rows handed to TRL, the long-prompt filter), the reward preflight
+and both evaluations (the vLLM child gets the token ids) all use it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings import ModelSettings
 
 # The tokenizer files `from_pretrained` reads (no weights): enough to render and count.
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "chat_template.json"]
+                   "chat_template.json", "config.json"]  # config.json: the context length (check_context)
 _SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
@@ -34,8 +44,14 @@ class ChatTemplate:
     special_tokens: dict[str, str] = field(default_factory=dict)
     tokenizer: Any = None  # tokenizers.Tokenizer
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
-        """The text of one prompt with the generation prompt appended, as the trainer renders it.
+    @property
+    def has_template(self) -> bool:
+        t = self.template
+        return bool(t.get("default") if isinstance(t, dict) else t)
+
+    def render(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> str:
+        """The text of one prompt with the generation prompt appended, as the trainer renders it
+        (`template_kwargs`: `chat_template_kwargs`, passed to the template as `apply_chat_template` does).
         Raises SettingsError when there is no template; the template's own exception otherwise."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
@@ -45,11 +61,12 @@ class ChatTemplate:
         if not template:
             raise SettingsError(
                 f"the model's tokenizer ({self.source}) has no chat template, so the job cannot turn its chat prompts "
-                "into text. Use an instruct/chat model (GRPO_MODEL__NAME_OR_PATH), or add a `chat_template.jinja` to "
-                "the model folder"
+                "into chat text, and data.prompt_format='chat' asks for it. Set GRPO_DATA__PROMPT_FORMAT=plain (or auto) "
+                "to send the prompt as plain text (TRL's standard format, for base models), use an instruct/chat model "
+                "(GRPO_MODEL__NAME_OR_PATH), or add a `chat_template.jinja` to the model folder"
             )
         rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
-                                            add_generation_prompt=True, **self.special_tokens)
+                                            add_generation_prompt=True, **{**self.special_tokens, **template_kwargs})
         return rendered[0]
 
     def count_tokens(self, text: str) -> int | None:
@@ -144,3 +161,156 @@ def for_run(ms: ModelSettings, cache_dir: Path) -> ChatTemplate:
 
     folder = snapshot_download(path, revision=ms.revision, allow_patterns=TOKENIZER_FILES)
     return from_folder(Path(folder))
+
+
+# ---------------------------------------------------------------- one prompt renderer for every stage
+PLAIN_SEPARATOR = "\n\n"
+
+# Rewards that score a completion only when it starts with an opening tag: (reward name, tag). A chat
+# template whose generation prompt already opens a tag (`<think>`) makes every completion start inside
+# it, so these rewards can never score (trl#6966, open-r1#560).
+OPENING_TAG_REWARDS = {
+    "think_format_reward": "think",  # trl.rewards: ^<think>(?!.*<think>)(.*?)</think>.*$
+    "format": "reasoning",  # grpo_job.rewards.format_reward: ^\s*<reasoning>...</reasoning>\s*<answer>...</answer>
+}
+_OPEN_TAG_AT_END = re.compile(r"<([A-Za-z_][\w:-]*)(?:\s[^<>]*)?>\s*$")
+
+
+def plain_text(messages: list[dict[str, Any]]) -> str:
+    """A plain (non-conversational) prompt from the prepared messages: their contents, system prompt and
+    few-shot turns first, joined by a blank line; nothing else is added (no role names, no template)."""
+    return PLAIN_SEPARATOR.join(str(m["content"]) for m in messages if m.get("content"))
+
+
+def resolve_format(setting: str, chat: ChatTemplate) -> Literal["chat", "plain"]:
+    """`data.prompt_format` for this tokenizer: auto is chat when it has a chat template, else plain.
+    Raises SettingsError when chat is asked for and there is no template."""
+    if setting == "plain":
+        return "plain"
+    if chat.has_template:
+        return "chat"
+    if setting == "chat":
+        raise SettingsError(
+            f"data.prompt_format='chat' but the model's tokenizer ({chat.source}) has no chat template; set "
+            "GRPO_DATA__PROMPT_FORMAT=plain (or auto) to send plain-text prompts (TRL's standard format, what a base "
+            "model reads; put the whole text in GRPO_DATA__PROMPT_TEMPLATE), or use an instruct/chat model")
+    return "plain"
+
+
+@dataclass
+class PromptRenderer:
+    """The text and token ids of a prompt exactly as the trainer builds them (see the module docstring).
+    `format` is resolved (chat or plain); `template_kwargs` is `train.extra.chat_template_kwargs`."""
+
+    chat: ChatTemplate
+    format: Literal["chat", "plain"]
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, prompt: list[dict[str, Any]] | str) -> str:
+        """The whole text the model sees before its completion."""
+        if isinstance(prompt, str):  # already a plain prompt (a row handed to TRL)
+            return prompt
+        if self.format == "plain":
+            return plain_text(prompt)
+        return self.chat.render(prompt, **self.template_kwargs)
+
+    def token_ids(self, prompt: list[dict[str, Any]] | str) -> list[int] | None:
+        """The prompt's token ids as TRL tokenizes it: a rendered chat prompt without added special tokens
+        (`apply_chat_template(tokenize=True)`), a text prompt with them (`processing_class(text=...)`).
+        None when there is no `tokenizer.json`."""
+        if self.chat.tokenizer is None:
+            return None
+        return self.chat.tokenizer.encode(self.text(prompt), add_special_tokens=self.format == "plain").ids
+
+    def count(self, prompt: list[dict[str, Any]] | str) -> int | None:
+        ids = self.token_ids(prompt)
+        return None if ids is None else len(ids)
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """How a transformers tokenizer must encode `text(...)` to get `token_ids(...)`."""
+        return self.format == "plain"
+
+    def for_trainer(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows as TRL takes them: chat messages as they are (TRL applies the template with the same
+        `chat_template_kwargs`), plain prompts as one text (TRL's standard `prompt` column)."""
+        if self.format == "chat":
+            return rows
+        return [{**r, "prompt": self.text(r["prompt"])} for r in rows]
+
+    def opening_tag(self, messages: list[dict[str, Any]]) -> str | None:
+        """The tag the rendered generation prompt ends by opening (`think` for `...<think>\\n`), else None."""
+        if self.format == "plain":
+            return None  # the user's own text: the prompt template is what it is meant to be
+        found = _OPEN_TAG_AT_END.search(self.text(messages))
+        return found.group(1) if found else None
+
+
+def template_kwargs(s: Any) -> dict[str, Any]:
+    """`train.extra.chat_template_kwargs` (GRPOConfig's field, what TRL passes to the chat template)."""
+    return dict(s.train.extra.get("chat_template_kwargs") or {})
+
+
+def renderer(s: Any, chat: ChatTemplate) -> PromptRenderer:
+    """The job's renderer (settings `s`: JobSettings) for the model's tokenizer `chat`."""
+    return PromptRenderer(chat, resolve_format(s.data.prompt_format, chat), template_kwargs(s))
+
+
+def reward_name(name: str, entry: Any) -> str:
+    """The reward a `rewards` entry runs (its key, or an entry's `func` when it names one)."""
+    func = getattr(entry, "func", None) or (entry.get("func") if isinstance(entry, dict) else None)
+    return str(func or name)
+
+
+def check_opening_tag(s: Any, render: PromptRenderer, messages: list[dict[str, Any]]) -> None:
+    """Stop (SettingsError) when the generation prompt ends by opening a tag while a configured reward
+    expects the completion itself to start with an opening tag: no completion could ever score it."""
+    tag = render.opening_tag(messages)
+    if tag is None:
+        return
+    for name, entry in s.rewards.items():
+        want = OPENING_TAG_REWARDS.get(reward_name(name, entry))
+        if want is None:
+            continue
+        kw = render.template_kwargs
+        remedy = (f"to score completions that start inside <{tag}>, use a reward that does not expect the opening tag "
+                  f"(e.g. drop rewards.{name}, or a `module:function` reward matching `...</{tag}>`)")
+        tpl = render.chat.template
+        if "enable_thinking" in (json.dumps(tpl) if isinstance(tpl, dict) else str(tpl)):
+            remedy = ("turn thinking off in the template with GRPO_TRAIN__EXTRA='{\"chat_template_kwargs\": "
+                      "{\"enable_thinking\": false}}' (TRL passes it to the template; the job renders with it too)"
+                      + (f", currently {kw}" if kw else "") + "; or " + remedy)
+        else:
+            remedy += "; or use a model whose template does not open the tag (this one does not read enable_thinking)"
+        raise SettingsError(
+            f"the chat template of {render.chat.source} ends the generation prompt with an opening <{tag}> tag, so "
+            f"every completion starts inside it, but reward {name!r} scores a completion only when it starts with "
+            f"<{want}>: it would score 0 on every well-formed completion (trl#6966). To fix: {remedy}")
+
+
+def check_lengths(s: Any, positions: int | None, where: str) -> None:
+    """Stop (SettingsError) when the lengths asked for do not fit the model's context (`positions`:
+    its `max_position_embeddings`; None: unknown, not checked)."""
+    if not positions:
+        return
+    t, m = s.train, s.model
+    need = t.max_prompt_length + t.max_completion_length
+    if need > positions:
+        raise SettingsError(
+            f"train.max_prompt_length + train.max_completion_length = {t.max_prompt_length} + "
+            f"{t.max_completion_length} = {need} tokens, more than the model's context length of {positions} tokens "
+            f"(max_position_embeddings in {where}); lower GRPO_TRAIN__MAX_PROMPT_LENGTH and/or "
+            f"GRPO_TRAIN__MAX_COMPLETION_LENGTH so their sum is at most {positions}")
+    if m.max_seq_length > positions:
+        raise SettingsError(
+            f"model.max_seq_length={m.max_seq_length} is more than the model's context length of {positions} tokens "
+            f"(max_position_embeddings in {where}); set GRPO_MODEL__MAX_SEQ_LENGTH to at most {positions} (and at "
+            f"least max_prompt_length + max_completion_length = {need})")
+
+
+def check_context(s: Any, cache_dir: Path) -> None:
+    """`check_lengths` against the model's context length as far as it can be read on this machine
+    (`grpo_job.models.context_length`: config.json or a GGUF's metadata; nothing downloaded)."""
+    from grpo_job import models
+
+    check_lengths(s, *models.context_length(s.model, cache_dir))

@@ -57,6 +57,13 @@ def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
         model_source = models.source_dir(settings.model)
     except SettingsError as e:
         problems.append(str(e))
+    if model_source is not None:
+        from grpo_job import chat
+
+        try:  # prompt + completion lengths against the model's context length
+            chat.check_context(settings, settings.work_dir / "cache")
+        except SettingsError as e:
+            problems.append(str(e))
     data_report: dict = {}
     inspected = False  # load_and_check_data ran (it reads evaluation.data_path too)
     try:
@@ -160,7 +167,7 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
             print(f"  columns: {d['columns_note']}")
         print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
               f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}; "
-              f"chat template: {d['chat_template']}")
+              f"chat template: {d['chat_template']}; prompt format: {d.get('prompt_format', 'resolved at prepare_data')}")
         if d.get("prompt_tokens_max") is not None:
             print(f"  prompts longer than max_prompt_length={settings.train.max_prompt_length}: {d['too_long']} "
                   f"(longest {d['prompt_tokens_max']} tokens)")

@@ -260,25 +260,28 @@ def check_references(rows: list[Row], settings: DataSettings, where: str = "the 
 
 
 # ---------------------------------------------------------------- the prompts against the model's chat template
-def check_prompts(rows: list[Row], chat: Any, settings: DataSettings, max_prompt_length: int) -> dict[str, Any]:
-    """Render every prompt with the model's chat template (`grpo_job.chat.ChatTemplate`) and count its tokens.
+def check_prompts(rows: list[Row], render: Any, settings: DataSettings, max_prompt_length: int) -> dict[str, Any]:
+    """Render every prompt with the job's prompt renderer (`grpo_job.chat.PromptRenderer`: the chat template
+    with the trainer's `chat_template_kwargs`, or plain text) and count its tokens as TRL will.
 
-    Returns {"chat_template": "ok", "prompt_tokens_max": int | None, "too_long": int | None}. Raises
-    SettingsError when the model has no template, when the template rejects a prompt (naming
+    Returns {"chat_template": str, "prompt_format": "chat" | "plain", "prompt_tokens_max": int | None,
+    "too_long": int | None}. Raises SettingsError when the template rejects a prompt (naming
     GRPO_DATA__SYSTEM_PROMPT when it is the system message it rejects), or when every prompt is longer than
     `max_prompt_length` tokens (naming GRPO_TRAIN__MAX_PROMPT_LENGTH). Some too long: counted and warned.
     """
+    status = "ok" if render.format == "chat" else \
+        f"not used: plain-text prompts (data.prompt_format={settings.prompt_format})"
     lengths = []
     for i, row in enumerate(rows):
         try:
-            text = chat.render(row["prompt"])
+            render.text(row["prompt"])
         except SettingsError:
             raise
         except Exception as e:  # the template's own error (jinja raise_exception, TemplateError…) is the finding
-            raise SettingsError(_template_problem(chat, row["prompt"], i, e, settings)) from None
-        lengths.append(chat.count_tokens(text))
+            raise SettingsError(_template_problem(render, row["prompt"], i, e, settings)) from None
+        lengths.append(render.count(row["prompt"]))
     if not lengths or lengths[0] is None:
-        return {"chat_template": "ok", "prompt_tokens_max": None, "too_long": None}
+        return {"chat_template": status, "prompt_format": render.format, "prompt_tokens_max": None, "too_long": None}
     too_long = sum(n > max_prompt_length for n in lengths)
     if too_long == len(lengths):
         raise SettingsError(
@@ -291,14 +294,15 @@ def check_prompts(rows: list[Row], chat: Any, settings: DataSettings, max_prompt
         log.warning("data: %d of %d prompts are longer than train.max_prompt_length=%d tokens and will be dropped "
                     "in training (the longest has %d; GRPO_TRAIN__MAX_PROMPT_LENGTH)", too_long, len(lengths),
                     max_prompt_length, max(lengths))
-    return {"chat_template": "ok", "prompt_tokens_max": max(lengths), "too_long": too_long}
+    return {"chat_template": status, "prompt_format": render.format, "prompt_tokens_max": max(lengths),
+            "too_long": too_long}
 
 
-def _template_problem(chat: Any, messages: list[dict], index: int, error: Exception, settings: DataSettings) -> str:
-    what = f"the chat template of {chat.source} raised {type(error).__name__}: {error}, on prompt {index}"
+def _template_problem(render: Any, messages: list[dict], index: int, error: Exception, settings: DataSettings) -> str:
+    what = f"the chat template of {render.chat.source} raised {type(error).__name__}: {error}, on prompt {index}"
     if messages and messages[0]["role"] == "system":
         try:
-            chat.render(messages[1:])
+            render.text(messages[1:])
         except Exception:  # it fails without the system message too: not the system message's fault
             return f"{what}. Check that the model (GRPO_MODEL__NAME_OR_PATH) is a chat model for these messages"
         if settings.system_prompt is not None and messages[0]["content"] == settings.system_prompt:

@@ -73,11 +73,20 @@ def free(model: Any) -> None:
         torch.cuda.empty_cache()
 
 
+def prompt_renderer(s: JobSettings, ctx: RunContext) -> Any:
+    """The job's one prompt renderer (`grpo_job.chat.PromptRenderer`) for the model the stage loads: the
+    same text and token ids the trainer builds (chat template with chat_template_kwargs, or plain)."""
+    from grpo_job import chat
+
+    return chat.renderer(s, chat.for_run(s.model, ctx.cache_dir))
+
+
 def generate(
     model: Any, tok: Any, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
-    sample: bool = False, temperature: float = 1.0, seed: int = 0,
+    sample: bool = False, temperature: float = 1.0, seed: int = 0, *, render: Any,
 ) -> list[tuple[str, list[int]]]:
-    """(completion text, completion token ids up to and including the first eos) for each chat prompt.
+    """(completion text, completion token ids up to and including the first eos) for each prompt,
+    rendered by `render` (`grpo_job.chat.PromptRenderer`, as the trainer renders it).
     Greedy unless `sample`; seeded either way, so repeated calls give the same completions."""
     import torch
 
@@ -89,8 +98,8 @@ def generate(
     sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if sample else \
         {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     for i in range(0, len(prompts), batch_size):
-        texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts[i : i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        texts = [render.text(p) for p in prompts[i : i + batch_size]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=render.add_special_tokens).to(model.device)
         with torch.inference_mode():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
         for row in gen[:, enc["input_ids"].shape[1] :].tolist():
@@ -120,7 +129,12 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
 
     from grpo_job import logs
 
-    job = {"model": models.resolve(s.model, ctx.cache_dir), "revision": s.model.revision, "prompts": prompts,
+    render = prompt_renderer(s, ctx)
+    # the prompts as token ids from the job's renderer (the child does not render them again); text when
+    # the tokenizer has no tokenizer.json (vLLM's own tokenizer then encodes it)
+    encoded = [{"prompt_token_ids": ids} if (ids := render.token_ids(p)) is not None else {"prompt": render.text(p)}
+               for p in prompts]
+    job = {"model": models.resolve(s.model, ctx.cache_dir), "revision": s.model.revision, "prompts": encoded,
            "max_new_tokens": max_new_tokens, "gpu_memory_utilization": s.model.gpu_memory_utilization,
            "seed": s.train.seed, "temperature": temperature, "adapter": None,
            # vLLM takes only these LoRA ranks (vllm.config.lora.MaxLoRARanks)
@@ -166,7 +180,6 @@ def _vllm_child(job_path: str, out_path: str) -> None:
     import time
 
     import torch
-    from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
     t0 = time.monotonic()
@@ -176,8 +189,6 @@ def _vllm_child(job_path: str, out_path: str) -> None:
               gpu_memory_utilization=min(job["gpu_memory_utilization"], 0.9 * free / total),
               enable_lora=job["adapter"] is not None, max_lora_rank=job["max_lora_rank"],
               **(one_shot_engine_args() if job.get("one_shot", True) else {}))
-    tok = AutoTokenizer.from_pretrained(job["model"], revision=job["revision"])
-    texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in job["prompts"]]
     lora = None
     if job["adapter"]:
         from vllm.lora.request import LoRARequest
@@ -188,8 +199,8 @@ def _vllm_child(job_path: str, out_path: str) -> None:
     params = SamplingParams(temperature=temperature, max_tokens=job["max_new_tokens"], skip_special_tokens=True,
                             **({"seed": job["seed"]} if temperature > 0 else {}))
     # use_tqdm=False: the job logs the timing itself, and vLLM's bar divides by its elapsed time
-    outs = llm.generate([{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts],
-                        params, lora_request=lora, use_tqdm=False)
+    # the prompts come rendered and encoded by the job's PromptRenderer (as the trainer builds them)
+    outs = llm.generate(job["prompts"], params, lora_request=lora, use_tqdm=False)
     Path(out_path).write_text(json.dumps({
         "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
         "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))
@@ -245,7 +256,7 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
         device = str(model.device)
         try:
             gens = generate(model, tok, [r["prompt"] for r in rows], max_new, s.evaluation.batch_size,
-                            seed=s.train.seed)
+                            seed=s.train.seed, render=prompt_renderer(s, ctx))
         finally:
             free(model)
     seconds = time.monotonic() - t0

@@ -156,3 +156,45 @@ def _check_round_trip(folder: Path) -> None:
     back = tok.decode(tok.encode(sample, add_special_tokens=False))
     if back != sample:
         raise RuntimeError(f"the rebuilt tokenizer in {folder} does not round-trip text: {sample!r} -> {back!r}")
+
+
+# ---------------------------------------------------------------- the model's context length
+def _config_positions(config: Path) -> int | None:
+    """`max_position_embeddings` (or a multimodal model's `text_config`'s) from a config.json."""
+    cfg = json.loads(config.read_text())
+    value = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def gguf_context_length(gguf: Path) -> int | None:
+    """`<general.architecture>.context_length` from a GGUF file's metadata (what transformers reads
+    into `max_position_embeddings` when it loads the GGUF)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+    arch = fields.get("general.architecture")
+    if arch is None:
+        return None
+    found = fields.get(f"{arch.contents()}.context_length")
+    return int(found.contents()) if found is not None else None
+
+
+def context_length(ms: ModelSettings, cache_dir: Path) -> tuple[int | None, str]:
+    """(the model's context length in tokens, where it was read) without a download: a GGUF's metadata
+    (or its dequantized copy's config.json), a local folder's config.json, a Hub model's config.json in
+    the local Hub cache. (None, why) when it is not on this machine or does not say."""
+    src = source_dir(ms)
+    if ms.gguf_file:
+        gguf = Path(src) / ms.gguf_file
+        return gguf_context_length(gguf), f"the metadata of {gguf.name}"
+    config = Path(src) / "config.json"
+    if not Path(src).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(src, "config.json", revision=ms.revision)
+        if not isinstance(found, str):
+            return None, "not downloaded yet"
+        config = Path(found)
+    if not config.is_file():
+        return None, f"no config.json in {src}"
+    return _config_positions(config), str(config)

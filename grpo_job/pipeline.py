@@ -85,9 +85,15 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     chat_template = template()
     if chat_template is None:
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
+        health.dry_call(built, train, None)
     else:
-        summary.update(data_mod.check_prompts(train, chat_template, s.data, s.train.max_prompt_length))
-    health.dry_call(built, train, chat_template)
+        from grpo_job import chat
+
+        render = chat.renderer(s, chat_template)
+        summary.update(data_mod.check_prompts(train, render, s.data, s.train.max_prompt_length))
+        if train:
+            chat.check_opening_tag(s, render, train[0]["prompt"])
+        health.dry_call(built, render.for_trainer(train), chat_template)
     if s.evaluation.enabled and s.evaluation.data_path:
         summary["evaluation_rows"] = len(data_mod.evaluation_rows(s.evaluation.data_path, s.data))
     return train, heldout, summary
@@ -99,6 +105,7 @@ def prepare_data(ctx: RunContext) -> dict[str, Any]:
 
     s = ctx.settings
     train, heldout, summary = load_and_check_data(s, ctx.cache_dir, lambda: chat.for_run(s.model, ctx.cache_dir))
+    chat.check_context(s, ctx.cache_dir)  # the model's config.json is here now (for_run fetched it)
     ctx.store.write_text("data/train.jsonl", data_mod.to_jsonl(train))
     ctx.store.write_text("data/eval.jsonl", data_mod.to_jsonl(heldout))
     return summary

@@ -48,6 +48,27 @@ def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def field_default(path: str) -> tuple[bool, Any]:
+    """(True, the JSON form of the default) of a `section.field` setting; (False, None) when the path is
+    not a field with a default. Settings saved by an older version lack the fields added since: they
+    ran with the behaviour that is now that field's default (e.g. data.prompt_format=auto: chat when the
+    model has a template; a model without one could not be trained before)."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined, to_jsonable_python
+
+    from grpo_job.settings import JobSettings
+
+    section, _, name = path.partition(".")
+    top = JobSettings.model_fields.get(section)
+    model = top.annotation if top is not None else None
+    if not name or not (isinstance(model, type) and issubclass(model, BaseModel)) or name not in model.model_fields:
+        return False, None
+    default = model.model_fields[name].get_default(call_default_factory=True)
+    if default is PydanticUndefined:
+        return False, None
+    return True, to_jsonable_python(default)
+
+
 def _covered(path: str, names: tuple[str, ...]) -> bool:
     return any(path == n or path.startswith(n + ".") for n in names)
 
@@ -74,6 +95,11 @@ def plan(saved: dict[str, Any], new: dict[str, Any], *, stage_names: list[str], 
     `stage_names` is every stage in order. Pure: reads nothing, writes nothing."""
     old_flat = {k: v for k, v in flatten(saved).items() if not _covered(k, IGNORED)}
     new_flat = {k: v for k, v in flatten(new).items() if not _covered(k, IGNORED)}
+    # a setting added since the run was saved (e.g. data.prompt_format) ran at what is now its default
+    for path in set(new_flat) - set(old_flat):
+        known, default = field_default(path)
+        if known:
+            old_flat[path] = default
     result = ResumePlan()
     for path in sorted(set(old_flat) | set(new_flat)):
         if old_flat.get(path) != new_flat.get(path):

@@ -32,3 +32,48 @@ def build(root: Path) -> dict[str, Path]:
     shutil.copytree(base, bare)
     (bare / "chat_template.jinja").unlink()
     return {"smollm2": base, "gemma_style": gemma, "no_template": bare}
+
+
+# Generation prompts of real template families, reduced to what the checks read (ChatML turns, then the
+# assistant's opening). DeepSeek-R1 distills and Qwen3.5-style thinking templates end it with `<think>\n`;
+# Qwen3's opens nothing by default and closes an empty think block with enable_thinking=false; a
+# `thinking_toggle` one opens `<think>` unless enable_thinking is false.
+_TURNS = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+TEMPLATES = {
+    "r1_distill": _TURNS + "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+    "qwen3_style": _TURNS + "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined "
+                            "and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}",
+    "thinking_toggle": _TURNS + "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is "
+                                "defined and enable_thinking is false %}{% else %}<think>\n{% endif %}{% endif %}",
+    "reasoning_open": _TURNS + "{% if add_generation_prompt %}<|im_start|>assistant\n<reasoning attr=\"x\">"
+                               "{% endif %}",
+}
+
+
+def with_templates(base: Path, root: Path) -> dict[str, Path]:
+    """Copies of the tokenizer folder `base` with each of TEMPLATES as its chat template."""
+    out = {}
+    for name, template in TEMPLATES.items():
+        shutil.copytree(base, root / name)
+        (root / name / "chat_template.jinja").write_text(template)
+        out[name] = root / name
+    return out
+
+
+def base_model(model_dir: Path, root: Path) -> Path:
+    """A base model (no chat template) from a real model folder: its files linked (weights, config),
+    the tokenizer's chat template removed, as a base model's tokenizer has none."""
+    out = root / "base-model"
+    out.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.name == "chat_template.jinja":
+            continue
+        if f.name == "tokenizer_config.json":  # the template may also sit here
+            import json
+
+            config = json.loads(f.read_text())
+            config.pop("chat_template", None)
+            (out / f.name).write_text(json.dumps(config))
+        else:
+            (out / f.name).symlink_to(f.resolve())
+    return out

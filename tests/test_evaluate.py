@@ -153,5 +153,6 @@ def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_p
     ctx = pipeline.open_run(s)
     model, tok = evaluate.load_model(s, ctx, adapter=False)
     rows = evaluate.eval_rows(ctx)
-    again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2)
+    again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2,
+                              render=evaluate.prompt_renderer(s, ctx))
     assert [g[0] for g in again] == [smp["completion"] for smp in saved["samples"]]

@@ -172,7 +172,7 @@ ROWS = [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "conten
 
 
 def test_chat_template_rendered_and_prompts_counted(chat_models):
-    ct = chat.from_folder(chat_models["smollm2"])
+    ct = chat.PromptRenderer(chat.from_folder(chat_models["smollm2"]), "chat")
     s = DataSettings(path="builtin:arithmetic", system_prompt="S")
     out = data.check_prompts(ROWS, ct, s, max_prompt_length=40)
     assert out["too_long"] == 1 and out["prompt_tokens_max"] > 40
@@ -188,13 +188,15 @@ def test_counts_equal_what_the_trainer_measures(chat_models):
     from grpo_job.training import train
 
     tok = AutoTokenizer.from_pretrained(chat_models["smollm2"])
-    ct = chat.from_folder(chat_models["smollm2"])
-    n = [ct.count_tokens(ct.render(r["prompt"])) for r in ROWS]
-    assert train.drop_long_prompts(ROWS, tok, n[0]) == ROWS[:1] and train.drop_long_prompts(ROWS, tok, n[1]) == ROWS
+    ct = chat.PromptRenderer(chat.from_folder(chat_models["smollm2"]), "chat")
+    assert tok.apply_chat_template(ROWS[0]["prompt"], add_generation_prompt=True, tokenize=False) == ct.text(ROWS[0]["prompt"])
+    n = [ct.count(r["prompt"]) for r in ROWS]
+    assert n == [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=False)) for r in ROWS]
+    assert train.drop_long_prompts(ROWS, ct, n[0]) == ROWS[:1] and train.drop_long_prompts(ROWS, ct, n[1]) == ROWS
 
 
 def test_a_template_that_rejects_system_names_the_system_prompt_setting(chat_models):
-    ct = chat.from_folder(chat_models["gemma_style"])
+    ct = chat.PromptRenderer(chat.from_folder(chat_models["gemma_style"]), "chat")
     with pytest.raises(SettingsError) as e:
         data.check_prompts(ROWS, ct, DataSettings(path="builtin:arithmetic", system_prompt="S"), 256)
     assert "System role not supported" in str(e.value) and "GRPO_DATA__SYSTEM_PROMPT" in str(e.value)
@@ -202,12 +204,14 @@ def test_a_template_that_rejects_system_names_the_system_prompt_setting(chat_mod
     assert data.check_prompts(no_system, ct, DataSettings(path="builtin:arithmetic", system_prompt=None), 256)[
         "too_long"] == 0
     with pytest.raises(SettingsError, match="has no chat template"):
-        data.check_prompts(no_system, chat.from_folder(chat_models["no_template"]), DataSettings(), 256)
+        data.check_prompts(no_system, chat.PromptRenderer(chat.from_folder(chat_models["no_template"]), "chat"),
+                           DataSettings(), 256)
 
 
 @pytest.mark.parametrize("case, overrides, words", [
     ("gemma_style", [], ["GRPO_DATA__SYSTEM_PROMPT", "System role not supported"]),
-    ("no_template", [], ["has no chat template", "GRPO_MODEL__NAME_OR_PATH"]),
+    # no chat template: plain prompts unless chat is asked for (tests/test_prompts.py checks the plain path)
+    ("no_template", ["--data.prompt_format=chat"], ["has no chat template", "GRPO_DATA__PROMPT_FORMAT=plain"]),
     ("smollm2", ["--train.max_prompt_length=10"], ["GRPO_TRAIN__MAX_PROMPT_LENGTH", "every one of the 64"]),
     # a reward that builds but breaks when TRL calls it: the data check's dry call
     ("smollm2", ['--rewards={"tests.reward_fixtures:no_kwargs": 1}'],

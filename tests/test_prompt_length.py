@@ -1,6 +1,7 @@
-"""train.drop_long_prompts counts tokens, not the keys of what the tokenizer returns (transformers 5's
-apply_chat_template(tokenize=True) returns a BatchEncoding unless return_dict=False)."""
+"""train.drop_long_prompts counts tokens as the trainer does (the job's PromptRenderer, equal to
+transformers 5's apply_chat_template(tokenize=True, return_dict=False))."""
 
+from grpo_job import chat
 from grpo_job.training import train
 
 
@@ -23,5 +24,8 @@ def test_drop_long_prompts_measures_tokens():
     tok = tiny_tokenizer()
     short = {"prompt": [{"role": "user", "content": "w1 w2"}], "answer": "1"}  # user : w1 w2 assistant : = 6
     long = {"prompt": [{"role": "user", "content": " ".join(f"w{i}" for i in range(20))}], "answer": "2"}  # 24
-    assert train.drop_long_prompts([short, long], tok, 10) == [short]
-    assert train.drop_long_prompts([short, long], tok, 24) == [short, long]
+    render = chat.PromptRenderer(chat.ChatTemplate("tiny", tok.chat_template, {}, tok.backend_tokenizer), "chat")
+    assert [render.count(r["prompt"]) for r in (short, long)] == [
+        len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=False)) for r in (short, long)]
+    assert train.drop_long_prompts([short, long], render, 10) == [short]
+    assert train.drop_long_prompts([short, long], render, 24) == [short, long]

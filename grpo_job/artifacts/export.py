@@ -215,7 +215,9 @@ def reference_generations(model_dir: Path, prompts: tuple[str, ...], new_tokens:
     eos_ids = set(eos if isinstance(eos, list) else [eos])
     out = []
     for prompt in prompts:
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        # a base model (data.prompt_format plain) has no chat template: the prompt is the whole text
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=False) if tok.chat_template else prompt
         ids = tok(text, add_special_tokens=False).input_ids
         with torch.no_grad():
             gen = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

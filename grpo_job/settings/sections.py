@@ -214,6 +214,13 @@ class DataSettings(_Section):
     """Text around a text prompt, with `{prompt}` where the prompt goes (other braces are kept as
     written), e.g. `Solve and put the answer in \\boxed{}: {prompt}`. None sends the prompt as it is."""
 
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
+    """How a prompt becomes the model's text (`grpo_job.chat.PromptRenderer`), in training, the preflight
+    and evaluation alike: `chat` (the tokenizer's chat template, with `train.extra.chat_template_kwargs`),
+    `plain` (TRL's standard, non-conversational prompts for base models: no template; the system prompt,
+    few-shot texts and the prompt, inside `prompt_template`, joined by a blank line, are the whole text),
+    `auto` (chat when the tokenizer has a chat template, else plain)."""
+
     few_shot: list[FewShotExample] = Field(default_factory=list)
     """Worked examples sent before every prompt, as user/assistant turns (after the system message)."""
 

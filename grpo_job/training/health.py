@@ -241,10 +241,13 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         model, tok = evaluate.load_model(s, ctx, adapter=False)
         try:
             gens = evaluate.generate(model, tok, prompts, s.train.max_completion_length, batch_size=len(rows),
-                                     sample=True, temperature=s.train.temperature, seed=s.train.seed)
+                                     sample=True, temperature=s.train.temperature, seed=s.train.seed,
+                                     render=evaluate.prompt_renderer(s, ctx))
         finally:
             evaluate.free(model)
     texts = [g[0] for g in gens]
+    # the rewards get the prompts as TRL passes them (text for plain prompts, messages for chat ones)
+    rows = evaluate.prompt_renderer(s, ctx).for_trainer(rows)
     scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens])
     report = reward_report(scores)
     clipped = sum(len(g[1]) >= s.train.max_completion_length for g in gens) / max(len(gens), 1)

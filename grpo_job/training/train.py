@@ -52,8 +52,10 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
     return kwargs
 
 
-def drop_long_prompts(rows: list[dict], tok: Any, max_len: int) -> list[dict]:
-    kept = [r for r in rows if len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)) <= max_len]
+def drop_long_prompts(rows: list[dict], render: Any, max_len: int) -> list[dict]:
+    """Rows whose prompt, as the trainer tokenizes it (`render`: `grpo_job.chat.PromptRenderer`, with the
+    trainer's chat_template_kwargs), has at most `max_len` tokens; the others dropped with a warning."""
+    kept = [r for r in rows if (n := render.count(r["prompt"])) is None or n <= max_len]
     if len(kept) < len(rows):
         log.warning("dropped %d of %d prompts longer than train.max_prompt_length=%d tokens",
                     len(rows) - len(kept), len(rows), max_len)
@@ -225,7 +227,11 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         args.vllm_max_model_length = engines.vllm_max_model_len(
             s.model.max_seq_length, engines.model_max_positions(model_path))
 
-    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), tok, s.train.max_prompt_length)
+    from grpo_job import chat
+
+    render = chat.renderer(s, chat.for_run(s.model, ctx.cache_dir))  # the prompts check and evaluation rendered
+    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), render, s.train.max_prompt_length)
+    rows = render.for_trainer(rows)  # plain prompts: TRL's standard text `prompt` column
     if not rows:
         raise SettingsError(f"every training prompt is longer than train.max_prompt_length={s.train.max_prompt_length} "
                             "tokens, so nothing can be trained; raise GRPO_TRAIN__MAX_PROMPT_LENGTH")
