@@ -87,7 +87,7 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
     else:
         summary.update(data_mod.check_prompts(train, chat_template, s.data, s.train.max_prompt_length))
-    health.dry_call(built, train, chat_template)
+    health.dry_call(built, train, chat_template, time_limit=s.health.reward_time_limit)
     if s.evaluation.enabled and s.evaluation.data_path:
         summary["evaluation_rows"] = len(data_mod.evaluation_rows(s.evaluation.data_path, s.data))
     return train, heldout, summary
