@@ -22,6 +22,7 @@ Python is the one language; `Program.language` is the seam for others (a child p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -107,11 +108,17 @@ def _read(fd: int, limit: int) -> str:
     return os.read(fd, limit).decode("utf-8", "replace")
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):  # already gone
-        pass
+def _kill_group(pgid: int, patience: float = 5.0) -> None:
+    """SIGKILL the process group until it is empty: processes of a PID namespace die a moment after its init."""
+    end = time.monotonic() + patience
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # nobody left in the group
+            return
+        if time.monotonic() > end:
+            return
+        time.sleep(0.01)
 
 
 def _run_child(spec: dict[str, Any], stdin: bytes, limits: Limits, wall: float) -> tuple[int | None, bool, str, str, str, float]:
@@ -141,9 +148,11 @@ def _run_child(spec: dict[str, Any], stdin: bytes, limits: Limits, wall: float) 
         except subprocess.TimeoutExpired:
             timed_out, code = True, None
         finally:
-            _kill_group(proc.pid)  # everything it started, finished or not
             if code is None:
-                proc.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()  # reaped first: a zombie leader keeps its group alive
+            _kill_group(proc.pid)  # everything it started, finished or not
         seconds = time.monotonic() - t0
         out, err = _read(out_fd, limits.output_bytes), _read(err_fd, limits.output_bytes)
         verdict = _read(verdict_fd, 1 << 20)

@@ -86,7 +86,7 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         try:
             out = call(func, idx)
         except limits.RewardTimeLimit as e:  # no search for the culprit: each try would take the limit again
-            raise SettingsError(f"{e} ({found_by or 'calling it'}, on {len(idx)} completions)") from None
+            raise SettingsError(f"{e} ({found_by})" if found_by else str(e)) from None
         except Exception as e:  # any error of user code is the finding, reported below
             return f"raised {type(e).__name__}: {e}", None
         try:
