@@ -6,8 +6,10 @@ signal-based timeout keeps working inside it); a watchdog thread interrupts it a
 thread with a signal whose handler raises (a sleep or a Python loop stops at once), on another thread
 with an asynchronous exception. The interruption is a BaseException, so a reward's own `except
 Exception` cannot swallow it. An async reward is awaited under `asyncio.wait_for`. Code that cannot be
-interrupted (a C call holding the GIL) is stopped by the watchdog's last resort after a grace period:
-the error is logged and the process exits with the phase's code (2 before training, 1 in it).
+interrupted is stopped by the watchdog's last resort after a grace period: the error is logged and the
+process exits with the phase's code (2 before training, 1 in it). A C call that holds the interpreter
+(a catastrophic regex) lets no Python thread run at all: for that, `faulthandler`'s C watchdog dumps
+every thread's stack (the reward's frame among them) and exits 1 after twice the grace period.
 
 Each call's seconds are logged through TRL's `log_metric` as `rewards/<name>/seconds` (per step, next to
 TRL's `rewards/<name>/mean`).
@@ -16,7 +18,9 @@ TRL's `rewards/<name>/mean`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import faulthandler
 import functools
 import inspect
 import logging
@@ -84,7 +88,14 @@ class _Watch:
         self.interrupt = interrupt
         self.previous: Any = None
 
+    def grace(self) -> float:
+        return max(5.0, self.limit / 4)
+
     def __enter__(self) -> _Watch:
+        # one C-level timer per process: rewards are called one after another (TRL gathers async ones, which
+        # each re-arm it; the last armed covers them)
+        with contextlib.suppress(ValueError, AttributeError, RuntimeError, OSError):  # no stderr descriptor
+            faulthandler.dump_traceback_later(self.limit + 2 * self.grace(), exit=True, file=sys.__stderr__)
         if self.interrupt and self.main:
             self.previous = signal.signal(_SIGNAL, self._on_signal)
         threading.Thread(target=self._watch, name=f"reward-limit-{self.name}", daemon=True).start()
@@ -106,13 +117,14 @@ class _Watch:
             elif self.interrupt:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread.ident),
                                                            ctypes.py_object(_Interrupted))
-        if not self.done.wait(max(5.0, self.limit / 4)):
+        if not self.done.wait(self.grace()):
             _hard_exit(self.name, self.limit, self.exit_code)
 
     def __exit__(self, *exc: Any) -> None:
         with self.lock:
             self.finished = True
         self.done.set()
+        faulthandler.cancel_dump_traceback_later()
         if self.interrupt and self.main:
             signal.signal(_SIGNAL, self.previous)
 

@@ -71,7 +71,9 @@ def _validator(schema_json: str) -> Any:
 
 
 def _normal(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool):
+        return ("bool", value)  # True == 1 in Python; a JSON boolean is never a number
+    if value is None:
         return value
     if isinstance(value, (int, float)):
         return float(value)
