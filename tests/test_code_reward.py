@@ -162,3 +162,28 @@ def test_the_generated_coding_task_is_solved_by_its_references():
     refs = [f"<answer>\n{r['answer']}</answer>" for r in rows]
     assert rewards.code_reward(refs, tests=[r["tests"] for r in rows]) == [1.0] * len(rows)
     assert rewards.code_reward(["```python\ndef f(xs):\n    return None\n```"] * 2, tests=[r["tests"] for r in rows[:2]]) == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------- real training on CPU (slow)
+@pytest.mark.slow
+def test_one_real_grpo_step_on_the_generated_coding_task(tmp_path):
+    """examples/code.yaml for one optimizer step (4 completions of one prompt, 48 tokens): the code reward runs
+    inside TRL's training step through the sandbox, under its time limit, and its mean and seconds are logged."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_TOKEN": SECRET}
+    cmd = [sys.executable, str(root / "entrypoint.py"), "run", "--config", str(root / "examples" / "code.yaml"),
+           "--log_format=json", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}",
+           "--report.enabled=false", "--export.merge=false", "--health.preflight_samples=0", "--train.max_steps=1",
+           "--train.save_steps=1", "--train.num_generations=4", "--train.per_device_train_batch_size=4",
+           "--train.max_completion_length=48", "--data.max_samples=8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    metrics = [json.loads(line) for line in (tmp_path / "runs" / "code" / "metrics.jsonl").read_text().splitlines()]
+    step = next(m for m in metrics if "rewards/code_reward/mean" in m)
+    assert 0.0 <= step["rewards/code_reward/mean"] <= 1.0
+    assert 0.0 < step["rewards/code_reward/seconds"] < 120  # the sandbox ran, under health.reward_time_limit
+    assert _sandbox_processes() == []

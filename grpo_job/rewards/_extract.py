@@ -6,11 +6,13 @@ import re
 
 from grpo_job.rewards.builtin import extract_answer
 
-_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[ \t]*\n(.*?)```", re.DOTALL)
+# the closing fence may be missing at the very end: a completion cut off at max_completion_length
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def last_fenced(text: str) -> str | None:
-    """The content of the last ```-fenced block (any language tag), or None."""
+    """The content of the last ```-fenced block (any language tag; unclosed at the end of the text counts),
+    or None."""
     found = _FENCE.findall(text)
     return found[-1][1] if found else None
 
