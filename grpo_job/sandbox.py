@@ -231,8 +231,12 @@ def run_batch(calls: Sequence[Callable[[], Result]], max_workers: int | None = N
     results in order."""
     if not calls:
         return []
-    with ThreadPoolExecutor(max_workers=max_workers or workers(), thread_name_prefix="sandbox") as pool:
+    pool = ThreadPoolExecutor(max_workers=max_workers or workers(), thread_name_prefix="sandbox")
+    try:
         return list(pool.map(lambda call: call(), calls))
+    finally:
+        # interrupted (the reward's time limit): the runs not started never start; those running end by their limits
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @functools.cache
