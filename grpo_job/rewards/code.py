@@ -24,6 +24,9 @@ from grpo_job import sandbox
 from grpo_job.rewards._extract import answer_or_fenced
 from grpo_job.rewards.builtin import completion_text
 
+# what TRL passes besides the dataset columns (grpo_job.data.TRL_REWARD_ARGS; data imports no reward code)
+_TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+
 
 def program_of(completion: Any) -> str | None:
     """The program in a completion: its answer block, else its last fenced block; None when it has neither."""
@@ -69,7 +72,7 @@ def code_reward(
     (CPU and wall); `memory_mb`: address-space limit of the program."""
     if tests_column not in kwargs:
         raise ValueError(f"the code reward reads the tests from column {tests_column!r}, which the rows lack (they "
-                         f"have {sorted(k for k in kwargs if not k.startswith(('trainer_state', 'log_')))}); add it "
+                         f"have {sorted(k for k in kwargs if k not in _TRL_ARGS)}); add it "
                          "to the data or name the column in the reward's tests_column argument")
     limits = sandbox.Limits(seconds=seconds_per_case, memory_mb=memory_mb)
     calls: list[Any] = []
