@@ -93,27 +93,6 @@ def test_adversarial_programs_score_what_they_earned(tmp_path, monkeypatch):
     assert rewards.code_reward([fenced("def f(xs):\n    return sum(xs)")], tests=[TESTS]) == [1.0]  # still healthy
 
 
-def test_the_program_sees_none_of_the_jobs_environment(monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", SECRET)
-    monkeypatch.setenv("GRPO_RUN_ID", "secret-run")
-    result = sandbox.run_asserts(sandbox.Program("import os\nprint(dict(os.environ))"), ["pass"])
-    assert SECRET not in result.stdout and "GRPO" not in result.stdout and "HOME" in result.stdout
-    assert result.passed == [True]
-
-
-def test_no_network_where_the_kernel_gives_a_namespace():
-    result = sandbox.run_asserts(sandbox.Program(
-        "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('1.1.1.1', 53))"), ["pass"])
-    if not result.isolation.get("netns"):
-        pytest.skip("no network namespace on this kernel: check prints the isolation in force")
-    assert result.passed == [False] and "unreachable" in result.stderr.lower()
-
-
-def test_isolation_is_described_for_check():
-    line = sandbox.describe()
-    assert line.startswith("network ") and "process" in line
-
-
 @pytest.mark.parametrize("completion, tests, kwargs, want", [
     # stdin/stdout cases, whitespace-normalised
     (fenced("a, b = map(int, input().split())\nprint(a + b)"),
