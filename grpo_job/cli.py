@@ -177,6 +177,10 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         print(f"  evaluation: {d['evaluation_rows']} rows from evaluation.data_path {settings.evaluation.data_path} "
               "(instead of the held-out rows)")
     print("rewards: " + ", ".join(f"{k} x{rewards.weight(v):g}" for k, v in p["rewards"].items()))
+    if "code" in p["rewards"]:  # the code reward runs model-written programs: say what confines them
+        from grpo_job import sandbox
+
+        print(f"sandbox: {sandbox.describe()}")
     t = settings.train
     print(
         f"train  : {t.max_steps} steps, lr {t.learning_rate:g} {t.lr_scheduler_type}, {t.num_generations} generations, "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grpo_job import generated_tasks
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings, EvaluationSettings
 from grpo_job.settings.sections import eval_fraction_applies
@@ -362,6 +363,7 @@ BUILTIN_DATASETS: dict[str, Callable[[str], list[Row]]] = {
     "arithmetic": lambda split: generate_arithmetic(256 if split == "train" else 64, 0 if split == "train" else 1),
     "addition": lambda split: generate_addition(256 if split == "train" else 64, 0 if split == "train" else 1),
 }
+BUILTIN_DATASETS.update(generated_tasks.DATASETS)  # builtin:coding, builtin:extraction
 
 
 # ---------------------------------------------------------------- sources

@@ -85,7 +85,7 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     chat_template = template()
     if chat_template is None:
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
-        health.dry_call(built, train, None)
+        health.dry_call(built, train, None, time_limit=s.health.reward_time_limit)
     else:
         from grpo_job import chat
 
@@ -93,7 +93,7 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
         summary.update(data_mod.check_prompts(train, render, s.data, s.train.max_prompt_length))
         if train:
             chat.check_opening_tag(s, render, train[0]["prompt"])
-        health.dry_call(built, render.for_trainer(train), chat_template)
+        health.dry_call(built, render.for_trainer(train), chat_template, time_limit=s.health.reward_time_limit)
     if s.evaluation.enabled and s.evaluation.data_path:
         summary["evaluation_rows"] = len(data_mod.evaluation_rows(s.evaluation.data_path, s.data))
     return train, heldout, summary

@@ -111,7 +111,8 @@ def test_correctness_answer_type_bound_or_per_row():
 def test_odd_inputs_never_raise():
     odd = [None, 42, {"content": None}, [{"role": "assistant"}], "<answer>\x00</answer>", "<answer>" * 1000]
     for name, fn in rewards.REGISTRY.items():
-        out = fn(odd, answer=["1"] * len(odd))
+        # the columns the code and json_schema rewards read, as a dataset gives them
+        out = fn(odd, answer=["1"] * len(odd), tests=[["assert True"]] * len(odd), schema=['{"type": "object"}'] * len(odd))
         assert len(out) == len(odd), name
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in out), name
 

@@ -27,11 +27,11 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # `builtin:NAME` datasets (generated offline by grpo_job.data).
-BUILTIN_DATASETS = ("arithmetic", "addition")
+BUILTIN_DATASETS = ("arithmetic", "addition", "coding", "extraction")
 # Reward names grpo_job.rewards knows, kept here so validating settings imports no reward code
 # (tests/test_settings.py checks the two agree).
 BUILTIN_REWARDS = (
-    "format", "partial_format", "correctness", "integer_answer",  # grpo_job.rewards.REGISTRY
+    "format", "partial_format", "correctness", "integer_answer", "code", "json_schema",  # grpo_job.rewards.REGISTRY
     "accuracy_reward", "reasoning_accuracy_reward", "think_format_reward",  # TRL's, by their TRL names
     "get_cosine_scaled_reward", "get_repetition_penalty_reward", "get_soft_overlong_punishment",
     "soft_overlong", "repetition_penalty", "cosine_scaled",  # short names of TRL's parameterised ones
@@ -585,6 +585,10 @@ class HealthSettings(_Section):
 
     stop_on_nan: bool = True
     """Stop at the first logged step whose loss or grad norm is NaN or infinite."""
+
+    reward_time_limit: float = Field(120.0, gt=0)
+    """Seconds one call of a reward (one batch of completions) may take, in `check`'s dry call, the preflight
+    and training; longer: the reward is stopped and the run fails naming it (exit 2 before training)."""
 
 
 class ReportSettings(_Section):

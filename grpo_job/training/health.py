@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from grpo_job import data
 from grpo_job import rewards as R
-from grpo_job.errors import SettingsError, TrainingUnhealthy
+from grpo_job.errors import EXIT_INVALID, SettingsError, TrainingUnhealthy
+from grpo_job.rewards import limits
 
 if TYPE_CHECKING:
     from grpo_job.pipeline import RunContext
@@ -46,7 +47,7 @@ def _show(text: str) -> str:
 # ---------------------------------------------------------------- preflight
 def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], completions: list[str],
                   completion_ids: list[list[int]] | None = None, found_by: str = "",
-                  light: bool = False) -> dict[str, list[float]]:
+                  light: bool = False, time_limit: float | None = None) -> dict[str, list[float]]:
     """Call every reward on (prompt row, completion) pairs as TRL's GRPOTrainer calls it; return the
     scores by reward name (NaN where a reward returned None: TRL skips those).
 
@@ -58,8 +59,11 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
     the completion that broke it when a reward raises, returns the wrong number of scores, or returns
     a non-number; `found_by` (what produced the completions) is added to that message. `light`: the
     TrainerState (building one imports torch) is built only when a user reward (`module:function`) is
-    among them; the job's and TRL's own rewards never read `trainer_state` and get None."""
+    among them; the job's and TRL's own rewards never read `trainer_state` and get None. `time_limit`:
+    seconds each call may take (`health.reward_time_limit`); a reward over it fails at once (SettingsError)."""
     funcs = dict(rewards) if isinstance(rewards, Mapping) else {name: R.build(name) for name in rewards}
+    if time_limit is not None:
+        funcs = {name: limits.limited(name, f, time_limit, EXIT_INVALID) for name, f in funcs.items()}
     n = len(completions)
     ids = completion_ids if completion_ids is not None else [[] for _ in completions]
     columns = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")] if rows else []
@@ -83,6 +87,8 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         """(what is wrong or None, the scores): one call, as TRL makes one per batch (an LLM judge costs)."""
         try:
             out = call(func, idx)
+        except limits.RewardTimeLimit as e:  # no search for the culprit: each try would take the limit again
+            raise SettingsError(f"{e} ({found_by})" if found_by else str(e)) from None
         except Exception as e:  # any error of user code is the finding, reported below
             return f"raised {type(e).__name__}: {e}", None
         try:
@@ -159,7 +165,8 @@ def _kwargs_hint(func: Any) -> str:
 DRY_ROWS = 3  # data rows the data check calls every reward on, two synthetic completions each
 
 
-def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None) -> dict[str, list[float]]:
+def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
+             time_limit: float | None = None) -> dict[str, list[float]]:
     """Call every built reward (`rewards.build_all`) once before any model is loaded, through
     `check_rewards` (TRL's keyword arguments and shapes): on the first `DRY_ROWS` prepared rows, each
     as TRL groups them with two synthetic completions, its reference answer in the recipe's
@@ -184,7 +191,8 @@ def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None) -> 
     return check_rewards(rewards, [r for r in picked for _ in range(2)], texts, [ids(t) for t in texts],
                          found_by=f"the data check's dry call of every reward, before any model is loaded, on "
                                   f"{len(texts)} synthetic completions of {len(picked)} data rows: the reference "
-                                  "answer in the <reasoning>/<answer> format, and an empty one", light=True)
+                                  "answer in the <reasoning>/<answer> format, and an empty one", light=True,
+                         time_limit=time_limit)
 
 
 def _trainer_state() -> Any:
@@ -248,7 +256,8 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     texts = [g[0] for g in gens]
     # the rewards get the prompts as TRL passes them (text for plain prompts, messages for chat ones)
     rows = evaluate.prompt_renderer(s, ctx).for_trainer(rows)
-    scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens])
+    scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens],
+                           time_limit=s.health.reward_time_limit)
     report = reward_report(scores)
     clipped = sum(len(g[1]) >= s.train.max_completion_length for g in gens) / max(len(gens), 1)
     verdict = signal_verdict(scores, report, weighted(s.rewards))

@@ -20,6 +20,7 @@ from grpo_job import resume as resume_rules
 from grpo_job import rewards as reward_registry
 from grpo_job.artifacts import report
 from grpo_job.errors import JobError, SettingsError, StoppedEarly
+from grpo_job.rewards import limits
 from grpo_job.settings import JobSettings
 from grpo_job.store import checkpoints
 from grpo_job.training import engines, health
@@ -253,7 +254,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         trainer = GRPOTrainer(
             model=model,
             processing_class=tok,
-            reward_funcs=list(reward_registry.build_all(s.rewards, s.data.answer_type).values()),
+            reward_funcs=[limits.limited(name, func, s.health.reward_time_limit)  # a hang is an error naming it
+                          for name, func in reward_registry.build_all(s.rewards, s.data.answer_type).items()],
             args=args,
             train_dataset=Dataset.from_list(rows),
             peft_config=peft_config,

@@ -1,0 +1,107 @@
+"""The `code` reward: the model's program run against the row's tests in the sandbox (grpo_job.sandbox).
+
+The program is the answer block when the completion has one (a fence inside it is removed), else the
+last ```-fenced block; a completion with neither scores 0. The tests come from a dataset column (`tests`
+unless `tests_column` names another), whose value is one of:
+
+- a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0;
+- a list of such strings: the fraction that pass;
+- a list of `{"input": ..., "output": ...}` cases (APPS / Codeforces style; also APPS' `{"inputs": [...],
+  "outputs": [...]}`): the program reads stdin, its stdout is compared whitespace-normalised; the
+  fraction of cases passed.
+
+A string that holds JSON (as Hub datasets often store a list) is read as that JSON. A row whose tests
+are None is skipped (None). With `all_or_nothing` a completion scores 1 only when every test passes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from grpo_job import sandbox
+from grpo_job.rewards._extract import answer_or_fenced
+from grpo_job.rewards.builtin import completion_text
+
+# what TRL passes besides the dataset columns (grpo_job.data.TRL_REWARD_ARGS; data imports no reward code)
+_TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+
+
+def program_of(completion: Any) -> str | None:
+    """The program in a completion: its answer block, else its last fenced block; None when it has neither."""
+    text = answer_or_fenced(completion_text(completion))
+    return text if text and text.strip() else None
+
+
+def read_tests(value: Any) -> tuple[str, list[Any]] | None:
+    """("asserts", [code, ...]) or ("io", [(stdin, expected), ...]) from a tests column value; None for None.
+    Raises ValueError naming what the value is when it is neither form."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass  # Python code that starts with a bracket: kept as code
+    if isinstance(value, str):
+        return "asserts", [value]
+    if isinstance(value, dict) and isinstance(value.get("inputs"), list) and isinstance(value.get("outputs"), list):
+        value = [{"input": i, "output": o} for i, o in zip(value["inputs"], value["outputs"], strict=True)]
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        return "asserts", list(value)
+    if isinstance(value, list) and value and all(isinstance(t, dict) and "input" in t and "output" in t for t in value):
+        return "io", [(_text(t["input"]), _text(t["output"])) for t in value]
+    raise ValueError(f"a tests value must be Python test code (a string), a list of such strings, or a list of "
+                     f'{{"input", "output"}} cases; got {type(value).__name__} {str(value)[:200]!r}')
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):  # some datasets keep input lines as a list
+        return "\n".join(map(str, value)) + "\n"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def code_reward(
+    completions: list[Any], tests_column: str = "tests", all_or_nothing: bool = False,
+    seconds_per_case: float = 5.0, memory_mb: int = 512, **kwargs: Any,
+) -> list[float | None]:
+    """Fraction of the row's tests the completion's program passes (see the module docstring), computed in
+    the sandbox, all completions at once over the CPU cores. `tests_column`: the dataset column holding the
+    tests; `all_or_nothing`: 1 only when every test passes; `seconds_per_case`: time limit of one test
+    (CPU and wall); `memory_mb`: address-space limit of the program."""
+    if tests_column not in kwargs:
+        raise ValueError(f"the code reward reads the tests from column {tests_column!r}, which the rows lack (they "
+                         f"have {sorted(k for k in kwargs if k not in _TRL_ARGS)}); add it "
+                         "to the data or name the column in the reward's tests_column argument")
+    limits = sandbox.Limits(seconds=seconds_per_case, memory_mb=memory_mb)
+    calls: list[Any] = []
+    owners: list[int] = []  # completion index of each call
+    out: list[float | None] = [0.0] * len(completions)
+    spec: list[tuple[str, int] | None] = []
+    for i, (completion, value) in enumerate(zip(completions, kwargs[tests_column], strict=True)):
+        tests = read_tests(value)
+        if tests is None:
+            out[i] = None
+            spec.append(None)
+            continue
+        kind, cases = tests
+        spec.append((kind, len(cases)))
+        source = program_of(completion)
+        if source is None:
+            continue
+        program = sandbox.Program(source)
+        if kind == "asserts":
+            calls.append(functools.partial(sandbox.run_asserts, program, cases, limits))
+            owners.append(i)
+        else:
+            for stdin, expected in cases:
+                calls.append(functools.partial(sandbox.run_io, program, stdin, expected, limits))
+                owners.append(i)
+    passed: dict[int, list[bool]] = {}
+    for owner, result in zip(owners, sandbox.run_batch(calls), strict=True):
+        passed.setdefault(owner, []).extend(result.passed)
+    for i, got in passed.items():
+        total = spec[i][1]
+        out[i] = float(sum(got) == total) if all_or_nothing else sum(got) / total
+    return out

@@ -1,0 +1,137 @@
+"""The `json_schema` reward: structured extraction scored against a JSON Schema and a reference object.
+
+The completion's JSON is read from its answer block when it has one, else from its last ```-fenced
+block, else from the whole text (from its first `{` or `[`). It must parse and validate against the
+schema (the `json_schema` argument, else the row's `schema` column; JSON text or an object), checked
+with the `jsonschema` library; otherwise it scores 0. A valid object then earns the share of the
+reference object's fields (the answer column: JSON text, or a Python literal as a dict column arrives)
+it matches: with `strict_types` a field matches when it is the same JSON value of the same type (`1`
+is not `1.0` nor `"1"`, `true` is not `1`); without (the default) strings match case- and
+whitespace-insensitively and numbers by value (`"42"` = `42` = `42.0`), inside lists and objects too.
+A reference that is not an object (a list, a number) earns 1 on an equal value.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import math
+from typing import Any
+
+from grpo_job.rewards._extract import answer_or_fenced
+from grpo_job.rewards.builtin import completion_text
+
+_NOTHING = object()
+
+
+def parse_json(text: str) -> Any:
+    """The JSON value in `text` (answer block, fenced block, or the text from its first `{`/`[`); `_NOTHING`
+    when there is none."""
+    candidate = answer_or_fenced(text)
+    for source in ([candidate] if candidate is not None else []) + [text]:
+        source = source.strip()
+        try:
+            return json.loads(source)
+        except ValueError:
+            pass
+        starts = [i for i in (source.find("{"), source.find("[")) if i >= 0]
+        if starts:
+            try:
+                return json.JSONDecoder().raw_decode(source[min(starts):])[0]
+            except ValueError:
+                pass
+    return _NOTHING
+
+
+def _load(value: Any, what: str) -> Any:
+    """A column value that holds JSON: text parsed (JSON, else a Python literal), anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"the {what} {value[:200]!r} is neither JSON nor a Python literal") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise ValueError(f"the JSON Schema is not valid ({e.message}): {schema_json[:200]}") from None
+    return cls(schema)
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, bool):
+        return ("bool", value)  # True == 1 in Python; a JSON boolean is never a number
+    if value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = " ".join(value.split()).casefold()
+        try:
+            number = float(text.replace(",", ""))
+            return number if math.isfinite(number) else text
+        except ValueError:
+            return text
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _normal(v) for k, v in value.items()}
+    return value
+
+
+def _strict(value: Any) -> Any:
+    # JSON values with their types: 1, 1.0 and True differ (Python's == says they are equal)
+    if isinstance(value, list):
+        return ("list", [_strict(v) for v in value])
+    if isinstance(value, dict):
+        return ("dict", {k: _strict(v) for k, v in value.items()})
+    return (type(value).__name__, value)
+
+
+def same(got: Any, want: Any, strict_types: bool) -> bool:
+    return _strict(got) == _strict(want) if strict_types else _normal(got) == _normal(want)
+
+
+def json_schema_reward(
+    completions: list[Any], answer: list[Any] | None = None, json_schema: Any = None,
+    strict_types: bool = False, **kwargs: Any,
+) -> list[float]:
+    """Per completion: 0 when its JSON does not parse or fails the schema, else the share of the reference
+    object's fields it matches (see the module docstring). `json_schema`: one schema for every row (else
+    the `schema` column); `strict_types`: compare values with their JSON types."""
+    schemas = [json_schema] * len(completions) if json_schema is not None else kwargs.get("schema")
+    if schemas is None:
+        raise ValueError("the json_schema reward needs a JSON Schema: a `schema` column in the data, or the "
+                         "reward's json_schema argument (rewards.json_schema.json_schema)")
+    if answer is None:
+        raise ValueError("the json_schema reward compares with the reference object in the answer column, and the "
+                         "rows have none")
+    out = []
+    for completion, schema, reference in zip(completions, schemas, answer, strict=True):
+        validator = _validator(json.dumps(_load(schema, "JSON Schema"), sort_keys=True))
+        want = _load(reference, "reference answer")
+        got = parse_json(completion_text(completion))
+        if got is _NOTHING or not validator.is_valid(got):
+            out.append(0.0)
+            continue
+        if isinstance(want, dict) and want:
+            if not isinstance(got, dict):
+                out.append(0.0)
+                continue
+            hits = sum(key in got and same(got[key], value, strict_types) for key, value in want.items())
+            out.append(hits / len(want))
+        else:
+            out.append(1.0 if same(got, want, strict_types) else 0.0)
+    return out

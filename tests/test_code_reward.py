@@ -1,0 +1,168 @@
+"""The `code` reward against adversarial programs, through `code_reward` as TRL calls it: each scores what it
+earned, the job's process stays healthy (its secret never reaches the program, no file outside the run's
+directory is written, no process is left), and the whole batch finishes within the limits."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from grpo_job import rewards, sandbox
+from grpo_job.rewards import code as code_mod
+
+TESTS = ["assert f([1, 2, 3]) == 6", "assert f([]) == 0", "assert f([-1, 5]) == 4"]
+SECRET = "hf_sandbox_test_secret_9f3a"
+
+
+def fenced(body: str) -> str:
+    return f"Here it is:\n```python\n{body}\n```\n"
+
+
+def adversaries(outside: Path) -> list[tuple[str, str, float]]:
+    """(case, completion, score it earned). `outside`: a directory of the job's the program must not write to."""
+    return [
+        ("correct", fenced("def f(xs):\n    return sum(xs)"), 1.0),
+        ("wrong", fenced("def f(xs):\n    return len(xs)"), 1 / 3),  # len: right on [] only
+        ("infinite loop", fenced("while True:\n    pass"), 0.0),
+        ("infinite loop in f", fenced("def f(xs):\n    while True:\n        pass"), 0.0),
+        ("fork bomb", fenced("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"), 0.0),
+        ("huge output", fenced("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"), 0.0),
+        ("10 GB allocation", fenced("x = bytearray(10 * 1024 ** 3)\ndef f(xs):\n    return sum(xs)"), 0.0),
+        ("reads the secret", fenced("import os\nS = os.environ.get('HF_TOKEN', '')\n"
+                                    "def f(xs):\n    return sum(xs) if S else -1"), 0.0),
+        ("writes outside", fenced(f"open({str(outside / 'pwned')!r}, 'w').write('x')\n"
+                                  "def f(xs):\n    return sum(xs)"), 0.0),
+        ("exits before the tests", fenced("import sys\nprint('PASS')\nsys.exit(0)\ndef f(xs):\n    return 0"), 0.0),
+        ("os._exit before the tests", fenced("import os\nos._exit(0)"), 0.0),
+        ("rebinds assert", fenced("import builtins\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
+                                  "AssertionError = builtins.AssertionError\ndef f(xs):\n    return 0"), 1 / 3),
+        ("deletes files and prints PASS", fenced("import os, shutil\nfor n in os.listdir('.'):\n"
+                                                 "    shutil.rmtree(n, ignore_errors=True)\nprint('PASS ' * 10)"), 0.0),
+        ("no program", "I cannot solve this.", 0.0),
+    ]
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me and int(entry) != me:
+                out.add(int(entry))
+    return out
+
+
+def _sandbox_processes() -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "sandbox_child.py" in cmd and str(os.getpid()) not in cmd:
+                found.append(cmd)
+    return found
+
+
+def test_adversarial_programs_score_what_they_earned(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    outside = tmp_path / "job-files"
+    outside.mkdir()
+    cases = adversaries(outside)
+    before = _children()
+    t0 = time.monotonic()
+    scores = rewards.code_reward([c for _, c, _ in cases], tests=[TESTS] * len(cases), seconds_per_case=1.0,
+                                 memory_mb=256)
+    seconds = time.monotonic() - t0
+    got = {name: round(s, 3) for (name, _, _), s in zip(cases, scores, strict=True)}
+    want = {name: round(w, 3) for name, _, w in cases}
+    assert got == want
+    assert not (outside / "pwned").exists()  # Landlock (here) refused the write; the score says nothing of it
+    # limits: 1 s per case, 3 cases + the program's start + 2 s startup = 6 s per run at most, runs 2 at a time
+    # on this machine's cores: far below one run per case in a row
+    assert seconds < 6.0 * len(cases) / sandbox.workers() + 10, seconds
+    assert _children() == before  # every child reaped
+    assert _sandbox_processes() == []  # nothing the programs started is left running
+    assert rewards.code_reward([fenced("def f(xs):\n    return sum(xs)")], tests=[TESTS]) == [1.0]  # still healthy
+
+
+@pytest.mark.parametrize("completion, tests, kwargs, want", [
+    # stdin/stdout cases, whitespace-normalised
+    (fenced("a, b = map(int, input().split())\nprint(a + b)"),
+     [{"input": "1 2\n", "output": "3\n"}, {"input": "5 5", "output": " 10 "}, {"input": "0 0", "output": "1"}], {}, 2 / 3),
+    # APPS' form, as a JSON string
+    (fenced("print(input()[::-1])"), '{"inputs": ["abc\\n", "xy\\n"], "outputs": ["cba\\n", "yx\\n"]}', {}, 1.0),
+    # one string of asserts: all or nothing by construction
+    (fenced("def f(x):\n    return x + 1"), "assert f(1) == 2\nassert f(2) == 4", {}, 0.0),
+    # a list of strings as JSON text
+    (fenced("def f(x):\n    return x + 1"), '["assert f(1) == 2", "assert f(2) == 4"]', {}, 0.5),
+    # all_or_nothing
+    (fenced("def f(x):\n    return x + 1"), ["assert f(1) == 2", "assert f(2) == 4"], {"all_or_nothing": True}, 0.0),
+    # the answer block is the program when the completion has one (a fence inside it is removed)
+    ("<reasoning>x</reasoning>\n<answer>\n```python\ndef f(x):\n    return x + 1\n```\n</answer>",
+     ["assert f(1) == 2"], {}, 1.0),
+    # a program that exits non-zero after the right output fails the case
+    (fenced("print(3)\nraise SystemExit(1)"), [{"input": "", "output": "3"}], {}, 0.0),
+    # the tests go through the program's time limit per case
+    (fenced("import time\ndef f(x):\n    time.sleep(x)\n    return x"), ["assert f(0) == 0", "assert f(5) == 5"],
+     {"seconds_per_case": 1.0}, 0.5),
+])
+def test_test_column_forms(completion, tests, kwargs, want):
+    assert rewards.code_reward([completion], tests=[tests], **kwargs) == [pytest.approx(want)]
+
+
+def test_a_row_without_tests_is_skipped_and_a_missing_column_is_named():
+    assert rewards.code_reward([fenced("pass")], tests=[None]) == [None]
+    with pytest.raises(ValueError, match="column 'unit_tests'"):
+        rewards.code_reward([fenced("pass")], tests_column="unit_tests", tests=[["pass"]])
+    assert rewards.code_reward([fenced("x = 1")], tests_column="unit_tests", unit_tests=[["assert x == 1"]]) == [1.0]
+    with pytest.raises(ValueError, match="a tests value must be"):
+        code_mod.read_tests([1, 2])
+
+
+def test_built_by_name_with_arguments_checked():
+    built = rewards.build("code", {"all_or_nothing": "true", "seconds_per_case": "2"})
+    assert built.keywords == {"all_or_nothing": True, "seconds_per_case": 2.0}
+    with pytest.raises(TypeError, match="seconds_per_case"):
+        rewards.build("code", {"seconds_per_case": "soon"})
+
+
+def test_the_generated_coding_task_is_solved_by_its_references():
+    from grpo_job import generated_tasks
+
+    rows = generated_tasks.generate_coding(12, seed=3)
+    refs = [f"<answer>\n{r['answer']}</answer>" for r in rows]
+    assert rewards.code_reward(refs, tests=[r["tests"] for r in rows]) == [1.0] * len(rows)
+    assert rewards.code_reward(["```python\ndef f(xs):\n    return None\n```"] * 2, tests=[r["tests"] for r in rows[:2]]) == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------- real training on CPU (slow)
+@pytest.mark.slow
+def test_one_real_grpo_step_on_the_generated_coding_task(tmp_path):
+    """examples/code.yaml for one optimizer step (4 completions of one prompt, 48 tokens): the code reward runs
+    inside TRL's training step through the sandbox, under its time limit, and its mean and seconds are logged."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_TOKEN": SECRET}
+    cmd = [sys.executable, str(root / "entrypoint.py"), "run", "--config", str(root / "examples" / "code.yaml"),
+           "--log_format=json", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}",
+           "--report.enabled=false", "--export.merge=false", "--health.preflight_samples=0", "--train.max_steps=1",
+           "--train.save_steps=1", "--train.num_generations=4", "--train.per_device_train_batch_size=4",
+           "--train.max_completion_length=48", "--data.max_samples=8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    metrics = [json.loads(line) for line in (tmp_path / "runs" / "code" / "metrics.jsonl").read_text().splitlines()]
+    step = next(m for m in metrics if "rewards/code_reward/mean" in m)
+    assert 0.0 <= step["rewards/code_reward/mean"] <= 1.0
+    assert 0.0 < step["rewards/code_reward/seconds"] < 120  # the sandbox ran, under health.reward_time_limit
+    assert _sandbox_processes() == []
