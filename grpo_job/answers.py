@@ -158,6 +158,31 @@ def _strip_unit(text: str) -> str | None:
     return value
 
 
+def _unit(text: str) -> str | None:
+    """The trailing unit of a number (`120 km` -> `km`, `5 \\text{ cm}^2` -> `cm^2`, `3 Apples.` -> `apple`),
+    written one way: case folded, spaces and braces dropped, a plural `s` cut; None without one, or
+    when it is a multiplier word (`1.5 million`)."""
+    text = _clean(text)
+    m = _TRAILING_UNIT.match(text) or _PLAIN.match(text)
+    unit = (m and m["unit"] or "").strip().rstrip(".")
+    if not unit or unit.split()[0].casefold().rstrip("s") in _SCALES:
+        return None
+    unit = re.sub(r"[\s{}]", "", unit.casefold())
+    return unit[:-1] if unit.endswith("s") and len(unit) > 2 else unit
+
+
+def _units_differ(prediction: str, reference: str) -> bool:
+    """Both answers name a unit and the units differ (`120 miles` against `120 km`): not equal, whatever
+    the numbers. One side without a unit (`72` against `72 apples`) is not a difference: a model's bare
+    number answers a reference that names its unit. Units are compared as written, not converted: `5 km`
+    against `5000 m` is a difference, and so is `km` against `kilometres`."""
+    try:
+        a, b = _unit(prediction), _unit(reference)
+    except (TypeError, IndexError):
+        return False
+    return a is not None and b is not None and a != b
+
+
 def _clean(text: str) -> str:
     """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
     unescaped, spaces collapsed."""
@@ -444,7 +469,7 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
                 return _exact(str(prediction), fold=False) == gold
             return _exact(str(prediction)) == gold
         pred = _parse_math(str(prediction))
-        if pred is None:
+        if pred is None or _units_differ(str(prediction), str(reference)):
             return False
         if isinstance(gold, Fraction) and (exact := _as_fraction(pred)) is not None:
             return _same_number(gold, exact)

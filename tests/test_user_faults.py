@@ -353,6 +353,14 @@ def test_a_set_prompt_column_is_never_replaced():
     ("8 \\text{ cm}^2", "9", "auto", False),
     ("7/2 liters", "3.5", "auto", True),
     ("5 squared", "5", "auto", False),
+    # both name a unit: the units must agree (found by a new user's trial: `120 miles` scored against `120 km`)
+    ("120 miles", "120 km", "auto", False),
+    ("120 km/h", "120 km", "auto", False),
+    ("4 \\text{ m}^2", "4 \\text{ cm}^2", "auto", False),
+    ("120 KM.", "120 km", "auto", True),
+    ("3 apples", "3 apple", "auto", True),
+    ("12 eggs", "12 eggs", "auto", True),
+    ("1.5 million", "1500000", "auto", True),  # a multiplier is not a unit
     # chemical formulas: subscripts written alike, case kept
     ("H_2O", "H2O", "auto", True),
     ("SO_{4}", "SO4", "auto", True),
