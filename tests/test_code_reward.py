@@ -3,6 +3,7 @@ earned, the job's process stays healthy (its secret never reaches the program, n
 directory is written, no process is left), and the whole batch finishes within the limits."""
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -166,3 +167,19 @@ def test_one_real_grpo_step_on_the_generated_coding_task(tmp_path):
     assert 0.0 <= step["rewards/code_reward/mean"] <= 1.0
     assert 0.0 < step["rewards/code_reward/seconds"] < 120  # the sandbox ran, under health.reward_time_limit
     assert _sandbox_processes() == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"memory_mb": 0}, "memory_mb=0 does not fit its type int (Input should be greater than or equal to 32)"),
+    ({"seconds_per_case": -1}, "seconds_per_case=-1 does not fit its type float (Input should be greater than 0)"),
+    ({"seconds_per_case": 0}, "seconds_per_case=0 does not fit"),
+    ({"memory_mb": "lots"}, "memory_mb='lots' does not fit its type int"),
+])
+def test_limits_that_would_score_every_program_0_are_refused_when_the_reward_is_built(arguments, message):
+    """Found by a new user's trial: memory_mb=0 or a negative time limit passed `check` and then scored a
+    correct program 0 (the interpreter cannot start), silently."""
+    from grpo_job.rewards import build
+
+    with pytest.raises(TypeError, match=re.escape(message)):
+        build("code", arguments)
+    assert build("code", {"memory_mb": "64", "seconds_per_case": "0.5"})  # as an environment variable gives them

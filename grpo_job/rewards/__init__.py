@@ -140,7 +140,7 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     Raises TypeError naming the reward, the argument, the type it takes and the value given."""
     target = func if inspect.isroutine(func) or isinstance(func, type) else type(func).__call__
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)  # Annotated bounds (gt=0) are checked too
     except (NameError, TypeError):  # annotations naming what cannot be imported here: the defaults still help
         hints = {}
     params = _parameters(func) or {}
@@ -159,7 +159,8 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
             out[key] = adapter.validate_python(value)
         except pydantic.ValidationError as e:
-            kind = wanted.__name__ if isinstance(wanted, type) else str(wanted).replace("typing.", "")
+            base = typing.get_args(wanted)[0] if typing.get_origin(wanted) is typing.Annotated else wanted
+            kind = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
             raise TypeError(f"reward {name!r}: argument {key}={value!r} does not fit its type {kind} "
                             f"({e.errors()[0]['msg']}); set rewards.{name}.{key} to a value of that type") from None
     return out

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Annotated, Any
+
+import pydantic
 
 from grpo_job import sandbox
 from grpo_job.rewards._extract import answer_or_fenced
@@ -64,12 +66,14 @@ def _text(value: Any) -> str:
 
 def code_reward(
     completions: list[Any], tests_column: str = "tests", all_or_nothing: bool = False,
-    seconds_per_case: float = 5.0, memory_mb: int = 512, **kwargs: Any,
+    seconds_per_case: Annotated[float, pydantic.Field(gt=0)] = 5.0,
+    memory_mb: Annotated[int, pydantic.Field(ge=32)] = 512, **kwargs: Any,
 ) -> list[float | None]:
     """Fraction of the row's tests the completion's program passes (see the module docstring), computed in
     the sandbox, all completions at once over the CPU cores. `tests_column`: the dataset column holding the
     tests; `all_or_nothing`: 1 only when every test passes; `seconds_per_case`: time limit of one test
-    (CPU and wall); `memory_mb`: address-space limit of the program."""
+    (CPU and wall), > 0; `memory_mb`: address-space limit of the program, at least 32 (the interpreter's
+    own start needs about that)."""
     if tests_column not in kwargs:
         raise ValueError(f"the code reward reads the tests from column {tests_column!r}, which the rows lack (they "
                          f"have {sorted(k for k in kwargs if k not in _TRL_ARGS)}); add it "
