@@ -228,7 +228,9 @@ def check_column_types(rows: list[Row], where: str) -> None:
             pa.array([r.get(col) for r in rows])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise SettingsError(f"column {col!r} of {where} mixes value types across rows ({e}); "
-                                "give it one type in every row") from None
+                                "give it one type in every row (a column of mixed shapes, such as the code reward's "
+                                "tests, can hold each value as JSON text: the code and json_schema rewards decode it)"
+                                ) from None
 
 
 # ---------------------------------------------------------------- reference answers against the answer checker

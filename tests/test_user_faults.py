@@ -455,3 +455,24 @@ def test_evaluation_files_are_checked_for_types_and_references(tmp_path, rows, w
     with pytest.raises(SettingsError, match=words) as e:
         data.evaluation_rows(str(path), DataSettings(answer_type="math"))
     assert "evaluation.data_path" in str(e.value)
+
+
+@pytest.mark.parametrize("value, expected", [("TEXT", "text"), ("Json", "json"), (" auto ", "auto")])
+def test_log_format_is_read_in_any_case(monkeypatch, value, expected):
+    """Found by a new user's trial: GRPO_LOG_FORMAT=TEXT was refused though the README says any case."""
+    from grpo_job.settings import load_settings
+
+    monkeypatch.setenv("GRPO_LOG_FORMAT", value)
+    assert load_settings().log_format == expected
+
+
+def test_a_column_of_mixed_shapes_is_told_to_hold_json_text(tmp_path):
+    """Found by a new user's trial: the code reward's tests in two forms across rows were refused with no
+    word of the way out (every value as JSON text, which the reward decodes)."""
+    import json
+
+    f = tmp_path / "code.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [{"prompt": "p", "answer": "a", "tests": "assert f() == 1"},
+                                                      {"prompt": "q", "answer": "b", "tests": ["assert f() == 2"]}]))
+    with pytest.raises(SettingsError, match="mixes value types across rows .*JSON text"):
+        data.prepare(DataSettings(path=str(f), task="plain"), tmp_path / "cache")

@@ -159,6 +159,12 @@ class JobSettings(BaseSettings):
                   InitSettingsSource(settings_cls, init_kwargs=_yaml_values.get() or {})]
         return (LayeredSource(settings_cls, layers),)
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_any_case(cls, v: Any) -> Any:
+        # `TEXT` and `Json` as the README promises (a new user's trial: GRPO_LOG_FORMAT=TEXT was refused)
+        return v.strip().lower() if isinstance(v, str) else v
+
     @field_validator("rewards")
     @classmethod
     def _reward_names(cls, v: dict[str, float | RewardEntry]) -> dict[str, float | RewardEntry]:
