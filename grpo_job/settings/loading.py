@@ -237,7 +237,8 @@ def source_label(loc: tuple[Any, ...], cli_args: tuple[str, ...] = (), yaml_valu
     """Where the value at `loc` came from, named as the user wrote it: `--train.max_steps on the command
     line`, the GRPO_* variable, or `config file 'c.yaml'`; the variable's name when no source set it (a
     default). Sources are asked in their precedence (CLI > environment > YAML); a section-level value
-    (`--train='{...}'`, `GRPO_TRAIN='{...}'`) counts for every field in it."""
+    (`--train='{...}'`) counts for every field in it. (A whole section in one environment variable is
+    no setting: `unknown_env_names` refuses it first.)"""
     environ = os.environ if environ is None else environ
     parts = [str(p) for p in loc if not isinstance(p, int)]
     if not parts:
