@@ -176,10 +176,7 @@ def _units_differ(prediction: str, reference: str) -> bool:
     the numbers. One side without a unit (`72` against `72 apples`) is not a difference: a model's bare
     number answers a reference that names its unit. Units are compared as written, not converted: `5 km`
     against `5000 m` is a difference, and so is `km` against `kilometres`."""
-    try:
-        a, b = _unit(prediction), _unit(reference)
-    except (TypeError, IndexError):
-        return False
+    a, b = _unit(prediction), _unit(reference)
     return a is not None and b is not None and a != b
 
 
