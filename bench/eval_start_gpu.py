@@ -64,7 +64,7 @@ def main() -> int:
         m = evaluate.score(texts, [len(g[1]) for g in out["generations"]], [str(r["answer"]) for r in rows],
                            a.max_new_tokens)
         results.append({"engine_settings": "one-shot" if one_shot else "vLLM defaults", "rows": len(rows),
-                        "end_to_end_s": round(wall, 1), "engine_ready_s": out["init_s"], "generate_s": out["generate_s"],
+                        "end_to_end_s": round(wall, 1), "imports_s": out["import_s"], "engine_ready_s": out["init_s"], "generate_s": out["generate_s"],
                         "accuracy": round(m["accuracy"], 4), "format_rate": round(m["format_rate"], 4),
                         "mean_length": round(m["mean_length"], 1)})
     cols = list(results[0])

@@ -11,8 +11,10 @@ child process (`python -m grpo_job.evaluate`): the trained adapter is applied as
 child's exit hands all its GPU memory back before the next stage (a `vllm.LLM` built in the job's own
 process would stay next to the train stage's engine, and one built in a process that imported unsloth
 was seen to hang). The engine is built for one pass (`one_shot_engine_args`: no torch.compile, a few
-CUDA graphs), and reserves at most 90% of the memory free when it starts, capped at
-`model.gpu_memory_utilization`. Elsewhere it is transformers' `generate`, batched with left padding.
+CUDA graphs), runs inside the child (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: no second process that imports
+torch and vLLM again), reserves at most 90% of the memory free when it starts, capped at
+`model.gpu_memory_utilization`, and the child leaves as soon as its output is written (`os._exit`: the
+engine's teardown only gives back memory that the process's exit gives back anyway). Elsewhere it is transformers' `generate`, batched with left padding.
 """
 
 from __future__ import annotations
@@ -156,8 +158,9 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
     if rc != 0:
         raise RuntimeError(f"vLLM evaluation process exited {rc} (its log is above)")
     out = json.loads((io / "out.json").read_text())
-    log.info("vLLM generation: engine ready in %.1f s, %d completions in %.1f s", out["init_s"],
-             len(out["generations"]), out["generate_s"], extra={"vllm": {k: out[k] for k in ("init_s", "generate_s")}})
+    log.info("vLLM generation: imports %.1f s, engine ready in %.1f s, %d completions in %.1f s", out["import_s"],
+             out["init_s"], len(out["generations"]), out["generate_s"],
+             extra={"vllm": {k: out[k] for k in ("import_s", "init_s", "generate_s")}})
     return [(t, ids) for t, ids in out["generations"]]
 
 
@@ -175,8 +178,9 @@ def one_shot_engine_args() -> dict[str, Any]:
             "max_num_seqs": ONE_SHOT_CUDA_GRAPH_SIZES[-1]}
 
 
-def _vllm_child(job_path: str, out_path: str) -> None:
-    """Child process body: vLLM generation for the prompts in `job_path`, written to `out_path`."""
+def _vllm_child(job_path: str, out_path: str, started: float) -> None:
+    """Child process body: vLLM generation for the prompts in `job_path`, written to `out_path` (`started`:
+    `time.monotonic()` when the child began, for the import time it reports)."""
     import time
 
     import torch
@@ -201,12 +205,23 @@ def _vllm_child(job_path: str, out_path: str) -> None:
     # use_tqdm=False: the job logs the timing itself, and vLLM's bar divides by its elapsed time
     # the prompts come rendered and encoded by the job's PromptRenderer (as the trainer builds them)
     outs = llm.generate(job["prompts"], params, lora_request=lora, use_tqdm=False)
-    Path(out_path).write_text(json.dumps({
-        "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
+    out = Path(out_path)
+    tmp = out.with_name(out.name + ".partial")  # the parent reads a whole file or none
+    tmp.write_text(json.dumps({
+        "import_s": round(t0 - started, 1), "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
         "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))
-    del llm  # as vLLM's examples end: the engine, then its process group (else torch warns at exit)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    tmp.replace(out)
+
+
+def _leave_now(code: int) -> None:
+    """End the child without the engine's teardown: it only frees GPU memory, which the process's exit frees
+    too, and it took 15-30 s per evaluation on the H200 (docs/benchmarks.md, issue 20)."""
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int,
@@ -277,7 +292,12 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
     return summary
 
 
-if __name__ == "__main__":  # the vLLM child of `generate_vllm` (vLLM's engine process re-imports __main__)
+if __name__ == "__main__":  # the vLLM child of `generate_vllm`
     import sys
+    import time
 
-    _vllm_child(sys.argv[1], sys.argv[2])
+    _started = time.monotonic()
+    # the engine core in this process: a second process would import torch and vLLM again (10-20 s)
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    _vllm_child(sys.argv[1], sys.argv[2], _started)
+    _leave_now(0)

@@ -36,26 +36,32 @@ pytestmark = [
     pytest.mark.skipif(not (Path(MODEL) / "config.json").is_file(), reason=f"no model folder at {MODEL}"),
 ]
 
-ARGS = (
-    "--model.engine=unsloth", f"--model.name_or_path={MODEL}", "--model.load_in_4bit=false",
-    "--model.max_seq_length=384", "--model.gpu_memory_utilization=0.25",
-    "--data.path=builtin:arithmetic", "--data.max_samples=64", "--data.eval_samples=8",
+# A production run: settings from GRPO_* variables only (as a container gets them), JSON logs
+SETTINGS = {
+    "GRPO_MODEL__ENGINE": "unsloth", "GRPO_MODEL__NAME_OR_PATH": MODEL, "GRPO_MODEL__LOAD_IN_4BIT": "false",
+    "GRPO_MODEL__MAX_SEQ_LENGTH": "384", "GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.25",
+    "GRPO_DATA__PATH": "builtin:arithmetic", "GRPO_DATA__MAX_SAMPLES": "64", "GRPO_DATA__EVAL_SAMPLES": "8",
     # length_reward has variance in every group, so every step has a learning signal
-    '--rewards={"partial_format": 0.5, "correctness": 2.0, "tests.reward_fixtures:length_reward": 1.0}',
+    "GRPO_REWARDS": '{"partial_format": 0.5, "correctness": 2.0, "tests.reward_fixtures:length_reward": 1.0}',
     # one generation per step: the resume test compares steps 3-4 with the uninterrupted run's, which must
     # have sampled them at their own step, as the resumed run does
-    "--train.steps_per_generation=1",
-    "--train.num_generations=8", "--train.per_device_train_batch_size=8", "--train.max_prompt_length=192",
-    "--train.max_completion_length=96", "--train.max_steps=4", "--train.save_steps=2",
+    "GRPO_TRAIN__STEPS_PER_GENERATION": "1",
+    "GRPO_TRAIN__NUM_GENERATIONS": "8", "GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE": "8",
+    "GRPO_TRAIN__MAX_PROMPT_LENGTH": "192", "GRPO_TRAIN__MAX_COMPLETION_LENGTH": "96",
+    "GRPO_TRAIN__MAX_STEPS": "4", "GRPO_TRAIN__SAVE_STEPS": "2",
     # a large, constant rate so that two steps move the adapter measurably (resume must carry it)
-    "--train.learning_rate=1e-4", "--train.lr_scheduler_type=constant", "--train.warmup_steps=0",
-    "--export.merge=true", "--export.quantizations=[]", "--run_id=gpu-test", "--log_format=json",
-)
+    "GRPO_TRAIN__LEARNING_RATE": "1e-4", "GRPO_TRAIN__LR_SCHEDULER_TYPE": "constant", "GRPO_TRAIN__WARMUP_STEPS": "0",
+    # the evaluations and the preflight run through vLLM's own child, whatever the engine: tests/test_gpu_vllm.py
+    # covers them; here each would add a vLLM start to two unsloth runs that already take minutes
+    "GRPO_EVALUATION__ENABLED": "false", "GRPO_HEALTH__PREFLIGHT_SAMPLES": "0", "GRPO_REPORT__ENABLED": "false",
+    "GRPO_EXPORT__MERGE": "true", "GRPO_EXPORT__QUANTIZATIONS": "[]", "GRPO_RUN_ID": "gpu-test", "GRPO_LOG_FORMAT": "json",
+}
 
 
 def run_job(store: Path, work: Path, timeout: int = 900) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", f"--store.uri={store}", f"--work_dir={work}", *ARGS]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
+    env.update(SETTINGS, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRPO_STORE__URI=str(store), GRPO_WORK_DIR=str(work))
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     sys.stderr.write(r.stderr[-6000:])  # shown by pytest on failure
     records = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
