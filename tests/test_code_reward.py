@@ -109,6 +109,13 @@ def test_adversarial_programs_score_what_they_earned(tmp_path, monkeypatch):
     # the answer block is the program when the completion has one (a fence inside it is removed)
     ("<reasoning>x</reasoning>\n<answer>\n```python\ndef f(x):\n    return x + 1\n```\n</answer>",
      ["assert f(1) == 2"], {}, 1.0),
+    # the last ```python block is the program, not an untagged block of sample output after it (seen from
+    # SmolLM2 on builtin:coding), nor a ```text one; with no tagged block the last block of any tag is
+    ("Here:\n```python\ndef f(x):\n    return x + 1\n```\nOutput:\n```\n[2]\n```", ["assert f(1) == 2"], {}, 1.0),
+    ("```py\ndef f(x):\n    return x + 1\n```\n```text\n2\n```", ["assert f(1) == 2"], {}, 1.0),
+    ("```python\ndef f(x):\n    return x\n```\nBetter:\n```Python\ndef f(x):\n    return x + 1\n```",
+     ["assert f(1) == 2"], {}, 1.0),
+    ("```\ndef f(x):\n    return x\n```\nBetter:\n```\ndef f(x):\n    return x + 1\n```", ["assert f(1) == 2"], {}, 1.0),
     # a program that exits non-zero after the right output fails the case
     (fenced("print(3)\nraise SystemExit(1)"), [{"input": "", "output": "3"}], {}, 0.0),
     # the tests go through the program's time limit per case

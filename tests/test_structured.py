@@ -15,6 +15,8 @@ REF = {"name": "Ava", "age": 34, "city": "Lisbon", "tags": ["a", "b"]}
 
 @pytest.mark.parametrize("completion, strict, want", [
     ('{"name": "Ava", "age": 34, "city": "Lisbon", "tags": ["a", "b"]}', False, 1.0),  # the whole text
+    # the last ```json block, not an untagged block after it
+    ('```json\n{"name": "Ava", "age": 34}\n```\nas a table:\n```\nname | age\n```', False, 0.5),
     ('<reasoning>r</reasoning><answer>{"name": "Ava", "age": 34}</answer>', False, 0.5),  # answer block, 2 of 4
     ('Sure:\n```json\n{"name": "ava ", "age": 34, "city": "LISBON", "tags": ["A", "b"]}\n```', False, 1.0),  # normalised
     ('```json\n{"name": "ava ", "age": 34, "city": "LISBON", "tags": ["A", "b"]}\n```', True, 0.25),  # strict: age only

@@ -10,22 +10,29 @@ from grpo_job.rewards.builtin import extract_answer
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def last_fenced(text: str) -> str | None:
-    """The content of the last ```-fenced block (any language tag; unclosed at the end of the text counts),
-    or None."""
+def last_fenced(text: str, languages: tuple[str, ...] = ()) -> str | None:
+    """The content of the last ```-fenced block tagged with one of `languages` (lower case), else of the last
+    fenced block whatever its tag (an unclosed block at the end of the text counts), or None.
+
+    The tag wins over the position as in open-r1's `extract_code` (the last ```python block): a model that
+    writes its program and then an untagged block of sample output is scored on the program."""
     found = _FENCE.findall(text)
+    tagged = [body for tag, body in found if tag.lower() in languages]
+    if tagged:
+        return tagged[-1]
     return found[-1][1] if found else None
 
 
-def unfence(text: str) -> str:
-    """`text` without a fence around it (an answer block that holds a fenced block)."""
-    inner = last_fenced(text)
+def unfence(text: str, languages: tuple[str, ...] = ()) -> str:
+    """`text` without a fence around it (an answer block that holds a fenced block), by `last_fenced`'s rule."""
+    inner = last_fenced(text, languages)
     return inner if inner is not None else text
 
 
-def answer_or_fenced(text: str) -> str | None:
-    """The answer block (unfenced) when the completion has one, else the last fenced block, else None."""
+def answer_or_fenced(text: str, languages: tuple[str, ...] = ()) -> str | None:
+    """The answer block (unfenced) when the completion has one, else the fenced block `last_fenced` picks
+    for `languages`, else None."""
     answer = extract_answer(text)
     if answer is not None:
-        return unfence(answer).strip("\n")
-    return last_fenced(text)
+        return unfence(answer, languages).strip("\n")
+    return last_fenced(text, languages)

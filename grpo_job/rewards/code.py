@@ -1,7 +1,8 @@
 """The `code` reward: the model's program run against the row's tests in the sandbox (grpo_job.sandbox).
 
 The program is the answer block when the completion has one (a fence inside it is removed), else the
-last ```-fenced block; a completion with neither scores 0. The tests come from a dataset column (`tests`
+last ```python (or ```py) block, else the last ```-fenced block of any tag; a completion with none of
+these scores 0. The tests come from a dataset column (`tests`
 unless `tests_column` names another), whose value is one of:
 
 - a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0;
@@ -26,13 +27,17 @@ from grpo_job import sandbox
 from grpo_job.rewards._extract import answer_or_fenced
 from grpo_job.rewards.builtin import completion_text
 
+# fence tags that mark a Python program (an untagged block after it, e.g. sample output, is not the program)
+PYTHON_TAGS = ("python", "py", "python3")
+
 # what TRL passes besides the dataset columns (grpo_job.data.TRL_REWARD_ARGS; data imports no reward code)
 _TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
 
 
 def program_of(completion: Any) -> str | None:
-    """The program in a completion: its answer block, else its last fenced block; None when it has neither."""
-    text = answer_or_fenced(completion_text(completion))
+    """The program in a completion: its answer block, else its last ```python block, else its last fenced
+    block; None when it has none of these."""
+    text = answer_or_fenced(completion_text(completion), PYTHON_TAGS)
     return text if text and text.strip() else None
 
 

@@ -1,7 +1,7 @@
 """The `json_schema` reward: structured extraction scored against a JSON Schema and a reference object.
 
-The completion's JSON is read from its answer block when it has one, else from its last ```-fenced
-block, else from the whole text (from its first `{` or `[`). It must parse and validate against the
+The completion's JSON is read from its answer block when it has one, else from its last ```json block,
+else from its last ```-fenced block of any tag, else from the whole text (from its first `{` or `[`). It must parse and validate against the
 schema (the `json_schema` argument, else the row's `schema` column; JSON text or an object), checked
 with the `jsonschema` library; otherwise it scores 0. A valid object then earns the share of the
 reference object's fields (the answer column: JSON text, or a Python literal as a dict column arrives)
@@ -28,7 +28,7 @@ _NOTHING = object()
 def parse_json(text: str) -> Any:
     """The JSON value in `text` (answer block, fenced block, or the text from its first `{`/`[`); `_NOTHING`
     when there is none."""
-    candidate = answer_or_fenced(text)
+    candidate = answer_or_fenced(text, ("json",))
     for source in ([candidate] if candidate is not None else []) + [text]:
         source = source.strip()
         try:
