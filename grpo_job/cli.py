@@ -16,143 +16,19 @@ id, the exit code and its meaning, and where the report, adapter, merged model a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from grpo_job import errors, rewards
+from grpo_job.context import open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
-from grpo_job.training.engines import has_cuda_gpu, pick_engine, use_triton_interpreter_without_gpu
+from grpo_job.training.engines import use_triton_interpreter_without_gpu
 
 log = logging.getLogger("job")
-
-
-def plan(settings: JobSettings, inspect_data: bool = True) -> dict:
-    """What `run` would do, after checking everything that can be checked without a GPU or a download.
-    With `inspect_data` (`check`), a local or built-in dataset is read whole and mapped, and its prompts are
-    checked against the model's chat template and `max_prompt_length`, every reward is called on a few of
-    its rows, and `evaluation.data_path` is read and mapped (`run` does that in prepare_data).
-    Raises SettingsError listing every problem found."""
-    from grpo_job import data, models, pipeline
-    from grpo_job.settings import environment
-
-    problems: list[str] = environment.problems(settings)
-    engine = pick_engine(settings)
-    gpu = has_cuda_gpu()
-    if engine == "unsloth" and not gpu:
-        problems.append("model.engine=unsloth needs an NVIDIA GPU and none is visible; set GRPO_MODEL__ENGINE=trl")
-    if engine == "unsloth" and not importlib.util.find_spec("unsloth"):
-        problems.append("model.engine=unsloth but Unsloth is not installed: pip install '.[gpu]' or use engine trl")
-    if "8bit" in settings.train.optim and not gpu:
-        problems.append(
-            f"train.optim={settings.train.optim} needs a CUDA GPU (bitsandbytes); on CPU set GRPO_TRAIN__OPTIM=adamw_torch"
-        )
-    model_source = None
-    try:
-        model_source = models.source_dir(settings.model)
-    except SettingsError as e:
-        problems.append(str(e))
-    if model_source is not None:
-        from grpo_job import chat
-
-        try:  # prompt + completion lengths against the model's context length
-            chat.check_context(settings, settings.work_dir / "cache")
-        except SettingsError as e:
-            problems.append(str(e))
-    data_report: dict = {}
-    inspected = False  # load_and_check_data ran (it reads evaluation.data_path too)
-    try:
-        file = None if settings.data.path.startswith("s3://") else data.local_data_file(settings.data, Path("."))
-        if file is not None:
-            data.check_columns(data.peek_columns(file), settings.data, str(file))
-        elif settings.data.path.startswith("s3://"):
-            from grpo_job.store.s3 import object_size
-
-            object_size(settings.data.path)
-        # the data is inspected with the rewards built: only when the environment checks (which build them) passed
-        if (inspect_data and model_source is not None and not problems
-                and (file is not None or settings.data.path.startswith("builtin:"))):
-            inspected = True
-            data_report = _inspect_data(settings)
-    except SettingsError as e:
-        problems.append(str(e))
-    ev = settings.evaluation
-    if (inspect_data and not inspected and ev.enabled and ev.data_path
-            and Path(ev.data_path.removeprefix("file://")).is_file()):
-        try:  # data the inspection above did not read (a Hub or S3 dataset, or problems found first)
-            data_report["evaluation_rows"] = len(data.evaluation_rows(ev.data_path, settings.data))
-        except SettingsError as e:
-            problems.append(str(e))
-
-    problems.extend(_artifact_problems(settings))
-
-    ctx = pipeline.open_run(settings)
-    try:
-        ctx.store.check_reachable()
-        done = {s.name for s in pipeline.stages() if ctx.store.exists(pipeline.marker_key(s.name))}
-        restart = pipeline.restart_plan(ctx)
-    except SettingsError as e:
-        problems.append(str(e))
-        done, restart = set(), None
-    if restart is not None:
-        problems.extend(restart.refused)
-        done -= set(restart.redo)
-    if problems:
-        raise SettingsError("the run cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
-    stages = []
-    for s in pipeline.stages():
-        state = "done" if s.name in done else ("run" if s.enabled(settings) else "disabled")
-        stages.append({"stage": s.name, "will": state, "about": s.about})
-    return {
-        "run_id": ctx.run_id,
-        "store": ctx.store.uri,
-        "engine": engine,
-        "gpu": gpu,
-        "model": model_source,
-        "data": settings.data.path,
-        "data_report": data_report,
-        "rewards": settings.rewards,
-        "stages": stages,
-        "restart": [] if restart is None else restart.notes,
-    }
-
-
-def _inspect_data(settings: JobSettings) -> dict:
-    """The prepare_data checks on a local or built-in dataset, with the tokenizer files on this machine (no
-    download, no torch): the mapping, row counts, the columns each reward needs, the chat template, prompt
-    lengths (not counted for a GGUF model until its first run has dequantized it)."""
-    from grpo_job import chat, pipeline
-
-    cache = settings.work_dir / "cache"
-    return pipeline.load_and_check_data(settings, cache, lambda: chat.for_check(settings.model, cache))[2]
-
-
-def _artifact_problems(settings: JobSettings) -> list[str]:
-    """GGUF tools, llama-cpp-python and the Hub token: missing ones fail here, not after training."""
-    from grpo_job.artifacts import llamacpp
-
-    problems = []
-    if settings.export.quantizations:
-        problems.extend(llamacpp.check())
-        if settings.export.verify and not importlib.util.find_spec("llama_cpp"):
-            problems.append("export.verify loads each GGUF in llama.cpp but llama-cpp-python is not installed: "
-                            "pip install '.[gguf]', or set GRPO_EXPORT__VERIFY=false")
-    if settings.hub.repo_id and not (settings.hf_token and settings.hf_token.get_secret_value()):
-        problems.append(f"hub.repo_id={settings.hub.repo_id} needs a Hugging Face token with write access: set HF_TOKEN")
-    elif settings.hub.repo_id:
-        from grpo_job.artifacts.publish import hub_write_problem
-
-        problem, note = hub_write_problem(settings.hub.repo_id, settings.hf_token.get_secret_value())
-        if problem:
-            problems.append(problem)
-        elif note:
-            log.warning("%s; a token that cannot write is found at the publish stage (exit 2)", note)
-    return problems
 
 
 def _print_plan(p: dict, settings: JobSettings) -> None:
@@ -245,12 +121,11 @@ def _reexec() -> None:
 def closing_line(code: int, settings: JobSettings) -> None:
     """The last log line of a `run`: run id, exit code and meaning, and the store paths of the report,
     adapter, merged model and GGUF files that exist."""
-    from grpo_job import pipeline
 
     run_id = settings.resolved_run_id()
     where: dict[str, object] = {}
     try:
-        store = pipeline.open_run(settings).store
+        store = open_run(settings).store
         wanted = {"report": "report/report.md", "adapter": "adapter/adapter_config.json",
                   "merged_model": "merged/config.json"}
         for name, key in wanted.items():
@@ -333,7 +208,9 @@ def _asked_log_format(config: str | None, overrides: list[str]) -> str:
 
 
 def _check(args: argparse.Namespace, settings: JobSettings) -> int:
-    p = plan(settings)
+    from grpo_job import preflight
+
+    p = preflight.plan(settings)
     if args.print_settings:
         print(json.dumps(settings.redacted(), indent=1, default=str))
     _print_plan(p, settings)
@@ -341,10 +218,11 @@ def _check(args: argparse.Namespace, settings: JobSettings) -> int:
 
 
 def _run(settings: JobSettings, restart) -> int:
-    from grpo_job import pipeline
+    from grpo_job import pipeline, preflight
 
-    plan(settings, inspect_data=False)  # same checks as `check`; the data's in prepare_data, the first stage
-    pipeline.run(settings, restart=restart)
+    ctx = open_run(settings)
+    preflight.plan(settings, inspect_data=False, ctx=ctx)  # same checks as `check`; the data's in prepare_data, the first stage
+    pipeline.run(settings, restart=restart, ctx=ctx)
     return errors.EXIT_OK
 
 

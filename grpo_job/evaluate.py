@@ -32,7 +32,7 @@ from grpo_job.answers import AnswerType
 from grpo_job.training import engines
 
 if TYPE_CHECKING:
-    from grpo_job.pipeline import RunContext
+    from grpo_job.context import RunContext
     from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def load_model(s: JobSettings, ctx: RunContext, adapter: bool) -> tuple[Any, Any
     """(model in eval mode on the best device, tokenizer). With `adapter`, the LoRA from the store's
     `adapter/` is merged into the base weights (faster generation, same outputs)."""
     engines.use_triton_interpreter_without_gpu()
-    if engines.pick_engine(s) == "unsloth":
+    if ctx.engine == "unsloth":
         import unsloth  # noqa: F401  (first: it patches transformers, and the train stage relies on that)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -14,174 +14,25 @@ vLLM held is handed back to the driver before evaluation loads its model.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from grpo_job import data as data_mod
 from grpo_job import distributed, resume, stopping
+from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly
+from grpo_job.preflight import restart_plan
 from grpo_job.settings import JobSettings
-from grpo_job.store import RunStore, checkpoints, open_store
+from grpo_job.stages import Stage, stages
 from grpo_job.training import engines
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class RunContext:
-    settings: JobSettings
-    store: RunStore
-    run_id: str
-    work_dir: Path  # local scratch for this run
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.settings.work_dir / "cache"
-
-    def stage_summary(self, name: str) -> dict[str, Any] | None:
-        key = marker_key(name)
-        return json.loads(self.store.read_text(key)) if self.store.exists(key) else None
+__all__ = ["RunContext", "Stage", "marker_key", "open_run", "restart_plan", "run", "stages"]
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    run: Callable[[RunContext], dict[str, Any]]
-    enabled: Callable[[JobSettings], bool] = lambda s: True
-    about: str = ""
-    every_process: bool = False  # run by every process of a multi-process launch, not the main one alone
-    fresh_process_after: bool = False  # later stages run in a new process (GPU memory handed back)
-
-
-def marker_key(name: str) -> str:
-    return f"stages/{name}.json"
-
-
-# ---------------------------------------------------------------- stage bodies kept here (small)
-def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], Any]) -> tuple[list, list, dict]:
-    """Load and map the data, then check it before any model is loaded: the rows held out (a warning
-    worded for the evaluation settings), the columns each reward asks for, the reference answers, (when
-    `template()` gives the model's chat template, else None) prompt rendering and lengths, a dry call of
-    every reward on synthetic completions of a few rows, and the rows of `evaluation.data_path` when it
-    is evaluated. (train rows, held-out rows, summary); raises SettingsError."""
-    from grpo_job import rewards
-    from grpo_job.training import health
-
-    train, heldout, summary = data_mod.prepare(s.data, cache_dir)
-    note = data_mod.hold_out_note(s.data, s.evaluation, summary["source_rows"]["train"],
-                                  summary["source_rows"]["held_out"])
-    if note:
-        summary["warnings"] = [note]
-        log.warning("data: %s", note)
-    built = rewards.build_all(s.rewards, s.data.answer_type)
-    health.check_reward_columns(built, summary["columns"])
-    summary.update(data_mod.check_references(train, s.data))
-    chat_template = template()
-    if chat_template is None:
-        summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
-        health.dry_call(built, train, None, time_limit=s.health.reward_time_limit)
-    else:
-        from grpo_job import chat
-
-        render = chat.renderer(s, chat_template)
-        summary.update(data_mod.check_prompts(train, render, s.data, s.train.max_prompt_length))
-        if train:
-            chat.check_opening_tag(s, render, train[0]["prompt"])
-        health.dry_call(built, render.for_trainer(train), chat_template, time_limit=s.health.reward_time_limit)
-    if s.evaluation.enabled and s.evaluation.data_path:
-        summary["evaluation_rows"] = len(data_mod.evaluation_rows(s.evaluation.data_path, s.data))
-    return train, heldout, summary
-
-
-def prepare_data(ctx: RunContext) -> dict[str, Any]:
-    """Stage body: the checked data (load_and_check_data, with the model's tokenizer) into the store."""
-    from grpo_job import chat
-
-    s = ctx.settings
-    train, heldout, summary = load_and_check_data(s, ctx.cache_dir, lambda: chat.for_run(s.model, ctx.cache_dir))
-    chat.check_context(s, ctx.cache_dir)  # the model's config.json is here now (for_run fetched it)
-    ctx.store.write_text("data/train.jsonl", data_mod.to_jsonl(train))
-    ctx.store.write_text("data/eval.jsonl", data_mod.to_jsonl(heldout))
-    return summary
-
-
-def _lazy(module: str, func: str, *args: Any) -> Callable[[RunContext], dict[str, Any]]:
-    """A stage body that imports its module only when it runs, so listing the stages (and `check`)
-    imports no ML library."""
-
-    def body(ctx: RunContext) -> dict[str, Any]:
-        return getattr(importlib.import_module(f"grpo_job.{module}"), func)(ctx, *args)
-
-    return body
-
-
-def stages() -> list[Stage]:
-    return [
-        Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
-        Stage("reward_preflight", _lazy("training.health", "preflight"), enabled=lambda s: s.health.preflight_samples > 0,
-              about="sample from the base model and run every reward: fail early on a broken one"),
-        Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
-              about="greedy accuracy / format / length of the base model on held-out prompts"),
-        Stage("train", _lazy("training.train", "run"), every_process=True, fresh_process_after=True,
-              about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
-        Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
-              about="the same evaluation on base + the trained adapter"),
-        Stage("report", _lazy("artifacts.report", "run"), enabled=lambda s: s.report.enabled,
-              about="plots of rewards and completion length, report.md with before/after, in report/"),
-        Stage(
-            "merge",
-            _lazy("artifacts.export", "merge"),
-            enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
-            about="merge the LoRA into a 16-bit copy of the base model",
-        ),
-        Stage(
-            "export_gguf",
-            _lazy("artifacts.export", "export_gguf"),
-            enabled=lambda s: bool(s.export.quantizations),
-            about="GGUF files with llama.cpp's converter and llama-quantize (pinned version)",
-        ),
-        Stage(
-            "verify_gguf",
-            _lazy("artifacts.export", "verify_gguf"),
-            enabled=lambda s: bool(s.export.quantizations) and s.export.verify,
-            about="load each GGUF in llama.cpp; greedy output of f16/q8_0 must match the merged model",
-        ),
-        Stage(
-            "publish",
-            _lazy("artifacts.publish", "publish"),
-            enabled=lambda s: s.hub.repo_id is not None,
-            about="push merged model, GGUF files, adapter and model card to the Hub in one commit",
-        ),
-    ]
-
-
-# ---------------------------------------------------------------- running
-def open_run(settings: JobSettings) -> RunContext:
-    run_id = settings.resolved_run_id()
-    store = open_store(settings.store.uri, run_id)
-    launch = distributed.current()
-    if not launch.is_main:
-        store = distributed.ReadOnlyStore(store, f"process {launch}")
-    work_dir = settings.work_dir / "runs" / run_id
-    return RunContext(settings=settings, store=store, run_id=run_id, work_dir=work_dir)
-
-
-def restart_plan(ctx: RunContext) -> resume.ResumePlan | None:
-    """How the settings differ from the ones this run was last started with, and what that does (see
-    grpo_job/resume.py); None for a new run. Reads the store only."""
-    if not ctx.store.exists("settings.json"):
-        return None
-    saved = json.loads(ctx.store.read_text("settings.json"))
-    names = [s.name for s in stages()]
-    done = {n: ctx.stage_summary(n) for n in names if ctx.store.exists(marker_key(n))}
-    return resume.plan(saved.get("settings", {}), ctx.settings.redacted(), stage_names=names, done=done,
-                       checkpoint_steps=checkpoints.complete_steps(ctx.store), run_id=ctx.run_id)
 
 
 def _record_settings(ctx: RunContext, plan: resume.ResumePlan | None) -> None:
@@ -198,13 +49,13 @@ def _record_settings(ctx: RunContext, plan: resume.ResumePlan | None) -> None:
         if not plan.changes:
             return
     ctx.store.write_text(
-        "settings.json",
+        StoreKeys.SETTINGS,
         json.dumps({"fingerprint": ctx.settings.fingerprint(), "settings": ctx.settings.redacted()}, indent=1),
     )
 
 
 def run(settings: JobSettings, only: list[Stage] | None = None,
-        restart: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+        restart: Callable[[], None] | None = None, ctx: RunContext | None = None) -> dict[str, dict[str, Any]]:
     """Run every enabled stage in order, skipping finished ones. Returns each stage's summary.
 
     `restart` (it does not return: e.g. `os.execv` of the same command) is called after a
@@ -214,10 +65,11 @@ def run(settings: JobSettings, only: list[Stage] | None = None,
 
     In a multi-process launch the main process runs every stage and writes every marker; the others
     wait for the main's markers up to the first `every_process` stage, run those stages with it, and
-    return after the last one (see grpo_job/distributed.py)."""
+    return after the last one (see grpo_job/distributed.py). `ctx`: the run already opened for these
+    settings (`open_run`, as `cli` does for its plan), else opened here."""
     engines.use_triton_interpreter_without_gpu()
-    launch = distributed.current()
-    ctx = open_run(settings)
+    ctx = open_run(settings) if ctx is None else ctx
+    launch = ctx.launch
     ctx.store.check_reachable()
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     log.info("run %s: store %s%s", ctx.run_id, ctx.store.uri, f"; {launch}" if launch.multi else "",

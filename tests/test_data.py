@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from grpo_job import data
+from grpo_job import data, preflight
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import correctness_reward
 from grpo_job.settings import DataSettings
@@ -59,7 +59,6 @@ def test_local_jsonl_mapped_and_held_out(tmp_path):
     (40, 0.25, ["--evaluation.enabled=false"], (30, 10), "never used (evaluation.enabled=false)"),
 ])
 def test_the_hold_out_note_fits_the_evaluation_settings(tmp_path, caplog, rows, fraction, evaluation, expected, note):
-    from grpo_job import pipeline
     from grpo_job.settings import load_settings
 
     f = tmp_path / "d.jsonl"
@@ -68,7 +67,7 @@ def test_the_hold_out_note_fits_the_evaluation_settings(tmp_path, caplog, rows, 
     args = [f"--evaluation.data_path={tmp_path / 'ev.jsonl'}" if a == "eval_file" else a for a in evaluation]
     s = load_settings(None, [f"--data.path={f}", f"--data.eval_fraction={fraction}", *args])
     with caplog.at_level("WARNING"):
-        train, heldout, summary = pipeline.load_and_check_data(s, tmp_path, lambda: None)
+        train, heldout, summary = preflight.load_and_check_data(s, tmp_path, lambda: None)
     assert (len(train), len(heldout)) == expected
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
     if note is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_answers import TABLE
 
-from grpo_job import cli, evaluate, pipeline
+from grpo_job import evaluate, pipeline, preflight
 from grpo_job.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_missing_evaluation_file_is_a_settings_error(tmp_path):
     s = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])  # valid where the file may exist
     assert any("evaluation.data_path [GRPO_EVALUATION__DATA_PATH]: local data file" in p for p in environment.problems(s))
     with pytest.raises(SettingsError, match="GRPO_EVALUATION__DATA_PATH"):
-        cli.plan(s)
+        preflight.plan(s)
 
 
 @pytest.mark.parametrize("value, words", [
@@ -114,7 +114,7 @@ def test_the_data_check_reads_the_evaluation_file_as_eval_rows_does(tmp_path, ca
     (tmp_path / "ev.jsonl").write_text(text)
     s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--evaluation.data_path={tmp_path / 'ev.jsonl'}"])
     with pytest.raises(SettingsError) as e:
-        pipeline.load_and_check_data(s, tmp_path / "cache", lambda: None)
+        preflight.load_and_check_data(s, tmp_path / "cache", lambda: None)
     assert words in str(e.value) and "evaluation.data_path [GRPO_EVALUATION__DATA_PATH]" in str(e.value), str(e.value)
     assert "GRPO_DATA__PATH" not in str(e.value)
     # the evaluate stage would have failed on it the same way, after loading the model
@@ -122,7 +122,7 @@ def test_the_data_check_reads_the_evaluation_file_as_eval_rows_does(tmp_path, ca
         evaluate.eval_rows(pipeline.open_run(s))
     # unused when the evaluation is off: not read
     off = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'ev.jsonl'}", "--evaluation.enabled=false"])
-    assert "evaluation_rows" not in pipeline.load_and_check_data(off, tmp_path / "cache", lambda: None)[2]
+    assert "evaluation_rows" not in preflight.load_and_check_data(off, tmp_path / "cache", lambda: None)[2]
 
 
 def test_check_counts_the_evaluation_rows_also_for_data_it_does_not_read(tmp_path):
@@ -132,10 +132,10 @@ def test_check_counts_the_evaluation_rows_also_for_data_it_does_not_read(tmp_pat
     f = tmp_path / "ev.jsonl"
     f.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n" for i in range(3)))
     base = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--data.path=org/ds"]
-    assert cli.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))["data_report"] == {"evaluation_rows": 3}
+    assert preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))["data_report"] == {"evaluation_rows": 3}
     f.write_text(json.dumps({"q": "no question column"}) + "\n")
     with pytest.raises(SettingsError, match=r"\(evaluation.data_path \[GRPO_EVALUATION__DATA_PATH\]\) lacks column"):
-        cli.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))
+        preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 from grpo_job import cli, data, pipeline
 from grpo_job import rewards as R
 from grpo_job.errors import SettingsError
+from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings
 from grpo_job.training import health
 
@@ -62,7 +63,7 @@ ROWS = [{"prompt": [{"role": "user", "content": f"q{i}"}], "answer": str(a)} for
 def test_check_rewards_names_the_raising_reward_and_shows_its_completion():
     texts = ["<answer>4</answer>", "I think it is 7", "<answer>10</answer>"]
     with pytest.raises(SettingsError) as e:
-        health.check_rewards(["correctness", "tests.test_health:raises_on_odd_answer"], ROWS, texts)
+        reward_calls.check_rewards(["correctness", "tests.test_health:raises_on_odd_answer"], ROWS, texts)
     msg = str(e.value)
     assert "reward 'tests.test_health:raises_on_odd_answer' raised ValueError: cannot score answer 7" in msg
     assert "completion #1" in msg and "'I think it is 7'" in msg and "reference answer '7'" in msg
@@ -71,7 +72,7 @@ def test_check_rewards_names_the_raising_reward_and_shows_its_completion():
 def test_check_rewards_catches_a_wrong_length_and_shows_the_completion():
     texts = ["<answer>4</answer>", "no tags here at all", "<answer>10</answer>"]
     with pytest.raises(SettingsError) as e:
-        health.check_rewards(["tests.test_health:drops_untagged"], ROWS, texts)
+        reward_calls.check_rewards(["tests.test_health:drops_untagged"], ROWS, texts)
     msg = str(e.value)
     assert "returned 2 scores for 3 completions" in msg
     assert "completion #1" in msg and "'no tags here at all'" in msg
@@ -79,7 +80,7 @@ def test_check_rewards_catches_a_wrong_length_and_shows_the_completion():
 
 def test_check_rewards_scores_healthy_rewards_like_trl():
     texts = ["<reasoning>a</reasoning><answer>4</answer>", "<answer>8</answer>", "x"]
-    scores = health.check_rewards(["format", "correctness", "partial_format"], ROWS, texts)
+    scores = reward_calls.check_rewards(["format", "correctness", "partial_format"], ROWS, texts)
     assert scores == {"format": [1.0, 0.0, 0.0], "correctness": [1.0, 0.0, 0.0], "partial_format": [1.0, 0.5, 0.0]}
 
 
@@ -94,7 +95,7 @@ def test_check_rewards_accepts_what_trl_accepts():
         "tests.reward_fixtures:async_tag_reward": 1.0, "tests.reward_fixtures:odd_rows_skipped": 1.0,
         "tests.reward_fixtures:difficulty_bonus": 1.0})
     built["soft_overlong"] = R.build("soft_overlong", {"max_completion_len": 4, "soft_punish_cache": 2})
-    scores = health.check_rewards(built, rows, texts, completion_ids=[[1] * 2, [1] * 3, [1] * 9])
+    scores = reward_calls.check_rewards(built, rows, texts, completion_ids=[[1] * 2, [1] * 3, [1] * 9])
     assert scores["tests.reward_fixtures:async_tag_reward"] == [1.0, 0.0, 1.0]
     skipped = scores["tests.reward_fixtures:odd_rows_skipped"]
     assert skipped[0] == 1.0 and math.isnan(skipped[1]) and skipped[2] == 1.0
@@ -185,7 +186,7 @@ def test_exempt_reward_must_be_a_configured_reward():
 def test_cuda_oom_becomes_a_message_naming_the_settings(tmp_path, monkeypatch, capsys):
     import torch
 
-    def oom(settings, only=None, restart=None):
+    def oom(settings, only=None, restart=None, ctx=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
 
     monkeypatch.setattr(pipeline, "run", oom)
@@ -225,7 +226,7 @@ def _prepared_rows(tmp_path):
 def test_dry_call_names_a_reward_that_breaks_when_trl_calls_it(tmp_path, name, kwargs, words):
     rows = _prepared_rows(tmp_path)
     with pytest.raises(SettingsError) as e:
-        health.dry_call({name: R.build(name, kwargs)}, rows)
+        reward_calls.dry_call({name: R.build(name, kwargs)}, rows)
     msg = str(e.value)
     assert f"reward {name!r}" in msg and f"rewards.{name}" in msg and "dry call" in msg, msg
     assert all(w in msg for w in words), msg
@@ -242,10 +243,10 @@ def test_dry_call_passes_trl_arguments_and_synthetic_completions(tmp_path, chat_
     built = R.build_all({"format": 1.0, "correctness": 1.0, "tests.reward_fixtures:by_difficulty": 1.0,
                          "tests.reward_fixtures:async_tag_reward": 1.0})
     built["soft_overlong"] = R.build("soft_overlong", {"max_completion_len": 10, "soft_punish_cache": 5})
-    scores = health.dry_call(built, rows, chat.from_folder(chat_models["smollm2"]))
+    scores = reward_calls.dry_call(built, rows, chat.from_folder(chat_models["smollm2"]))
     assert (tmp_path / "calls.jsonl").read_text().splitlines() == ["[1, 1, 2, 2, 3, 3]"]
-    assert scores["format"] == scores["correctness"] == [1.0, 0.0] * health.DRY_ROWS
-    assert scores["tests.reward_fixtures:async_tag_reward"] == [1.0, 0.0] * health.DRY_ROWS
+    assert scores["format"] == scores["correctness"] == [1.0, 0.0] * reward_calls.DRY_ROWS
+    assert scores["tests.reward_fixtures:async_tag_reward"] == [1.0, 0.0] * reward_calls.DRY_ROWS
     assert scores["tests.reward_fixtures:by_difficulty"][1] == 0.0 < scores["tests.reward_fixtures:by_difficulty"][0]
     # the formatted answer is ~15 tokens + eos (past 10: punished), the empty one just eos (not)
     assert scores["soft_overlong"][0] < 0 and scores["soft_overlong"][1] == 0.0

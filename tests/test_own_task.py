@@ -12,9 +12,9 @@ import pytest
 
 from grpo_job import chat, data, pipeline
 from grpo_job.errors import EXIT_INVALID, SettingsError
+from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings
 from grpo_job.store import LocalStore
-from grpo_job.training import health
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -101,12 +101,12 @@ def test_every_column_reaches_the_rewards_and_a_missing_one_is_named(tmp_path):
             for i in range(8)]
     train, _, summary = data.prepare(DataSettings(path=str(write_jsonl(tmp_path / "d.jsonl", rows))), tmp_path)
     assert {"difficulty", "tags", "prompt", "answer", "question"} <= set(summary["columns"])
-    health.check_reward_columns(["correctness", "tests.reward_fixtures:by_difficulty"], summary["columns"])
+    reward_calls.check_reward_columns(["correctness", "tests.reward_fixtures:by_difficulty"], summary["columns"])
     # the preflight calls the rewards as TRL does: the column arrives, one value per completion
-    scores = health.check_rewards(["tests.reward_fixtures:by_difficulty"], train[:3], ["x" * 50] * 3)
+    scores = reward_calls.check_rewards(["tests.reward_fixtures:by_difficulty"], train[:3], ["x" * 50] * 3)
     assert scores["tests.reward_fixtures:by_difficulty"] == [r["difficulty"] * 50 / 500 for r in train[:3]]
     with pytest.raises(SettingsError) as e:
-        health.check_reward_columns(["tests.reward_fixtures:by_difficulty"], ["question", "answer", "prompt"])
+        reward_calls.check_reward_columns(["tests.reward_fixtures:by_difficulty"], ["question", "answer", "prompt"])
     assert "['difficulty']" in str(e.value) and "tests.reward_fixtures:by_difficulty" in str(e.value)
 
 
@@ -289,7 +289,7 @@ def test_a_column_reaches_the_reward_in_real_training_and_zero_prompts_never_tra
     prepared = data.from_jsonl(store.read_text("data/train.jsonl"))
     assert {r["difficulty"] for r in prepared} == {1, 2, 3}
     # prepare_data's dry call first: the first rows' own values, each row's twice (its two synthetic completions)
-    assert dry == [r["difficulty"] for r in prepared[: health.DRY_ROWS] for _ in range(2)]
+    assert dry == [r["difficulty"] for r in prepared[: reward_calls.DRY_ROWS] for _ in range(2)]
     assert calls and all(len(c) == 4 for c in calls)  # one value per completion: 1 prompt x 4 generations
     assert all(len(set(c)) == 1 and c[0] in (1, 2, 3) for c in calls)  # the group's prompt's own difficulty
     metrics = [json.loads(line) for line in store.read_text("metrics.jsonl").splitlines()]

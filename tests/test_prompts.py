@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_job import chat, models, pipeline, resume
+from grpo_job import chat, models, pipeline, preflight, resume
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.settings import load_settings
 from grpo_job.training import train
@@ -59,7 +59,7 @@ def test_every_stage_renders_what_trl_renders(templates, tmp_path, name, kwargs)
     want_ids = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True, return_dict=False, **kwargs)
     assert render.text(MESSAGES) == want_text and render.token_ids(MESSAGES) == want_ids
 
-    rows, _, summary = pipeline.load_and_check_data(s, tmp_path / "cache", lambda: chat.from_folder(templates[name]))
+    rows, _, summary = preflight.load_and_check_data(s, tmp_path / "cache", lambda: chat.from_folder(templates[name]))
     trl_counts = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
                                               return_dict=False, **kwargs)) for r in rows]
     assert summary["prompt_tokens_max"] == max(trl_counts) and summary["prompt_format"] == "chat"
@@ -74,7 +74,7 @@ def test_enable_thinking_false_changes_what_every_stage_counts(templates, tmp_pa
     for kwargs in ({}, {"enable_thinking": False}):
         s = settings(tmp_path, f"--model.name_or_path={templates['qwen3_style']}", "--model.gguf_file=null",
                      f"--train.extra={json.dumps({'chat_template_kwargs': kwargs})}", '--rewards={"correctness": 1}')
-        summary = pipeline.load_and_check_data(s, tmp_path / "cache", lambda: chat.from_folder(templates["qwen3_style"]))[2]
+        summary = preflight.load_and_check_data(s, tmp_path / "cache", lambda: chat.from_folder(templates["qwen3_style"]))[2]
         counts[bool(kwargs)] = summary["prompt_tokens_max"]
     assert counts[True] > counts[False]  # the empty <think></think> block TRL renders is counted
 
@@ -109,7 +109,7 @@ def test_a_generation_prompt_that_opens_a_tag_a_reward_expects_stops(templates, 
                                                                       fails_with):
     s = settings(tmp_path, f"--model.name_or_path={templates[name]}", "--model.gguf_file=null",
                  f"--train.extra={json.dumps({'chat_template_kwargs': kwargs})}", f"--rewards={json.dumps(rewards)}")
-    run = lambda: pipeline.load_and_check_data(s, tmp_path / "cache", lambda: chat.from_folder(templates[name]))  # noqa: E731
+    run = lambda: preflight.load_and_check_data(s, tmp_path / "cache", lambda: chat.from_folder(templates[name]))  # noqa: E731
     if fails_with is None:
         run()
         return
@@ -124,7 +124,7 @@ def test_check_exits_2_on_a_think_template_and_plain_prompts_are_not_held_agains
     assert r.returncode == EXIT_INVALID and "opening <think> tag" in r.stderr and "Traceback" not in r.stderr, r.stderr
     s = settings(tmp_path, f"--model.name_or_path={templates['r1_distill']}", "--model.gguf_file=null",
                  "--data.prompt_format=plain", '--rewards={"format": 1.0}')
-    assert pipeline.load_and_check_data(s, tmp_path / "c", lambda: chat.from_folder(templates["r1_distill"]))[2][
+    assert preflight.load_and_check_data(s, tmp_path / "c", lambda: chat.from_folder(templates["r1_distill"]))[2][
         "prompt_format"] == "plain"
 
 
@@ -185,7 +185,7 @@ def test_a_tokenizer_without_template_gives_plain_prompts_as_trl_tokenizes_them(
     s = settings(tmp_path, f"--model.name_or_path={templates['no_template']}", "--model.gguf_file=null",
                  "--data.prompt_template=Question: {prompt}\nAnswer:", "--data.system_prompt=",
                  '--rewards={"correctness": 1.0}')
-    rows, _, summary = pipeline.load_and_check_data(s, tmp_path / "cache", lambda: bare)
+    rows, _, summary = preflight.load_and_check_data(s, tmp_path / "cache", lambda: bare)
     assert summary["prompt_format"] == "plain" and "plain-text prompts" in summary["chat_template"]
     render = chat.renderer(s, bare)
     trl_rows = render.for_trainer(rows)

@@ -13,9 +13,9 @@ import pytest
 
 from grpo_job import rewards
 from grpo_job.errors import EXIT_FAILURE, EXIT_INVALID, JobError, SettingsError
+from grpo_job.rewards import calls as reward_calls
 from grpo_job.rewards import limits
 from grpo_job.settings import load_settings
-from grpo_job.training import health
 
 ROOT = Path(__file__).resolve().parents[1]
 HANGING = '''
@@ -137,7 +137,7 @@ def test_dry_call_reports_the_limit_once(tmp_path):
     rows = [{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}] * 3
     t0 = time.monotonic()
     with pytest.raises(SettingsError, match=r"rewards\.mine faster"):
-        health.dry_call({"mine": hangs}, rows, time_limit=0.5)
+        reward_calls.dry_call({"mine": hangs}, rows, time_limit=0.5)
     assert calls == [6] and time.monotonic() - t0 < 3  # no culprit search: one call, one limit
 
 

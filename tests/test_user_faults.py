@@ -19,6 +19,7 @@ from hub_server import HubServer
 
 from grpo_job import answers, data, stopping
 from grpo_job.errors import SettingsError
+from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings, rules
 from grpo_job.settings.loading import read_yaml, source_label
 from grpo_job.training import health
@@ -49,7 +50,7 @@ def _rewards_returning(values):
     ({"a": 0.5, "b": 1.5, "watch": 0.0}, {"a": [0, 0, 0], "b": [0, 0, 0], "watch": [1, 1, 0]}, True, True),
 ])
 def test_preflight_variance_counts_weighted_rewards_only(weights, scores, no_variance, all_zero):
-    got = health.check_rewards(_rewards_returning(scores), ROWS, ["x", "y", "z"])
+    got = reward_calls.check_rewards(_rewards_returning(scores), ROWS, ["x", "y", "z"])
     verdict = health.signal_verdict(got, health.reward_report(got), health.weighted(weights))
     assert verdict["no_variance"] is no_variance and verdict["all_zero"] is all_zero
     assert set(verdict["trained"]) == {n for n, w in weights.items() if w != 0}
@@ -218,18 +219,18 @@ def test_a_settings_file_with_a_byte_order_mark_loads(tmp_path):
 def test_reward_scores_accepted_as_trl_accepts_them(value, accepted):
     reward = {"scored": lambda completions, **kw: [value] * len(completions)}
     if accepted:
-        got = health.check_rewards(reward, ROWS, ["a", "b", "c"], light=True)["scored"]
+        got = reward_calls.check_rewards(reward, ROWS, ["a", "b", "c"], light=True)["scored"]
         assert all(math.isnan(v) for v in got) if value is None else got == [float(value)] * 3
     else:
         with pytest.raises(SettingsError, match="returned a non-number"):
-            health.check_rewards(reward, ROWS, ["a", "b", "c"], light=True)
+            reward_calls.check_rewards(reward, ROWS, ["a", "b", "c"], light=True)
 
 
 def test_a_0d_torch_tensor_is_a_score_as_in_trl():
     import torch
 
-    assert health.is_score(torch.tensor(0.5)) and health.is_score(torch.tensor(1))
-    assert not health.is_score(torch.tensor([0.5])) and not health.is_score(torch.tensor(1 + 1j))
+    assert reward_calls.is_score(torch.tensor(0.5)) and reward_calls.is_score(torch.tensor(1))
+    assert not reward_calls.is_score(torch.tensor([0.5])) and not reward_calls.is_score(torch.tensor(1 + 1j))
 
 
 # ---------------------------------------------------------------- 8: warm-up leaves a step that learns

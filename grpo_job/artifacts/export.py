@@ -34,7 +34,7 @@ from grpo_job.errors import JobError, TrainingUnhealthy
 from grpo_job.training import engines
 
 if TYPE_CHECKING:
-    from grpo_job.pipeline import RunContext
+    from grpo_job.context import RunContext
     from grpo_job.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def merge(ctx: RunContext) -> dict[str, Any]:
             "to publish it anyway")
     base_path = models.resolve(s.model, ctx.cache_dir)
     out = ctx.work_dir / "merged"
-    if engines.pick_engine(s) == "unsloth":
+    if ctx.engine == "unsloth":
         summary = engines.UnslothEngine().merge(base_path, adapter_dir, out, s)
         return {**summary, "files": len(ctx.store.put_dir(out, "merged"))}
 

@@ -34,7 +34,7 @@ from grpo_job.artifacts.export import fetch_dir, gguf_key, sha256_file
 from grpo_job.errors import JobError, SettingsError
 
 if TYPE_CHECKING:
-    from grpo_job.pipeline import RunContext
+    from grpo_job.context import RunContext
     from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from grpo_job import rewards
 
 if TYPE_CHECKING:
-    from grpo_job.pipeline import RunContext
+    from grpo_job.context import RunContext
     from grpo_job.store import RunStore
 
 log = logging.getLogger(__name__)

@@ -1,205 +1,44 @@
-"""Reward health: a dry call and a preflight before training, and guards during it.
+"""Reward health: a preflight before training, and guards during it.
 
-- `dry_call` (the data check, in `check` and prepare_data, before any model is loaded): every reward
-  called once as TRL calls it, on synthetic completions of a few data rows; a reward that raises or
-  returns the wrong number of scores fails the run at once (exit 2), naming `rewards.<name>`.
 - `preflight` (its own stage, before training): sample a few completions from the base model (through
-  vLLM where evaluation uses it, else transformers) and
-  call every reward on them the way TRL does. A reward that raises, returns the wrong number of
-  scores or a non-number fails the run at once (exit 2) with the completion that broke it, before
-  any GPU time goes into training. Every reward 0 on every sample is legal but means no learning
-  signal: a loud warning shows examples.
+  vLLM where evaluation uses it, else transformers) and call every reward on them the way TRL does
+  (`grpo_job.rewards.calls`). A reward that raises, returns the wrong number of scores or a non-number
+  fails the run at once (exit 2) with the completion that broke it, before any GPU time goes into
+  training. Every reward 0 on every sample is legal but means no learning signal: a loud warning shows
+  examples.
 - `Guards` (a TrainerCallback during training): every group with zero reward variance for K logged
   steps in a row (TRL's `frac_reward_zero_std` = 1), one reward exactly 0 for K steps, or a NaN/inf
   loss or grad norm -> the trainer saves a checkpoint (which the store callback uploads), stops, and
   the run exits with code 3 (`TrainingUnhealthy`) and a message saying what to change.
+
+The dry call on synthetic completions (`check`, prepare_data) is `grpo_job.rewards.calls.dry_call`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import decimal
-import inspect
 import logging
 import math
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import data
 from grpo_job import rewards as R
-from grpo_job.errors import EXIT_INVALID, SettingsError, TrainingUnhealthy
-from grpo_job.rewards import limits
+from grpo_job.errors import TrainingUnhealthy
+from grpo_job.rewards import calls
 
 if TYPE_CHECKING:
-    from grpo_job.pipeline import RunContext
+    from grpo_job.context import RunContext
     from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
 
-_SHOWN = 600  # characters of an offending completion shown in an error
-
-
-def _show(text: str) -> str:
-    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
-
 
 # ---------------------------------------------------------------- preflight
-def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], completions: list[str],
-                  completion_ids: list[list[int]] | None = None, found_by: str = "",
-                  light: bool = False, time_limit: float | None = None) -> dict[str, list[float]]:
-    """Call every reward on (prompt row, completion) pairs as TRL's GRPOTrainer calls it; return the
-    scores by reward name (NaN where a reward returned None: TRL skips those).
-
-    `rewards`: built rewards by settings name (`rewards.build_all`), or names built with their
-    defaults. As in TRL's `_calculate_rewards`: keyword arguments `prompts`, `completions` (chat
-    messages when the prompts are, else text), `completion_ids`, every other dataset column,
-    `trainer_state`, `log_extra`, `log_metric`; async rewards are awaited; None is a skipped
-    completion. Raises SettingsError naming the reward and its setting (`rewards.<name>`) and showing
-    the completion that broke it when a reward raises, returns the wrong number of scores, or returns
-    a non-number; `found_by` (what produced the completions) is added to that message. `light`: the
-    TrainerState (building one imports torch) is built only when a user reward (`module:function`) is
-    among them; the job's and TRL's own rewards never read `trainer_state` and get None. `time_limit`:
-    seconds each call may take (`health.reward_time_limit`); a reward over it fails at once (SettingsError)."""
-    funcs = dict(rewards) if isinstance(rewards, Mapping) else {name: R.build(name) for name in rewards}
-    if time_limit is not None:
-        funcs = {name: limits.limited(name, f, time_limit, EXIT_INVALID) for name, f in funcs.items()}
-    n = len(completions)
-    ids = completion_ids if completion_ids is not None else [[] for _ in completions]
-    columns = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")] if rows else []
-    state = _trainer_state() if not light or any(":" in name for name in funcs) else None
-    # conversational prompts: TRL passes each completion as a list of messages
-    conversational = bool(rows) and isinstance(rows[0].get("prompt"), list)
-
-    def call(func: Any, idx: list[int]) -> Any:
-        kwargs = {k: [rows[i][k] for i in idx] for k in columns}
-        out = func(
-            prompts=[rows[i]["prompt"] for i in idx],
-            completions=[[{"role": "assistant", "content": completions[i]}] if conversational else completions[i]
-                         for i in idx],
-            completion_ids=[ids[i] for i in idx],
-            trainer_state=state, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
-            **kwargs,
-        )
-        return asyncio.run(out) if inspect.iscoroutine(out) else out
-
-    def attempt(func: Any, idx: list[int]) -> tuple[str | None, Any]:
-        """(what is wrong or None, the scores): one call, as TRL makes one per batch (an LLM judge costs)."""
-        try:
-            out = call(func, idx)
-        except limits.RewardTimeLimit as e:  # no search for the culprit: each try would take the limit again
-            raise SettingsError(f"{e} ({found_by})" if found_by else str(e)) from None
-        except Exception as e:  # any error of user code is the finding, reported below
-            return f"raised {type(e).__name__}: {e}", None
-        try:
-            got = len(out)
-        except TypeError:
-            return f"returned {type(out).__name__}, not a list of floats", None
-        if got != len(idx):
-            return f"returned {got} scores for {len(idx)} completions (one per completion is required)", None
-        bad = [v for v in out if not is_score(v)]
-        if bad:
-            return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})", None
-        return None, out
-
-    def problem(func: Any, idx: list[int]) -> str | None:
-        return attempt(func, idx)[0]
-
-    scores: dict[str, list[float]] = {}
-    for name, func in funcs.items():
-        batch_problem, out = attempt(func, list(range(n)))
-        if batch_problem is None:
-            scores[name] = [math.nan if v is None else float(v) for v in out]
-            continue
-        # Find the completion that breaks it: one at a time, the first that fails on its own.
-        culprit = next((i for i in range(n) if problem(func, [i]) is not None), None)
-        if culprit is None:
-            detail = f"on a batch of {n} completions (each one alone is fine); the first was {_show(completions[0])}"
-        else:
-            detail = f"on completion #{culprit} {problem(func, [culprit])}: {_show(completions[culprit])}"
-            if "answer" in rows[culprit]:
-                detail += f" (reference answer {rows[culprit]['answer']!r})"
-        raise SettingsError(
-            f"reward {name!r} {batch_problem}, {detail}{f' ({found_by})' if found_by else ''}"
-            f"{_kwargs_hint(func) if batch_problem.startswith('raised TypeError') else ''}. A reward must "
-            f"return one float (or None) per completion and never raise on odd model output; fix the function or "
-            f"its arguments in rewards.{name}, or remove it from rewards [GRPO_REWARDS]"
-        )
-    return scores
-
-
-def is_score(value: Any) -> bool:
-    """Whether TRL takes `value` as one reward score: it builds `torch.tensor(scores, dtype=float32)` with
-    None as NaN, which takes any real number: Python's (bool included), numpy's scalars (`np.float32`,
-    `np.int64`, `np.bool_`), `Decimal`, a 0-d real torch tensor. Not text, complex numbers, arrays or lists."""
-    if value is None or isinstance(value, (numbers.Real, decimal.Decimal)):
-        return True
-    kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy's dtype.kind ('b', 'i', 'u', 'f')
-    if kind is not None and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0 \
-            and type(value).__name__ != "ndarray":
-        return kind in "biuf"
-    if type(value).__module__.startswith("torch") and getattr(value, "ndim", 1) == 0:
-        return not (value.is_complex() if hasattr(value, "is_complex") else True)
-    return False
-
-
 def weighted(settings_rewards: Mapping[str, Any]) -> list[str]:
     """The rewards that train (TRL's `reward_weights` entry not 0), by settings name. A weight-0 reward is
     logged only (TRL's advice for a metric to watch, trl#3018): neither the guards nor the preflight's
     variance test count it as learning signal."""
     return [name for name, entry in settings_rewards.items() if R.weight(entry) != 0]
-
-
-def _kwargs_hint(func: Any) -> str:
-    """Why a reward without `**kwargs` fails in TRL, which passes more keyword arguments than it names."""
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):  # a builtin or C callable without a signature: nothing to say
-        return ""
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return ""
-    return (". TRL calls every reward with the keyword arguments prompts, completions, completion_ids, "
-            "trainer_state, log_extra, log_metric and every dataset column: end its parameters with **kwargs")
-
-
-DRY_ROWS = 3  # data rows the data check calls every reward on, two synthetic completions each
-
-
-def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
-             time_limit: float | None = None) -> dict[str, list[float]]:
-    """Call every built reward (`rewards.build_all`) once before any model is loaded, through
-    `check_rewards` (TRL's keyword arguments and shapes): on the first `DRY_ROWS` prepared rows, each
-    as TRL groups them with two synthetic completions, its reference answer in the recipe's
-    reasoning/answer format and an empty one (a model that stops at once); `trainer_state` as
-    `check_rewards(light=True)` gives it (`check` imports no torch). Token ids come from the
-    model's tokenizer with its eos token when `chat` (`grpo_job.chat.ChatTemplate`) has one, else the
-    UTF-8 bytes stand in for them. Returns the scores by reward name; raises SettingsError naming the
-    reward and `rewards.<name>` when one raises or returns the wrong number of scores."""
-    picked = rows[:DRY_ROWS]
-    texts = [t for r in picked
-             for t in (f"<reasoning>\nThe answer is {r.get(data.ANSWER, '')}.\n</reasoning>\n<answer>\n"
-                       f"{r.get(data.ANSWER, '')}\n</answer>", "")]
-    tokenizer = getattr(chat, "tokenizer", None)
-    eos = tokenizer.token_to_id(chat.special_tokens["eos_token"]) \
-        if tokenizer is not None and "eos_token" in chat.special_tokens else None
-
-    def ids(text: str) -> list[int]:
-        if tokenizer is None:
-            return list(text.encode())
-        return tokenizer.encode(text, add_special_tokens=False).ids + ([eos] if eos is not None else [])
-
-    return check_rewards(rewards, [r for r in picked for _ in range(2)], texts, [ids(t) for t in texts],
-                         found_by=f"the data check's dry call of every reward, before any model is loaded, on "
-                                  f"{len(texts)} synthetic completions of {len(picked)} data rows: the reference "
-                                  "answer in the <reasoning>/<answer> format, and an empty one", light=True,
-                         time_limit=time_limit)
-
-
-def _trainer_state() -> Any:
-    """What TRL passes as `trainer_state` at the first step: a fresh TrainerState (step 0)."""
-    from transformers import TrainerState
-
-    return TrainerState()
 
 
 def reward_report(scores: dict[str, list[float]]) -> dict[str, dict[str, float | bool | None]]:
@@ -256,7 +95,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     texts = [g[0] for g in gens]
     # the rewards get the prompts as TRL passes them (text for plain prompts, messages for chat ones)
     rows = evaluate.prompt_renderer(s, ctx).for_trainer(rows)
-    scores = check_rewards(R.build_all(s.rewards, s.data.answer_type), rows, texts, [g[1] for g in gens],
+    scores = calls.check_rewards(ctx.rewards, rows, texts, [g[1] for g in gens],
                            time_limit=s.health.reward_time_limit)
     report = reward_report(scores)
     clipped = sum(len(g[1]) >= s.train.max_completion_length for g in gens) / max(len(gens), 1)
@@ -268,7 +107,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
                  "varies" if r["varies"] else "NO VARIANCE",
                  "" if name in verdict["trained"] else "  (weight 0: logged only)")
     if no_variance and texts:
-        examples = "\n".join(f"  [{i}] {_show(t)}" for i, t in enumerate(texts[:3]))
+        examples = "\n".join(f"  [{i}] {calls.shown(t)}" for i, t in enumerate(texts[:3]))
         what = "scored 0 on" if all_zero else "gave the same score to"
         log.warning(
             "REWARD PREFLIGHT: every weighted reward (%s) %s all %d sampled completions of the base model. With no "
@@ -301,11 +140,12 @@ def _func_names(s: JobSettings) -> dict[str, str]:
 class Guards:
     """The guard rules over logged steps, without any trainer: `observe` returns a stop message or None."""
 
-    def __init__(self, s: JobSettings):
+    def __init__(self, s: JobSettings, log_names: dict[str, str] | None = None):
+        """`log_names`: settings name -> TRL's logged name (`RunContext.reward_log_names`), else built here."""
         self.h = s.health
         # weight-0 rewards are logged only (not trained on): one that stays 0 is no reason to stop
         trained = set(weighted(s.rewards))
-        self.watched = {func: r for r, func in _func_names(s).items()
+        self.watched = {func: r for r, func in (log_names if log_names is not None else _func_names(s)).items()
                         if r not in self.h.zero_reward_exempt and r in trained}
         self.zero_std_run = 0
         self.zero_reward_run = dict.fromkeys(self.watched, 0)
@@ -352,7 +192,7 @@ def callbacks(ctx: RunContext) -> list[Any]:
     `on_train_end`, after the checkpoint it asked for was saved and handed to the store."""
     from transformers import TrainerCallback
 
-    guards = Guards(ctx.settings)
+    guards = Guards(ctx.settings, ctx.reward_log_names)
 
     class HealthGuard(TrainerCallback):
         stopped: str | None = None
@@ -394,26 +234,3 @@ def oom_message(exc: BaseException) -> str | None:
 
 
 # ---------------------------------------------------------------- the columns the rewards ask for
-def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[str]) -> None:
-    """Every keyword a reward requires (a parameter without a default, other than TRL's own arguments) is a
-    column of the prepared rows. `rewards`: the built rewards by name (`rewards.build_all`: a factory's
-    product, a function with its entry's arguments bound), or names to resolve. Raises SettingsError
-    naming the reward, the column and the columns there are."""
-    import inspect
-
-    trl_args = set(data.TRL_REWARD_ARGS) | {"prompts"}
-    built = rewards if isinstance(rewards, Mapping) else {name: R.resolve(name) for name in rewards}
-    for name, func in built.items():
-        try:
-            params = inspect.signature(func).parameters.values()
-        except (TypeError, ValueError):  # a builtin or C callable without a signature: the preflight calls it
-            continue
-        needed = [p.name for p in params if p.default is inspect.Parameter.empty
-                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in trl_args]
-        missing = [c for c in needed if c not in columns]
-        if missing:
-            raise SettingsError(
-                f"reward {name!r} needs the dataset column(s) {missing}, but the prepared rows have {columns}; "
-                "TRL passes each column to the rewards under its own name (the reference answer as `answer`). "
-                "Point GRPO_DATA__PATH at data with that column, or fix the reward's parameter names"
-            )

@@ -26,7 +26,7 @@ from grpo_job.store import checkpoints
 from grpo_job.training import engines, health
 
 if TYPE_CHECKING:
-    from grpo_job.pipeline import RunContext
+    from grpo_job.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
         its optimizer update (`on_pre_optimizer_step`), when weights and optimizer are untouched."""
 
         def on_step_begin(self, args, state, control, **kwargs):
-            stop.step_began(interruptible=not distributed.current().multi)
+            stop.step_began(interruptible=not ctx.launch.multi)
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             stop.step_updating()
@@ -116,7 +116,7 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
             what = ("step, LoRA weights, optimizer and scheduler state equal the saved ones" if whole else
                     "step and scheduler equal the saved ones; the sharded LoRA and optimizer state were loaded by "
                     "accelerate")
-            log.info("resumed from %s (%s): %s", resume.name, distributed.current(), what, extra={"resume": facts})
+            log.info("resumed from %s (%s): %s", resume.name, ctx.launch, what, extra={"resume": facts})
             # a learning rate changed since the checkpoint is applied (the checkpoint's scheduler holds the old one)
             if (lr := resume_rules.apply_learning_rate(optimizer, lr_scheduler, args.learning_rate)) is not None:
                 log.warning("train.learning_rate changed on resume: peak %g -> %g, applied from step %d", *lr,
@@ -186,16 +186,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
         stop.interruptible = False
         if own:
             stop.uninstall()
-        _end_own_process_group()
+        _end_own_process_group(ctx.launch.multi)
 
 
-def _end_own_process_group() -> None:
+def _end_own_process_group(multi: bool) -> None:
     """TRL's colocated vLLM opens a one-process torch.distributed group in a single-process run; left open,
     torch warns at exit from C++ (a line outside the JSON log). A launch's group is the launcher's."""
     import sys
 
     torch = sys.modules.get("torch")
-    if torch is None or distributed.current().multi:
+    if torch is None or multi:
         return
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -203,9 +203,9 @@ def _end_own_process_group() -> None:
 
 def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     s = ctx.settings
-    launch = distributed.current()
+    launch = ctx.launch
     engines.use_triton_interpreter_without_gpu()
-    engine_name = engines.pick_engine(s)
+    engine_name = ctx.engine
     log.info("engine: %s (setting %s)%s", engine_name, s.model.engine, f"; {launch}" if launch.multi else "")
     engine = engines.get(engine_name)  # the unsloth engine imports unsloth here, before trl
 
@@ -255,7 +255,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
             model=model,
             processing_class=tok,
             reward_funcs=[limits.limited(name, func, s.health.reward_time_limit)  # a hang is an error naming it
-                          for name, func in reward_registry.build_all(s.rewards, s.data.answer_type).items()],
+                          for name, func in ctx.rewards.items()],
             args=args,
             train_dataset=Dataset.from_list(rows),
             peft_config=peft_config,

@@ -1,0 +1,78 @@
+"""The run's stages: an ordered list of named, idempotent steps, each with the settings that enable it.
+
+A stage body takes the run's context (grpo_job/context.py) and returns its summary, which the runner
+(grpo_job/pipeline.py) writes as the stage's done-marker. Bodies are imported only when they run, so
+listing the stages (and `check`) imports no ML library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grpo_job.context import RunContext
+    from grpo_job.settings import JobSettings
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext], dict[str, Any]]
+    enabled: Callable[[JobSettings], bool] = lambda s: True
+    about: str = ""
+    every_process: bool = False  # run by every process of a multi-process launch, not the main one alone
+    fresh_process_after: bool = False  # later stages run in a new process (GPU memory handed back)
+
+
+def _lazy(module: str, func: str, *args: Any) -> Callable[[RunContext], dict[str, Any]]:
+    """A stage body that imports its module only when it runs, so listing the stages (and `check`)
+    imports no ML library."""
+
+    def body(ctx: RunContext) -> dict[str, Any]:
+        return getattr(importlib.import_module(f"grpo_job.{module}"), func)(ctx, *args)
+
+    return body
+
+
+def stages() -> list[Stage]:
+    """The run's stages, in the order they run."""
+    return [
+        Stage("prepare_data", _lazy("preflight", "prepare_data"), about="load the dataset, map it to prompts, save to the store"),
+        Stage("reward_preflight", _lazy("training.health", "preflight"), enabled=lambda s: s.health.preflight_samples > 0,
+              about="sample from the base model and run every reward: fail early on a broken one"),
+        Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
+              about="greedy accuracy / format / length of the base model on held-out prompts"),
+        Stage("train", _lazy("training.train", "run"), every_process=True, fresh_process_after=True,
+              about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
+        Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
+              about="the same evaluation on base + the trained adapter"),
+        Stage("report", _lazy("artifacts.report", "run"), enabled=lambda s: s.report.enabled,
+              about="plots of rewards and completion length, report.md with before/after, in report/"),
+        Stage(
+            "merge",
+            _lazy("artifacts.export", "merge"),
+            enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
+            about="merge the LoRA into a 16-bit copy of the base model",
+        ),
+        Stage(
+            "export_gguf",
+            _lazy("artifacts.export", "export_gguf"),
+            enabled=lambda s: bool(s.export.quantizations),
+            about="GGUF files with llama.cpp's converter and llama-quantize (pinned version)",
+        ),
+        Stage(
+            "verify_gguf",
+            _lazy("artifacts.export", "verify_gguf"),
+            enabled=lambda s: bool(s.export.quantizations) and s.export.verify,
+            about="load each GGUF in llama.cpp; greedy output of f16/q8_0 must match the merged model",
+        ),
+        Stage(
+            "publish",
+            _lazy("artifacts.publish", "publish"),
+            enabled=lambda s: s.hub.repo_id is not None,
+            about="push merged model, GGUF files, adapter and model card to the Hub in one commit",
+        ),
+    ]
