@@ -8,6 +8,7 @@ every call of `grpo_job.rewards.build_all` and `grpo_job.training.engines.pick_e
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -156,3 +157,15 @@ def test_a_cpu_run_builds_the_rewards_once_and_picks_the_engine_once(tmp_path):
     assert all(n == 1 for n in per_process.values()), per_process
     first = min(pids, key=lambda p: next(i for i, c in enumerate(calls) if c["pid"] == p))
     assert per_process[(first, "build_all")] == 1 and per_process[(first, "pick_engine")] == 1
+
+
+def test_the_readme_layout_names_every_module_and_nothing_else():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", block))
+    named_packages = set(re.findall(r"\b([a-z_]+)/", block))
+    files = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"} | {"entrypoint.py"}
+    packages = {p.parent.name for p in PACKAGE.rglob("__init__.py")}
+    assert files - named == set(), "modules the README's layout does not name"
+    assert named - files == set(), "names in the README's layout that are not modules"
+    assert packages - named_packages == set(), "packages the README's layout does not name"
