@@ -34,23 +34,12 @@ from pydantic_settings import SettingsError as SourceError
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings import rules
-from grpo_job.settings.sections import (
-    BUILTIN_REWARDS,
-    DataSettings,
-    DistributedSettings,
-    EvaluationSettings,
-    ExportSettings,
-    HealthSettings,
-    HubSettings,
-    LoraSettings,
-    ModelSettings,
-    ReportSettings,
-    RewardEntry,
-    RewardValue,
-    StopSettings,
-    StoreSettings,
-    TrainSettings,
-)
+from grpo_job.settings.data import DataSettings
+from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings, ReportSettings
+from grpo_job.settings.model import LoraSettings, ModelSettings
+from grpo_job.settings.outputs import ExportSettings, HubSettings, StopSettings, StoreSettings
+from grpo_job.settings.rewards import BUILTIN_REWARDS, RewardEntry, RewardValue
+from grpo_job.settings.training import DistributedSettings, TrainSettings
 
 ENV_PREFIX = "GRPO_"
 CONFIG_ENV = "GRPO_CONFIG"

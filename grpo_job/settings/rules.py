@@ -14,18 +14,12 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from grpo_job.settings.sections import (
-    DataSettings,
-    DistributedSettings,
-    EvaluationSettings,
-    HealthSettings,
-    LoraSettings,
-    ModelSettings,
-    RewardValue,
-    StopSettings,
-    TrainSettings,
-    eval_fraction_applies,
-)
+from grpo_job.settings.data import DataSettings, eval_fraction_applies
+from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings
+from grpo_job.settings.model import LoraSettings, ModelSettings
+from grpo_job.settings.outputs import StopSettings
+from grpo_job.settings.rewards import RewardValue
+from grpo_job.settings.training import DistributedSettings, TrainSettings
 
 
 class Settings(Protocol):
@@ -224,7 +218,7 @@ def problems(s: Settings) -> list[str]:
 
 
 def _holds_out_nothing(s: Settings) -> bool:
-    """No held-out rows: `eval_fraction` 0 where it applies (`sections.eval_fraction_applies`)."""
+    """No held-out rows: `eval_fraction` 0 where it applies (`data.eval_fraction_applies`)."""
     return eval_fraction_applies(s.data) and s.data.eval_fraction == 0
 
 
