@@ -1,8 +1,13 @@
 """Every setting of the job, validated before anything heavy is imported.
 
-- `sections`: the schema, one model per concern (model, lora, data, train, store, ...).
+- the sections, one model per concern, in modules by concern: `model` (model, lora), `data`, `rewards`
+  (the values of `rewards`), `training` (train, distributed), `outputs` (store, stop, export, hub),
+  `evaluation` (evaluation, health, report), on `base`; `sections` gathers them all.
+- `root`: the root `JobSettings`, the whole job, with those sections.
 - `rules`: cross-field rules mirroring TRL's invariants, and warnings for legal but risky values.
-- `loading`: the root `JobSettings`, its sources (CLI, environment, YAML, defaults) and error wording.
+- `sources`: the sources the root reads (CLI, environment, YAML, defaults) and how they are layered.
+- `loading`: `load_settings`, the YAML file, and errors worded for the user.
+- `environment`: checks against the machine the job runs on (files, modules, GRPOConfig names).
 """
 
 from grpo_job.settings.base import check_s3_uri
@@ -10,8 +15,6 @@ from grpo_job.settings.data import DEFAULT_SYSTEM_PROMPT, DataSettings
 from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings, ReportSettings
 from grpo_job.settings.loading import (
     CONFIG_ENV,
-    ENV_PREFIX,
-    JobSettings,
     env_var_name,
     format_validation_error,
     load_settings,
@@ -20,7 +23,9 @@ from grpo_job.settings.loading import (
 )
 from grpo_job.settings.model import LoraSettings, ModelSettings
 from grpo_job.settings.outputs import ExportSettings, HubSettings, StopSettings, StoreSettings
+from grpo_job.settings.root import JobSettings
 from grpo_job.settings.rules import deferred_world_checks
+from grpo_job.settings.sources import ENV_PREFIX
 from grpo_job.settings.training import DistributedSettings, TrainSettings
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from grpo_job.settings.data import is_local_data_path
 
 if TYPE_CHECKING:
-    from grpo_job.settings.loading import JobSettings
+    from grpo_job.settings.root import JobSettings
 
 
 def problems(s: JobSettings) -> list[str]:
