@@ -25,7 +25,7 @@ from typing import Any
 from grpo_job import generated_tasks
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings, EvaluationSettings
-from grpo_job.settings.sections import eval_fraction_applies
+from grpo_job.settings.data import eval_fraction_applies
 
 log = logging.getLogger(__name__)
 

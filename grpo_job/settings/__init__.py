@@ -1,37 +1,32 @@
 """Every setting of the job, validated before anything heavy is imported.
 
-- `sections`: the schema, one model per concern (model, lora, data, train, store, ...).
+- the sections, one model per concern, in modules by concern: `model` (model, lora), `data`, `rewards`
+  (the values of `rewards`), `training` (train, distributed), `outputs` (store, stop, export, hub),
+  `evaluation` (evaluation, health, report), on `base`; `sections` gathers them all.
+- `root`: the root `JobSettings`, the whole job, with those sections.
 - `rules`: cross-field rules mirroring TRL's invariants, and warnings for legal but risky values.
-- `loading`: the root `JobSettings`, its sources (CLI, environment, YAML, defaults) and error wording.
+- `sources`: the sources the root reads (CLI, environment, YAML, defaults) and how they are layered.
+- `loading`: `load_settings`, the YAML file, and errors worded for the user.
+- `environment`: checks against the machine the job runs on (files, modules, GRPOConfig names).
 """
 
+from grpo_job.settings.base import check_s3_uri
+from grpo_job.settings.data import DEFAULT_SYSTEM_PROMPT, DataSettings
+from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings, ReportSettings
 from grpo_job.settings.loading import (
     CONFIG_ENV,
-    ENV_PREFIX,
-    JobSettings,
     env_var_name,
     format_validation_error,
     load_settings,
     read_yaml,
     unknown_env_names,
 )
+from grpo_job.settings.model import LoraSettings, ModelSettings
+from grpo_job.settings.outputs import ExportSettings, HubSettings, StopSettings, StoreSettings
+from grpo_job.settings.root import JobSettings
 from grpo_job.settings.rules import deferred_world_checks
-from grpo_job.settings.sections import (
-    DEFAULT_SYSTEM_PROMPT,
-    DataSettings,
-    DistributedSettings,
-    EvaluationSettings,
-    ExportSettings,
-    HealthSettings,
-    HubSettings,
-    LoraSettings,
-    ModelSettings,
-    ReportSettings,
-    StopSettings,
-    StoreSettings,
-    TrainSettings,
-    check_s3_uri,
-)
+from grpo_job.settings.sources import ENV_PREFIX
+from grpo_job.settings.training import DistributedSettings, TrainSettings
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_SYSTEM_PROMPT", "ENV_PREFIX", "DataSettings", "DistributedSettings", "EvaluationSettings",

@@ -1,6 +1,6 @@
 """Checks of the settings against the machine the job runs on: the second validation layer.
 
-The schema (`sections`, `rules`) validates the values alone and runs anywhere, e.g. on a CI runner
+The schema (the sections, `rules`) validates the values alone and runs anywhere, e.g. on a CI runner
 that renders a Kubernetes Job and has neither the data volume nor the ML stack. What only the pod can
 answer is checked here, by `check` and `run`, before any model is loaded: local files exist, reward
 modules import, trackers and DeepSpeed are installed, `train.extra` names GRPOConfig arguments.
@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grpo_job.settings.sections import is_local_data_path
+from grpo_job.settings.data import is_local_data_path
 
 if TYPE_CHECKING:
-    from grpo_job.settings.loading import JobSettings
+    from grpo_job.settings.root import JobSettings
 
 
 def problems(s: JobSettings) -> list[str]:
@@ -40,7 +40,7 @@ def _rewards(s: JobSettings) -> list[str]:
     """Import and build every reward: a module that does not import, a function that is not there, a
     factory's or a function's keyword arguments that do not fit its signature (TRL's own checks run)."""
     from grpo_job import rewards
-    from grpo_job.settings.sections import RewardEntry
+    from grpo_job.settings.rewards import RewardEntry
 
     out = []
     for name, entry in s.rewards.items():

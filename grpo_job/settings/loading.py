@@ -1,211 +1,38 @@
-"""Loading the settings: the root `JobSettings`, its sources, and errors worded for the user.
+"""Loading the settings: `load_settings` builds the root `JobSettings` (`settings.root`) from its
+sources (`settings.sources`) for one call, reads the YAML file, and words errors for the user: the
+GRPO_* variable or `--name` behind each bad value, unknown names with the closest real one.
 
 Sources, highest precedence first: CLI overrides (`--train.max_steps=5`), environment (`GRPO_`
 prefix, `__` for nesting: `GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`),
-then the defaults, which reproduce the reference recipe (Qwen2.5-3B-Instruct in 4-bit, GSM8K,
-format 0.5 + correctness 2.0, LoRA r=32, lr 5e-6, 8 generations).
-
-Secrets are `SecretStr` read from their standard variables (`HF_TOKEN`); AWS credentials are never
-read here at all: boto3's own credential chain finds them.
+then the defaults.
 """
 
 from __future__ import annotations
 
-import contextvars
 import difflib
-import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    CliSettingsSource,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import ValidationError
 from pydantic_settings import SettingsError as SourceError
 
 from grpo_job.errors import SettingsError
-from grpo_job.settings import rules
-from grpo_job.settings.sections import (
-    BUILTIN_REWARDS,
-    DataSettings,
-    DistributedSettings,
-    EvaluationSettings,
-    ExportSettings,
-    HealthSettings,
-    HubSettings,
-    LoraSettings,
-    ModelSettings,
-    ReportSettings,
-    RewardEntry,
-    RewardValue,
-    StopSettings,
-    StoreSettings,
-    TrainSettings,
-)
+from grpo_job.settings.root import JobSettings
+from grpo_job.settings.sources import ENV_PREFIX, current_cli_args, current_yaml, is_section
 
-ENV_PREFIX = "GRPO_"
 CONFIG_ENV = "GRPO_CONFIG"
 # GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests (which pass
 # their environment on to the job).
 RESERVED_ENV = frozenset({CONFIG_ENV, "GRPO_EXIT_CODE_DIR", "GRPO_GPU_TEST_MODEL", "GRPO_GPU_QWEN_MODEL", "GRPO_GPU_RUNS",
                           "GRPO_GPU_GSM8K"})
-NONE_STR = "null"  # an env or CLI value that means None (YAML has its own `null`)
-
-# The sources of one load_settings call: the YAML file's mapping and the CLI overrides.
-_yaml_values: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("grpo_yaml_values", default=None)
-_cli_args: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("grpo_cli_args", default=())
-
-
-class LayeredSource(PydanticBaseSettingsSource):
-    """CLI > environment > YAML, merged section by section.
-
-    pydantic-settings deep-merges its sources, so a dict setting could only grow: `--rewards=...` on a
-    config that lists three rewards kept all three. Here a section (`train`, `data`, ...) is merged
-    field by field, but every field is taken whole from the highest source that sets it: a dict
-    (`rewards`, `train.extra`) or list setting replaces, never merges.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], layers: list[PydanticBaseSettingsSource]):
-        super().__init__(settings_cls)
-        self.layers = layers  # highest precedence first
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # required; __call__ is used
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for layer in reversed(self.layers):
-            for key, value in layer().items():
-                if _is_section(key) and isinstance(value, dict) and isinstance(merged.get(key), dict):
-                    merged[key] = {**merged[key], **value}
-                else:
-                    merged[key] = value
-        return merged
 
 
 def _is_section(name: str) -> bool:
-    field = JobSettings.model_fields.get(name)
-    return field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-
-
-class JobSettings(BaseSettings):
-    """The whole job. See the module docstring for where values come from."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
-        nested_model_default_partial_update=True,
-        env_parse_none_str=NONE_STR,
-    )
-
-    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-    """Stable name of this run in the store; the same id resumes the same run. Kubernetes manifests
-    set it from the Job's name. When unset, it is derived from a hash of the settings."""
-
-    log_format: Literal["auto", "text", "json"] = "auto"
-    """`text` with a progress bar on a terminal, `json` (one object per line) for log collectors;
-    `auto` picks text on a terminal, else json."""
-
-    work_dir: Path = Path("/tmp/grpo-job")
-    """Local scratch space (model cache, trainer output before upload)."""
-
-    model: ModelSettings = ModelSettings()
-    lora: LoraSettings = LoraSettings()
-    data: DataSettings = DataSettings()
-    rewards: dict[str, RewardValue] = Field(
-        default_factory=lambda: {"format": 0.5, "correctness": 2.0}, min_length=1)
-    """Reward functions and their weights (TRL `reward_weights`): a built-in name (see
-    `grpo_job.rewards.REGISTRY`), a TRL reward (`grpo_job.rewards.TRL_REWARDS`, e.g.
-    `get_soft_overlong_punishment`, alias `soft_overlong`) or `module:function` for your own. The
-    value is the weight, or an entry with the weight and the reward's keyword arguments:
-    `{correctness: 2.0, soft_overlong: {weight: 1.0, max_completion_len: 512, soft_punish_cache: 64}}`."""
-    train: TrainSettings = TrainSettings()
-    store: StoreSettings = StoreSettings()
-    stop: StopSettings = StopSettings()
-    export: ExportSettings = ExportSettings()
-    hub: HubSettings = HubSettings()
-    evaluation: EvaluationSettings = EvaluationSettings()
-    health: HealthSettings = HealthSettings()
-    report: ReportSettings = ReportSettings()
-    distributed: DistributedSettings = DistributedSettings()
-
-    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
-    """Hugging Face token, from the standard `HF_TOKEN` variable; needed to publish."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # keyword arguments > CLI overrides > environment > YAML > defaults.
-        cli = CliSettingsSource(settings_cls, cli_parse_none_str=NONE_STR, cli_implicit_flags=False,
-                                cli_exit_on_error=False, cli_avoid_json=False)
-        layers = [init_settings, cli(args=list(_cli_args.get())), env_settings,
-                  InitSettingsSource(settings_cls, init_kwargs=_yaml_values.get() or {})]
-        return (LayeredSource(settings_cls, layers),)
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _log_format_any_case(cls, v: Any) -> Any:
-        # `TEXT` and `Json` as the README promises (a new user's trial: GRPO_LOG_FORMAT=TEXT was refused)
-        return v.strip().lower() if isinstance(v, str) else v
-
-    @field_validator("rewards")
-    @classmethod
-    def _reward_names(cls, v: dict[str, float | RewardEntry]) -> dict[str, float | RewardEntry]:
-        problems = []
-        for name, entry in v.items():
-            weight = entry.weight if isinstance(entry, RewardEntry) else entry
-            if not math.isfinite(weight):
-                problems.append(f"reward {name!r} has a non-finite weight {weight}")
-            if name not in BUILTIN_REWARDS and ":" not in name:
-                close = difflib.get_close_matches(name, BUILTIN_REWARDS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                problems.append(f"unknown reward {name!r}: {hint}use one of {sorted(BUILTIN_REWARDS)} or module:function")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return v
-
-    @model_validator(mode="after")
-    def _cross_field(self) -> JobSettings:
-        found = rules.problems(self)
-        if found:
-            raise ValueError("\n".join(found))
-        return self
-
-    def warnings(self) -> list[str]:
-        """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
-        return rules.warnings(self)
-
-    def redacted(self) -> dict[str, Any]:
-        """The settings as JSON-able data with secrets masked: what logs and saved configs get."""
-        return json.loads(self.model_dump_json(exclude={"hf_token"}))
-
-    def fingerprint(self) -> str:
-        """A short hash of what defines the run's result (not where it is stored or how it logs)."""
-        data = self.redacted()
-        for k in ("run_id", "log_format", "work_dir", "store", "stop"):
-            data.pop(k, None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-    def resolved_run_id(self) -> str:
-        return self.run_id or f"run-{self.fingerprint()}"
-
+    return is_section(JobSettings, name)
 
 
 def env_var_name(loc: tuple[Any, ...]) -> str:
@@ -363,7 +190,7 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     path = str(config) if config else os.environ.get(CONFIG_ENV)
     yaml_values = read_yaml(path) if path else {}
     problems = [f"  - {p}" for p in unknown_env_names()]
-    tokens = (_yaml_values.set(yaml_values), _cli_args.set(tuple(overrides or ())))
+    tokens = (current_yaml.set(yaml_values), current_cli_args.set(tuple(overrides or ())))
     settings = None
     try:
         settings = JobSettings()
@@ -373,8 +200,8 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     except SourceError as e:
         problems.insert(0, f"  - {_env_error(e) or _cli_error(str(e))}")
     finally:
-        _yaml_values.reset(tokens[0])
-        _cli_args.reset(tokens[1])
+        current_yaml.reset(tokens[0])
+        current_cli_args.reset(tokens[1])
     if problems:
         n = sum(line.startswith("  - ") for line in problems)
         raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))

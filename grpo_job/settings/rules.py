@@ -1,9 +1,9 @@
 """Cross-field rules of the settings: small named checks mirroring TRL's and the engines' invariants.
 
-Each rule takes the whole `JobSettings` and returns the problems it finds, worded as TRL words its own
-errors: what is wrong, why, what to set. `problems` runs them all (every broken rule is reported at
-once); `warnings` lists legal settings that are usually wrong. Rules read the values alone, never the
-machine (that is `grpo_job.settings.environment`).
+Each rule takes the whole `JobSettings` (typed as the `Settings` protocol) and returns the problems it
+finds, worded as TRL words its own errors: what is wrong, why, what to set. `problems` runs them all
+(every broken rule is reported at once); `warnings` lists legal settings that are usually wrong. Rules
+read the values alone, never the machine (that is `grpo_job.settings.environment`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,29 @@ import contextlib
 import contextvars
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from grpo_job.settings.sections import eval_fraction_applies
+from grpo_job.settings.data import DataSettings, eval_fraction_applies
+from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings
+from grpo_job.settings.model import LoraSettings, ModelSettings
+from grpo_job.settings.outputs import StopSettings
+from grpo_job.settings.rewards import RewardValue
+from grpo_job.settings.training import DistributedSettings, TrainSettings
 
-if TYPE_CHECKING:
-    from grpo_job.settings.loading import JobSettings
+
+class Settings(Protocol):
+    """What the rules read of the root settings (`JobSettings`), named here from the sections alone: the
+    root model runs these rules when it validates, so this module must not import it."""
+
+    model: ModelSettings
+    lora: LoraSettings
+    data: DataSettings
+    rewards: dict[str, RewardValue]
+    train: TrainSettings
+    stop: StopSettings
+    evaluation: EvaluationSettings
+    health: HealthSettings
+    distributed: DistributedSettings
 
 _defer_world: contextvars.ContextVar[bool] = contextvars.ContextVar("grpo_defer_world_checks", default=False)
 
@@ -38,7 +55,7 @@ def world_checks_deferred() -> bool:
     return _defer_world.get()
 
 
-def generation_batch_holds_groups(s: JobSettings) -> list[str]:
+def generation_batch_holds_groups(s: Settings) -> list[str]:
     # TRL: generation_batch_size = per_device_train_batch_size * steps_per_generation * num_processes,
     # with steps_per_generation defaulting to gradient_accumulation_steps (either may be set in
     # train.extra, not both); it must hold whole groups.
@@ -86,7 +103,7 @@ JOB_SETS = {
 }
 
 
-def extra_is_not_a_setting(s: JobSettings) -> list[str]:
+def extra_is_not_a_setting(s: Settings) -> list[str]:
     """`train.extra` is for GRPOConfig arguments that have no setting of their own."""
     own = set(type(s.train).model_fields) - {"extra", "world_size"}
     out = []
@@ -100,7 +117,7 @@ def extra_is_not_a_setting(s: JobSettings) -> list[str]:
     return out
 
 
-def lengths_fit_sequence(s: JobSettings) -> list[str]:
+def lengths_fit_sequence(s: Settings) -> list[str]:
     t = s.train
     if t.max_prompt_length + t.max_completion_length <= s.model.max_seq_length:
         return []
@@ -112,7 +129,7 @@ def lengths_fit_sequence(s: JobSettings) -> list[str]:
     ]
 
 
-def unsloth_has_no_lora_dropout(s: JobSettings) -> list[str]:
+def unsloth_has_no_lora_dropout(s: Settings) -> list[str]:
     if s.model.engine == "unsloth" and s.lora.lora_dropout:
         return [
             "lora.lora_dropout must be 0 with the unsloth engine (its fused LoRA kernels have no dropout); "
@@ -121,7 +138,7 @@ def unsloth_has_no_lora_dropout(s: JobSettings) -> list[str]:
     return []
 
 
-def processes_fit_engine(s: JobSettings) -> list[str]:
+def processes_fit_engine(s: Settings) -> list[str]:
     """TRL's and the engines' rules for several processes, checked before any GPU is touched."""
     if world_checks_deferred():
         return []
@@ -140,7 +157,7 @@ def processes_fit_engine(s: JobSettings) -> list[str]:
     return problems
 
 
-def sharding_fits_model(s: JobSettings) -> list[str]:
+def sharding_fits_model(s: Settings) -> list[str]:
     d, problems = s.distributed, []
     if d.strategy != "ddp" and s.model.engine == "unsloth":
         problems.append(f"distributed.strategy={d.strategy} is not available with model.engine=unsloth; set "
@@ -154,7 +171,7 @@ def sharding_fits_model(s: JobSettings) -> list[str]:
     return problems
 
 
-def exempt_rewards_exist(s: JobSettings) -> list[str]:
+def exempt_rewards_exist(s: Settings) -> list[str]:
     unknown = [r for r in s.health.zero_reward_exempt if r not in s.rewards]
     if unknown:
         return [f"health.zero_reward_exempt names {unknown}, which are not in rewards {list(s.rewards)}"]
@@ -166,7 +183,7 @@ def _weight(entry: object) -> float:
     return float(getattr(entry, "weight", entry))  # type: ignore[arg-type]
 
 
-def some_reward_trains(s: JobSettings) -> list[str]:
+def some_reward_trains(s: Settings) -> list[str]:
     """At least one reward has a weight other than 0: weight-0 rewards are logged, not trained on."""
     if s.rewards and all(_weight(e) == 0 for e in s.rewards.values()):
         return [f"every reward has weight 0 ({', '.join(f'rewards.{n}' for n in s.rewards)}): TRL logs a weight-0 "
@@ -175,7 +192,7 @@ def some_reward_trains(s: JobSettings) -> list[str]:
     return []
 
 
-def warmup_steps_of(s: JobSettings) -> int:
+def warmup_steps_of(s: Settings) -> int:
     """The warm-up steps transformers makes of `train.warmup_steps` (a float below 1 is a share of
     `max_steps`, rounded up; `get_warmup_steps`). Linear warm-up trains step 0 at learning rate 0, so with
     `max_steps`=1 any warm-up leaves no step at a non-zero rate."""
@@ -183,7 +200,7 @@ def warmup_steps_of(s: JobSettings) -> int:
     return int(t.warmup_steps) if t.warmup_steps >= 1 else math.ceil(t.max_steps * t.warmup_steps)
 
 
-RULES: tuple[Callable[[JobSettings], list[str]], ...] = (
+RULES: tuple[Callable[[Settings], list[str]], ...] = (
     generation_batch_holds_groups,
     extra_is_not_a_setting,
     lengths_fit_sequence,
@@ -195,17 +212,17 @@ RULES: tuple[Callable[[JobSettings], list[str]], ...] = (
 )
 
 
-def problems(s: JobSettings) -> list[str]:
+def problems(s: Settings) -> list[str]:
     """Every broken cross-field rule, one message each."""
     return [p for rule in RULES for p in rule(s)]
 
 
-def _holds_out_nothing(s: JobSettings) -> bool:
-    """No held-out rows: `eval_fraction` 0 where it applies (`sections.eval_fraction_applies`)."""
+def _holds_out_nothing(s: Settings) -> bool:
+    """No held-out rows: `eval_fraction` 0 where it applies (`data.eval_fraction_applies`)."""
     return eval_fraction_applies(s.data) and s.data.eval_fraction == 0
 
 
-def warnings(s: JobSettings) -> list[str]:
+def warnings(s: Settings) -> list[str]:
     """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
     out = []
     lr = s.train.learning_rate

@@ -1,0 +1,32 @@
+"""What every section of the settings shares: the `Section` base model and the S3 URI check.
+
+Sections are pure: validating them reads the values alone (no files, packages, network or GPU), so the
+same settings validate on a CI runner without the ML stack and in the pod. What depends on the machine
+that runs the job is checked by `grpo_job.settings.environment`, in `check` and `run` only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class Section(BaseModel):
+    # A typo in a YAML key or an env var must fail, not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def check_s3_uri(uri: str) -> str:
+    """Reject `s3://`, `s3:///x` and bucket names S3 would refuse, naming the rule broken."""
+    rest = uri[len("s3://") :]
+    bucket = rest.split("/", 1)[0]
+    if not bucket:
+        raise ValueError(f"{uri!r} has no bucket: write s3://BUCKET[/PREFIX]")
+    if not _S3_BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(
+            f"{bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase letters, digits, '.', '-')"
+        )
+    return uri

@@ -1,0 +1,144 @@
+"""The data section (`data`): where the dataset is, how its rows become prompts and answers, and the
+forms a data path takes (a local file, an S3 object, a Hub dataset, `builtin:NAME`). Field names are
+those of `datasets.load_dataset` and TRL's prompt formats."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from grpo_job.settings.base import Section, check_s3_uri
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
+)
+
+DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# `builtin:NAME` datasets (generated offline by grpo_job.data).
+BUILTIN_DATASETS = ("arithmetic", "addition", "coding", "extraction")
+
+
+def is_local_data_path(path: str) -> bool:
+    """`data.path` / `evaluation.data_path` names a file on the machine (by its form, not its existence)."""
+    return not path.startswith(("s3://", "builtin:")) and (
+        path.lower().endswith(DATA_FILE_SUFFIXES) or path.startswith(("/", "./", "../", "file://")))
+
+
+def is_data_file(path: str) -> bool:
+    """`data.path` names one file (local or S3), which the job splits itself (`data.eval_fraction`)."""
+    return path.startswith("s3://") or is_local_data_path(path)
+
+
+def eval_fraction_applies(data: DataSettings) -> bool:
+    """The held-out rows come from `data.eval_fraction` of the training rows: for a file (local or S3),
+    and for a Hub dataset without `eval_split` (a built-in dataset has its own test split)."""
+    return not data.path.startswith("builtin:") and (is_data_file(data.path) or not data.eval_split)
+
+
+class FewShotExample(Section):
+    """One worked example (TRL's prompt-completion names)."""
+
+    prompt: str
+    completion: str
+
+
+class DataSettings(Section):
+    path: str = "openai/gsm8k"
+    """Where the dataset is: a Hub dataset id, a local .jsonl/.json/.parquet/.csv file, an
+    `s3://bucket/key` object, or `builtin:arithmetic` (generated offline, for smoke runs)."""
+
+    name: str | None = "main"
+    """Dataset configuration name (`datasets.load_dataset(path, name)`); Hub datasets only."""
+
+    split: str = "train"
+    """Split used for training."""
+
+    eval_split: str | None = "test"
+    """Held-out split for evaluation; None holds out `eval_fraction` of the training split instead."""
+
+    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of the training rows held out (seeded shuffle) for a local or S3 file, and for a Hub
+    dataset when `eval_split` is None; at least one row when above 0 and the file has two or more.
+    0 holds out nothing: every row trains (evaluate with `evaluation.data_path`, or nothing)."""
+
+    revision: str | None = None
+    """Hub revision of the dataset; pin it for reproducible runs."""
+
+    task: Literal["gsm8k", "math", "plain"] = "gsm8k"
+    """How the reference answer is read from the answer column, and the default columns: `gsm8k`
+    (`question`, `answer`; the final answer after `####`), `math` (`problem`, `solution`; the answer in
+    the last `\\boxed{}`), `plain` (`prompt`, `answer`; the answer column as written)."""
+
+    prompt_column: str | None = None
+    """Column holding the prompt: text (TRL's standard format; sent as the user message) or a list of
+    `{"role", "content"}` messages (TRL's conversational format; sent as they are). None: the task's."""
+
+    answer_column: str | None = None
+    """Column holding the reference solution/answer (read by the task, passed to the rewards as `answer`).
+    None: the task's."""
+
+    prompt_template: str | None = None
+    """Text around a text prompt, with `{prompt}` where the prompt goes (other braces are kept as
+    written), e.g. `Solve and put the answer in \\boxed{}: {prompt}`. None sends the prompt as it is."""
+
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
+    """How a prompt becomes the model's text (`grpo_job.chat.PromptRenderer`), in training, the preflight
+    and evaluation alike: `chat` (the tokenizer's chat template, with `train.extra.chat_template_kwargs`),
+    `plain` (TRL's standard, non-conversational prompts for base models: no template; the system prompt,
+    few-shot texts and the prompt, inside `prompt_template`, joined by a blank line, are the whole text),
+    `auto` (chat when the tokenizer has a chat template, else plain)."""
+
+    few_shot: list[FewShotExample] = Field(default_factory=list)
+    """Worked examples sent before every prompt, as user/assistant turns (after the system message)."""
+
+    max_samples: int | None = Field(None, ge=1)
+    """Use at most this many training rows (after shuffling); None uses all."""
+
+    eval_samples: int | None = Field(None, ge=1)
+    """Keep at most this many held-out rows; None keeps all."""
+
+    seed: int = 0
+    """Shuffle seed of the training rows."""
+
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    """System message of every prompt (added to conversational prompts that have none); the built-in
+    rewards expect the format it asks for. None or empty: no system message is sent (for chat templates
+    that reject the `system` role, e.g. Gemma's)."""
+
+    answer_type: Literal["auto", "math", "exact"] = "auto"
+    """How an answer is compared with the reference (`grpo_job.answers`), by the correctness reward
+    and the evaluation alike: `math` (math-verify: numbers, LaTeX, fractions, percentages), `exact`
+    (the string, case and whitespace normalised: `yes`, `Paris`), `auto` (math when the reference
+    parses as math, else exact)."""
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v if v and v.strip() else None
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_slot(cls, v: str | None) -> str | None:
+        if v is not None and "{prompt}" not in v:
+            raise ValueError("the prompt template needs `{prompt}` where the prompt goes")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_form(cls, v: str) -> str:
+        if v.startswith("s3://"):
+            return check_s3_uri(v)
+        if v.startswith("builtin:"):
+            if v.split(":", 1)[1] not in BUILTIN_DATASETS:
+                raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")
+            return v
+        if is_local_data_path(v):
+            return v  # a local file: whether it exists is checked where the job runs (settings.environment)
+        if not re.match(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$", v):
+            raise ValueError(
+                f"{v!r} is neither a Hub dataset id (owner/name), a local file ({', '.join(DATA_FILE_SUFFIXES)}), "
+                "an s3:// URI nor builtin:NAME"
+            )
+        return v
