@@ -143,7 +143,7 @@ def test_built_by_name_with_arguments_checked():
 
 
 def test_the_generated_coding_task_is_solved_by_its_references():
-    from grpo_job import generated_tasks
+    from grpo_job.data import generated as generated_tasks
 
     rows = generated_tasks.generate_coding(12, seed=3)
     refs = [f"<answer>\n{r['answer']}</answer>" for r in rows]

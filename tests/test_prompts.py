@@ -87,8 +87,9 @@ def test_the_vllm_child_gets_the_renderers_token_ids_not_its_own_template_call()
 
     child = inspect.getsource(evaluate._vllm_child)
     assert "apply_chat_template" not in child and 'llm.generate(job["prompts"]' in child
-    sources = [ROOT / "grpo_job" / p for p in ("evaluate.py", "data.py", "pipeline.py", "training/health.py",
-                                                "training/train.py", "cli.py")]
+    sources = [ROOT / "grpo_job" / p for p in ("evaluate.py", "pipeline.py", "preflight.py", "training/health.py",
+                                                "training/train.py", "cli.py", "rewards/calls.py")]
+    sources += sorted((ROOT / "grpo_job" / "data").glob("*.py"))
     assert not [p for p in sources if ".apply_chat_template(" in p.read_text()]
 
 

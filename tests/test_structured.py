@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from grpo_job import generated_tasks, rewards
+from grpo_job import rewards
+from grpo_job.data import generated as generated_tasks
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
                                            "city": {"type": "string"}, "tags": {"type": "array"}},

@@ -1,14 +1,15 @@
-"""Generated tasks for the `code` and `json_schema` rewards (`builtin:coding`, `builtin:extraction`), offline and
-small enough for a CPU run, like `builtin:addition` (grpo_job/data.py).
+"""The built-in datasets (`data.path: builtin:<name>`), generated offline and small enough for a CPU run:
 
-Rows use the `plain` task's columns (`prompt`, `answer`) plus what the reward reads:
-
-- `coding`: "Write a Python function f(xs) that returns ..." after one worked example in the
-  reasoning/answer format; `answer` is a reference solution, `tests` a list of three assert strings (the
-  code reward scores the fraction that pass, so partial programs get partial credit).
+- `arithmetic`: word problems with GSM8K's `#### <answer>` solutions; `addition`: "What is a + b?" after one
+  worked example in the reasoning/answer format;
+- `coding`: "Write a Python function f(xs) that returns ..." after one worked example; `answer` is a reference
+  solution, `tests` a list of three assert strings (the code reward scores the fraction that pass);
 - `extraction`: a sentence about a person, to be turned into a JSON object; `answer` is the reference object
   and `schema` its JSON Schema, both as JSON text (one Arrow type for every row).
+
+Train and test splits use different seeds, so they do not overlap by construction.
 """
+
 
 from __future__ import annotations
 
@@ -90,8 +91,53 @@ def generate_extraction(n: int, seed: int) -> list[Row]:
     return rows
 
 
-# split -> rows; train and test use different seeds, as data.BUILTIN_DATASETS does
-DATASETS: dict[str, Callable[[str], list[Row]]] = {
+_NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elif", "Femi", "Gita", "Hugo", "Iris", "Jun"]
+
+
+def _arithmetic_problem(rng: random.Random) -> Row:
+    name, kind = rng.choice(_NAMES), rng.randrange(4)
+    a, b, c = rng.randint(2, 40), rng.randint(2, 12), rng.randint(1, 9)
+    if kind == 0:
+        q = f"{name} has {a} marbles, wins {b} more and then gives away {c}. How many marbles does {name} have now?"
+        steps, ans = f"{a} + {b} = {a + b}. {a + b} - {c} = {a + b - c}.", a + b - c
+    elif kind == 1:
+        q = f"A box holds {b} pencils. How many pencils are in {c} boxes and {a} loose pencils?"
+        steps, ans = f"{b} * {c} = {b * c}. {b * c} + {a} = {b * c + a}.", b * c + a
+    elif kind == 2:
+        q = f"{name} reads {b} pages a day for {c} days. The book has {b * c + a} pages. How many pages are left?"
+        steps, ans = f"{b} * {c} = {b * c}. {b * c + a} - {b * c} = {a}.", a
+    else:
+        q = f"Tickets cost ${b} each. {name} buys {c} tickets and pays with ${b * c + a}. How much change is due?"
+        steps, ans = f"{b} * {c} = {b * c}. {b * c + a} - {b * c} = {a}.", a
+    return {"question": q, "answer": f"{steps}\n#### {ans}"}
+
+
+def generate_arithmetic(n: int, seed: int) -> list[Row]:
+    """Small GSM8K-shaped word problems (question, answer with `#### N`), reproducible from the seed."""
+    rng = random.Random(seed)
+    return [_arithmetic_problem(rng) for _ in range(n)]
+
+
+# One worked example in the format the rewards check: SmolLM2-135M-Instruct never writes the tags
+# from the system prompt alone (every reward 0), but copies them from an example in some samples.
+_ADDITION_EXAMPLE = "Example:\nWhat is 3 + 4?\n<reasoning>\n3 + 4 = 7\n</reasoning>\n<answer>\n7\n</answer>\n\n"
+
+
+def generate_addition(n: int, seed: int) -> list[Row]:
+    """`What is a + b?` (a, b in 2..20) after one worked example in the reward's format: a task on which
+    a 135M model earns non-zero, varying reward within ~48 tokens (the CPU smoke run's learning signal)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(2, 20), rng.randint(2, 20)
+        rows.append({"question": f"{_ADDITION_EXAMPLE}Now you: What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"})
+    return rows
+
+
+BUILTIN_DATASETS: dict[str, Callable[[str], list[Row]]] = {
+    # split -> rows; train and test use different seeds so they do not overlap by construction
+    "arithmetic": lambda split: generate_arithmetic(256 if split == "train" else 64, 0 if split == "train" else 1),
+    "addition": lambda split: generate_addition(256 if split == "train" else 64, 0 if split == "train" else 1),
     "coding": lambda split: generate_coding(256 if split == "train" else 64, 0 if split == "train" else 1),
     "extraction": lambda split: generate_extraction(256 if split == "train" else 64, 0 if split == "train" else 1),
 }

@@ -1,0 +1,295 @@
+"""Sources: rows from a local file (JSONL, JSON, CSV, Parquet), S3, the Hub or a built-in generator, mapped to
+prompts (`map_rows`) and split into train and held-out rows (`prepare`); the prepared rows as JSON lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from grpo_job.data.checks import check_column_types, check_columns, check_references, trl_columns_note
+from grpo_job.data.generated import BUILTIN_DATASETS
+from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of
+from grpo_job.errors import SettingsError
+from grpo_job.settings import DataSettings
+
+log = logging.getLogger(__name__)
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+
+
+def build_prompt(value: Any, settings: DataSettings) -> list[dict[str, str]]:
+    """Chat messages for one row's prompt value (text or messages): system prompt (unless the messages
+    have one), few-shot turns, then the prompt. Raises ValueError for any other value."""
+    if isinstance(value, str):
+        text = settings.prompt_template.replace("{prompt}", value) if settings.prompt_template else value
+        messages = [{"role": "user", "content": text}]
+    elif _is_messages(value):
+        messages = [{"role": m["role"], "content": m["content"]} for m in value]
+    else:
+        raise ValueError(f"the prompt is {type(value).__name__}, not text nor a list of {{role, content}} messages")
+    head = messages[:1] if messages[0]["role"] == "system" else []
+    rest = messages[len(head):]
+    if not head and settings.system_prompt:
+        head = [{"role": "system", "content": settings.system_prompt}]
+    shots = [m for ex in settings.few_shot for m in ({"role": "user", "content": ex.prompt},
+                                                     {"role": "assistant", "content": ex.completion})]
+    return head + shots + rest
+
+
+def _jsonable(value: Any) -> tuple[Any, bool]:
+    try:
+        json.dumps(value)
+        return value, True
+    except (TypeError, ValueError):
+        return str(value), False
+
+
+def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: int = 0) -> list[Row]:
+    """Prepared rows: every source column (values JSON cannot hold become text, with a warning), the
+    chat `prompt` and the reference `answer`. Raises SettingsError naming the row when a prompt or
+    answer is missing or of the wrong kind."""
+    if not raw:
+        return []
+    check_columns(raw[0].keys(), settings, where)
+    prompt_col, answer_col = columns_of(settings, raw[0].keys())
+    task = TASKS[settings.task]
+    # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
+    # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
+    as_written = answer_col != (settings.answer_column or task.answer_column)
+    out, stringified = [], set()
+    for i, row in enumerate(raw, start=first_index):
+        if row.get(prompt_col) is None or row.get(answer_col) is None:
+            missing = [c for c in (prompt_col, answer_col) if row.get(c) is None]
+            raise SettingsError(f"row {i} of {where} has no value in column(s) {missing}: fill or remove that row")
+        clash = [c for c in row if c in TRL_REWARD_ARGS]
+        if clash:
+            check_columns(row.keys(), settings, f"{where} (row {i})")
+        try:
+            prompt = build_prompt(row[prompt_col], settings)
+        except ValueError as e:
+            raise SettingsError(f"row {i} of {where}, column {prompt_col!r}: {e}") from None
+        kept = {}
+        for k, v in row.items():
+            kept[k], ok = _jsonable(v)
+            if not ok:
+                stringified.add(k)
+        reference = task.answer(str(row[answer_col]))
+        kept.update(prompt=prompt, answer=(reference or str(row[answer_col]).strip()) if as_written else reference)
+        out.append(kept)
+    if stringified:
+        log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
+    return out
+
+
+# The setting a data file comes from, named in its errors: (dotted name, environment variable).
+DATA_PATH = ("data.path", "GRPO_DATA__PATH")
+
+
+EVALUATION_DATA_PATH = ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH")
+
+
+def _file(path: Path, setting: tuple[str, str]) -> str:
+    return f"data file {str(path)!r} ({setting[0]} [{setting[1]}])"
+
+
+def _no_rows(path: Path, setting: tuple[str, str]) -> SettingsError:
+    return SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
+
+
+# User files are read as `utf-8-sig`: UTF-8, with the byte-order mark that Windows tools (Excel, Notepad)
+# put in front dropped (as plain `utf-8` it would be a JSON error, or a first column named `\ufeffquestion`).
+TEXT_ENCODING = "utf-8-sig"
+
+
+def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
+    rows = []
+    with path.open(encoding=TEXT_ENCODING) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise SettingsError(f"{_file(path, setting)}, line {number}: not valid JSON ({e}): {line[:200]!r}") from None
+            if not isinstance(row, dict):
+                raise SettingsError(f"{_file(path, setting)}, line {number}: a JSON object (one row) is needed, "
+                                    f"found {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
+    """Every row of a local .jsonl/.json/.csv/.parquet file. Raises SettingsError naming `setting` (the
+    one the path came from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed
+    JSONL line (with its line number) or a file without rows."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
+        raise SettingsError(f"{_file(path, setting)}: unsupported file type {suffix!r}: use .jsonl, .json, .csv "
+                            "or .parquet")
+    try:
+        if suffix == ".jsonl":
+            rows = _read_jsonl(path, setting)
+        elif suffix == ".json":
+            data = json.loads(path.read_text(encoding=TEXT_ENCODING))
+            rows = data if isinstance(data, list) else data.get("data", [])
+        elif suffix == ".csv":
+            with path.open(newline="", encoding=TEXT_ENCODING) as f:
+                rows = list(csv.DictReader(f))
+        else:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+    except (ValueError, OSError) as e:
+        raise SettingsError(f"cannot read {_file(path, setting)}: {e}") from None
+    if not rows:
+        raise _no_rows(path, setting)
+    return rows
+
+
+def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
+    """The rows of `evaluation.data_path` (a local file), read and mapped by `data.task` as the training
+    rows are: what the evaluate stages score, and what the data check reads before any model is loaded.
+    Raises SettingsError naming evaluation.data_path [GRPO_EVALUATION__DATA_PATH]."""
+    file = Path(path.removeprefix("file://"))
+    where = f"{str(file)!r} ({EVALUATION_DATA_PATH[0]} [{EVALUATION_DATA_PATH[1]}])"
+    raw = read_rows(file, EVALUATION_DATA_PATH)
+    try:
+        rows = map_rows(raw, settings, where)
+    except SettingsError as e:
+        raise SettingsError(f"{e}. The evaluation file is mapped as the training data is (data.task, "
+                            "data.prompt_column, data.answer_column): give it the training data's columns") from None
+    # checked as the training rows are: one type per column, references the answer checker can read
+    check_column_types(rows, where)
+    try:
+        check_references(rows, settings, where)
+    except SettingsError as e:
+        raise SettingsError(f"{e} (the file of evaluation.data_path [GRPO_EVALUATION__DATA_PATH])") from None
+    return rows
+
+
+def peek_columns(path: Path) -> list[str]:
+    """Column names of a local data file, reading only its head (used by `check`)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            with path.open(encoding=TEXT_ENCODING) as f:
+                first = next((line for line in f if line.strip()), None)
+            if first is None:
+                raise _no_rows(path, DATA_PATH)
+            return list(json.loads(first))
+        if suffix == ".csv":
+            with path.open(newline="", encoding=TEXT_ENCODING) as f:
+                header = next(csv.reader(f), None)
+            if not header:
+                raise _no_rows(path, DATA_PATH)
+            return header
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(path).names
+    except (ValueError, OSError) as e:
+        raise SettingsError(f"cannot read {_file(path, DATA_PATH)}: {e}") from None
+    rows = read_rows(path)
+    return list(rows[0])
+
+
+def local_data_file(settings: DataSettings, cache_dir: Path) -> Path | None:
+    """The local file behind `data.path` (downloading an s3:// object into the cache); None for Hub
+    datasets and built-in generators."""
+    path = settings.path
+    if path.startswith("builtin:"):
+        return None
+    if path.startswith("s3://"):
+        from grpo_job.store.s3 import download_object
+
+        target = cache_dir / "data" / Path(path).name
+        download_object(path, target)
+        return target
+    local = Path(path.removeprefix("file://"))
+    return local if local.is_file() else None
+
+
+def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Row], str]:
+    """(train rows, held-out rows, description of the source)."""
+    if settings.path.startswith("builtin:"):
+        gen = BUILTIN_DATASETS[settings.path.split(":", 1)[1]]
+        return gen("train"), gen("test"), settings.path
+    file = local_data_file(settings, cache_dir)
+    if file is not None:
+        train, heldout = hold_out(read_rows(file), settings.eval_fraction, settings.seed)
+        return train, heldout, settings.path
+    return _load_hub(settings)
+
+
+def hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """(train rows, held-out rows): `fraction` of `rows` held out, picked by a seeded shuffle, each list
+    in the file's order. Above 0 it holds out at least one row and never all of them; 0 holds out none."""
+    if fraction <= 0 or len(rows) < 2:
+        return list(rows), []
+    n_eval = min(max(1, round(len(rows) * fraction)), len(rows) - 1)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def _load_hub(settings: DataSettings) -> tuple[list[Row], list[Row], str]:
+    import datasets
+
+    def split(name: str) -> list[Row]:
+        try:
+            ds = datasets.load_dataset(settings.path, settings.name, split=name, revision=settings.revision)
+        except (FileNotFoundError, ValueError) as e:
+            raise SettingsError(f"cannot load split {name!r} of Hub dataset {settings.path!r}: {e}") from None
+        return ds.to_list()
+
+    train = split(settings.split)
+    if settings.eval_split:
+        heldout = split(settings.eval_split)
+    else:
+        train, heldout = hold_out(train, settings.eval_fraction, settings.seed)
+    where = f"{settings.path}@{settings.revision or 'main'}"
+    return train, heldout, where
+
+
+def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """Load, shuffle, cap and map: (train rows, eval rows, summary with the source, mapping and counts;
+    `source_rows`: the train and held-out rows before `max_samples`/`eval_samples`).
+    Raises SettingsError when the data cannot make prompts (missing or colliding columns, bad rows)."""
+    train_raw, eval_raw, where = load_raw(settings, cache_dir)
+    if not train_raw:
+        raise SettingsError(f"dataset {where} has no training rows")
+    source_rows = {"train": len(train_raw), "held_out": len(eval_raw)}
+    rng = random.Random(settings.seed)
+    rng.shuffle(train_raw)
+    if settings.max_samples:
+        train_raw = train_raw[: settings.max_samples]
+    if settings.eval_samples:
+        eval_raw = eval_raw[: settings.eval_samples]
+    train = map_rows(train_raw, settings, where)
+    heldout = map_rows(eval_raw, settings, f"{where} (held-out rows)")
+    check_column_types(train + heldout, where)
+    prompt_col, answer_col = columns_of(settings, train_raw[0].keys())
+    if note := trl_columns_note(settings, train_raw[0].keys()):
+        log.info("data: %s", note)
+    summary = {"source": where, "task": settings.task, "prompt_column": prompt_col, "answer_column": answer_col,
+               **({"columns_note": note} if note else {}),
+               "columns": list(dict.fromkeys(k for r in train for k in r)), "train_rows": len(train),
+               "eval_rows": len(heldout), "source_rows": source_rows}
+    return train, heldout, summary
+
+
+def to_jsonl(rows: list[Row]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def from_jsonl(text: str) -> list[Row]:
+    # split on "\n" only: str.splitlines() also splits inside strings at U+2028 and friends (GSM8K has them)
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
