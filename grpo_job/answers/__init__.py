@@ -34,16 +34,57 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing
 import re
-import sys
-import threading
-import types
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Literal
 
+from grpo_job.answers.mathverify import _POOL_START_SECONDS as _POOL_START_SECONDS
+from grpo_job.answers.mathverify import TIMEOUT_SECONDS as TIMEOUT_SECONDS  # the interface (tests, docs)
+from grpo_job.answers.mathverify import (
+    _as_fraction,
+    _in_worker,
+    _install_hint,
+    _is_finite_set,
+    _mv_parse,
+    _mv_verify,
+    _on_main_thread,
+    _same_number,
+    _sympy,
+)
+from grpo_job.answers.patterns import (
+    _ALGEBRA,
+    _ANSWER_PREFIX,
+    _ARITHMETIC,
+    _BRACKETED,
+    _CHOICE,
+    _CHOICE_ONLY,
+    _CURRENCY,
+    _DENIAL,
+    _EMPHASIS,
+    _END_PUNCTUATION,
+    _HUGE_EXPONENT,
+    _LATEX_DELIMS,
+    _LEADING_ZERO,
+    _LIST,
+    _LONG_NAME,
+    _MATH_SPANS,
+    _NUM,
+    _NUMBERS,
+    _OPERATION,
+    _OPERATOR,
+    _OTHER_LABEL,
+    _PLAIN,
+    _QUALIFIER,
+    _SCALES,
+    _SPACED_THOUSANDS,
+    _WORD,
+    _WORKED_TAIL,
+    _WRAPPED,
+    _clean,
+)
+from grpo_job.answers.units import _formula, _strip_unit, _units_differ
 from grpo_job.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -51,142 +92,12 @@ log = logging.getLogger(__name__)
 AnswerType = Literal["auto", "math", "exact"]
 ANSWER_TYPES = ("auto", "math", "exact")
 
-TIMEOUT_SECONDS = 2
-"""Limit for one math-verify parse or comparison (whole seconds: math-verify uses `signal.alarm`)."""
-
 MAX_CHARS = 2000
 """Answers longer than this are not parsed as math (no model answer to a word problem is that long)."""
-
-# A plain number: sign, thousands groups or digits, decimals, a bounded exponent (1e400 is still a
-# number, 1e99999 would build a huge integer).
-_NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][-+]?\d{1,3})?|[-+]?\.\d+(?:[eE][-+]?\d{1,3})?"
-_CURRENCY = r"(?:[$€£¥₹]|\\\$|usd\b|eur\b|rs\.?)"
-# One number, optionally with a currency sign before it and unit words or a parenthesised remark
-# after it: `$72`, `-$5`, `72 apples`, `72 km/h`, `12 (3 x 4)`.
-_PLAIN = re.compile(
-    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\((?P<remark>[^()]*)\))?\s*(?P<unit>[^\W\d_][^\d()=+*^\\]*)?$",
-    re.IGNORECASE,
-)
-# A unit word that is a multiplier: `1.5 million` is 1500000, not 1.5 (nor 1.5 billion).
-_SCALES = {"dozen": 12, "hundred": 10**2, "thousand": 10**3, "million": 10**6, "billion": 10**9,
-           "trillion": 10**12}
-# A parenthesised remark after a number may show the working (`12 (3 x 4)`), not another number
-# (`12 (13)`, `12 (actually 13)`).
-_OPERATOR = re.compile(r"[+\-*/×÷x=]")
-# Two or more plain numbers joined by commas, semicolons, `or`, `and`: a set of candidates.
-_LIST_ITEM = rf"{_CURRENCY}?\s*(?:{_NUM})"
-_LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|;|\bor\b|\band\b)\s*{_LIST_ITEM})+$", re.IGNORECASE)
-_LATEX_DELIMS = ("$", "\\(", "\\[")
-_WORD = re.compile(r"[^\W\d_]{3,}")
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-# A pair, tuple, interval or list written bare, `(1, 2)`: math-verify's LaTeX reading gets its structure,
-# its plain-expression reading would take the last number alone (`(1, 2)` would equal `2`).
-_BRACKETED = re.compile(r"^[(\[].*[)\]]$", re.DOTALL)
-# What wraps a word answer without being part of it: `$...$`, `\(...\)`, `\[...\]`, `\boxed{...}`.
-_EMPHASIS = re.compile(r"^(?:\*\*(.+)\*\*|__(.+)__|\*(.+)\*|_(.+)_|\"(.+)\"|'(.+)'|“(.+)”|`(.+)`)$", re.DOTALL)
-_END_PUNCTUATION = ".!?,;:"
-_WRAPPED = re.compile(r"^(?:\$\$?([^$]+)\$\$?|\\\((.+)\\\)|\\\[(.+)\\\]|\\boxed\{(.+)\})$", re.DOTALL)
-# Free text (no LaTeX) with several numbers is math only as arithmetic (`3/4`, `2*3+1`) or a worked line
-# ending in `= result`; otherwise math-verify's free-text reading keeps one number and drops the rest
-# (`5:31` would equal 5, `between 40 and 42` 42, `2024-01-06` 2024).
-_NUMBERS = re.compile(_NUM)
-_ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷()%]+")
-_OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[\d(]")
-_SPACED_THOUSANDS = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?")  # `1 000 000`
-_LEADING_ZERO = re.compile(r"(?:^|[-/:])\s*0\d")  # `2024-01-06`: a date, not a subtraction
-# Bare algebra in single-letter variables (`x+1`, `y = 2x + 1`): read as LaTeX, where it parses.
-_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*[+\-*/=<>≤≥])[A-Za-z\d\s.,+\-*/=<>≤≥()]+")
-_LONG_NAME = re.compile(r"[A-Za-z]{2,}")
-# Words that deny, bound or change the number next to them (`not 42`, `42 is wrong`, `at least 42`,
-# `5 squared`, `2 and a half`): free text holding one is not that number.
-_QUALIFIER = re.compile(r"(?<!\\)\b(?:not|no|never|neither|nor|wrong|incorrect|false|except|excluding|least|most|more|"
-                        r"less|fewer|over|under|above|below|almost|nearly|negative|squared|cubed|halfs?|halves|"
-                        r"quarters?|thirds?|from)\b|n't\b", re.IGNORECASE)
-# After a choice label, words that take it back (`(C) is wrong`); option text may bound numbers freely.
-_DENIAL = re.compile(r"\b(?:not|no|never|wrong|incorrect|false)\b|n't\b", re.IGNORECASE)
-# The math inside prose (`$42$ is wrong`): what is left is checked for qualifiers.
-_MATH_SPANS = re.compile(r"\$\$?[^$]*\$\$?|\\boxed\{[^{}]*\}|\\\(.*?\\\)|\\\[.*?\\\]", re.DOTALL)
-# `The answer is`, `Final answer:` before a word answer or a choice label.
-_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
-# A second choice label after the first (`(C) or (B)`, `C. B.`): a hedge, not an answer.
-_OTHER_LABEL = re.compile(r"\(\s*[A-Za-z]\s*\)|(?<![A-Za-z'])[A-Z](?![A-Za-z'])")
-# A multiple-choice answer: `A`, `(A)`, `A)`, `A.`, `A: 42`, `(C) 12`, `Answer: B`, `option b`.
-_CHOICE = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
-                     r"(?:\(([A-Za-z])\)|([A-Za-z])(?:[.:)]|$))", re.IGNORECASE)
-_CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
-# 1e99999: a number no answer means, and one that would take sympy minutes to build
-_HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
-
-
-# A unit after a number or a LaTeX value: `cup`, `cm^2`, `cm²`, `km/h`, `square feet`, `m per s`. Stripped
-# (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
-_UNIT_WORD = r"[^\W\d_]+(?:\s*(?:\^\s*\{?-?\d\}?|[²³]))?"
-_TRAILING_UNIT = re.compile(rf"^(?P<math>.*?[\d}}])\s+(?P<unit>{_UNIT_WORD}(?:\s*(?:/|\bper\b|\s)\s*{_UNIT_WORD})*)\.?$")
-# A chemical formula (`CO2`, `CO_2`, `H_{2}O`, `NaCl`, `C₆H₁₂O₆`): letters that name elements, so compared as text
-# with its case (Co is cobalt, CO carbon monoxide) and its subscripts written alike; math would read C*O_2.
-_FORMULA = re.compile(r"(?:[A-Z][a-z]?(?:_?\{?\d+\}?)?){2,}|[A-Z][a-z]?_?\{?\d+\}?")
-_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
-# A worked line inside a sentence: `He earns 18 * 2 = 36 dollars` -> the arithmetic before `=` and the result.
-_WORKED_TAIL = re.compile(r"(?P<work>[\d(][\d\s.,+\-*/×÷()%]*)=\s*(?P<result>[^=]+?)[.!]?$")
 
 
 class CaseSensitive(str):
     """A reference compared as text with its case kept: `answer_type=exact`, and chemical formulas."""
-
-
-def _formula(text: str) -> str | None:
-    """The formula with its subscripts as plain digits (`CO_2`, `CO_{2}`, `CO₂` -> `CO2`); None when the
-    text is not a formula."""
-    text = _clean(text).strip().strip("$").replace("\\mathrm", "").translate(_SUBSCRIPTS)
-    text = re.sub(r"\\ce\{(.*)\}$", r"\1", text)
-    # a digit or a two-letter element (`NaCl`) makes it a formula; capitals alone (`YES`, `NO`) are words
-    if not _FORMULA.fullmatch(text) or not re.search(r"\d|[A-Z][a-z]", text) or len(text) > 40:
-        return None
-    return re.sub(r"[_{}]", "", text)
-
-
-def _strip_unit(text: str) -> str | None:
-    """The value before a trailing unit (`3/4 cup` -> `3/4`, `\\frac{3}{4} cup` -> `\\frac{3}{4}`,
-    `5 cm ^2` -> `5`); None when there is no unit, the unit denies or changes the value (`5 squared`), or
-    the value holds words of its own."""
-    m = _TRAILING_UNIT.match(text)
-    if not m or _QUALIFIER.search(m["unit"]) or re.search(r"\b(?:and|or|to|plus|minus|times)\b", m["unit"]):
-        return None
-    value = m["math"].strip()
-    if re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", value)):
-        return None
-    return value
-
-
-def _unit(text: str) -> str | None:
-    """The trailing unit of a number (`120 km` -> `km`, `5 \\text{ cm}^2` -> `cm^2`, `3 Apples.` -> `apple`),
-    written one way: case folded, spaces and braces dropped, a plural `s` cut; None without one, or
-    when it is a multiplier word (`1.5 million`)."""
-    text = _clean(text)
-    m = _TRAILING_UNIT.match(text) or _PLAIN.match(text)
-    unit = (m and m["unit"] or "").strip().rstrip(".")
-    if not unit or unit.split()[0].casefold().rstrip("s") in _SCALES:
-        return None
-    unit = re.sub(r"[\s{}]", "", unit.casefold())
-    return unit[:-1] if unit.endswith("s") and len(unit) > 2 else unit
-
-
-def _units_differ(prediction: str, reference: str) -> bool:
-    """Both answers name a unit and the units differ (`120 miles` against `120 km`): not equal, whatever
-    the numbers. One side without a unit (`72` against `72 apples`) is not a difference: a model's bare
-    number answers a reference that names its unit. Units are compared as written, not converted: `5 km`
-    against `5000 m` is a difference, and so is `km` against `kilometres`."""
-    a, b = _unit(prediction), _unit(reference)
-    return a is not None and b is not None and a != b
-
-
-def _clean(text: str) -> str:
-    """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
-    unescaped, spaces collapsed."""
-    text = text.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u202f", " ")
-    text = _TEXT_CMD.sub(r" \1 ", text)
-    text = " ".join(text.replace("\\%", "%").split())
-    return text[1:].lstrip() if text[:1] in ("~", "≈") else text  # `~42`: about 42
 
 
 def _plain_number(text: str) -> Fraction | None:
@@ -215,65 +126,6 @@ def _number_set(text: str) -> frozenset[Fraction] | None:
     # the same number pattern the list was matched with, so `1,000, 2` keeps its thousands group
     values = [_plain_number(t) for t in re.findall(_NUM, re.sub(_CURRENCY, "", text, flags=re.IGNORECASE))]
     return frozenset(v for v in values if v is not None) if len(values) >= 2 else None
-
-
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-_POOL_START_SECONDS = 60  # a fresh spawned worker imports sympy and math-verify first
-
-
-def _in_worker(func: Any, default: Any, *args: Any) -> Any:
-    """Run `func(*args)` in a spawned worker process, on whose main thread math-verify's own
-    timeout works; `default` when it does not answer in time (the worker is then killed, so a
-    computation that holds the GIL in C, e.g. sympy's 9^(9^(9^9)), cannot stall this process)."""
-    global _POOL
-    with _POOL_LOCK:
-        fresh = _POOL is None
-        if fresh:
-            _POOL = _spawn_pool()
-        pool = _POOL
-    try:
-        return pool.apply_async(func, args).get(3 * TIMEOUT_SECONDS + (_POOL_START_SECONDS if fresh else 0))
-    except multiprocessing.TimeoutError:
-        log.warning("answer check took longer than %ss and was abandoned (scored as wrong)", 3 * TIMEOUT_SECONDS)
-        with _POOL_LOCK:
-            if _POOL is pool:
-                pool.terminate()
-                _POOL = None
-        return default
-
-
-def _spawn_pool() -> Any:
-    """A one-process spawned pool whose worker does not run the caller's script. A spawned child imports
-    the parent's `__main__` file first (multiprocessing's "safe importing of main module"): a script
-    without an `if __name__ == "__main__":` guard would run again in the worker and fail there. The worker
-    needs only this module, so the pool is started with a bare `__main__` in place (no file to import);
-    the real one is put back at once."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        return multiprocessing.get_context("spawn").Pool(1)
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
-
-
-def _mv_parse(text: str) -> list[Any]:
-    """math-verify's parse (main thread only: its signal-based timeout); [] when nothing parses."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-
-    return parse(text, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=TIMEOUT_SECONDS)
-
-
-def _mv_verify(gold: Any, pred: Any) -> bool:
-    """math-verify's verify (gold first: it is not symmetric), main thread only."""
-    from math_verify import verify as mv_verify
-
-    return bool(mv_verify(gold, pred, timeout_seconds=TIMEOUT_SECONDS))
-
-
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 def _number_only(text: str) -> Fraction | frozenset[Fraction] | None:
@@ -492,58 +344,3 @@ class AnswerCheckError(JobError):
     """The answer checker itself failed (not the answer): training on its scores would be training on noise."""
 
 
-def _install_hint(e: Exception) -> str:
-    if isinstance(e, ImportError):
-        return f"install the missing package ({e.name or e}): pip install math-verify==0.9.0"
-    return "this is a bug of the checker: report it with the two texts above"
-
-
-def _same_number(gold: Fraction, pred: Fraction) -> bool:
-    """Exact equality, except against a reference written with more than 6 decimals (a float a program
-    printed, `0.3333333333333333`): then equal when the prediction rounds to it at its precision."""
-    if gold == pred:
-        return True
-    for decimals in range(7, 21):
-        if (gold * 10**decimals).denominator == 1:
-            return abs(gold - pred) <= Fraction(1, 2 * 10**decimals)
-    return False
-
-
-def _as_fraction(value: Any) -> Fraction | None:
-    """A Fraction, or a sympy rational (math-verify's reading of `1/3`, `\\frac{3}{4}`) as one; else None."""
-    if isinstance(value, Fraction):
-        return value
-    if getattr(value, "is_Rational", False):
-        return Fraction(int(value.p), int(value.q))
-    # `1/3` comes back unevaluated, as the product 1 * 3**-1. Read only that shape: asking sympy whether
-    # any other expression is rational can evaluate it (a power tower would hold this thread for minutes).
-    if getattr(value, "is_Mul", False):
-        out = Fraction(1)
-        for factor in value.args:
-            if factor.is_Rational:
-                out *= Fraction(int(factor.p), int(factor.q))
-            elif factor.is_Pow and factor.base.is_Integer and factor.exp == -1 and factor.base != 0:
-                out /= int(factor.base)
-            else:
-                return None
-        return out
-    return None
-
-
-def _is_finite_set(value: Any) -> bool:
-    """math-verify's reading of `\\{1, 2\\}` (a sympy FiniteSet), which a list of numbers equals as a set."""
-    import sympy
-
-    return isinstance(value, sympy.FiniteSet)
-
-
-def _sympy(value: Any) -> Any:
-    """A Fraction as a sympy Rational and a set of Fractions as a sympy FiniteSet (for math-verify);
-    other values unchanged."""
-    import sympy
-
-    if isinstance(value, Fraction):
-        return sympy.Rational(value.numerator, value.denominator)
-    if isinstance(value, frozenset):
-        return sympy.FiniteSet(*(_sympy(v) for v in value))
-    return value

@@ -1,0 +1,119 @@
+"""The answer checker's patterns, each named for what it matches (numbers, currencies, lists, LaTeX wrappers,
+units, formulas, worked arithmetic, choice labels, qualifiers that turn an answer into another claim...).
+`grpo_job.answers` applies them in its rules; the tests in tests/test_answers.py are their table rows."""
+
+from __future__ import annotations
+
+import re
+
+# A plain number: sign, thousands groups or digits, decimals, a bounded exponent (1e400 is still a
+# number, 1e99999 would build a huge integer).
+_NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][-+]?\d{1,3})?|[-+]?\.\d+(?:[eE][-+]?\d{1,3})?"
+
+_CURRENCY = r"(?:[$€£¥₹]|\\\$|usd\b|eur\b|rs\.?)"
+
+# One number, optionally with a currency sign before it and unit words or a parenthesised remark
+# after it: `$72`, `-$5`, `72 apples`, `72 km/h`, `12 (3 x 4)`.
+_PLAIN = re.compile(
+    rf"^(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>{_NUM})\s*(?:\((?P<remark>[^()]*)\))?\s*(?P<unit>[^\W\d_][^\d()=+*^\\]*)?$",
+    re.IGNORECASE,
+)
+
+# A unit word that is a multiplier: `1.5 million` is 1500000, not 1.5 (nor 1.5 billion).
+_SCALES = {"dozen": 12, "hundred": 10**2, "thousand": 10**3, "million": 10**6, "billion": 10**9,
+           "trillion": 10**12}
+
+# A parenthesised remark after a number may show the working (`12 (3 x 4)`), not another number
+# (`12 (13)`, `12 (actually 13)`).
+_OPERATOR = re.compile(r"[+\-*/×÷x=]")
+
+# Two or more plain numbers joined by commas, semicolons, `or`, `and`: a set of candidates.
+_LIST_ITEM = rf"{_CURRENCY}?\s*(?:{_NUM})"
+
+_LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|;|\bor\b|\band\b)\s*{_LIST_ITEM})+$", re.IGNORECASE)
+
+_LATEX_DELIMS = ("$", "\\(", "\\[")
+
+_WORD = re.compile(r"[^\W\d_]{3,}")
+
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+
+# A pair, tuple, interval or list written bare, `(1, 2)`: math-verify's LaTeX reading gets its structure,
+# its plain-expression reading would take the last number alone (`(1, 2)` would equal `2`).
+_BRACKETED = re.compile(r"^[(\[].*[)\]]$", re.DOTALL)
+
+# What wraps a word answer without being part of it: `$...$`, `\(...\)`, `\[...\]`, `\boxed{...}`.
+_EMPHASIS = re.compile(r"^(?:\*\*(.+)\*\*|__(.+)__|\*(.+)\*|_(.+)_|\"(.+)\"|'(.+)'|“(.+)”|`(.+)`)$", re.DOTALL)
+
+_END_PUNCTUATION = ".!?,;:"
+
+_WRAPPED = re.compile(r"^(?:\$\$?([^$]+)\$\$?|\\\((.+)\\\)|\\\[(.+)\\\]|\\boxed\{(.+)\})$", re.DOTALL)
+
+# Free text (no LaTeX) with several numbers is math only as arithmetic (`3/4`, `2*3+1`) or a worked line
+# ending in `= result`; otherwise math-verify's free-text reading keeps one number and drops the rest
+# (`5:31` would equal 5, `between 40 and 42` 42, `2024-01-06` 2024).
+_NUMBERS = re.compile(_NUM)
+
+_ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷()%]+")
+
+_OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[\d(]")
+
+_SPACED_THOUSANDS = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?")  # `1 000 000`
+
+_LEADING_ZERO = re.compile(r"(?:^|[-/:])\s*0\d")  # `2024-01-06`: a date, not a subtraction
+
+# Bare algebra in single-letter variables (`x+1`, `y = 2x + 1`): read as LaTeX, where it parses.
+_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*[+\-*/=<>≤≥])[A-Za-z\d\s.,+\-*/=<>≤≥()]+")
+
+_LONG_NAME = re.compile(r"[A-Za-z]{2,}")
+
+# Words that deny, bound or change the number next to them (`not 42`, `42 is wrong`, `at least 42`,
+# `5 squared`, `2 and a half`): free text holding one is not that number.
+_QUALIFIER = re.compile(r"(?<!\\)\b(?:not|no|never|neither|nor|wrong|incorrect|false|except|excluding|least|most|more|"
+                        r"less|fewer|over|under|above|below|almost|nearly|negative|squared|cubed|halfs?|halves|"
+                        r"quarters?|thirds?|from)\b|n't\b", re.IGNORECASE)
+
+# After a choice label, words that take it back (`(C) is wrong`); option text may bound numbers freely.
+_DENIAL = re.compile(r"\b(?:not|no|never|wrong|incorrect|false)\b|n't\b", re.IGNORECASE)
+
+# The math inside prose (`$42$ is wrong`): what is left is checked for qualifiers.
+_MATH_SPANS = re.compile(r"\$\$?[^$]*\$\$?|\\boxed\{[^{}]*\}|\\\(.*?\\\)|\\\[.*?\\\]", re.DOTALL)
+
+# `The answer is`, `Final answer:` before a word answer or a choice label.
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
+
+# A second choice label after the first (`(C) or (B)`, `C. B.`): a hedge, not an answer.
+_OTHER_LABEL = re.compile(r"\(\s*[A-Za-z]\s*\)|(?<![A-Za-z'])[A-Z](?![A-Za-z'])")
+
+# A multiple-choice answer: `A`, `(A)`, `A)`, `A.`, `A: 42`, `(C) 12`, `Answer: B`, `option b`.
+_CHOICE = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
+                     r"(?:\(([A-Za-z])\)|([A-Za-z])(?:[.:)]|$))", re.IGNORECASE)
+
+_CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
+
+# 1e99999: a number no answer means, and one that would take sympy minutes to build
+_HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
+
+# A unit after a number or a LaTeX value: `cup`, `cm^2`, `cm²`, `km/h`, `square feet`, `m per s`. Stripped
+# (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
+_UNIT_WORD = r"[^\W\d_]+(?:\s*(?:\^\s*\{?-?\d\}?|[²³]))?"
+
+_TRAILING_UNIT = re.compile(rf"^(?P<math>.*?[\d}}])\s+(?P<unit>{_UNIT_WORD}(?:\s*(?:/|\bper\b|\s)\s*{_UNIT_WORD})*)\.?$")
+
+# A chemical formula (`CO2`, `CO_2`, `H_{2}O`, `NaCl`, `C₆H₁₂O₆`): letters that name elements, so compared as text
+# with its case (Co is cobalt, CO carbon monoxide) and its subscripts written alike; math would read C*O_2.
+_FORMULA = re.compile(r"(?:[A-Z][a-z]?(?:_?\{?\d+\}?)?){2,}|[A-Z][a-z]?_?\{?\d+\}?")
+
+_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+
+# A worked line inside a sentence: `He earns 18 * 2 = 36 dollars` -> the arithmetic before `=` and the result.
+_WORKED_TAIL = re.compile(r"(?P<work>[\d(][\d\s.,+\-*/×÷()%]*)=\s*(?P<result>[^=]+?)[.!]?$")
+
+
+def _clean(text: str) -> str:
+    """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
+    unescaped, spaces collapsed."""
+    text = text.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u202f", " ")
+    text = _TEXT_CMD.sub(r" \1 ", text)
+    text = " ".join(text.replace("\\%", "%").split())
+    return text[1:].lstrip() if text[:1] in ("~", "≈") else text  # `~42`: about 42
