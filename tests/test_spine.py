@@ -3,7 +3,7 @@ shape its README describes (no import circles, no module over 400 lines).
 
 The CPU run is `entrypoint.py run` as a subprocess, with a `sitecustomize` on its PYTHONPATH that counts
 every call of `grpo_job.rewards.build_all` and `grpo_job.training.engines.pick_engine` in each process
-(the job re-executes itself after `train`; the sitecustomize counts in the new process too)."""
+(the job re-executes itself after `train`, same pid; the sitecustomize counts in the new image too)."""
 
 import ast
 import json
@@ -21,14 +21,16 @@ PACKAGE = ROOT / "grpo_job"
 MAX_MODULE_LINES = 400
 
 SPY = '''
-import json, os
+import json, os, uuid
+
+_IMAGE = uuid.uuid4().hex  # one per interpreter start: the re-exec after train keeps the pid, not this
 
 def _count(module, name):
     real = getattr(module, name)
 
     def counted(*args, **kwargs):
         with open(os.environ["SPINE_SPY_LOG"], "a") as f:
-            f.write(json.dumps({"pid": os.getpid(), "call": name}) + "\\n")
+            f.write(json.dumps({"process": _IMAGE, "call": name}) + "\\n")
         return real(*args, **kwargs)
 
     setattr(module, name, counted)
@@ -151,11 +153,11 @@ def test_a_cpu_run_builds_the_rewards_once_and_picks_the_engine_once(tmp_path):
     stages = {json.loads(line).get("stage") for line in r.stderr.splitlines() if line.startswith("{")}
     assert {"prepare_data", "reward_preflight", "evaluate_base", "train", "evaluate_trained"} <= stages
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    per_process = Counter((c["pid"], c["call"]) for c in calls)
-    pids = {c["pid"] for c in calls}
-    assert len(pids) == 2, calls  # the run, then the re-executed process after train
+    per_process = Counter((c["process"], c["call"]) for c in calls)
+    processes = list(dict.fromkeys(c["process"] for c in calls))  # in the order they started
+    assert len(processes) == 2, calls  # the run, then the process the job re-executes after train
     assert all(n == 1 for n in per_process.values()), per_process
-    first = min(pids, key=lambda p: next(i for i, c in enumerate(calls) if c["pid"] == p))
+    first = processes[0]
     assert per_process[(first, "build_all")] == 1 and per_process[(first, "pick_engine")] == 1
 
 
