@@ -13,6 +13,11 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
 - `trl`: TRL's defaults for colocate: one generation per optimizer step (`steps_per_generation` =
   gradient_accumulation_steps = 1) and `vllm_gpu_memory_utilization` 0.3.
 
+`--fixed-length STEPS` times the system alone: every completion runs to `max_completion_length` (vLLM's
+`ignore_eos`, through `train.extra.generation_kwargs`), evaluation and preflight off, STEPS optimizer
+steps; the folder is named `<variant>-fixed`. Learning changes completion lengths, and a vLLM batch runs
+as long as its longest completion, so only equal lengths compare the step rates of the two settings.
+
 A result folder holds job.log, metrics.jsonl, eval_base.json, eval_trained.json, stages_train.json and
 gpu-memory.csv. Seconds per step: the mean over steps 2-100 (step 1 compiles); completion tokens/s: the
 completions' tokens over the same time (the fair rate: step time follows completion length, which each
@@ -39,17 +44,21 @@ VARIANTS = {
 }
 
 
-def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool) -> int:
-    base = Path("/tmp/recipe-bench") / variant
+def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed_steps: int | None = None) -> int:
+    name = f"{variant}-fixed" if fixed_steps else variant
+    base = Path("/tmp/recipe-bench") / name
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRPO_RUN_ID=variant, GRPO_STORE__URI=str(base / "store"),
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRPO_RUN_ID=name, GRPO_STORE__URI=str(base / "store"),
                GRPO_WORK_DIR=str(base / "work"), GRPO_MODEL__NAME_OR_PATH=model,
                GRPO_DATA__PATH=str(gsm8k / "train.jsonl"), GRPO_EVALUATION__DATA_PATH=str(gsm8k / "test.jsonl"),
                GRPO_EXPORT__MERGE="false", GRPO_EXPORT__QUANTIZATIONS="[]", **VARIANTS[variant])
-    if not preflight:
+    if not preflight or fixed_steps:
         env["GRPO_HEALTH__PREFLIGHT_SAMPLES"] = "0"
+    if fixed_steps:
+        env.update(GRPO_TRAIN__MAX_STEPS=str(fixed_steps), GRPO_EVALUATION__ENABLED="false",
+                   GRPO_TRAIN__EXTRA=json.dumps({"generation_kwargs": {"ignore_eos": True}}))
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader",
                             "-lms", "500"], stdout=open(base / "gpu-memory.csv", "w"))
     t0 = time.monotonic()
@@ -57,8 +66,8 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool) -> in
         rc = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "run"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log).returncode
     smi.terminate()
-    print(f"{variant}: exit {rc} after {time.monotonic() - t0:.0f} s")
-    store = base / "store" / variant
+    print(f"{name}: exit {rc} after {time.monotonic() - t0:.0f} s")
+    store = base / "store" / name
     for f in ("metrics.jsonl", "eval/base.json", "eval/trained.json", "stages/train.json",
               "stages/evaluate_base.json", "stages/evaluate_trained.json", "stages/reward_preflight.json"):
         if (store / f).is_file():
@@ -66,8 +75,8 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool) -> in
     shutil.rmtree(base / "store")
     shutil.rmtree(base / "work")
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out / f"recipe-{variant}.tgz", "w:gz") as tar:
-        tar.add(base, arcname=variant)
+    with tarfile.open(out / f"recipe-{name}.tgz", "w:gz") as tar:
+        tar.add(base, arcname=name)
     return rc
 
 
@@ -130,12 +139,14 @@ def main() -> int:
     r.add_argument("--model", required=True)
     r.add_argument("--gsm8k", type=Path, required=True)
     r.add_argument("--preflight", action="store_true", help="keep the reward preflight (off: it is the same for both)")
+    r.add_argument("--fixed-length", type=int, metavar="STEPS", help="time STEPS steps at full-length completions")
     t = sub.add_parser("table")
     t.add_argument("folders", nargs="+", type=Path)
     t.add_argument("--json", type=Path)
     a = p.parse_args()
     if a.cmd == "run":
-        return run(a.variant, a.model, a.gsm8k, Path(os.environ.get("OUT", "/tmp/out")), a.preflight)
+        return run(a.variant, a.model, a.gsm8k, Path(os.environ.get("OUT", "/tmp/out")), a.preflight,
+                   a.fixed_length)
     table(a.folders, a.json)
     return 0
 

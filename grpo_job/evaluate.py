@@ -7,7 +7,9 @@ as `format` scores it), the partial-format score, the share of answers cut off a
 and the mean completion length in tokens. Results go to `eval/<which>.json` in the run store.
 
 Generation is greedy (deterministic). On a CUDA GPU with vLLM installed it runs through vLLM in a
-child process (`python -m grpo_job.evaluate`): the trained adapter is applied as a vLLM LoRA, and the
+child process (`python -m grpo_job.evaluate`): the child merges the trained adapter into a bf16 copy of the
+base weights first (`merge_adapter`; a vLLM LoRA engine took 17 s more to start, capturing graphs for
+its LoRA kernels, and 7 s more to generate the GSM8K test split on the H200), and the
 child's exit hands all its GPU memory back before the next stage (a `vllm.LLM` built in the job's own
 process would stay next to the train stage's engine, and one built in a process that imported unsloth
 was seen to hang). The engine is built for one pass (`one_shot_engine_args`: no torch.compile, a few
@@ -23,6 +25,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,18 +139,16 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
     # the tokenizer has no tokenizer.json (vLLM's own tokenizer then encodes it)
     encoded = [{"prompt_token_ids": ids} if (ids := render.token_ids(p)) is not None else {"prompt": render.text(p)}
                for p in prompts]
+    io = ctx.work_dir / "eval-vllm"
+    io.mkdir(parents=True, exist_ok=True)
     job = {"model": models.resolve(s.model, ctx.cache_dir), "revision": s.model.revision, "prompts": encoded,
            "max_new_tokens": max_new_tokens, "gpu_memory_utilization": s.model.gpu_memory_utilization,
-           "seed": s.train.seed, "temperature": temperature, "adapter": None,
-           # vLLM takes only these LoRA ranks (vllm.config.lora.MaxLoRARanks)
-           "max_lora_rank": min(r for r in (1, 8, 16, 32, 64, 128, 256, 320, 512, s.lora.r) if r >= s.lora.r)}
+           "seed": s.train.seed, "temperature": temperature, "adapter": None, "merged_dir": str(io / "merged")}
     if adapter:
         local = ctx.work_dir / "eval-adapter"
         ctx.store.get_dir("adapter", local)
         job["adapter"] = str(local)
     job["max_model_len"] = engines.vllm_max_model_len(s.model.max_seq_length, engines.model_max_positions(job["model"]))
-    io = ctx.work_dir / "eval-vllm"
-    io.mkdir(parents=True, exist_ok=True)
     (io / "job.json").write_text(json.dumps(job))
     (io / "out.json").unlink(missing_ok=True)
     # a fresh process: not the trainer's torch.distributed variables (TRL colocate sets them in this one)
@@ -158,9 +159,10 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
     if rc != 0:
         raise RuntimeError(f"vLLM evaluation process exited {rc} (its log is above)")
     out = json.loads((io / "out.json").read_text())
-    log.info("vLLM generation: imports %.1f s, engine ready in %.1f s, %d completions in %.1f s", out["import_s"],
-             out["init_s"], len(out["generations"]), out["generate_s"],
-             extra={"vllm": {k: out[k] for k in ("import_s", "init_s", "generate_s")}})
+    shutil.rmtree(io / "merged", ignore_errors=True)  # a copy of the model's weights, needed no more
+    log.info("vLLM generation: imports %.1f s, adapter merged in %.1f s, engine ready in %.1f s, %d completions "
+             "in %.1f s", out["import_s"], out.get("merge_s", 0.0), out["init_s"], len(out["generations"]),
+             out["generate_s"], extra={"vllm": {k: out.get(k) for k in ("import_s", "merge_s", "init_s", "generate_s")}})
     return [(t, ids) for t, ids in out["generations"]]
 
 
@@ -178,6 +180,25 @@ def one_shot_engine_args() -> dict[str, Any]:
             "max_num_seqs": ONE_SHOT_CUDA_GRAPH_SIZES[-1]}
 
 
+def merge_adapter(base: str, adapter: str, out: str, revision: str | None = None, device: str = "cuda") -> str:
+    """A copy of the base model (`base`, a transformers folder or Hub id at `revision`) with the LoRA in
+    `adapter` merged into its weights (W + scaling * B @ A, peft's merge_and_unload), saved to `out` as
+    safetensors in bf16, loaded and merged on `device`; returns `out`. The tokenizer is not copied: the
+    caller reads the base model's. The device memory it used is given back before it returns."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16, revision=revision, device_map=device)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged.save_pretrained(out)
+    del model, merged
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
 def _vllm_child(job_path: str, out_path: str, started: float) -> None:
     """Child process body: vLLM generation for the prompts in `job_path`, written to `out_path` (`started`:
     `time.monotonic()` when the child began, for the import time it reports)."""
@@ -188,27 +209,27 @@ def _vllm_child(job_path: str, out_path: str, started: float) -> None:
 
     t0 = time.monotonic()
     job = json.loads(Path(job_path).read_text())
-    free, total = torch.cuda.mem_get_info()
-    llm = LLM(model=job["model"], revision=job["revision"], seed=job["seed"], max_model_len=job["max_model_len"],
-              gpu_memory_utilization=min(job["gpu_memory_utilization"], 0.9 * free / total),
-              enable_lora=job["adapter"] is not None, max_lora_rank=job["max_lora_rank"],
-              **(one_shot_engine_args() if job.get("one_shot", True) else {}))
-    lora = None
+    weights = job["model"]
     if job["adapter"]:
-        from vllm.lora.request import LoRARequest
-
-        lora = LoRARequest("trained", 1, job["adapter"])
+        weights = merge_adapter(job["model"], job["adapter"], job["merged_dir"], job["revision"])
+    t_merged = time.monotonic()
+    free, total = torch.cuda.mem_get_info()
+    llm = LLM(model=weights, tokenizer=job["model"], revision=None if job["adapter"] else job["revision"],
+              tokenizer_revision=job["revision"], seed=job["seed"], max_model_len=job["max_model_len"],
+              gpu_memory_utilization=min(job["gpu_memory_utilization"], 0.9 * free / total),
+              **(one_shot_engine_args() if job.get("one_shot", True) else {}))
     t1 = time.monotonic()
     temperature = job.get("temperature", 0.0)
     params = SamplingParams(temperature=temperature, max_tokens=job["max_new_tokens"], skip_special_tokens=True,
                             **({"seed": job["seed"]} if temperature > 0 else {}))
     # use_tqdm=False: the job logs the timing itself, and vLLM's bar divides by its elapsed time
     # the prompts come rendered and encoded by the job's PromptRenderer (as the trainer builds them)
-    outs = llm.generate(job["prompts"], params, lora_request=lora, use_tqdm=False)
+    outs = llm.generate(job["prompts"], params, use_tqdm=False)
     out = Path(out_path)
     tmp = out.with_name(out.name + ".partial")  # the parent reads a whole file or none
     tmp.write_text(json.dumps({
-        "import_s": round(t0 - started, 1), "init_s": round(t1 - t0, 1), "generate_s": round(time.monotonic() - t1, 1),
+        "import_s": round(t0 - started, 1), "merge_s": round(t_merged - t0, 1), "init_s": round(t1 - t_merged, 1),
+        "generate_s": round(time.monotonic() - t1, 1),
         "generations": [[o.outputs[0].text, list(o.outputs[0].token_ids)] for o in outs]}))
     tmp.replace(out)
 

@@ -156,3 +156,33 @@ def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_p
     again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2,
                               render=evaluate.prompt_renderer(s, ctx))
     assert [g[0] for g in again] == [smp["completion"] for smp in saved["samples"]]
+
+
+def test_merge_adapter_writes_base_plus_the_lora_update(tmp_path):
+    """The vLLM child evaluates merged weights: every LoRA module's weight is W + scaling * B @ A, the
+    others are the base's, and the folder loads back as a plain transformers model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp_path / "base")
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.bfloat16)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    lora.save_pretrained(tmp_path / "adapter")
+    layer = lora.base_model.model.model.layers[1].self_attn.q_proj
+    expected = layer.base_layer.weight.float() + 2.0 * layer.lora_B["default"].weight.float() @ layer.lora_A["default"].weight.float()
+    untouched = lora.base_model.model.model.layers[1].self_attn.k_proj.weight.clone()
+
+    out = evaluate.merge_adapter(str(tmp_path / "base"), str(tmp_path / "adapter"), str(tmp_path / "merged"), device="cpu")
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    got = merged.model.layers[1].self_attn.q_proj.weight.float()
+    assert not hasattr(merged, "peft_config") and (tmp_path / "merged" / "model.safetensors").is_file()
+    assert torch.allclose(got, expected, atol=2e-2) and not torch.allclose(got, layer.base_layer.weight.float(), atol=2e-2)
+    assert torch.equal(merged.model.layers[1].self_attn.k_proj.weight, untouched)
