@@ -3,6 +3,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# test processes (pytest-xdist); a file's tests stay in one process, so a module's fixture (one CPU
+# training run shared by its tests) runs once. CPU training spends its time in Triton's interpreter,
+# one core each, so two processes use the two cores of CI.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: smoke test test-fast setup
 
@@ -27,9 +32,9 @@ smoke: $(VENV)/.setup-core
 
 test: $(VENV)/.setup-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # the inner loop: no real training, no llama.cpp build, no GPU (a few minutes); CI runs `make test`
 test-fast: $(VENV)/.setup-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "not slow and not gpu"
+	$(PYTEST) -m "not slow and not gpu"

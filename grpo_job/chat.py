@@ -113,9 +113,9 @@ def from_folder(folder: Path) -> ChatTemplate:
 def from_gguf(path: Path) -> ChatTemplate:
     """The chat template in a GGUF file's metadata (`tokenizer.chat_template`); tokens cannot be
     counted from it without building the tokenizer (the prepare_data stage counts them)."""
-    from gguf import GGUFReader
+    from grpo_job import models
 
-    fields = GGUFReader(path).fields
+    fields = models.gguf_fields(path)
     tpl = fields.get("tokenizer.chat_template")
     template = tpl.contents() if tpl is not None else None
     tokens = fields.get("tokenizer.ggml.tokens")

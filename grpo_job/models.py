@@ -3,12 +3,14 @@ file dequantized once into a normal transformers folder (cached in the work dir)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings import ModelSettings
@@ -100,11 +102,25 @@ def _dequantize(gguf: Path, out: Path) -> None:
     tmp.replace(out)
 
 
-def _gguf_tokenizer_kind(gguf: Path) -> tuple[str | None, str | None]:
-    """(`tokenizer.ggml.model`, `tokenizer.ggml.pre`) of a GGUF file, e.g. ('gpt2', 'smollm')."""
+def gguf_fields(gguf: Path) -> dict[str, Any]:
+    """The metadata fields of a GGUF file (gguf's `GGUFReader(...).fields`: name -> ReaderField), read once
+    per process and file version: the reader parses every field, the whole vocabulary included (3 s for
+    SmolLM2's 49k tokens on a 2-core VM), and `check` asks for the chat template, the special tokens and
+    the context length."""
+    st = Path(gguf).stat()
+    return _read_gguf_fields(str(Path(gguf).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_gguf_fields(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     from gguf import GGUFReader
 
-    fields = GGUFReader(gguf).fields
+    return GGUFReader(path).fields
+
+
+def _gguf_tokenizer_kind(gguf: Path) -> tuple[str | None, str | None]:
+    """(`tokenizer.ggml.model`, `tokenizer.ggml.pre`) of a GGUF file, e.g. ('gpt2', 'smollm')."""
+    fields = gguf_fields(gguf)
 
     def text(key: str) -> str | None:
         field = fields.get(key)
@@ -169,9 +185,7 @@ def _config_positions(config: Path) -> int | None:
 def gguf_context_length(gguf: Path) -> int | None:
     """`<general.architecture>.context_length` from a GGUF file's metadata (what transformers reads
     into `max_position_embeddings` when it loads the GGUF)."""
-    from gguf import GGUFReader
-
-    fields = GGUFReader(gguf).fields
+    fields = gguf_fields(gguf)
     arch = fields.get("general.architecture")
     if arch is None:
         return None
