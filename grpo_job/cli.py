@@ -23,7 +23,7 @@ import signal
 import sys
 
 from grpo_job import errors, rewards
-from grpo_job.context import open_run
+from grpo_job.context import StoreKeys, open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
 from grpo_job.training.engines import use_triton_interpreter_without_gpu
@@ -126,12 +126,12 @@ def closing_line(code: int, settings: JobSettings) -> None:
     where: dict[str, object] = {}
     try:
         store = open_run(settings).store
-        wanted = {"report": "report/report.md", "adapter": "adapter/adapter_config.json",
-                  "merged_model": "merged/config.json"}
+        wanted = {"report": StoreKeys.REPORT_MD, "adapter": f"{StoreKeys.ADAPTER}/adapter_config.json",
+                  "merged_model": f"{StoreKeys.MERGED}/config.json"}
         for name, key in wanted.items():
             if store.exists(key):
                 where[name] = f"{store.uri.rstrip('/')}/{key.rsplit('/', 1)[0] if name != 'report' else key}"
-        ggufs = [f"{store.uri.rstrip('/')}/{k}" for k in store.list("gguf/") if k.endswith(".gguf")]
+        ggufs = [f"{store.uri.rstrip('/')}/{k}" for k in store.list(f"{StoreKeys.GGUF}/") if k.endswith(".gguf")]
         if ggufs:
             where["gguf"] = ggufs
     except Exception as e:  # the closing line must still be written: say why the paths are missing

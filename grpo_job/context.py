@@ -31,12 +31,19 @@ class StoreKeys:
     CHECKPOINTS = "checkpoints"  # checkpoint-<step>/ folders
     MERGED = "merged"  # base + LoRA, 16-bit (folder)
     GGUF = "gguf"  # the exported GGUF files (folder)
+    GGUF_VERIFY = "gguf/verify.json"  # verify_gguf -> publish (the model card's check of each GGUF)
     REPORT = "report"  # plots and report.md (folder)
+    REPORT_MD = "report/report.md"  # report -> the closing line
 
     @staticmethod
     def marker(stage: str) -> str:
         """The done-marker of a stage: its summary, written last."""
         return f"stages/{stage}.json"
+
+    @staticmethod
+    def gguf_file(quant: str) -> str:
+        """An exported GGUF file (`q8_0`, `f16`...): export_gguf -> verify_gguf, publish."""
+        return f"{StoreKeys.GGUF}/model-{quant}.gguf"
 
     @staticmethod
     def evaluation(which: str) -> str:
@@ -93,7 +100,7 @@ class RunContext:
         """Settings name -> the name TRL logs the reward under (`rewards/<name>/mean`)."""
         from grpo_job import rewards
 
-        return {name: rewards.callable_name(func) for name, func in self.rewards.items()}
+        return rewards.log_names(self.rewards)
 
 
 def open_run(settings: JobSettings) -> RunContext:

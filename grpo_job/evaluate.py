@@ -61,7 +61,7 @@ def load_model(s: JobSettings, ctx: RunContext, adapter: bool) -> tuple[Any, Any
         from peft import PeftModel
 
         local = ctx.work_dir / "eval-adapter"
-        ctx.store.get_dir("adapter", local)
+        ctx.store.get_dir(ctx.keys.ADAPTER, local)
         model = PeftModel.from_pretrained(model, str(local)).merge_and_unload()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -146,7 +146,7 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
            "seed": s.train.seed, "temperature": temperature, "adapter": None, "merged_dir": str(io / "merged")}
     if adapter:
         local = ctx.work_dir / "eval-adapter"
-        ctx.store.get_dir("adapter", local)
+        ctx.store.get_dir(ctx.keys.ADAPTER, local)
         job["adapter"] = str(local)
     job["max_model_len"] = engines.vllm_max_model_len(s.model.max_seq_length, engines.model_max_positions(job["model"]))
     (io / "job.json").write_text(json.dumps(job))
@@ -268,7 +268,7 @@ def eval_rows(ctx: RunContext) -> list[dict]:
     if ev.data_path:
         rows = data.evaluation_rows(ev.data_path, s.data)
     else:
-        rows = data.from_jsonl(ctx.store.read_text("data/eval.jsonl"))
+        rows = data.from_jsonl(ctx.store.read_text(ctx.keys.HELD_OUT_ROWS))
     limit = ev.max_samples or (None if engines.has_cuda_gpu() else ev.cpu_samples)
     return rows[:limit] if limit else rows
 
@@ -306,7 +306,7 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
     ]
     summary = {"which": which, "n": len(rows), "max_new_tokens": max_new, "device": device,
                "generate_seconds": round(seconds, 1), **{k: round(v, 4) for k, v in metrics.items()}}
-    ctx.store.write_text(f"eval/{which}.json", json.dumps({**summary, "samples": samples}, indent=1))
+    ctx.store.write_text(ctx.keys.evaluation(which), json.dumps({**summary, "samples": samples}, indent=1))
     log.info("evaluate %s on %d examples: accuracy %.3f, format %.3f, partial format %.3f, mean length %.1f tokens",
              which, len(rows), metrics["accuracy"], metrics["format_rate"], metrics["partial_format"],
              metrics["mean_length"], extra={"evaluation": summary})

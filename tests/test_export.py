@@ -66,7 +66,7 @@ def test_gguf_files_have_the_byte_level_vocab_and_quant_types(run):
     file_types = {"q8_0": 7, "q4_k_m": 15}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q8_0, LLAMA_FTYPE_MOSTLY_Q4_K_M
     for q in QUANTS:
         path = ctx.work_dir / "gguf" / f"model-{q}.gguf"
-        assert path.stat().st_size == ctx.store.size(export.gguf_key(q)) == marker["files"][q]["size"]
+        assert path.stat().st_size == ctx.store.size(ctx.keys.gguf_file(q)) == marker["files"][q]["size"]
         fields = GGUFReader(path).fields
         assert fields["general.file_type"].contents() == file_types[q]
         assert fields["tokenizer.ggml.model"].contents() == "gpt2"  # not "llama": the trap

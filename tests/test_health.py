@@ -124,7 +124,7 @@ def test_guard_keys_on_the_name_trl_logs():
     s = load_settings(SMOKE, ['--rewards={"tests.reward_fixtures:difficulty_bonus": 1.0, "soft_overlong": '
                               '{"weight": 1.0, "max_completion_len": 64, "soft_punish_cache": 8}, "correctness": 1.0}',
                               "--health.zero_reward_steps=2", "--health.zero_std_steps=0"])
-    g = health.Guards(s)
+    g = health.Guards(s, R.log_names(R.build_all(s.rewards, s.data.answer_type)))
     assert {"DifficultyBonus", "soft_overlong_punishment_reward", "correctness_reward"} <= set(g.watched)
     logs = {"rewards/DifficultyBonus/mean": 0.0, "rewards/soft_overlong_punishment_reward/mean": -0.1,
             "rewards/correctness_reward/mean": 0.5}
@@ -134,7 +134,7 @@ def test_guard_keys_on_the_name_trl_logs():
 
 def _guards(*overrides):
     s = load_settings(SMOKE, ["--health.zero_std_steps=3", "--health.zero_reward_steps=2", *overrides])
-    return health.Guards(s)
+    return health.Guards(s, R.log_names(R.build_all(s.rewards, s.data.answer_type)))
 
 
 def test_guard_zero_variance_counts_consecutive_steps_only():

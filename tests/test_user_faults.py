@@ -18,6 +18,7 @@ import pytest
 from hub_server import HubServer
 
 from grpo_job import answers, data, stopping
+from grpo_job import rewards as R
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings, rules
@@ -66,7 +67,7 @@ def test_preflight_variance_counts_weighted_rewards_only(weights, scores, no_var
 def test_zero_reward_guard_ignores_log_only_rewards(rewards_setting, logged_zero, stops):
     s = load_settings(SMOKE, [f"--rewards={rewards_setting}", "--health.zero_reward_steps=3",
                               "--health.zero_std_steps=0"])
-    guards = health.Guards(s)
+    guards = health.Guards(s, R.log_names(R.build_all(s.rewards, s.data.answer_type)))
     (other,) = {"partial_format_reward", "correctness_reward"} - {logged_zero}
     logs = {f"rewards/{logged_zero}/mean": 0.0, f"rewards/{other}/mean": 0.5, "frac_reward_zero_std": 0.5}
     msgs = [guards.observe(step, logs) for step in range(1, 6)]

@@ -57,10 +57,6 @@ class GGUFCheckFailed(JobError):
     """A GGUF file did not load, tokenize or generate in llama.cpp as the merged model does."""
 
 
-def gguf_key(quant: str) -> str:
-    return f"gguf/model-{quant}.gguf"
-
-
 # ---------------------------------------------------------------- merge
 def changed_modules(adapter_dir: Path) -> dict[str, int]:
     """How many LoRA modules of the adapter in `adapter_dir` (peft's adapter_model.safetensors) change
@@ -84,7 +80,7 @@ def merge(ctx: RunContext) -> dict[str, Any]:
     merged save on the unsloth engine, else peft's merge_and_unload."""
     s = ctx.settings
     adapter_dir = ctx.work_dir / "adapter"
-    ctx.store.get_dir("adapter", adapter_dir)
+    ctx.store.get_dir(ctx.keys.ADAPTER, adapter_dir)
     changed = changed_modules(adapter_dir)
     if not changed["changed"] and not s.export.allow_unchanged_adapter:
         steps = (ctx.stage_summary("train") or {}).get("steps")
@@ -98,7 +94,7 @@ def merge(ctx: RunContext) -> dict[str, Any]:
     out = ctx.work_dir / "merged"
     if ctx.engine == "unsloth":
         summary = engines.UnslothEngine().merge(base_path, adapter_dir, out, s)
-        return {**summary, "files": len(ctx.store.put_dir(out, "merged"))}
+        return {**summary, "files": len(ctx.store.put_dir(out, ctx.keys.MERGED))}
 
     import torch
     from peft import PeftModel
@@ -118,7 +114,7 @@ def merge(ctx: RunContext) -> dict[str, Any]:
         after = merged(probe).logits.float()
     merged.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    keys = ctx.store.put_dir(out, "merged")
+    keys = ctx.store.put_dir(out, ctx.keys.MERGED)
     return {
         "base": base_path,
         "dtype": str(dtype).removeprefix("torch."),
@@ -138,7 +134,7 @@ def export_gguf(ctx: RunContext) -> dict[str, Any]:
     quants = list(dict.fromkeys(ctx.settings.export.quantizations))
     tools = llamacpp.ensure()
     log.info("llama.cpp tools: %s (%s)", tools.root, tools.version())
-    merged = fetch_dir(ctx.store, "merged", ctx.work_dir / "merged")
+    merged = fetch_dir(ctx.store, ctx.keys.MERGED, ctx.work_dir / "merged")
     out_dir = ctx.work_dir / "gguf"
     out_dir.mkdir(parents=True, exist_ok=True)
     floats = [q for q in quants if q in FLOAT_TYPES]
@@ -153,8 +149,8 @@ def export_gguf(ctx: RunContext) -> dict[str, Any]:
         quantize(tools, written[source_type], written[q], q)
     files = {}
     for q in quants:
-        ctx.store.put_file(written[q], gguf_key(q))
-        files[q] = {"key": gguf_key(q), "size": written[q].stat().st_size, "sha256": sha256_file(written[q])}
+        ctx.store.put_file(written[q], ctx.keys.gguf_file(q))
+        files[q] = {"key": ctx.keys.gguf_file(q), "size": written[q].stat().st_size, "sha256": sha256_file(written[q])}
     if source_type not in quants:  # an intermediate nobody asked for
         written[source_type].unlink()
     return {"llama_cpp": tools.version(), "files": files}
@@ -183,18 +179,18 @@ def _tool(cmd: list[str], what: str) -> None:
 # ---------------------------------------------------------------- verify
 def verify_gguf(ctx: RunContext) -> dict[str, Any]:
     quants = list(dict.fromkeys(ctx.settings.export.quantizations))
-    merged = fetch_dir(ctx.store, "merged", ctx.work_dir / "merged")
+    merged = fetch_dir(ctx.store, ctx.keys.MERGED, ctx.work_dir / "merged")
     reference = reference_generations(merged, VERIFY_PROMPTS, VERIFY_NEW_TOKENS)
     report: dict[str, Any] = {"prompts": list(VERIFY_PROMPTS), "new_tokens": VERIFY_NEW_TOKENS,
                               "tie_margins": TIE_MARGIN, "reference": reference, "files": {}}
     local_dir = ctx.work_dir / "gguf"
     for q in quants:
         path = local_dir / f"model-{q}.gguf"
-        if not (path.is_file() and path.stat().st_size == ctx.store.size(gguf_key(q))):
-            ctx.store.get_file(gguf_key(q), path)
+        if not (path.is_file() and path.stat().st_size == ctx.store.size(ctx.keys.gguf_file(q))):
+            ctx.store.get_file(ctx.keys.gguf_file(q), path)
         report["files"][q] = compare(q, probe(path, reference, VERIFY_NEW_TOKENS), reference)
     report["passed"] = all(f["passed"] for f in report["files"].values())
-    ctx.store.write_text("gguf/verify.json", json.dumps(report, indent=1, ensure_ascii=False))
+    ctx.store.write_text(ctx.keys.GGUF_VERIFY, json.dumps(report, indent=1, ensure_ascii=False))
     failed = {q: f["problems"] for q, f in report["files"].items() if not f["passed"]}
     if failed:
         raise GGUFCheckFailed("GGUF check failed (details in gguf/verify.json): "

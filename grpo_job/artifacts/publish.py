@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import rewards
-from grpo_job.artifacts.export import fetch_dir, gguf_key, sha256_file
+from grpo_job.artifacts.export import fetch_dir, sha256_file
 from grpo_job.errors import JobError, SettingsError
 
 if TYPE_CHECKING:
@@ -202,16 +202,16 @@ def collect_files(ctx: RunContext) -> dict[str, Path]:
     s = ctx.settings
     files: dict[str, Path] = {}
     if s.export.merge:
-        merged = fetch_dir(ctx.store, "merged", ctx.work_dir / "merged")
+        merged = fetch_dir(ctx.store, ctx.keys.MERGED, ctx.work_dir / "merged")
         files.update({p.relative_to(merged).as_posix(): p for p in sorted(merged.rglob("*")) if p.is_file()})
     if s.hub.include_adapter:
-        adapter = fetch_dir(ctx.store, "adapter", ctx.work_dir / "adapter")
+        adapter = fetch_dir(ctx.store, ctx.keys.ADAPTER, ctx.work_dir / "adapter")
         files.update({f"adapter/{p.relative_to(adapter).as_posix()}": p
                       for p in sorted(adapter.rglob("*")) if p.is_file()})
     for q in s.export.quantizations:
         local = ctx.work_dir / "gguf" / f"model-{q}.gguf"
-        if not (local.is_file() and local.stat().st_size == ctx.store.size(gguf_key(q))):
-            ctx.store.get_file(gguf_key(q), local)
+        if not (local.is_file() and local.stat().st_size == ctx.store.size(ctx.keys.gguf_file(q))):
+            ctx.store.get_file(ctx.keys.gguf_file(q), local)
         files[gguf_filename(s, q)] = local
     card = ctx.work_dir / "publish" / "README.md"
     card.parent.mkdir(parents=True, exist_ok=True)
@@ -255,8 +255,8 @@ def _hub_id(value: str) -> bool:
 
 def final_metrics(ctx: RunContext) -> dict[str, float]:
     """The last logged step's reward metrics (metrics.jsonl), else what the train stage's marker recorded."""
-    if ctx.store.exists("metrics.jsonl"):
-        rows = [json.loads(line) for line in ctx.store.read_text("metrics.jsonl").splitlines() if line.strip()]
+    if ctx.store.exists(ctx.keys.METRICS):
+        rows = [json.loads(line) for line in ctx.store.read_text(ctx.keys.METRICS).splitlines() if line.strip()]
         rows = [r for r in rows if "reward" in r]
         if rows:
             return {k: v for k, v in rows[-1].items() if k == "step" or k.startswith("reward")}
@@ -307,7 +307,7 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
     s = ctx.settings
     m, d, t, lora = s.model, s.data, s.train, s.lora
     train = ctx.stage_summary("train") or {}
-    verify = json.loads(ctx.store.read_text("gguf/verify.json")) if ctx.store.exists("gguf/verify.json") else None
+    verify = json.loads(ctx.store.read_text(ctx.keys.GGUF_VERIFY)) if ctx.store.exists(ctx.keys.GGUF_VERIFY) else None
     tags = ["grpo", "trl", "lora", "reasoning", "grpo-job"] + (["gguf"] if s.export.quantizations else [])
     evals = {w: ctx.stage_summary(f"evaluate_{w}") for w in ("base", "trained")}
     card_data = card_metadata(s, tags, evals.get("trained"))

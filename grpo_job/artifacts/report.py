@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import rewards
+from grpo_job.context import StoreKeys
 
 if TYPE_CHECKING:
     from grpo_job.context import RunContext
@@ -62,9 +63,9 @@ def fmt_duration(seconds: float) -> str:
 # ---------------------------------------------------------------- reading
 def step_records(store: RunStore) -> list[dict[str, Any]]:
     """The per-step training records of metrics.jsonl (not the trainer's final summary record)."""
-    if not store.exists("metrics.jsonl"):
+    if not store.exists(StoreKeys.METRICS):
         return []
-    rows = [json.loads(line) for line in store.read_text("metrics.jsonl").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in store.read_text(StoreKeys.METRICS).splitlines() if line.strip()]
     by_step = {r["step"]: r for r in rows if "reward" in r}  # a resumed run re-logs steps: keep the last
     return [by_step[k] for k in sorted(by_step)]
 
@@ -141,9 +142,9 @@ def _f(v: Any, digits: int = 3) -> str:
 def report_markdown(store: RunStore, image_prefix: str = "") -> str:
     """The report as markdown, from what the run store holds (settings, evaluations, metrics).
     `image_prefix` is put before the plot file names (e.g. `report/` in a model card)."""
-    saved = _json(store, "settings.json") or {}
+    saved = _json(store, StoreKeys.SETTINGS) or {}
     s = saved.get("settings", {})
-    base, trained = _json(store, "eval/base.json"), _json(store, "eval/trained.json")
+    base, trained = _json(store, StoreKeys.evaluation("base")), _json(store, StoreKeys.evaluation("trained"))
     records = step_records(store)
     lines = ["# GRPO run report", ""]
     lines += [f"Run `{store.uri.rstrip('/').rsplit('/', 1)[-1]}`, settings fingerprint `{saved.get('fingerprint', '?')}`.", ""]
@@ -206,6 +207,6 @@ def run(ctx: RunContext) -> dict[str, Any]:
     written = plot(records, out) if records else []
     (out / "report.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(report_markdown(ctx.store))
-    keys = ctx.store.put_dir(out, "report")
+    keys = ctx.store.put_dir(out, ctx.keys.REPORT)
     log.info("report written to %s/report/ (%s)", ctx.store.uri, ", ".join(p.name for p in [*written, out / "report.md"]))
     return {"files": keys, "steps": len(records)}

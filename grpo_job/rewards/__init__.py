@@ -182,6 +182,11 @@ def callable_name(func: Any) -> str:
     return get_callable_name(func)
 
 
+def log_names(built: dict[str, Any]) -> dict[str, str]:
+    """Settings name -> the name TRL logs the reward under, for rewards built by `build_all`."""
+    return {name: callable_name(func) for name, func in built.items()}
+
+
 def is_async(func: Any) -> bool:
     """True when calling `func` returns a coroutine: TRL's own `is_async_callable` (async functions,
     partials of them, objects with an async `__call__`). Imports TRL (and torch)."""

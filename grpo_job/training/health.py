@@ -79,7 +79,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     from grpo_job import evaluate
 
     s = ctx.settings
-    rows = data.from_jsonl(ctx.store.read_text("data/train.jsonl"))[: s.health.preflight_samples]
+    rows = data.from_jsonl(ctx.store.read_text(ctx.keys.TRAIN_ROWS))[: s.health.preflight_samples]
     prompts = [r["prompt"] for r in rows]
     if evaluate.use_vllm():  # as the trainer samples, and without a second copy of the model in this process
         gens = evaluate.generate_vllm(s, ctx, prompts, s.train.max_completion_length, adapter=False,
@@ -132,20 +132,15 @@ def signal_verdict(scores: dict[str, list[float]], report: dict[str, dict[str, f
 
 
 # ---------------------------------------------------------------- guards during training
-def _func_names(s: JobSettings) -> dict[str, str]:
-    """Settings name -> the name TRL logs the reward under (`rewards/<name>/mean`)."""
-    return {name: R.callable_name(func) for name, func in R.build_all(s.rewards, s.data.answer_type).items()}
-
-
 class Guards:
     """The guard rules over logged steps, without any trainer: `observe` returns a stop message or None."""
 
-    def __init__(self, s: JobSettings, log_names: dict[str, str] | None = None):
-        """`log_names`: settings name -> TRL's logged name (`RunContext.reward_log_names`), else built here."""
+    def __init__(self, s: JobSettings, log_names: Mapping[str, str]):
+        """`log_names`: settings name -> the name TRL logs the reward under (`RunContext.reward_log_names`)."""
         self.h = s.health
         # weight-0 rewards are logged only (not trained on): one that stays 0 is no reason to stop
         trained = set(weighted(s.rewards))
-        self.watched = {func: r for r, func in (log_names if log_names is not None else _func_names(s)).items()
+        self.watched = {func: r for r, func in log_names.items()
                         if r not in self.h.zero_reward_exempt and r in trained}
         self.zero_std_run = 0
         self.zero_reward_run = dict.fromkeys(self.watched, 0)

@@ -77,7 +77,7 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
             distributed.barrier()
             if publisher is not None:
                 local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                publisher.submit(local, state.global_step, extras={"metrics.jsonl": metrics_path})
+                publisher.submit(local, state.global_step, extras={ctx.keys.METRICS: metrics_path})
 
         def on_step_end(self, args, state, control, **kwargs):
             if publisher is not None:
@@ -231,7 +231,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     from grpo_job import chat
 
     render = chat.renderer(s, chat.for_run(s.model, ctx.cache_dir))  # the prompts check and evaluation rendered
-    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text("data/train.jsonl")), render, s.train.max_prompt_length)
+    rows = drop_long_prompts(data.from_jsonl(ctx.store.read_text(ctx.keys.TRAIN_ROWS)), render, s.train.max_prompt_length)
     rows = render.for_trainer(rows)  # plain prompts: TRL's standard text `prompt` column
     if not rows:
         raise SettingsError(f"every training prompt is longer than train.max_prompt_length={s.train.max_prompt_length} "
@@ -241,8 +241,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     metrics_path = ctx.work_dir / "metrics.jsonl"
     resume = _restore(ctx, args, output_dir, launch)
     if launch.is_main:
-        if resume is not None and ctx.store.exists("metrics.jsonl"):
-            ctx.store.get_file("metrics.jsonl", metrics_path)
+        if resume is not None and ctx.store.exists(ctx.keys.METRICS):
+            ctx.store.get_file(ctx.keys.METRICS, metrics_path)
         elif resume is None:
             metrics_path.unlink(missing_ok=True)
     if stop.should_stop():
@@ -291,9 +291,9 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     trainer.save_model(str(adapter_dir))  # gathers sharded weights; written by the main process
     if launch.is_main:
         tok.save_pretrained(str(adapter_dir))
-        ctx.store.put_dir(adapter_dir, "adapter")
+        ctx.store.put_dir(adapter_dir, ctx.keys.ADAPTER)
         if metrics_path.exists():
-            ctx.store.put_file(metrics_path, "metrics.jsonl")
+            ctx.store.put_file(metrics_path, ctx.keys.METRICS)
     last = next((h for h in reversed(trainer.state.log_history) if "reward" in h), {})
     if launch.multi:
         del trainer, model
