@@ -149,11 +149,10 @@ def for_check(ms: ModelSettings, cache_dir: Path) -> ChatTemplate | None:
 def for_run(ms: ModelSettings, cache_dir: Path) -> ChatTemplate:
     """The tokenizer the trainer will use: the resolved model folder (a GGUF is dequantized once, into
     the cache the later stages use), or a Hub model's tokenizer files (downloaded, weights excluded)."""
-    from grpo_job import models
-    from grpo_job.training import engines
+    from grpo_job import machine, models
 
     if ms.gguf_file:
-        engines.use_triton_interpreter_without_gpu()  # dequantizing imports torch, and Triton with it
+        machine.probe()  # dequantizing imports torch, and Triton with it
     path = models.resolve(ms, cache_dir)
     if Path(path).is_dir():
         return from_folder(Path(path))

@@ -22,11 +22,10 @@ import os
 import signal
 import sys
 
-from grpo_job import errors, rewards
+from grpo_job import errors, machine, rewards
 from grpo_job.context import StoreKeys, open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
-from grpo_job.training.engines import use_triton_interpreter_without_gpu
 
 log = logging.getLogger("job")
 
@@ -159,7 +158,7 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         return errors.EXIT_INVALID
 
     # before anything imports torch (the checks below import TRL's GRPOConfig for `train.extra`)
-    use_triton_interpreter_without_gpu()
+    machine.probe()
     fmt = logs.setup(settings.log_format)
     if fmt == "json" and args.command == "run":
         logs.route_streams()  # one JSON object per line, library prints and warnings included

@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_job import data, models
+from grpo_job import data, machine, models
 from grpo_job import rewards as R
 from grpo_job.answers import AnswerType
 from grpo_job.training import engines
@@ -46,7 +46,7 @@ SAMPLES_KEPT = 20  # completions kept in eval/<which>.json for reading
 def load_model(s: JobSettings, ctx: RunContext, adapter: bool) -> tuple[Any, Any]:
     """(model in eval mode on the best device, tokenizer). With `adapter`, the LoRA from the store's
     `adapter/` is merged into the base weights (faster generation, same outputs)."""
-    engines.use_triton_interpreter_without_gpu()
+    machine.probe()
     if ctx.engine == "unsloth":
         import unsloth  # noqa: F401  (first: it patches transformers, and the train stage relies on that)
     import torch
@@ -119,9 +119,8 @@ def generate(
 
 def use_vllm() -> bool:
     """Evaluation generates through vLLM: a CUDA GPU and the vllm package are both there."""
-    import importlib.util
-
-    return engines.has_cuda_gpu() and importlib.util.find_spec("vllm") is not None
+    m = machine.probe()
+    return m.gpu and m.vllm
 
 
 def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], max_new_tokens: int,
@@ -269,7 +268,7 @@ def eval_rows(ctx: RunContext) -> list[dict]:
         rows = data.evaluation_rows(ev.data_path, s.data)
     else:
         rows = data.from_jsonl(ctx.store.read_text(ctx.keys.HELD_OUT_ROWS))
-    limit = ev.max_samples or (None if engines.has_cuda_gpu() else ev.cpu_samples)
+    limit = ev.max_samples or (None if machine.probe().gpu else ev.cpu_samples)
     return rows[:limit] if limit else rows
 
 

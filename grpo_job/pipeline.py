@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from grpo_job import distributed, resume, stopping
+from grpo_job import distributed, machine, resume, stopping
 from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly
 from grpo_job.preflight import restart_plan
 from grpo_job.settings import JobSettings
 from grpo_job.stages import Stage, stages
-from grpo_job.training import engines
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def run(settings: JobSettings, only: list[Stage] | None = None,
     wait for the main's markers up to the first `every_process` stage, run those stages with it, and
     return after the last one (see grpo_job/distributed.py). `ctx`: the run already opened for these
     settings (`open_run`, as `cli` does for its plan), else opened here."""
-    engines.use_triton_interpreter_without_gpu()
+    machine.probe()  # the process may have started elsewhere than the CLI (tests, notebooks)
     ctx = open_run(settings) if ctx is None else ctx
     launch = ctx.launch
     ctx.store.check_reachable()

@@ -19,14 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grpo_job import data, resume
+from grpo_job import data, machine, resume
 from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls
 from grpo_job.settings import JobSettings
 from grpo_job.stages import stages as all_stages
 from grpo_job.store import checkpoints
-from grpo_job.training.engines import has_cuda_gpu
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def plan(settings: JobSettings, inspect_data: bool = True, ctx: RunContext | Non
     ctx = open_run(settings) if ctx is None else ctx
     problems: list[str] = environment.problems(settings)
     engine = ctx.engine
-    gpu = has_cuda_gpu()
+    gpu = machine.probe().gpu
     if engine == "unsloth" and not gpu:
         problems.append("model.engine=unsloth needs an NVIDIA GPU and none is visible; set GRPO_MODEL__ENGINE=trl")
     if engine == "unsloth" and not importlib.util.find_spec("unsloth"):

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from grpo_job.training import engines
+from grpo_job import machine
 
 # as the job's process does first thing: Triton reads this at its first import, which any test importing
 # torch (or TRL's GRPOConfig) can cause; TRL's CPU kernels in a later training test depend on it
-engines.use_triton_interpreter_without_gpu()
+machine.probe()
 
 # Variables that would change what a test sees: the job's settings and the credentials of the machine
 # that runs the tests (a developer's shell, a CI secret). The GPU harness's own GRPO_GPU_* are kept.

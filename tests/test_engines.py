@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from grpo_job import machine
 from grpo_job.settings import load_settings
 from grpo_job.training import engines
 
@@ -33,7 +34,7 @@ def test_model_max_positions_reads_the_config(tmp_path):
     assert engines.model_max_positions("Qwen/Qwen2.5-0.5B-Instruct") is None  # a Hub id: not read
 
 
-@pytest.mark.skipif(engines.has_cuda_gpu(), reason="the CPU rule")
+@pytest.mark.skipif(machine.has_cuda_gpu(), reason="the CPU rule")
 @pytest.mark.parametrize("four_bit", ["true", "false"])
 def test_auto_is_trl_without_a_gpu(four_bit):
     s = load_settings(overrides=["--model.engine=auto", f"--model.load_in_4bit={four_bit}"])
@@ -78,7 +79,7 @@ def test_trl_cpu_kernels_run_after_the_checks_imported_trl():
 
 
 def test_triton_imported_before_the_flag_is_a_clear_error():
-    done = _python("import triton\nfrom grpo_job.training import engines\nengines.use_triton_interpreter_without_gpu()")
+    done = _python("import triton\nfrom grpo_job import machine\nmachine.probe()")
     assert done.returncode != 0
     assert "Triton was imported before TRITON_INTERPRET=1" in done.stderr
 

@@ -1,13 +1,14 @@
 """Evaluation: scoring uses the correctness reward's extraction; the rows come from the held-out split
 or `evaluation.data_path`, capped; greedy generation on the real model is deterministic."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from test_answers import TABLE
 
-from grpo_job import evaluate, pipeline, preflight
+from grpo_job import evaluate, machine, pipeline, preflight
 from grpo_job.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,11 +62,12 @@ def test_eval_rows_from_a_data_file_capped_by_max_samples(tmp_path):
 
 
 def test_eval_rows_default_to_the_held_out_split_and_a_cpu_slice(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluate.engines, "has_cuda_gpu", lambda: False)
+    cpu = machine.Machine(gpu=False, vllm=False, unsloth=False, triton_interpreter=True)
+    monkeypatch.setattr(evaluate.machine, "probe", lambda: cpu)
     s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", "--evaluation.cpu_samples=5"])
     pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
     assert len(evaluate.eval_rows(pipeline.open_run(s))) == 5
-    monkeypatch.setattr(evaluate.engines, "has_cuda_gpu", lambda: True)  # whole split on a GPU
+    monkeypatch.setattr(evaluate.machine, "probe", lambda: dataclasses.replace(cpu, gpu=True))  # whole split on a GPU
     assert len(evaluate.eval_rows(pipeline.open_run(s))) == 16
 
 

@@ -11,55 +11,16 @@ unsloth engine imports it first thing in `load`, and nothing ML is imported befo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
-import socket
-import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from grpo_job import distributed
+from grpo_job import distributed, machine
 from grpo_job.settings import JobSettings
 
 log = logging.getLogger(__name__)
-
-
-def has_cuda_gpu() -> bool:
-    """Whether an NVIDIA GPU is visible, without importing torch or touching the device."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
-
-
-def use_triton_interpreter_without_gpu() -> None:
-    """On a machine with no CUDA GPU, make Triton run kernels in its interpreter (TRITON_INTERPRET=1).
-
-    TRL computes log-probs with Triton kernels. Triton reads the flag when `triton` is first
-    imported: its own library functions (`tl.max`, `tl.sigmoid`...) are built then, for the
-    interpreter or for a GPU. torch imports Triton as a side effect (e.g. `torch._dynamo`, pulled in
-    by `from trl import GRPOConfig`), so this runs at process start, before any ML import.
-
-    Raises RuntimeError when Triton was imported before the flag was set: TRL's kernels would fail
-    later with "Cannot call @triton.jit'd outside of the scope of a kernel"."""
-    if has_cuda_gpu() or os.environ.get("TRITON_INTERPRET") == "1":
-        return
-    if "triton" in sys.modules:
-        raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set on this machine without a "
-                           "GPU, so TRL's log-prob kernels cannot run here; call "
-                           "use_triton_interpreter_without_gpu() before importing torch, or set "
-                           "TRITON_INTERPRET=1 in the environment")
-    os.environ["TRITON_INTERPRET"] = "1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for a one-process torch.distributed group)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pick_engine(settings: JobSettings) -> str:
@@ -71,7 +32,8 @@ def pick_engine(settings: JobSettings) -> str:
         return settings.model.engine
     single = settings.train.resolved_world_size() == 1
     four_bit = settings.model.load_in_4bit
-    return "unsloth" if four_bit and single and has_cuda_gpu() and importlib.util.find_spec("unsloth") else "trl"
+    m = machine.probe()
+    return "unsloth" if four_bit and single and m.gpu and m.unsloth else "trl"
 
 
 # vLLM 0.26 + TRL 1.15 colocate crashed in CUDA-graph capture ("an illegal memory access") with
@@ -196,7 +158,7 @@ class TrlEngine:
 
         self.cuda = torch.cuda.is_available()
         self.bf16 = self.cuda and torch.cuda.is_bf16_supported()
-        self.vllm = self.cuda and importlib.util.find_spec("vllm") is not None
+        self.vllm = self.cuda and machine.probe().vllm
         if self.cuda and not self.vllm:
             log.warning("vLLM is not installed: the trl engine generates with transformers' generate, about 7x "
                         "slower per step (docs/benchmarks.md); pip install '.[gpu]' for vLLM")
@@ -244,7 +206,7 @@ class TrlEngine:
                     # A free port, not a fixed one: two one-GPU jobs on one machine collided on 29513
                     # (EADDRINUSE, H200 x2).
                     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                                 "MASTER_PORT": str(free_port())}.items():
+                                 "MASTER_PORT": str(machine.free_port())}.items():
                         os.environ.setdefault(k, v)
                 args.update(vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
                             vllm_tensor_parallel_size=d.vllm_tensor_parallel_size,

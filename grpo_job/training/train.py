@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_job import data, distributed, models, stopping
+from grpo_job import data, distributed, machine, models, stopping
 from grpo_job import resume as resume_rules
 from grpo_job import rewards as reward_registry
 from grpo_job.artifacts import report
@@ -204,7 +204,7 @@ def _end_own_process_group(multi: bool) -> None:
 def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     s = ctx.settings
     launch = ctx.launch
-    engines.use_triton_interpreter_without_gpu()
+    machine.probe()
     engine_name = ctx.engine
     log.info("engine: %s (setting %s)%s", engine_name, s.model.engine, f"; {launch}" if launch.multi else "")
     engine = engines.get(engine_name)  # the unsloth engine imports unsloth here, before trl
