@@ -12,6 +12,7 @@ from fractions import Fraction
 import pytest
 
 from grpo_job import answers
+from grpo_job.answers import mathrules
 
 # (answer written by the model, reference answer, correct?)
 TABLE = [
@@ -299,3 +300,88 @@ def test_a_broken_checker_is_a_job_error_not_a_zero(tmp_path, prediction, refere
                        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ERROR 1" in r.stdout and "pip install math-verify" in r.stdout and "math_verify" in r.stdout
+
+
+# ---------------------------------------------------------------- the rule tables, rule by rule
+_P = answers.PASS
+MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next rule decides; sympy values by str)
+    (mathrules._not_math_size, "", None),
+    (mathrules._not_math_size, "2^{99999999}", None),
+    (mathrules._not_math_size, "72", _P),
+    (mathrules._plain_numbers, "$1,000", Fraction(1000)),
+    (mathrules._plain_numbers, "1.5 million", Fraction(1500000)),
+    (mathrules._plain_numbers, "1,2,3", frozenset({Fraction(1), Fraction(2), Fraction(3)})),
+    (mathrules._plain_numbers, "x+1", _P),
+    (mathrules._qualified, "not 42", None),
+    (mathrules._qualified, "at least 42", None),
+    (mathrules._qualified, "5 squared", None),
+    (mathrules._qualified, "\\frac{1}{2}", _P),
+    (mathrules._with_unit, "3/4 cup", "3/4"),
+    (mathrules._with_unit, "\\frac{1}{2} kg", "1/2"),
+    (mathrules._with_unit, "x+1", _P),
+    (mathrules._several_numbers, "5 + 67 = 72", Fraction(72)),
+    (mathrules._several_numbers, "40 + 1 = 42", None),  # a worked line that does not hold answers nothing
+    (mathrules._several_numbers, "He earns 18 * 2 = 36 dollars", Fraction(36)),
+    (mathrules._several_numbers, "between 40 and 42", None),
+    (mathrules._several_numbers, "3/4", _P),  # arithmetic: math-verify's
+    (mathrules._several_numbers, "(1, 2)", _P),  # bracketed: read as LaTeX
+    (mathrules._several_numbers, "\\frac{1}{2}", _P),  # LaTeX, not free text
+    (mathrules._by_math_verify, "\\frac{7}{2}", "7/2"),
+    (mathrules._by_math_verify, "2^{10}", "2**10"),
+    (mathrules._by_math_verify, "x+1", "x + 1"),
+    (mathrules._by_math_verify, "(1, 2)", "Interval.open(1, 2)"),
+    (mathrules._by_math_verify, "hello", None),
+]
+REFERENCE_RULE_ROWS = [  # (rule, reference, answer_type, what it decides)
+    (answers._choice_label, "B", "auto", "b"),
+    (answers._choice_label, "(B)", "auto", "b"),
+    (answers._choice_label, "b", "auto", _P),  # lower case under auto: the variable b
+    (answers._choice_label, "b", "exact", "b"),
+    (answers._exact_type, "Yes ", "exact", answers.CaseSensitive("Yes")),
+    (answers._exact_type, " ", "exact", None),
+    (answers._exact_type, "Yes", "auto", _P),
+    (answers._chemical_formula, "H2O", "auto", answers.CaseSensitive("H2O")),
+    (answers._chemical_formula, "H2O", "math", _P),
+    (answers._chemical_formula, "Paris", "auto", _P),
+    (answers._words, "Paris", "auto", "paris"),
+    (answers._words, "12 apples", "auto", _P),  # a plain number with a unit
+    (answers._words, "3/4 cup", "auto", _P),  # math with a unit
+    (answers._words, "Paris", "math", _P),
+    (answers._math_or_text, "72", "auto", Fraction(72)),
+    (answers._math_or_text, "\\frac{7}{2}", "math", "7/2"),
+    (answers._math_or_text, "hello world", "auto", "hello world"),
+    (answers._math_or_text, "hello world", "math", None),
+]
+
+
+def _decided(result, expected):
+    if expected is _P or expected is None:
+        return result is expected
+    if isinstance(expected, str) and not isinstance(result, str):
+        return str(result) == expected  # a sympy value
+    return result == expected and type(result) is type(expected)
+
+
+@pytest.mark.parametrize("rule, text, expected", MATH_RULE_ROWS, ids=lambda v: getattr(v, "__name__", None))
+def test_each_math_rule_decides_its_case_or_passes(rule, text, expected):
+    assert _decided(rule(text), expected), (rule.__name__, text, rule(text))
+
+
+@pytest.mark.parametrize("rule, text, answer_type, expected", REFERENCE_RULE_ROWS,
+                         ids=lambda v: getattr(v, "__name__", None))
+def test_each_reference_rule_decides_its_case_or_passes(rule, text, answer_type, expected):
+    assert _decided(rule(text, answer_type), expected), (rule.__name__, text, rule(text, answer_type))
+
+
+def test_the_rule_tables_are_walked_in_order_and_each_rule_is_documented_and_tested():
+    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_plain_numbers", "_qualified", "_with_unit",
+                                                          "_several_numbers", "_by_math_verify"]
+    assert [r.__name__ for r in answers.REFERENCE_RULES] == ["_choice_label", "_exact_type", "_chemical_formula",
+                                                               "_words", "_math_or_text"]
+    for table, rows in ((mathrules.MATH_RULES, MATH_RULE_ROWS), (answers.REFERENCE_RULES, REFERENCE_RULE_ROWS)):
+        for rule in table:
+            assert rule.__doc__ and len(rule.__doc__) > 40, rule.__name__
+            decided = [r for r in rows if r[0] is rule and r[-1] is not _P]
+            assert decided, f"{rule.__name__} has no table row where it decides"
+    # the first rule that does not pass decides: a plain number never reaches math-verify
+    assert mathrules._parse_math("  72 ") == Fraction(72) and answers._parse_reference("B", "auto") == "b"

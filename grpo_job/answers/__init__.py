@@ -28,6 +28,11 @@ async reward on TRL's event-loop thread) signals cannot be used and a thread can
 (sympy's big-integer powers hold the GIL), so the math-verify calls go to one spawned worker
 process, killed when it does not answer in time. Either way a timeout scores False and never hangs
 a training step.
+
+The rules are two ordered tables of small functions, each deciding its case or passing it on (`PASS`):
+`REFERENCE_RULES` (here) read a reference answer, `MATH_RULES` (grpo_job/answers/mathrules.py) read an
+answer as math; every pattern they use is named in patterns.py, units and formulas are in units.py,
+and math-verify's calls (with its timeouts and worker) in mathverify.py.
 """
 
 from __future__ import annotations
@@ -36,10 +41,15 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Literal
 
+from grpo_job.answers.mathrules import (
+    PASS,
+    _number_only,
+    _parse_math,
+    _plain_number,
+)
 from grpo_job.answers.mathverify import _POOL_START_SECONDS as _POOL_START_SECONDS
 from grpo_job.answers.mathverify import TIMEOUT_SECONDS as TIMEOUT_SECONDS  # the interface (tests, docs)
 from grpo_job.answers.mathverify import (
@@ -47,40 +57,20 @@ from grpo_job.answers.mathverify import (
     _in_worker,
     _install_hint,
     _is_finite_set,
-    _mv_parse,
     _mv_verify,
     _on_main_thread,
     _same_number,
     _sympy,
 )
 from grpo_job.answers.patterns import (
-    _ALGEBRA,
     _ANSWER_PREFIX,
-    _ARITHMETIC,
-    _BRACKETED,
     _CHOICE,
     _CHOICE_ONLY,
-    _CURRENCY,
     _DENIAL,
     _EMPHASIS,
     _END_PUNCTUATION,
-    _HUGE_EXPONENT,
-    _LATEX_DELIMS,
-    _LEADING_ZERO,
-    _LIST,
-    _LONG_NAME,
-    _MATH_SPANS,
-    _NUM,
-    _NUMBERS,
-    _OPERATION,
-    _OPERATOR,
     _OTHER_LABEL,
-    _PLAIN,
-    _QUALIFIER,
-    _SCALES,
-    _SPACED_THOUSANDS,
     _WORD,
-    _WORKED_TAIL,
     _WRAPPED,
     _clean,
 )
@@ -92,101 +82,8 @@ log = logging.getLogger(__name__)
 AnswerType = Literal["auto", "math", "exact"]
 ANSWER_TYPES = ("auto", "math", "exact")
 
-MAX_CHARS = 2000
-"""Answers longer than this are not parsed as math (no model answer to a word problem is that long)."""
-
-
 class CaseSensitive(str):
     """A reference compared as text with its case kept: `answer_type=exact`, and chemical formulas."""
-
-
-def _plain_number(text: str) -> Fraction | None:
-    """The exact value of a plain-number answer (see `_PLAIN`); None when it is not one."""
-    m = _PLAIN.match(text)
-    if not m:
-        return None
-    try:
-        value = Fraction(Decimal(m["num"].replace(",", "")))
-    except (InvalidOperation, ValueError):
-        return None
-    remark = m["remark"]
-    if remark and (_QUALIFIER.search(remark) or (any(c.isdigit() for c in remark) and not _OPERATOR.search(remark))):
-        return None
-    if m["unit"]:
-        if _QUALIFIER.search(m["unit"]):
-            return None
-        value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
-    return -value if m["sign"] == "-" else value
-
-
-def _number_set(text: str) -> frozenset[Fraction] | None:
-    """`1,2,3`, `3 or 4`, `$5; $6` -> the set of their values; None when the text is not such a list."""
-    if not _LIST.match(text):
-        return None
-    # the same number pattern the list was matched with, so `1,000, 2` keeps its thousands group
-    values = [_plain_number(t) for t in re.findall(_NUM, re.sub(_CURRENCY, "", text, flags=re.IGNORECASE))]
-    return frozenset(v for v in values if v is not None) if len(values) >= 2 else None
-
-
-def _number_only(text: str) -> Fraction | frozenset[Fraction] | None:
-    """The fast path alone: a plain number or a list of them; None for anything else."""
-    text = _clean(text)
-    if len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text):
-        return None
-    number = _plain_number(text)
-    return number if number is not None else _number_set(text)
-
-
-def _parse_math(text: str) -> Any | None:
-    """A plain number as a Fraction, a list of plain numbers as a frozenset, else math-verify's
-    parsed sympy object; None when it is not math."""
-    text = _clean(text)
-    if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text):
-        return None
-    number = _number_only(text)
-    if number is not None:
-        return number
-    if _QUALIFIER.search(_MATH_SPANS.sub(" ", text)):
-        return None
-    if (value := _strip_unit(text)) is not None and value != text:
-        return _parse_math(value)
-    if not text.startswith(_LATEX_DELIMS) and not any(c in text for c in "\\^{"):  # free text
-        algebra = bool(_ALGEBRA.fullmatch(text)) and not _LONG_NAME.search(text)
-        if len(_NUMBERS.findall(text)) >= 2 and not algebra and not _BRACKETED.match(text):
-            head, eq, result = text.rpartition("=")
-            if eq and _is_arithmetic(head):
-                # a worked line: `5 + 67 = 72` answers 72, if it holds (`40 + 1 = 42` answers nothing)
-                value, worked = _parse_math(result), _parse_math(head)
-                return value if value is not None and worked is not None and _equal(worked, value) else None
-            if eq and (m := _WORKED_TAIL.search(text)) and _is_arithmetic(m["work"]) \
-                    and not _NUMBERS.search(text[:m.start()]):
-                # the same line inside a sentence, `He earns 18 * 2 = 36 dollars`: the words before it hold no
-                # other number (a qualifier was refused above), the result may carry a unit
-                return _parse_math(m["work"].strip() + " = " + m["result"].strip())
-            if not _is_arithmetic(text):
-                return None
-        if algebra or _BRACKETED.match(text):
-            text = f"${text}$"
-    elif not text.startswith(_LATEX_DELIMS):
-        text = f"${text.replace('$', '')}$"  # bare LaTeX in an answer block: math-verify wants delimiters
-    parsed = [p for p in _mv_parse(text) if not isinstance(p, str)]
-    return parsed[0] if parsed else None
-
-
-def _is_arithmetic(text: str) -> bool:
-    """Numbers joined by operators (`3/4`, `5 + 67`) or one number in spaced thousands (`1 000`); not
-    numbers side by side (`43 42`) nor date-like `-01`, `/07`."""
-    if not _ARITHMETIC.fullmatch(text) or _LEADING_ZERO.search(text):
-        return False
-    return bool(_OPERATION.search(text) or _SPACED_THOUSANDS.fullmatch(text.strip()))
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """Two parsed math values (Fractions, sets of them, sympy objects) are equal."""
-    fa, fb = _as_fraction(a), _as_fraction(b)
-    if fa is not None and fb is not None:
-        return fa == fb
-    return _mv_verify(_sympy(a), _sympy(b))
 
 
 def _exact(text: str, fold: bool = True) -> str:
@@ -268,23 +165,58 @@ def _reference_in_worker(reference: str, answer_type: AnswerType) -> object | No
     return parsed if parsed is None or isinstance(parsed, (str, Fraction, frozenset)) else MathExpr(str(parsed))
 
 
-@functools.lru_cache(maxsize=8192)
-def _parse_reference(text: str, answer_type: AnswerType) -> object | None:
-    """`parse_reference` on the main thread; cached: a reference is checked once per group of completions."""
+def _choice_label(text: str, answer_type: AnswerType) -> Any:
+    """A single capital letter (`B`, `(B)`) is a multiple-choice label under `auto` (any letter under
+    `exact`), not the variable B: the lower-case letter, which `verify` compares by `_choice`."""
     letter = _CHOICE_ONLY.fullmatch(_clean(text).strip())
     if letter and (answer_type == "exact" or (answer_type == "auto" and letter[1].isupper())):
-        return letter[1].casefold()  # a multiple-choice label (`B`, `(B)`), not the variable B
-    if answer_type == "exact":
-        return CaseSensitive(_exact(text, fold=False)) if _exact(text) else None
+        return letter[1].casefold()
+    return PASS
+
+
+def _exact_type(text: str, answer_type: AnswerType) -> Any:
+    """`answer_type=exact`: the normalised string with its case (CaseSensitive); None when empty."""
+    if answer_type != "exact":
+        return PASS
+    return CaseSensitive(_exact(text, fold=False)) if _exact(text) else None
+
+
+def _chemical_formula(text: str, answer_type: AnswerType) -> Any:
+    """A chemical formula under `auto` (`H2O`, `CO2`, `H_2O`): its canonical form, case kept (`Co` is not `CO`)."""
     if answer_type == "auto" and (formula := _formula(text)) is not None:
         return CaseSensitive(formula)
-    value = _strip_unit(_clean(text)) or _clean(text)  # `3/4 cup`: math with a unit, not words
+    return PASS
+
+
+def _words(text: str, answer_type: AnswerType) -> Any:
+    """Under `auto`, a reference that reads as words (`yes`, `Paris 2024`) and is not a plain number is
+    text: the normalised string (case folded). Math with a unit (`3/4 cup`) is not words."""
+    value = _strip_unit(_clean(text)) or _clean(text)
     if answer_type == "auto" and _plain_number(_clean(text)) is None and _looks_like_words(value):
         return _exact(text) or None
+    return PASS
+
+
+def _math_or_text(text: str, answer_type: AnswerType) -> Any:
+    """Math (MATH_RULES); under `auto`, text (the normalised string) when it is not math."""
     parsed = _parse_math(text)
     if parsed is None and answer_type == "auto":
         return _exact(text) or None
     return parsed
+
+
+REFERENCE_RULES = (_choice_label, _exact_type, _chemical_formula, _words, _math_or_text)
+"""How a reference answer is read, in order: the first rule that does not PASS decides (the last always does)."""
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_reference(text: str, answer_type: AnswerType) -> object | None:
+    """`parse_reference` on the main thread (REFERENCE_RULES); cached: a reference is checked once per
+    group of completions."""
+    for rule in REFERENCE_RULES:
+        if (result := rule(text, answer_type)) is not PASS:
+            return result
+    raise AssertionError("unreachable: the last reference rule always decides")
 
 
 def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") -> bool:

@@ -5,6 +5,7 @@ sympy results to exact numbers the checker compares."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import sys
@@ -53,10 +54,14 @@ def _spawn_pool() -> Any:
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
-        return multiprocessing.get_context("spawn").Pool(1)
+        pool = multiprocessing.get_context("spawn").Pool(1)
     finally:
         if main is not None:
             sys.modules["__main__"] = main
+    # ended while the interpreter still works: the pool's own finalizer, run at module teardown, printed
+    # "Exception ignored in Pool.__del__" on every exit of a process that had started one
+    atexit.register(pool.terminate)
+    return pool
 
 def _mv_parse(text: str) -> list[Any]:
     """math-verify's parse (main thread only: its signal-based timeout); [] when nothing parses."""

@@ -1,0 +1,179 @@
+"""How an answer is read as math: the ordered rules of `MATH_RULES`, each deciding its case or passing it
+on (`PASS`), and the exact number fast path they start with (see grpo_job/answers/__init__.py for what
+the checker does as a whole)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+from grpo_job.answers.mathverify import _as_fraction, _mv_parse, _mv_verify, _sympy
+from grpo_job.answers.patterns import (
+    _ALGEBRA,
+    _ARITHMETIC,
+    _BRACKETED,
+    _CURRENCY,
+    _HUGE_EXPONENT,
+    _LATEX_DELIMS,
+    _LEADING_ZERO,
+    _LIST,
+    _LONG_NAME,
+    _MATH_SPANS,
+    _NUM,
+    _NUMBERS,
+    _OPERATION,
+    _OPERATOR,
+    _PLAIN,
+    _QUALIFIER,
+    _SCALES,
+    _SPACED_THOUSANDS,
+    _WORKED_TAIL,
+    _clean,
+)
+from grpo_job.answers.units import _strip_unit
+
+MAX_CHARS = 2000
+"""Answers longer than this are not parsed as math (no model answer to a word problem is that long)."""
+
+
+def _plain_number(text: str) -> Fraction | None:
+    """The exact value of a plain-number answer (see `_PLAIN`); None when it is not one."""
+    m = _PLAIN.match(text)
+    if not m:
+        return None
+    try:
+        value = Fraction(Decimal(m["num"].replace(",", "")))
+    except (InvalidOperation, ValueError):
+        return None
+    remark = m["remark"]
+    if remark and (_QUALIFIER.search(remark) or (any(c.isdigit() for c in remark) and not _OPERATOR.search(remark))):
+        return None
+    if m["unit"]:
+        if _QUALIFIER.search(m["unit"]):
+            return None
+        value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
+    return -value if m["sign"] == "-" else value
+
+
+def _number_set(text: str) -> frozenset[Fraction] | None:
+    """`1,2,3`, `3 or 4`, `$5; $6` -> the set of their values; None when the text is not such a list."""
+    if not _LIST.match(text):
+        return None
+    # the same number pattern the list was matched with, so `1,000, 2` keeps its thousands group
+    values = [_plain_number(t) for t in re.findall(_NUM, re.sub(_CURRENCY, "", text, flags=re.IGNORECASE))]
+    return frozenset(v for v in values if v is not None) if len(values) >= 2 else None
+
+
+def _number_only(text: str) -> Fraction | frozenset[Fraction] | None:
+    """The fast path alone: a plain number or a list of them; None for anything else."""
+    text = _clean(text)
+    if len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text):
+        return None
+    number = _plain_number(text)
+    return number if number is not None else _number_set(text)
+
+
+class _Pass:
+    """The answer of a rule that does not decide the case: the next rule of its table decides."""
+
+    def __repr__(self) -> str:
+        return "PASS"
+
+
+PASS = _Pass()
+
+
+def _free_text(text: str) -> bool:
+    """Not LaTeX: no `$`/`\\(`/`\\[` delimiters at the start and no backslash, `^` or `{`."""
+    return not text.startswith(_LATEX_DELIMS) and not any(c in text for c in "\\^{")
+
+
+def _algebra(text: str) -> bool:
+    """Bare algebra (`x+1`, `2x^2`), not a long name that happens to hold letters and operators."""
+    return bool(_ALGEBRA.fullmatch(text)) and not _LONG_NAME.search(text)
+
+
+def _not_math_size(text: str) -> Any:
+    """Empty, longer than MAX_CHARS, or a huge exponent (`9^9^9`, `1e999999`): not math (None)."""
+    return None if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text) else PASS
+
+
+def _plain_numbers(text: str) -> Any:
+    """A plain number (`72`, `$1,000`, `1.5e3`, `12 apples`, `1.5 million`) as its exact Fraction, a list
+    of them (`1,2,3`, `3 or 4`) as a frozenset."""
+    number = _number_only(text)
+    return PASS if number is None else number
+
+
+def _qualified(text: str) -> Any:
+    """Words that deny, bound or change a number outside math spans (`not 42`, `at least 42`, `5 squared`):
+    no answer (None)."""
+    return None if _QUALIFIER.search(_MATH_SPANS.sub(" ", text)) else PASS
+
+
+def _with_unit(text: str) -> Any:
+    """Math with a unit (`3/4 cup`, `\\frac{1}{2} kg`): the math without the unit, parsed again."""
+    value = _strip_unit(text)
+    return _parse_math(value) if value is not None and value != text else PASS
+
+
+def _several_numbers(text: str) -> Any:
+    """Free text with two or more numbers counts only as arithmetic (`3/4`, `5 + 67`, passed on) or a worked
+    line that holds: `5 + 67 = 72` and `He earns 18 * 2 = 36 dollars` answer their result, `40 + 1 = 42`
+    and `between 40 and 42` nothing (None). Algebra and bracketed tuples are passed on."""
+    if not _free_text(text) or len(_NUMBERS.findall(text)) < 2 or _algebra(text) or _BRACKETED.match(text):
+        return PASS
+    head, eq, result = text.rpartition("=")
+    if eq and _is_arithmetic(head):
+        value, worked = _parse_math(result), _parse_math(head)
+        return value if value is not None and worked is not None and _equal(worked, value) else None
+    if eq and (m := _WORKED_TAIL.search(text)) and _is_arithmetic(m["work"]) and not _NUMBERS.search(text[:m.start()]):
+        # the words before the worked line hold no other number (a qualifier was refused before), the result
+        # may carry a unit
+        return _parse_math(m["work"].strip() + " = " + m["result"].strip())
+    return PASS if _is_arithmetic(text) else None
+
+
+def _by_math_verify(text: str) -> Any:
+    """Everything else, by math-verify's parser: LaTeX (bare LaTeX gets the `$` delimiters it wants),
+    bare algebra and bracketed pairs, tuples, intervals and lists as LaTeX (their structure counts, their
+    spacing not), arithmetic; its first parsed value (a sympy object), None when it parses none."""
+    if _free_text(text):
+        if _algebra(text) or _BRACKETED.match(text):
+            text = f"${text}$"
+    elif not text.startswith(_LATEX_DELIMS):
+        text = f"${text.replace('$', '')}$"
+    parsed = [p for p in _mv_parse(text) if not isinstance(p, str)]
+    return parsed[0] if parsed else None
+
+
+MATH_RULES = (_not_math_size, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
+"""How an answer is read as math, in order: the first rule that does not PASS decides (the last always does)."""
+
+
+def _parse_math(text: str) -> Any | None:
+    """A plain number as a Fraction, a list of plain numbers as a frozenset, else math-verify's
+    parsed sympy object; None when it is not math (MATH_RULES on the cleaned text)."""
+    text = _clean(text)
+    for rule in MATH_RULES:
+        if (result := rule(text)) is not PASS:
+            return result
+    raise AssertionError("unreachable: the last math rule always decides")
+
+
+def _is_arithmetic(text: str) -> bool:
+    """Numbers joined by operators (`3/4`, `5 + 67`) or one number in spaced thousands (`1 000`); not
+    numbers side by side (`43 42`) nor date-like `-01`, `/07`."""
+    if not _ARITHMETIC.fullmatch(text) or _LEADING_ZERO.search(text):
+        return False
+    return bool(_OPERATION.search(text) or _SPACED_THOUSANDS.fullmatch(text.strip()))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Two parsed math values (Fractions, sets of them, sympy objects) are equal."""
+    fa, fb = _as_fraction(a), _as_fraction(b)
+    if fa is not None and fb is not None:
+        return fa == fb
+    return _mv_verify(_sympy(a), _sympy(b))
