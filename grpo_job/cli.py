@@ -207,9 +207,9 @@ def _asked_log_format(config: str | None, overrides: list[str]) -> str:
 
 
 def _check(args: argparse.Namespace, settings: JobSettings) -> int:
-    from grpo_job import preflight
+    from grpo_job import preflight, stages
 
-    p = preflight.plan(settings)
+    p = preflight.plan(settings, stages.stages())
     if args.print_settings:
         print(json.dumps(settings.redacted(), indent=1, default=str))
     _print_plan(p, settings)
@@ -217,10 +217,10 @@ def _check(args: argparse.Namespace, settings: JobSettings) -> int:
 
 
 def _run(settings: JobSettings, restart) -> int:
-    from grpo_job import pipeline, preflight
+    from grpo_job import pipeline, preflight, stages
 
     ctx = open_run(settings)
-    preflight.plan(settings, inspect_data=False, ctx=ctx)  # same checks as `check`; the data's in prepare_data, the first stage
+    preflight.plan(settings, stages.stages(), inspect_data=False, ctx=ctx)  # same checks as `check`; the data's in prepare_data, the first stage
     pipeline.run(settings, restart=restart, ctx=ctx)
     return errors.EXIT_OK
 

@@ -29,7 +29,7 @@ from grpo_job.stages import Stage, stages
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunContext", "Stage", "marker_key", "open_run", "restart_plan", "run", "stages"]
+__all__ = ["RunContext", "Stage", "marker_key", "open_run", "run", "stages"]
 
 
 
@@ -73,7 +73,7 @@ def run(settings: JobSettings, only: list[Stage] | None = None,
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     log.info("run %s: store %s%s", ctx.run_id, ctx.store.uri, f"; {launch}" if launch.multi else "",
              extra={"run_id": ctx.run_id})
-    plan = restart_plan(ctx)
+    plan = restart_plan(ctx, stages())
     if launch.is_main:
         _record_settings(ctx, plan)
     todo = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,14 @@ from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls
 from grpo_job.settings import JobSettings
-from grpo_job.stages import stages as all_stages
 from grpo_job.store import checkpoints
 
 log = logging.getLogger(__name__)
 
 
-def plan(settings: JobSettings, inspect_data: bool = True, ctx: RunContext | None = None) -> dict:
-    """What `run` would do, after checking everything that can be checked without a GPU or a download.
+def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True, ctx: RunContext | None = None) -> dict:
+    """What `run` would do with `stages` (the run's stage list, `grpo_job.stages.stages()`), after checking
+    everything that can be checked without a GPU or a download.
     With `inspect_data` (`check`), a local or built-in dataset is read whole and mapped, and its prompts are
     checked against the model's chat template and `max_prompt_length`, every reward is called on a few of
     its rows, and `evaluation.data_path` is read and mapped (`run` does that in prepare_data). `ctx`: the run
@@ -93,8 +93,8 @@ def plan(settings: JobSettings, inspect_data: bool = True, ctx: RunContext | Non
 
     try:
         ctx.store.check_reachable()
-        done = {s.name for s in all_stages() if ctx.store.exists(marker_key(s.name))}
-        restart = restart_plan(ctx)
+        done = {s.name for s in stages if ctx.store.exists(marker_key(s.name))}
+        restart = restart_plan(ctx, stages)
     except SettingsError as e:
         problems.append(str(e))
         done, restart = set(), None
@@ -103,10 +103,10 @@ def plan(settings: JobSettings, inspect_data: bool = True, ctx: RunContext | Non
         done -= set(restart.redo)
     if problems:
         raise SettingsError("the run cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
-    stages = []
-    for s in all_stages():
+    shown = []
+    for s in stages:
         state = "done" if s.name in done else ("run" if s.enabled(settings) else "disabled")
-        stages.append({"stage": s.name, "will": state, "about": s.about})
+        shown.append({"stage": s.name, "will": state, "about": s.about})
     return {
         "run_id": ctx.run_id,
         "store": ctx.store.uri,
@@ -116,7 +116,7 @@ def plan(settings: JobSettings, inspect_data: bool = True, ctx: RunContext | Non
         "data": settings.data.path,
         "data_report": data_report,
         "rewards": settings.rewards,
-        "stages": stages,
+        "stages": shown,
         "restart": [] if restart is None else restart.notes,
     }
 
@@ -203,13 +203,13 @@ def prepare_data(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def restart_plan(ctx: RunContext) -> resume.ResumePlan | None:
-    """How the settings differ from the ones this run was last started with, and what that does (see
-    grpo_job/resume.py); None for a new run. Reads the store only."""
+def restart_plan(ctx: RunContext, stages: Sequence[Any]) -> resume.ResumePlan | None:
+    """How the settings differ from the ones this run was last started with, and what that does to
+    `stages` (the run's stage list; see grpo_job/resume.py); None for a new run. Reads the store only."""
     if not ctx.store.exists(StoreKeys.SETTINGS):
         return None
     saved = json.loads(ctx.store.read_text(StoreKeys.SETTINGS))
-    names = [s.name for s in all_stages()]
+    names = [s.name for s in stages]
     done = {n: ctx.stage_summary(n) for n in names if ctx.store.exists(marker_key(n))}
     return resume.plan(saved.get("settings", {}), ctx.settings.redacted(), stage_names=names, done=done,
                        checkpoint_steps=checkpoints.complete_steps(ctx.store), run_id=ctx.run_id)

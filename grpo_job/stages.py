@@ -1,13 +1,13 @@
 """The run's stages: an ordered list of named, idempotent steps, each with the settings that enable it.
 
 A stage body takes the run's context (grpo_job/context.py) and returns its summary, which the runner
-(grpo_job/pipeline.py) writes as the stage's done-marker. Bodies are imported only when they run, so
-listing the stages (and `check`) imports no ML library.
+(grpo_job/pipeline.py) writes as the stage's done-marker. The bodies are the functions below, one per
+stage; each imports its module only when it runs, so listing the stages (and `check`) imports no ML
+library.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,51 +27,103 @@ class Stage:
     fresh_process_after: bool = False  # later stages run in a new process (GPU memory handed back)
 
 
-def _lazy(module: str, func: str, *args: Any) -> Callable[[RunContext], dict[str, Any]]:
-    """A stage body that imports its module only when it runs, so listing the stages (and `check`)
-    imports no ML library."""
+# The stage bodies. Each imports its module when it runs, so listing the stages (and `check`) imports no
+# ML library; each is the whole call, so a stage's code is one jump away.
+def prepare_data(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job import preflight
 
-    def body(ctx: RunContext) -> dict[str, Any]:
-        return getattr(importlib.import_module(f"grpo_job.{module}"), func)(ctx, *args)
+    return preflight.prepare_data(ctx)
 
-    return body
+
+def reward_preflight(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.training import health
+
+    return health.preflight(ctx)
+
+
+def evaluate_base(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job import evaluate
+
+    return evaluate.run(ctx, "base")
+
+
+def train(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.training import train as train_stage
+
+    return train_stage.run(ctx)
+
+
+def evaluate_trained(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job import evaluate
+
+    return evaluate.run(ctx, "trained")
+
+
+def report(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.artifacts import report as report_stage
+
+    return report_stage.run(ctx)
+
+
+def merge(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.artifacts import export
+
+    return export.merge(ctx)
+
+
+def export_gguf(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.artifacts import export
+
+    return export.export_gguf(ctx)
+
+
+def verify_gguf(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.artifacts import export
+
+    return export.verify_gguf(ctx)
+
+
+def publish(ctx: RunContext) -> dict[str, Any]:
+    from grpo_job.artifacts import publish as publish_stage
+
+    return publish_stage.publish(ctx)
 
 
 def stages() -> list[Stage]:
     """The run's stages, in the order they run."""
     return [
-        Stage("prepare_data", _lazy("preflight", "prepare_data"), about="load the dataset, map it to prompts, save to the store"),
-        Stage("reward_preflight", _lazy("training.health", "preflight"), enabled=lambda s: s.health.preflight_samples > 0,
+        Stage("prepare_data", prepare_data, about="load the dataset, map it to prompts, save to the store"),
+        Stage("reward_preflight", reward_preflight, enabled=lambda s: s.health.preflight_samples > 0,
               about="sample from the base model and run every reward: fail early on a broken one"),
-        Stage("evaluate_base", _lazy("evaluate", "run", "base"), enabled=lambda s: s.evaluation.enabled,
+        Stage("evaluate_base", evaluate_base, enabled=lambda s: s.evaluation.enabled,
               about="greedy accuracy / format / length of the base model on held-out prompts"),
-        Stage("train", _lazy("training.train", "run"), every_process=True, fresh_process_after=True,
+        Stage("train", train, every_process=True, fresh_process_after=True,
               about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
-        Stage("evaluate_trained", _lazy("evaluate", "run", "trained"), enabled=lambda s: s.evaluation.enabled,
+        Stage("evaluate_trained", evaluate_trained, enabled=lambda s: s.evaluation.enabled,
               about="the same evaluation on base + the trained adapter"),
-        Stage("report", _lazy("artifacts.report", "run"), enabled=lambda s: s.report.enabled,
+        Stage("report", report, enabled=lambda s: s.report.enabled,
               about="plots of rewards and completion length, report.md with before/after, in report/"),
         Stage(
             "merge",
-            _lazy("artifacts.export", "merge"),
+            merge,
             enabled=lambda s: s.export.merge or bool(s.export.quantizations) or s.hub.repo_id is not None,
             about="merge the LoRA into a 16-bit copy of the base model",
         ),
         Stage(
             "export_gguf",
-            _lazy("artifacts.export", "export_gguf"),
+            export_gguf,
             enabled=lambda s: bool(s.export.quantizations),
             about="GGUF files with llama.cpp's converter and llama-quantize (pinned version)",
         ),
         Stage(
             "verify_gguf",
-            _lazy("artifacts.export", "verify_gguf"),
+            verify_gguf,
             enabled=lambda s: bool(s.export.quantizations) and s.export.verify,
             about="load each GGUF in llama.cpp; greedy output of f16/q8_0 must match the merged model",
         ),
         Stage(
             "publish",
-            _lazy("artifacts.publish", "publish"),
+            publish,
             enabled=lambda s: s.hub.repo_id is not None,
             about="push merged model, GGUF files, adapter and model card to the Hub in one commit",
         ),

@@ -10,6 +10,7 @@ from test_answers import TABLE
 
 from grpo_job import evaluate, machine, pipeline, preflight
 from grpo_job.settings import load_settings
+from grpo_job.stages import stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -78,7 +79,7 @@ def test_missing_evaluation_file_is_a_settings_error(tmp_path):
     s = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])  # valid where the file may exist
     assert any("evaluation.data_path [GRPO_EVALUATION__DATA_PATH]: local data file" in p for p in environment.problems(s))
     with pytest.raises(SettingsError, match="GRPO_EVALUATION__DATA_PATH"):
-        preflight.plan(s)
+        preflight.plan(s, stages())
 
 
 @pytest.mark.parametrize("value, words", [
@@ -134,10 +135,10 @@ def test_check_counts_the_evaluation_rows_also_for_data_it_does_not_read(tmp_pat
     f = tmp_path / "ev.jsonl"
     f.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n" for i in range(3)))
     base = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--data.path=org/ds"]
-    assert preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))["data_report"] == {"evaluation_rows": 3}
+    assert preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), stages())["data_report"] == {"evaluation_rows": 3}
     f.write_text(json.dumps({"q": "no question column"}) + "\n")
     with pytest.raises(SettingsError, match=r"\(evaluation.data_path \[GRPO_EVALUATION__DATA_PATH\]\) lacks column"):
-        preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]))
+        preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), stages())
 
 
 @pytest.mark.slow
