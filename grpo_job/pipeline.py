@@ -29,7 +29,6 @@ from grpo_job.stages import Stage, stages
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunContext", "Stage", "marker_key", "open_run", "run", "stages"]
 
 
 

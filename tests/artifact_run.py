@@ -49,16 +49,18 @@ def overrides(base: Path) -> list[str]:
 def exported_run(base: Path):
     """Settings and RunContext of a run whose merge/export_gguf/verify_gguf stages are done."""
     from grpo_job import pipeline
+    from grpo_job.context import marker_key, open_run
     from grpo_job.settings import load_settings
+    from grpo_job.stages import stages as all_stages
 
     settings = load_settings(overrides=overrides(base))
-    ctx = pipeline.open_run(settings)
+    ctx = open_run(settings)
     if not ctx.store.exists("adapter/adapter_config.json"):
         make_adapter(ctx)
-        ctx.store.write_text(pipeline.marker_key("train"), json.dumps(TRAIN_MARKER))
+        ctx.store.write_text(marker_key("train"), json.dumps(TRAIN_MARKER))
         ctx.store.write_text("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in METRICS))
     wanted = {"merge", "export_gguf", "verify_gguf"}
-    pipeline.run(settings, only=[s for s in pipeline.stages() if s.name in wanted])
+    pipeline.run(settings, only=[s for s in all_stages() if s.name in wanted])
     return settings, ctx
 
 

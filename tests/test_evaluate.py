@@ -9,8 +9,9 @@ import pytest
 from test_answers import TABLE
 
 from grpo_job import evaluate, machine, pipeline, preflight
+from grpo_job.context import open_run
 from grpo_job.settings import load_settings
-from grpo_job.stages import stages
+from grpo_job.stages import stages as all_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -57,7 +58,7 @@ def test_eval_rows_from_a_data_file_capped_by_max_samples(tmp_path):
                          for i in range(10)))
     s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--evaluation.data_path={f}",
                               "--evaluation.max_samples=3"])
-    rows = evaluate.eval_rows(pipeline.open_run(s))
+    rows = evaluate.eval_rows(open_run(s))
     assert [r["answer"] for r in rows] == ["1", "2", "3"]
     assert rows[0]["prompt"][0]["role"] == "system" and rows[0]["prompt"][1]["content"] == "What is 0+1?"
 
@@ -66,10 +67,10 @@ def test_eval_rows_default_to_the_held_out_split_and_a_cpu_slice(tmp_path, monke
     cpu = machine.Machine(gpu=False, vllm=False, unsloth=False, triton_interpreter=True)
     monkeypatch.setattr(evaluate.machine, "probe", lambda: cpu)
     s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", "--evaluation.cpu_samples=5"])
-    pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
-    assert len(evaluate.eval_rows(pipeline.open_run(s))) == 5
+    pipeline.run(s, [st for st in all_stages() if st.name == "prepare_data"])
+    assert len(evaluate.eval_rows(open_run(s))) == 5
     monkeypatch.setattr(evaluate.machine, "probe", lambda: dataclasses.replace(cpu, gpu=True))  # whole split on a GPU
-    assert len(evaluate.eval_rows(pipeline.open_run(s))) == 16
+    assert len(evaluate.eval_rows(open_run(s))) == 16
 
 
 def test_missing_evaluation_file_is_a_settings_error(tmp_path):
@@ -79,7 +80,7 @@ def test_missing_evaluation_file_is_a_settings_error(tmp_path):
     s = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'nope.jsonl'}"])  # valid where the file may exist
     assert any("evaluation.data_path [GRPO_EVALUATION__DATA_PATH]: local data file" in p for p in environment.problems(s))
     with pytest.raises(SettingsError, match="GRPO_EVALUATION__DATA_PATH"):
-        preflight.plan(s, stages())
+        preflight.plan(s, all_stages())
 
 
 @pytest.mark.parametrize("value, words", [
@@ -122,7 +123,7 @@ def test_the_data_check_reads_the_evaluation_file_as_eval_rows_does(tmp_path, ca
     assert "GRPO_DATA__PATH" not in str(e.value)
     # the evaluate stage would have failed on it the same way, after loading the model
     with pytest.raises(SettingsError, match="GRPO_EVALUATION__DATA_PATH"):
-        evaluate.eval_rows(pipeline.open_run(s))
+        evaluate.eval_rows(open_run(s))
     # unused when the evaluation is off: not read
     off = load_settings(SMOKE, [f"--evaluation.data_path={tmp_path / 'ev.jsonl'}", "--evaluation.enabled=false"])
     assert "evaluation_rows" not in preflight.load_and_check_data(off, tmp_path / "cache", lambda: None)[2]
@@ -135,10 +136,10 @@ def test_check_counts_the_evaluation_rows_also_for_data_it_does_not_read(tmp_pat
     f = tmp_path / "ev.jsonl"
     f.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n" for i in range(3)))
     base = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--data.path=org/ds"]
-    assert preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), stages())["data_report"] == {"evaluation_rows": 3}
+    assert preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), all_stages())["data_report"] == {"evaluation_rows": 3}
     f.write_text(json.dumps({"q": "no question column"}) + "\n")
     with pytest.raises(SettingsError, match=r"\(evaluation.data_path \[GRPO_EVALUATION__DATA_PATH\]\) lacks column"):
-        preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), stages())
+        preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), all_stages())
 
 
 @pytest.mark.slow
@@ -146,14 +147,14 @@ def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_p
     work = tmp_path_factory.getbasetemp() / "grpo-work"  # model cache shared with the other test modules
     s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={work}", "--run_id=ev",
                               "--evaluation.max_samples=3", "--evaluation.max_new_tokens=12"])
-    out = pipeline.run(s, [st for st in pipeline.stages() if st.name in ("prepare_data", "evaluate_base")])
+    out = pipeline.run(s, [st for st in all_stages() if st.name in ("prepare_data", "evaluate_base")])
     summary = out["evaluate_base"]
     assert summary["n"] == 3 and summary["max_new_tokens"] == 12 and summary["device"] == "cpu"
     assert 0 < summary["mean_length"] <= 12 and 0 <= summary["accuracy"] <= 1
     saved = json.loads((tmp_path / "runs" / "ev" / "eval" / "base.json").read_text())
     assert len(saved["samples"]) == 3 and all(smp["completion"] for smp in saved["samples"])
     # greedy: generating again gives the very same completions
-    ctx = pipeline.open_run(s)
+    ctx = open_run(s)
     model, tok = evaluate.load_model(s, ctx, adapter=False)
     rows = evaluate.eval_rows(ctx)
     again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2,

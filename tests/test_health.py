@@ -15,6 +15,7 @@ from grpo_job import rewards as R
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings
+from grpo_job.stages import stages as all_stages
 from grpo_job.training import health
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +256,7 @@ def test_dry_call_passes_trl_arguments_and_synthetic_completions(tmp_path, chat_
 def _preflight(tmp_path, work_dir, reward):
     s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={work_dir}", "--run_id=pf",
                               f'--rewards={{"partial_format": 0.5, "{reward}": 1.0}}', "--health.preflight_samples=4"])
-    stages = [st for st in pipeline.stages() if st.name in ("prepare_data", "reward_preflight")]
+    stages = [st for st in all_stages() if st.name in ("prepare_data", "reward_preflight")]
     with pytest.raises(SettingsError) as e:
         pipeline.run(s, stages)
     rows = data.from_jsonl((tmp_path / "runs" / "pf" / "data" / "train.jsonl").read_text())[:4]

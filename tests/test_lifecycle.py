@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from grpo_job import errors, pipeline
+from grpo_job.context import marker_key, open_run
 from grpo_job.settings import load_settings
+from grpo_job.stages import Stage
+from grpo_job.stages import stages as all_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,11 +28,12 @@ def settings_for(tmp_path, *extra):
 
 def run_script(tmp_path, body: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`body` in a fresh interpreter after the run's stop control is installed (as `cli` does);
-    `stages(...)`, `settings` and `pipeline` are in scope; it prints the exit code it would return."""
+    `Stage`, `settings` and `pipeline` are in scope; it prints the exit code it would return."""
     code = textwrap.dedent(f"""
         import os, signal, sys, time
         from grpo_job import errors, pipeline, stopping
         from grpo_job.settings import load_settings
+        from grpo_job.stages import Stage
         settings = load_settings(overrides=["--store.uri={tmp_path / 'runs'}", "--run_id=life",
                                             "--work_dir={tmp_path / 'w'}", "--data.path=builtin:arithmetic",
                                             "--stop.grace_seconds=1"])
@@ -56,7 +60,7 @@ def test_sigterm_during_a_stage_that_finishes_in_time_stops_before_the_next(tmp_
         def quick(ctx):
             sigterm(); time.sleep(0.3)  # the stage goes on after SIGTERM and ends inside the grace budget
             return {}
-        pipeline.run(settings, [pipeline.Stage("quick", quick), pipeline.Stage("next", lambda c: {})])
+        pipeline.run(settings, [Stage("quick", quick), Stage("next", lambda c: {})])
     """)
     assert "exit 75" in r.stdout and "before stage next" in r.stdout, r.stdout + r.stderr
     assert markers(tmp_path) == {"quick"}
@@ -67,13 +71,13 @@ def test_sigterm_during_a_stage_longer_than_the_grace_budget_exits_75_without_it
         def slow(ctx):
             sigterm(); time.sleep(30)  # cannot end within stop.grace_seconds=1
             return {}
-        pipeline.run(settings, [pipeline.Stage("slow", slow)])
+        pipeline.run(settings, [Stage("slow", slow)])
     """)
     assert r.returncode == errors.EXIT_RETRY, r.stdout + r.stderr
     assert "grace budget" in r.stderr and "exit" not in r.stdout
     assert markers(tmp_path) == set()
     # the rerun completes the stage
-    again = run_script(tmp_path, "pipeline.run(settings, [pipeline.Stage('slow', lambda c: {})])")
+    again = run_script(tmp_path, "pipeline.run(settings, [Stage('slow', lambda c: {})])")
     assert "exit 0" in again.stdout and markers(tmp_path) == {"slow"}
 
 
@@ -167,10 +171,10 @@ def test_out_of_memory_is_a_settings_error_before_training_and_retryable_after(t
 
     s = settings_for(tmp_path)
     with pytest.raises(errors.SettingsError, match="GRPO_TRAIN__NUM_GENERATIONS"):
-        pipeline.run(s, [pipeline.Stage("evaluate_base", oom)])
-    pipeline.run(s, [pipeline.Stage("train", lambda c: {"steps": 3})])
+        pipeline.run(s, [Stage("evaluate_base", oom)])
+    pipeline.run(s, [Stage("train", lambda c: {"steps": 3})])
     with pytest.raises(errors.OutOfMemoryLater, match="fresh process") as e:
-        pipeline.run(s, [pipeline.Stage("evaluate_trained", oom)])
+        pipeline.run(s, [Stage("evaluate_trained", oom)])
     assert e.value.exit_code == errors.EXIT_OOM_LATER != errors.EXIT_INVALID
     assert not (tmp_path / "runs/life/stages/evaluate_trained.json").exists()
 
@@ -183,7 +187,7 @@ def test_the_stages_after_train_run_after_a_restart(tmp_path):
         return lambda ctx: calls.append(name) or {}
 
     s = settings_for(tmp_path)
-    todo = [pipeline.Stage("train", stage("train"), fresh_process_after=True), pipeline.Stage("after", stage("after"))]
+    todo = [Stage("train", stage("train"), fresh_process_after=True), Stage("after", stage("after"))]
 
     class Restarted(Exception):
         pass
@@ -223,10 +227,10 @@ def test_an_unchanged_adapter_stops_before_merge_with_exit_3(tmp_path):
     assert export.changed_modules(tmp_path / "one") == {"modules": 4, "changed": 1}
 
     s = settings_for(tmp_path, "--hub.repo_id=tester/x")
-    ctx = pipeline.open_run(s)
+    ctx = open_run(s)
     ctx.store.put_dir(tmp_path / "zero", "adapter")
-    ctx.store.write_text(pipeline.marker_key("train"), json.dumps({"steps": 5}))
-    merge = [st for st in pipeline.stages() if st.name == "merge"]
+    ctx.store.write_text(marker_key("train"), json.dumps({"steps": 5}))
+    merge = [st for st in all_stages() if st.name == "merge"]
     with pytest.raises(errors.TrainingUnhealthy, match="GRPO_EXPORT__ALLOW_UNCHANGED_ADAPTER") as e:
         pipeline.run(s, merge)
     assert e.value.exit_code == errors.EXIT_UNHEALTHY and "after 5 steps" in str(e.value)
@@ -237,7 +241,7 @@ def test_closing_line_names_the_exit_and_the_artifacts(tmp_path, capsys):
     from grpo_job import cli, logs
 
     s = settings_for(tmp_path, "--log_format=json")
-    ctx = pipeline.open_run(s)
+    ctx = open_run(s)
     ctx.store.write_text("adapter/adapter_config.json", "{}")
     ctx.store.write_text("gguf/model-q8_0.gguf", "x")
     logs.setup("json")

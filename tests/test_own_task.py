@@ -14,6 +14,7 @@ from grpo_job import chat, data, pipeline
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings
+from grpo_job.stages import stages as all_stages
 from grpo_job.store import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ def test_prepare_data_stops_before_the_store_gets_data(tmp_path, chat_models):
                               f"--model.name_or_path={chat_models['smollm2']}", "--model.gguf_file=null",
                               "--train.max_prompt_length=10"])
     with pytest.raises(SettingsError, match="GRPO_TRAIN__MAX_PROMPT_LENGTH"):
-        pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
+        pipeline.run(s, [st for st in all_stages() if st.name == "prepare_data"])
     store = LocalStore(tmp_path / "runs" / "smoke")
     assert not store.exists("stages/prepare_data.json") and not store.exists("data/train.jsonl")
 
@@ -259,7 +260,7 @@ def test_prepare_data_calls_every_reward_before_the_store_gets_data(tmp_path, ch
                               '--rewards={"format": 1, "repetition_penalty": {"ngram_size": 0}}'])
     with pytest.raises(SettingsError, match=r"reward 'repetition_penalty' raised ZeroDivisionError.*"
                                             r"rewards\.repetition_penalty"):
-        pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
+        pipeline.run(s, [st for st in all_stages() if st.name == "prepare_data"])
     assert not LocalStore(tmp_path / "runs" / "smoke").exists("data/train.jsonl")
 
 
@@ -298,7 +299,7 @@ def test_a_column_reaches_the_reward_in_real_training_and_zero_prompts_never_tra
 
     # prepared with a fitting length, then trained with one every prompt exceeds: exit 2 in the train stage
     s = load_settings(SMOKE, [*common, "--run_id=short"])
-    pipeline.run(s, [st for st in pipeline.stages() if st.name == "prepare_data"])
+    pipeline.run(s, [st for st in all_stages() if st.name == "prepare_data"])
     r = subprocess.run([*cmd, "--run_id=short", *common, "--train.max_prompt_length=10"], capture_output=True,
                        text=True, cwd=ROOT, env=env, timeout=900)
     assert r.returncode == EXIT_INVALID, r.stderr[-4000:]

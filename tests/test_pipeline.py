@@ -6,6 +6,8 @@ import pytest
 
 from grpo_job import pipeline
 from grpo_job.settings import load_settings
+from grpo_job.stages import Stage
+from grpo_job.stages import stages as all_stages
 from grpo_job.store import LocalStore
 
 
@@ -22,9 +24,9 @@ def test_stages_run_in_order_then_skip(settings, tmp_path):
         def body(ctx):
             calls.append(name)
             return {"did": name}
-        return pipeline.Stage(name, body)
+        return Stage(name, body)
 
-    stages = [make("a"), make("b"), pipeline.Stage("off", lambda c: calls.append("off"), enabled=lambda s: False)]
+    stages = [make("a"), make("b"), Stage("off", lambda c: calls.append("off"), enabled=lambda s: False)]
     first = pipeline.run(settings, stages)
     assert calls == ["a", "b"] and first["b"]["did"] == "b"
     store = LocalStore(tmp_path / "runs" / "t1")
@@ -43,7 +45,7 @@ def test_failed_stage_leaves_no_marker_and_reruns(settings, tmp_path):
             raise RuntimeError("boom")
         return {}
 
-    stages = [pipeline.Stage("ok", lambda c: {}), pipeline.Stage("flaky", flaky)]
+    stages = [Stage("ok", lambda c: {}), Stage("flaky", flaky)]
     with pytest.raises(RuntimeError):
         pipeline.run(settings, stages)
     store = LocalStore(tmp_path / "runs" / "t1")
@@ -57,7 +59,7 @@ def test_prepare_data_stage_writes_prompts_to_store(settings, tmp_path, chat_mod
     # prepare_data checks the prompts against the model's tokenizer: a local one (the default model is on the Hub)
     settings = settings.model_copy(update={"model": settings.model.model_copy(
         update={"name_or_path": str(chat_models["smollm2"])})})
-    pipeline.run(settings, [s for s in pipeline.stages() if s.name == "prepare_data"])
+    pipeline.run(settings, [s for s in all_stages() if s.name == "prepare_data"])
     store = LocalStore(tmp_path / "runs" / "t1")
     rows = [json.loads(line) for line in store.read_text("data/train.jsonl").splitlines()]
     assert len(rows) == 256 and rows[0]["prompt"][1]["role"] == "user"

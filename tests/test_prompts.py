@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from grpo_job import chat, models, pipeline, preflight, resume
+from grpo_job import chat, models, preflight, resume
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.settings import load_settings
+from grpo_job.stages import stages as all_stages
 from grpo_job.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +217,7 @@ def test_settings_saved_without_prompt_format_resume_as_its_default(tmp_path):
     new = settings(tmp_path).model_dump(mode="json")
     old = json.loads(json.dumps(new))
     del old["data"]["prompt_format"]
-    args = {"stage_names": [st.name for st in pipeline.stages()], "done": {"train": {"steps": 2}},
+    args = {"stage_names": [st.name for st in all_stages()], "done": {"train": {"steps": 2}},
             "checkpoint_steps": [2], "run_id": "r"}
     assert resume.plan(old, new, **args).changes == {}
     plain = json.loads(json.dumps(new))

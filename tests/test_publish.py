@@ -15,6 +15,7 @@ from artifact_run import METRICS, QUANTS, REPO_ID, ROOT, TRAIN_MARKER, exported_
 from hub_server import HubServer
 
 from grpo_job.artifacts import publish
+from grpo_job.context import open_run
 from grpo_job.errors import JobError
 
 TOKEN = "hf_test_0123456789abcdefSECRET"
@@ -131,14 +132,13 @@ def test_check_remote_fails_on_missing_or_wrong_size(tmp_path):
 
 
 def test_publish_without_token_is_a_settings_error(tmp_path):
-    from grpo_job import pipeline
     from grpo_job.settings import load_settings
 
     s = load_settings(overrides=[f"--store.uri={tmp_path}", "--run_id=x", f"--work_dir={tmp_path / 'w'}",
                                  "--data.path=builtin:arithmetic", f"--hub.repo_id={REPO_ID}"])
     s.hf_token = None
     with pytest.raises(JobError, match="HF_TOKEN"):
-        publish.publish(pipeline.open_run(s))
+        publish.publish(open_run(s))
 
 
 @pytest.mark.slow

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from grpo_job import cli, errors, pipeline, resume
+from grpo_job.context import open_run
 from grpo_job.errors import SettingsError
 from grpo_job.settings import load_settings
+from grpo_job.stages import stages as all_stages
 from grpo_job.store import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
-NAMES = [s.name for s in pipeline.stages()]
+NAMES = [s.name for s in all_stages()]
 TRAINED = {"prepare_data": {}, "evaluate_base": {}, "train": {"steps": 4}, "evaluate_trained": {}, "report": {}}
 
 
@@ -102,7 +104,7 @@ def test_check_refuses_a_changed_lora_shape_from_env_vars(tmp_path, monkeypatch,
     for k, v in {"GRPO_CONFIG": str(SMOKE), "GRPO_STORE__URI": str(tmp_path / "runs"), "GRPO_RUN_ID": "job-1"}.items():
         monkeypatch.setenv(k, v)
     first = load_settings()
-    ctx = pipeline.open_run(first)
+    ctx = open_run(first)
     ctx.store.write_text("settings.json", json.dumps({"fingerprint": first.fingerprint(), "settings": first.redacted()}))
     ctx.store.write_text("stages/train.json", json.dumps({"steps": 4}))
     monkeypatch.setenv("GRPO_LORA__R", "16")
@@ -120,7 +122,7 @@ def test_check_refuses_a_changed_lora_shape_from_env_vars(tmp_path, monkeypatch,
 def test_raised_max_steps_continues_a_finished_run_with_the_new_learning_rate(tmp_path, caplog):
     base = [f"--store.uri={tmp_path / 'runs'}", "--run_id=grow", f"--work_dir={tmp_path / 'work'}",
             "--train.max_steps=1", "--train.save_steps=1", "--data.max_samples=8", "--train.max_completion_length=8"]
-    only = [s for s in pipeline.stages() if s.name in ("prepare_data", "train")]
+    only = [s for s in all_stages() if s.name in ("prepare_data", "train")]
     first = pipeline.run(load_settings(SMOKE, base), only)
     assert first["train"]["steps"] == 1
     store = LocalStore(tmp_path / "runs" / "grow")

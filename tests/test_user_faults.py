@@ -19,6 +19,7 @@ from hub_server import HubServer
 
 from grpo_job import answers, data, stopping
 from grpo_job import rewards as R
+from grpo_job.context import open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings, rules
@@ -159,14 +160,13 @@ def test_check_asks_the_hub_and_skips_with_a_note_when_it_cannot(local_hub, monk
 
 
 def test_a_refused_push_is_exit_2_in_one_line_and_the_model_stays(local_hub, tmp_path, monkeypatch):
-    from grpo_job import pipeline
     from grpo_job.artifacts import publish
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     s = load_settings(None, [f"--store.uri={tmp_path / 'runs'}", "--run_id=pub", f"--work_dir={tmp_path / 'w'}",
                              "--data.path=builtin:arithmetic", "--hub.repo_id=tester/m", "--export.merge=false",
                              "--export.quantizations=[]", "--hub.include_adapter=true"])
-    ctx = pipeline.open_run(s)
+    ctx = open_run(s)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
@@ -286,6 +286,7 @@ def test_a_stage_after_train_cut_short_by_the_grace_budget_says_so(tmp_path):
         import os, signal, time
         from grpo_job import pipeline, stopping
         from grpo_job.settings import load_settings
+        from grpo_job.stages import Stage
         settings = load_settings(overrides=["--store.uri={tmp_path / 'runs'}", "--run_id=late",
                                             "--work_dir={tmp_path / 'w'}", "--data.path=builtin:arithmetic",
                                             "--stop.grace_seconds=1"])
@@ -294,7 +295,7 @@ def test_a_stage_after_train_cut_short_by_the_grace_budget_says_so(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(20)
             return {{}}
-        pipeline.run(settings, [pipeline.Stage("evaluate_trained", slow)])
+        pipeline.run(settings, [Stage("evaluate_trained", slow)])
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
