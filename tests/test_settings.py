@@ -339,7 +339,7 @@ def test_extra_reaches_grpo_config(tmp_path):
 
 def test_builtin_reward_names_match_the_registry():
     from grpo_job import rewards
-    from grpo_job.settings.sections import BUILTIN_REWARDS
+    from grpo_job.settings.rewards import BUILTIN_REWARDS
 
     assert set(BUILTIN_REWARDS) == set(rewards.REGISTRY) | set(rewards.TRL_REWARDS) | set(rewards.ALIASES)
 

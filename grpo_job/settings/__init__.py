@@ -2,12 +2,18 @@
 
 - the sections, one model per concern, in modules by concern: `model` (model, lora), `data`, `rewards`
   (the values of `rewards`), `training` (train, distributed), `outputs` (store, stop, export, hub),
-  `evaluation` (evaluation, health, report), on `base`; `sections` gathers them all.
+  `evaluation` (evaluation, health, report), all on `base` (the `Section` model, the S3 URI check).
 - `root`: the root `JobSettings`, the whole job, with those sections.
 - `rules`: cross-field rules mirroring TRL's invariants, and warnings for legal but risky values.
 - `sources`: the sources the root reads (CLI, environment, YAML, defaults) and how they are layered.
 - `loading`: `load_settings`, the YAML file, and errors worded for the user.
 - `environment`: checks against the machine the job runs on (files, modules, GRPOConfig names).
+
+The section models are pure: validating them reads the values alone (no files, packages, network or
+GPU), so the same settings validate on a CI runner without the ML stack and in the pod. What depends on
+the machine (a data file exists, a reward module imports, a tracker is installed, `train.extra` names
+GRPOConfig fields) is checked by `environment`, in `check` and `run` only. Field names are the names of
+the library arguments they feed (GRPOConfig, LoraConfig, `datasets.load_dataset`, Unsloth's `from_pretrained`).
 """
 
 from grpo_job.settings.base import check_s3_uri
