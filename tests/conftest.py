@@ -6,6 +6,9 @@ import pytest
 
 from grpo_job import machine
 
+# the loopback S3 fixtures (tests/s3_server.py: s3_server, s3), for every test module that asks for them
+pytest_plugins = ("s3_server",)
+
 # as the job's process does first thing: Triton reads this at its first import, which any test importing
 # torch (or TRL's GRPOConfig) can cause; TRL's CPU kernels in a later training test depend on it
 machine.probe()

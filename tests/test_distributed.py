@@ -21,7 +21,6 @@ from grpo_job.store import LocalStore
 from grpo_job.training import engines
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ("s3_server",)
 
 
 # ---------------------------------------------------------------- which process am I

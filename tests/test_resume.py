@@ -19,7 +19,6 @@ from grpo_job.errors import EXIT_RETRY
 from grpo_job.stopping import StopControl
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ("s3_server",)  # the loopback S3 fixtures: s3_server, s3
 ARGS = ("--export.merge=false", "--data.max_samples=32", '--rewards={"tests.reward_fixtures:length_reward": 1.0}')
 
 

@@ -16,7 +16,6 @@ from grpo_job.store import checkpoints, open_store
 from grpo_job.store.s3 import S3Store, download_object, object_size
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ("s3_server",)  # the loopback S3 fixtures: s3_server, s3
 MiB = 1 << 20
 
 
