@@ -127,8 +127,9 @@ def generate_vllm(s: JobSettings, ctx: RunContext, prompts: list[list[dict]], ma
                   adapter: bool, temperature: float = 0.0) -> list[tuple[str, list[int]]]:
     """The same (text, token ids up to and including eos) as `generate` from vLLM in a child process:
     greedy at `temperature` 0, else sampled (seeded by `train.seed`); the adapter (the store's
-    `adapter/`) is applied as a LoRA. The child's output is logged in the job's log format. Raises
-    RuntimeError with the child's exit code when it fails (its output is in the job log)."""
+    `adapter/`) is merged into a copy of the base weights first (`merge_adapter`). The child's output
+    is logged in the job's log format. Raises RuntimeError with the child's exit code when it fails (its
+    output is in the job log)."""
     import sys
 
     from grpo_job import logs
