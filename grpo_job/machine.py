@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import os
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,11 +28,6 @@ class Machine:
     vllm: bool
     unsloth: bool
     triton_interpreter: bool
-
-    def __str__(self) -> str:
-        return (f"GPU visible: {'yes' if self.gpu else 'no'}; vLLM {'installed' if self.vllm else 'not installed'}; "
-                f"Unsloth {'installed' if self.unsloth else 'not installed'}; Triton "
-                f"{'interpreter (no GPU)' if self.triton_interpreter else 'compiled kernels'}")
 
 
 @functools.cache
