@@ -44,8 +44,9 @@ VARIANTS = {
 }
 
 
-def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed_steps: int | None = None) -> int:
-    name = f"{variant}-fixed" if fixed_steps else variant
+def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed_steps: int | None = None,
+        profile: bool = False) -> int:
+    name = (f"{variant}-fixed" if fixed_steps else variant) + ("-profile" if profile else "")
     base = Path("/tmp/recipe-bench") / name
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -61,9 +62,13 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed
                    GRPO_TRAIN__EXTRA=json.dumps({"generation_kwargs": {"ignore_eos": True}}))
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader",
                             "-lms", "500"], stdout=open(base / "gpu-memory.csv", "w"))
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run"]
+    if profile:  # TRL's own block timings, one line per block (bench/profiled_job.py)
+        cmd = [sys.executable, str(ROOT / "bench" / "profiled_job.py")]
+        env["PROFILE_JSONL"] = str(base / "profile.jsonl")
     t0 = time.monotonic()
     with open(base / "job.log", "w") as log:
-        rc = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "run"], cwd=ROOT, env=env,
+        rc = subprocess.run(cmd, cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log).returncode
     smi.terminate()
     print(f"{name}: exit {rc} after {time.monotonic() - t0:.0f} s")
@@ -118,8 +123,34 @@ def summarize(folder: Path) -> dict:
     }
 
 
+def profile(folder: Path) -> dict | None:
+    """TRL's block timings (profile.jsonl, from `run --profile`) per kind of step: the median over steps
+    2.. of each block's seconds summed within a step. A generation step is one with `vLLM.generate`.
+    `_get_per_token_logps_and_entropies` runs inside `_prepare_inputs` (the old log-probs of the whole
+    generation batch, when off-policy) and inside `compute_loss` (the training forward)."""
+    path = folder / "profile.jsonl"
+    if not path.is_file():
+        return None
+    per_step: dict[int, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        blocks = per_step.setdefault(r["step"], {})
+        blocks[r["name"]] = blocks.get(r["name"], 0.0) + r["s"]
+    out = {}
+    for kind, steps in (("generation", [b for s, b in per_step.items() if s > 0 and "vLLM.generate" in b]),
+                        ("train_only", [b for s, b in per_step.items() if s > 0 and "vLLM.generate" not in b])):
+        names = sorted({n for b in steps for n in b})
+        out[kind] = {"steps": len(steps), **{n: round(statistics.median(b.get(n, 0.0) for b in steps), 3) for n in names}}
+    return out
+
+
 def table(folders: list[Path], out: Path | None) -> None:
     rows = [summarize(f) for f in folders]
+    for f, r in zip(folders, rows, strict=True):
+        if (blocks := profile(f)) is not None:
+            r["profile"] = blocks
+            for kind, medians in blocks.items():
+                print(f"{f.name} {kind} steps, median seconds per block: " + ", ".join(f"{n} {v}" for n, v in medians.items()))
     cols = ["folder", "steps_per_generation", "s_per_step_mean", "generation_step_s_median",
             "train_only_step_s_median", "completion_tokens_per_s", "mean_completion_tokens", "train_stage_s",
             "peak_gpu_memory_GiB", "accuracy_base", "accuracy_trained", "format_trained", "eval_n",
@@ -140,13 +171,14 @@ def main() -> int:
     r.add_argument("--gsm8k", type=Path, required=True)
     r.add_argument("--preflight", action="store_true", help="keep the reward preflight (off: it is the same for both)")
     r.add_argument("--fixed-length", type=int, metavar="STEPS", help="time STEPS steps at full-length completions")
+    r.add_argument("--profile", action="store_true", help="record TRL's block timings (bench/profiled_job.py)")
     t = sub.add_parser("table")
     t.add_argument("folders", nargs="+", type=Path)
     t.add_argument("--json", type=Path)
     a = p.parse_args()
     if a.cmd == "run":
         return run(a.variant, a.model, a.gsm8k, Path(os.environ.get("OUT", "/tmp/out")), a.preflight,
-                   a.fixed_length)
+                   a.fixed_length, a.profile)
     table(a.folders, a.json)
     return 0
 

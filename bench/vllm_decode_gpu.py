@@ -1,0 +1,76 @@
+"""vLLM generation alone, as TRL's colocated engine runs it: how the time of one generation batch grows
+with the number of completions (64, 128, 256) at a fixed completion length.
+
+    # device (kit staged by tests/gpu_device.sh)
+    python3 bench/vllm_decode_gpu.py --model /tmp/models/qwen05 --gsm8k /tmp/gpu-stage/gsm8k --json $OUT/decode.json
+
+The engine is built with TRL 1.15's colocate arguments (trl/generation/vllm_generation.py): the given
+`gpu_memory_utilization`, `max_num_seqs` 256, `max_num_batched_tokens` 4096, `logprobs_mode`
+processed_logprobs. Prompts: GSM8K train questions through the model's chat template, each repeated 8
+times (8 generations per prompt, as GRPO samples). Every completion runs to `--tokens` (`ignore_eos`),
+temperature 1.0. Each case runs `--repeats` times after one warm-up; the table gives the median wall
+seconds and completion tokens/s, with per-token log-probs (`logprobs=0`, what TRL asks for its
+importance-sampling correction) and without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--gsm8k", type=Path, required=True)
+    p.add_argument("--tokens", type=int, default=384)
+    p.add_argument("--sizes", default="64,128,256")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
+    p.add_argument("--max-num-batched-tokens", type=int, default=4096)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    sizes = [int(x) for x in a.sizes.split(",")]
+    tok = AutoTokenizer.from_pretrained(a.model)
+    questions = [json.loads(line)["question"] for line in (a.gsm8k / "train.jsonl").read_text().splitlines()[:64]]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+               for q in questions]
+    prompts = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompts]
+    t0 = time.monotonic()
+    llm = LLM(model=a.model, gpu_memory_utilization=a.gpu_memory_utilization, max_model_len=1024,
+              max_num_seqs=max(sizes), max_num_batched_tokens=a.max_num_batched_tokens,
+              logprobs_mode="processed_logprobs", seed=0)
+    start_s = time.monotonic() - t0
+    rows = []
+    for logprobs in (0, None):
+        params = SamplingParams(n=1, temperature=1.0, max_tokens=a.tokens, ignore_eos=True, logprobs=logprobs)
+        for n in sizes:
+            batch = [{"prompt_token_ids": prompts[i // 8 % len(prompts)]} for i in range(n)]
+            llm.generate(batch, sampling_params=params, use_tqdm=False)  # warm-up
+            walls = []
+            for _ in range(a.repeats):
+                t = time.monotonic()
+                outs = llm.generate(batch, sampling_params=params, use_tqdm=False)
+                walls.append(time.monotonic() - t)
+            toks = sum(len(o.outputs[0].token_ids) for o in outs)
+            wall = statistics.median(walls)
+            rows.append({"completions": n, "logprobs": logprobs, "tokens_each": toks // n, "wall_s": round(wall, 3),
+                         "completion_tokens_per_s": round(toks / wall), "walls": [round(w, 3) for w in walls]})
+            print(f"| {n} | {logprobs} | {toks // n} | {wall:.3f} | {toks / wall:.0f} |", flush=True)
+    print(f"engine start {start_s:.1f} s")
+    if a.json:
+        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "engine_start_s": start_s,
+                                      "results": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
