@@ -53,7 +53,9 @@ def has_cuda_gpu() -> bool:
 def use_triton_interpreter_without_gpu() -> None:
     """On a machine with no CUDA GPU, make Triton run kernels in its interpreter (TRITON_INTERPRET=1).
 
-    TRL computes log-probs with Triton kernels. Triton reads the flag when `triton` is first
+    TRL computes log-probs with Triton kernels. Without a GPU the job's trainer computes them in torch
+    instead (training/logprobs.py), but hands inputs that path does not cover (images, a MoE auxiliary
+    loss) to TRL's kernels, which then need the interpreter. Triton reads the flag when `triton` is first
     imported: its own library functions (`tl.max`, `tl.sigmoid`...) are built then, for the
     interpreter or for a GPU. torch imports Triton as a side effect (e.g. `torch._dynamo`, pulled in
     by `from trl import GRPOConfig`), so this runs at process start, before any ML import.

@@ -210,9 +210,10 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     engine = engines.get(engine_name)  # the unsloth engine imports unsloth here, before trl
 
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     from grpo_job import logs
+    from grpo_job.training import logprobs
 
     output_dir = ctx.work_dir / "trainer"
     quiet = logs.resolve_format(s.log_format) == "json"
@@ -251,7 +252,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     publisher = (checkpoints.BackgroundPublisher(ctx.store, s.store.keep_last, ctx.work_dir / "upload-staging")
                  if launch.is_main else None)
     try:
-        trainer = GRPOTrainer(
+        trainer = logprobs.trainer_class(args.device.type)(  # TRL's GRPOTrainer; off-GPU, log-probs in torch
             model=model,
             processing_class=tok,
             reward_funcs=[limits.limited(name, func, s.health.reward_time_limit)  # a hang is an error naming it
