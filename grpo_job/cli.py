@@ -151,8 +151,7 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         if logs.resolve_format(_asked_log_format(args.config, overrides)) == "json":
             # the pod's (or CI's) log collector reads one JSON object per line, this first line included
             logs.setup("json")
-            log.error("error: %s", e, extra={"exit_code": errors.EXIT_INVALID,
-                                             "meaning": errors.MEANING[errors.EXIT_INVALID]})
+            log.error("error: %s", e, extra=_exit_fields(errors.EXIT_INVALID))
         else:
             print(f"error: {e}", file=sys.stderr)
         return errors.EXIT_INVALID
@@ -225,15 +224,18 @@ def _run(settings: JobSettings, restart) -> int:
     return errors.EXIT_OK
 
 
+def _exit_fields(code: int) -> dict[str, object]:
+    """The fields a JSON log record gets for an exit code (the contract with Kubernetes: errors.py)."""
+    return {"exit_code": code, "meaning": errors.MEANING[code]}
+
+
 def _guarded(body) -> int:
     """`body()`'s exit code, or the code of the error it raised (logged as a message, not a traceback)."""
     try:
         return body()
-    except SettingsError as e:
-        log.error("%s", e)
-        return e.exit_code
-    except JobError as e:
-        log.error("%s", e)
+    except JobError as e:  # SettingsError too
+        # the code on the error's own record too: `check` has no closing line to carry it
+        log.error("%s", e, extra=_exit_fields(e.exit_code))
         return e.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")

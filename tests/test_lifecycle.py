@@ -251,6 +251,22 @@ def test_closing_line_names_the_exit_and_the_artifacts(tmp_path, capsys):
     assert line["artifacts"] == {"adapter": f"{ctx.store.uri}/adapter", "gguf": [f"{ctx.store.uri}/gguf/model-q8_0.gguf"]}
 
 
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_run_that_cannot_start_says_its_exit_code_on_the_error_record(tmp_path, command):
+    # settings that load, input that does not exist: the preflight's error, not the loader's. `check`
+    # writes no closing line, so the error record itself carries the code a log collector reads.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
+    env.update(GRPO_DATA__PATH=str(tmp_path / "missing.jsonl"), GRPO_STORE__URI=str(tmp_path / "runs"))
+    done = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), command, "--config",
+                           str(ROOT / "examples" / "smoke.yaml"), "--log_format=json"], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == errors.EXIT_INVALID
+    records = [json.loads(line) for line in done.stderr.strip().splitlines()]
+    error = next(r for r in records if r["level"] == "error")
+    assert "missing.jsonl" in error["msg"] and "GRPO_DATA__PATH" in error["msg"]
+    assert error["exit_code"] == 2 and error["meaning"] == errors.MEANING[2]
+
+
 @pytest.mark.parametrize("command", ["run", "check"])  # one CI log: `check` is not text while `run` is JSON
 @pytest.mark.parametrize("how, json_expected", [
     ([], True),  # auto, output not a terminal: JSON, as every later line of the run would be
