@@ -182,6 +182,21 @@ TABLE = [
     ("x > 42", "42", False),
     ("x > 2", "x > 2", True),
     ("Answer: yes", "yes", True),
+    # math names written outside LaTeX are part of the value, on either side
+    ("sqrt(2)", r"\sqrt{2}", True),
+    (r"\sqrt{2}", "sqrt(2)", True),
+    ("2 sqrt(3)", r"2\sqrt{3}", True),
+    ("sqrt(2)/2", r"\frac{\sqrt{2}}{2}", True),
+    ("sqrt(16)", "4", True),
+    ("3*pi", r"3\pi", True),
+    ("pi/2", r"\frac{\pi}{2}", True),
+    ("sin(pi/6)", "1/2", True),
+    ("3*pi", "3", False),  # math-verify's plain parser alone reads 3
+    ("3pi", "3", False),
+    ("3 pi", "3", False),  # not 3 of a unit `pi`
+    ("2*sqrt(2)", "2", False),
+    ("2 pi radians", "2", False),
+    ("12 pies", "12", True),  # a word, not the name
 ]
 
 
@@ -308,6 +323,14 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._not_math_size, "", None),
     (mathrules._not_math_size, "2^{99999999}", None),
     (mathrules._not_math_size, "72", _P),
+    (mathrules._plain_notation, "sqrt(2)", "sqrt(2)"),
+    (mathrules._plain_notation, "2 sqrt((1+2)*3)", "2*sqrt((1 + 2)*3)"),  # brackets inside the radicand
+    (mathrules._plain_notation, "3pi", "3*pi"),  # not 3, nor 3 of a unit `pi`
+    (mathrules._plain_notation, "pi/2", "pi/2"),
+    (mathrules._plain_notation, "ln(2)", "log(2, E)"),
+    (mathrules._plain_notation, "not sqrt(2)", None),  # read again by every rule: the qualifier refuses it
+    (mathrules._plain_notation, "12 pies", _P),  # a word, not the name
+    (mathrules._plain_notation, "\\sqrt{2}", _P),  # LaTeX already
     (mathrules._plain_numbers, "$1,000", Fraction(1000)),
     (mathrules._plain_numbers, "1.5 million", Fraction(1500000)),
     (mathrules._plain_numbers, "1,2,3", frozenset({Fraction(1), Fraction(2), Fraction(3)})),
@@ -374,8 +397,9 @@ def test_each_reference_rule_decides_its_case_or_passes(rule, text, answer_type,
 
 
 def test_the_rule_tables_are_walked_in_order_and_each_rule_is_documented_and_tested():
-    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_plain_numbers", "_qualified", "_with_unit",
-                                                          "_several_numbers", "_by_math_verify"]
+    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_plain_notation", "_plain_numbers",
+                                                          "_qualified", "_with_unit", "_several_numbers",
+                                                          "_by_math_verify"]
     assert [r.__name__ for r in answers.REFERENCE_RULES] == ["_choice_label", "_exact_type", "_chemical_formula",
                                                                "_words", "_math_or_text"]
     for table, rows in ((mathrules.MATH_RULES, MATH_RULE_ROWS), (answers.REFERENCE_RULES, REFERENCE_RULE_ROWS)):

@@ -69,6 +69,7 @@ from grpo_job.answers.patterns import (
     _DENIAL,
     _EMPHASIS,
     _END_PUNCTUATION,
+    _MATH_NAME,
     _OTHER_LABEL,
     _WORD,
     _WRAPPED,
@@ -118,8 +119,9 @@ def _choice(text: str) -> str | None:
 
 def _looks_like_words(text: str) -> bool:
     """True when the text reads as words (`yes`, `Paris 2024`) rather than math: a word of three or
-    more letters outside LaTeX commands and `\\text{}`."""
+    more letters outside LaTeX commands, `\\text{}` and math names (`sqrt(2)`)."""
     text = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\text\{[^{}]*\}|\\[A-Za-z]+", " ", text)
+    text = _MATH_NAME.sub(" ", text)
     return bool(_WORD.search(text))
 
 

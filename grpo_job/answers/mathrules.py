@@ -20,6 +20,7 @@ from grpo_job.answers.patterns import (
     _LEADING_ZERO,
     _LIST,
     _LONG_NAME,
+    _MATH_NAME,
     _MATH_SPANS,
     _NUM,
     _NUMBERS,
@@ -51,7 +52,7 @@ def _plain_number(text: str) -> Fraction | None:
     if remark and (_QUALIFIER.search(remark) or (any(c.isdigit() for c in remark) and not _OPERATOR.search(remark))):
         return None
     if m["unit"]:
-        if _QUALIFIER.search(m["unit"]):
+        if _QUALIFIER.search(m["unit"]) or _MATH_NAME.search(m["unit"]):  # `3 pi` is 3π, not 3 of something
             return None
         value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
     return -value if m["sign"] == "-" else value
@@ -98,6 +99,36 @@ def _algebra(text: str) -> bool:
 def _not_math_size(text: str) -> Any:
     """Empty, longer than MAX_CHARS, or a huge exponent (`9^9^9`, `1e999999`): not math (None)."""
     return None if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text) else PASS
+
+
+_SQRT_OPEN = re.compile(r"\\sqrt\s*\(")
+
+
+def _sqrt_braces(text: str) -> str:
+    """`\\sqrt (x+1)` -> `\\sqrt{x+1}`: LaTeX takes the radicand in braces (its brackets balanced;
+    an unbalanced one is left as written)."""
+    out, i = [], 0
+    while (m := _SQRT_OPEN.search(text, i)) is not None:
+        depth, end = 0, None
+        for k in range(m.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[k], 0)
+            if depth == 0:
+                end = k
+                break
+        if end is None:
+            break
+        out.append(text[i:m.start()] + "\\sqrt{" + text[m.end():end] + "}")
+        i = end + 1
+    return "".join(out) + text[i:]
+
+
+def _plain_notation(text: str) -> Any:
+    """Math names written outside LaTeX (`sqrt(2)`, `3pi`, `2 sqrt(3)`, `pi/2`, `ln(2)`) rewritten as the
+    LaTeX math-verify reads (`\\sqrt{2}`, `3\\pi`...), then read by these rules again. math-verify's plain
+    parser reads `3*pi` as 3 and `sqrt(2)` as nothing, and `3 pi` is no number with a unit."""
+    if not _MATH_NAME.search(text):
+        return PASS
+    return _parse_math(_sqrt_braces(_MATH_NAME.sub(lambda m: f"\\{m[1]} ", text)))
 
 
 def _plain_numbers(text: str) -> Any:
@@ -149,7 +180,7 @@ def _by_math_verify(text: str) -> Any:
     return parsed[0] if parsed else None
 
 
-MATH_RULES = (_not_math_size, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
+MATH_RULES = (_not_math_size, _plain_notation, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
 """How an answer is read as math, in order: the first rule that does not PASS decides (the last always does)."""
 
 
