@@ -36,6 +36,9 @@ def record_trl_timings(path: Path) -> None:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
+    from grpo_job import machine
+
+    machine.probe()  # as the job does before any ML import (Triton's interpreter switch without a GPU)
     record_trl_timings(Path(os.environ["PROFILE_JSONL"]))
     from grpo_job.cli import main as job
 

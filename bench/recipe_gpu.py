@@ -125,7 +125,8 @@ def summarize(folder: Path) -> dict:
 
 def profile(folder: Path) -> dict | None:
     """TRL's block timings (profile.jsonl, from `run --profile`) per kind of step: the median over steps
-    2.. of each block's seconds summed within a step. A generation step is one with `vLLM.generate`.
+    1.. (step 0 compiles) of each block's seconds summed within a step. A generation step is one with
+    `vLLM.generate` (or `transformers.generate`, without vLLM).
     `_get_per_token_logps_and_entropies` runs inside `_prepare_inputs` (the old log-probs of the whole
     generation batch, when off-policy) and inside `compute_loss` (the training forward)."""
     path = folder / "profile.jsonl"
@@ -136,9 +137,10 @@ def profile(folder: Path) -> dict | None:
         r = json.loads(line)
         blocks = per_step.setdefault(r["step"], {})
         blocks[r["name"]] = blocks.get(r["name"], 0.0) + r["s"]
+    generated = {s for s, b in per_step.items() if any(n.endswith("generate") for n in b)}  # vLLM or transformers
     out = {}
-    for kind, steps in (("generation", [b for s, b in per_step.items() if s > 0 and "vLLM.generate" in b]),
-                        ("train_only", [b for s, b in per_step.items() if s > 0 and "vLLM.generate" not in b])):
+    for kind, steps in (("generation", [b for s, b in per_step.items() if s > 0 and s in generated]),
+                        ("train_only", [b for s, b in per_step.items() if s > 0 and s not in generated])):
         names = sorted({n for b in steps for n in b})
         out[kind] = {"steps": len(steps), **{n: round(statistics.median(b.get(n, 0.0) for b in steps), 3) for n in names}}
     return out

@@ -18,7 +18,7 @@ ARGS = ("--train.max_steps=3", "--train.save_steps=2", "--export.merge=false",
         '--rewards={"partial_format": 0.5, "tests.reward_fixtures:length_reward": 1.0}')
 
 
-def run_job(tmp_path, *extra, timeout=900):
+def run_job(tmp_path, *extra, timeout=1500):
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples" / "smoke.yaml"),
            f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--log_format=json", *extra]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from trl import GRPOTrainer
+from trl.extras.profiling import profiling_decorator
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
 # the devices TRL's Triton kernels are built for (trl.trainer.utils._supports_trl_loss_kernel)
@@ -31,6 +32,7 @@ KERNEL_DEVICES = ("cuda", "xpu")
 class TorchLogProbsGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with the completion log-probs computed from the logits in torch (see the module)."""
 
+    @profiling_decorator  # timed under TRL's name, as the method it replaces
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal: Any):
         """(log-probs `(B, logits_to_keep)` float, entropies of the same shape or None, None): TRL's
