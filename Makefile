@@ -4,8 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # test processes (pytest-xdist); a file's tests stay in one process, so a module's fixture (one CPU
-# training run shared by its tests) runs once. CPU training spends its time in Triton's interpreter,
-# one core each, so two processes use the two cores of CI.
+# training run shared by its tests) runs once. Two processes keep both cores of CI busy between the
+# CPU training runs too (imports, subprocesses, checks); docs/benchmarks.md has the times.
 PYTEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
