@@ -6,7 +6,7 @@ a fused LM head that projects tiles of hidden states and reduces each tile with 
 device. TRL's other log-prob helpers fall back to torch off CUDA/XPU (`trl.trainer.utils.
 _supports_trl_loss_kernel`); that head does not. On a CPU, Triton can only run it in its interpreter
 (TRITON_INTERPRET=1), in Python, so one training step of the smoke run spent most of its minutes
-there. docs/benchmarks.md ("CPU log-probs") has the measurement.
+there. docs/benchmarks.md ("CPU log-probs in torch") has the measurement.
 
 `trainer_class(device)` gives, for a CPU (or any device TRL's kernels do not cover), a GRPOTrainer whose
 `_get_per_token_logps_and_entropies` asks the model for the logits of the completion positions
