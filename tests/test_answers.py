@@ -194,6 +194,8 @@ TABLE = [
     ("3*pi", "3", False),  # math-verify's plain parser alone reads 3
     ("3pi", "3", False),
     ("3 pi", "3", False),  # not 3 of a unit `pi`
+    ("3 PI", "3", False),
+    ("3 Pi", r"3\pi", True),
     ("2*sqrt(2)", "2", False),
     ("2 pi radians", "2", False),
     ("12 pies", "12", True),  # a word, not the name

@@ -128,7 +128,8 @@ def _plain_notation(text: str) -> Any:
     parser reads `3*pi` as 3 and `sqrt(2)` as nothing, and `3 pi` is no number with a unit."""
     if not _MATH_NAME.search(text):
         return PASS
-    return _parse_math(_sqrt_braces(_MATH_NAME.sub(lambda m: f"\\{m[1]} ", text)))
+    # lower case: `\\Pi` is another symbol, `3 PI` is 3π
+    return _parse_math(_sqrt_braces(_MATH_NAME.sub(lambda m: f"\\{m[1].lower()} ", text)))
 
 
 def _plain_numbers(text: str) -> Any:

@@ -98,7 +98,7 @@ _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
 # (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
 # Math names as models write them outside LaTeX (`sqrt(2)`, `3pi`, `2 pi`, `ln(2)`): part of the value, never
 # a unit word. Not `log` (its base is not written) nor `e` (a variable as often as Euler's number).
-_MATH_NAME = re.compile(r"(?<![\\A-Za-z])(sqrt|pi|ln|exp|sin|cos|tan)(?![A-Za-z])")
+_MATH_NAME = re.compile(r"(?<![\\A-Za-z])(sqrt|pi|ln|exp|sin|cos|tan)(?![A-Za-z])", re.IGNORECASE)
 
 _UNIT_WORD = r"[^\W\d_]+(?:\s*(?:\^\s*\{?-?\d\}?|[²³]))?"
 
