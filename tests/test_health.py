@@ -121,6 +121,16 @@ def test_preflight_advice_names_the_setting_to_change():
     assert "MAX_COMPLETION_LENGTH" not in short and "add a partial-credit reward (partial_format)" in short
 
 
+@pytest.mark.parametrize("overrides, says", [
+    (["--train.max_steps=100", "--health.zero_std_steps=20"], "will stop the run (exit 3) after 20 such steps"),
+    (["--train.max_steps=3", "--health.zero_std_steps=20"], "its 3 steps end before the zero-variance guard"),
+    (["--train.max_steps=100", "--health.zero_std_steps=0"], "the zero-variance guard is off"),
+])
+def test_preflight_says_what_the_zero_variance_guard_will_do(overrides, says):
+    # a 3-step run never reaches a 20-step guard: the preflight must not promise a stop
+    assert says in health.guard_outlook(load_settings(SMOKE, overrides))
+
+
 def test_guard_keys_on_the_name_trl_logs():
     s = load_settings(SMOKE, ['--rewards={"tests.reward_fixtures:difficulty_bonus": 1.0, "soft_overlong": '
                               '{"weight": 1.0, "max_completion_len": 64, "soft_punish_cache": 8}, "correctness": 1.0}',

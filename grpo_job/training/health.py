@@ -111,13 +111,24 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         what = "scored 0 on" if all_zero else "gave the same score to"
         log.warning(
             "REWARD PREFLIGHT: every weighted reward (%s) %s all %d sampled completions of the base model. With no "
-            "reward variance GRPO has no learning signal and the zero-variance guard will stop the run. To change: "
-            "%s. Examples:\n%s", ", ".join(verdict["trained"]) or "none", what, len(texts),
-            advice(s, report, clipped), examples,
+            "reward variance GRPO has no learning signal; %s. To change: %s. Examples:\n%s",
+            ", ".join(verdict["trained"]) or "none", what, len(texts), guard_outlook(s), advice(s, report, clipped),
+            examples,
         )
     return {"samples": len(texts), "reward_means": {k: r["mean"] for k, r in report.items()}, "rewards": report,
             "clipped_rate": clipped, "all_zero": all_zero, "no_variance": no_variance,
             "example": texts[0] if texts else None}
+
+
+def guard_outlook(s: JobSettings) -> str:
+    """What the zero-variance guard will do about a run whose rewards never vary, in these settings."""
+    n, steps = s.health.zero_std_steps, s.train.max_steps
+    if n == 0:
+        return "the zero-variance guard is off (health.zero_std_steps=0), so the run trains on nothing to the end"
+    if steps < n:
+        return (f"its {steps} steps end before the zero-variance guard would stop it (after {n} such steps in a "
+                "row, health.zero_std_steps), so it trains on nothing to the end")
+    return f"the zero-variance guard will stop the run (exit 3) after {n} such steps in a row (health.zero_std_steps)"
 
 
 def signal_verdict(scores: dict[str, list[float]], report: dict[str, dict[str, float | bool | None]],
