@@ -199,6 +199,18 @@ TABLE = [
     ("2*sqrt(2)", "2", False),
     ("2 pi radians", "2", False),
     ("12 pies", "12", True),  # a word, not the name
+    ("3π", r"3\pi", True),  # the symbols too
+    ("2√2", r"\sqrt{8}", True),
+    ("π/3", r"\frac{\pi}{3}", True),
+    ("3π", "3", False),
+    ("2**10", "1024", True),  # Python's power
+    # a number and a variable or constant is a product, not the number with a unit
+    ("3x", "3", False),
+    ("3 x", "3", False),
+    ("2e", "2", False),
+    ("3i", "3", False),
+    ("3x", "x*3", True),
+    ("5 m", "5", True),  # a one-letter unit still is one
 ]
 
 
@@ -333,6 +345,8 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._plain_notation, "not sqrt(2)", None),  # read again by every rule: the qualifier refuses it
     (mathrules._plain_notation, "12 pies", _P),  # a word, not the name
     (mathrules._plain_notation, "\\sqrt{2}", _P),  # LaTeX already
+    (mathrules._plain_notation, "3π", "3*pi"),
+    (mathrules._plain_notation, "2**10", "2**10"),  # as LaTeX 2^10: 1024 unevaluated
     (mathrules._plain_numbers, "$1,000", Fraction(1000)),
     (mathrules._plain_numbers, "1.5 million", Fraction(1500000)),
     (mathrules._plain_numbers, "1,2,3", frozenset({Fraction(1), Fraction(2), Fraction(3)})),
@@ -354,6 +368,7 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._by_math_verify, "\\frac{7}{2}", "7/2"),
     (mathrules._by_math_verify, "2^{10}", "2**10"),
     (mathrules._by_math_verify, "x+1", "x + 1"),
+    (mathrules._by_math_verify, "3x", "3*x"),  # not math-verify's plain parse, which stops at 3
     (mathrules._by_math_verify, "(1, 2)", "Interval.open(1, 2)"),
     (mathrules._by_math_verify, "hello", None),
 ]

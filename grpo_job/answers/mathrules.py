@@ -30,6 +30,7 @@ from grpo_job.answers.patterns import (
     _QUALIFIER,
     _SCALES,
     _SPACED_THOUSANDS,
+    _VARIABLE_LETTERS,
     _WORKED_TAIL,
     _clean,
 )
@@ -52,8 +53,8 @@ def _plain_number(text: str) -> Fraction | None:
     if remark and (_QUALIFIER.search(remark) or (any(c.isdigit() for c in remark) and not _OPERATOR.search(remark))):
         return None
     if m["unit"]:
-        if _QUALIFIER.search(m["unit"]) or _MATH_NAME.search(m["unit"]):  # `3 pi` is 3π, not 3 of something
-            return None
+        if _QUALIFIER.search(m["unit"]) or _MATH_NAME.search(m["unit"]) or m["unit"].strip() in _VARIABLE_LETTERS:
+            return None  # `3 pi` is 3π and `3x` a product, not 3 of something
         value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
     return -value if m["sign"] == "-" else value
 
@@ -102,6 +103,7 @@ def _not_math_size(text: str) -> Any:
 
 
 _SQRT_OPEN = re.compile(r"\\sqrt\s*\(")
+_SYMBOL_NAMES = {"π": "pi", "√": "sqrt"}
 
 
 def _sqrt_braces(text: str) -> str:
@@ -123,13 +125,15 @@ def _sqrt_braces(text: str) -> str:
 
 
 def _plain_notation(text: str) -> Any:
-    """Math names written outside LaTeX (`sqrt(2)`, `3pi`, `2 sqrt(3)`, `pi/2`, `ln(2)`) rewritten as the
-    LaTeX math-verify reads (`\\sqrt{2}`, `3\\pi`...), then read by these rules again. math-verify's plain
-    parser reads `3*pi` as 3 and `sqrt(2)` as nothing, and `3 pi` is no number with a unit."""
-    if not _MATH_NAME.search(text):
+    """Math written outside LaTeX (`sqrt(2)`, `3pi`, `2 sqrt(3)`, `pi/2`, `ln(2)`, `3π`, `2√2`, `2**10`)
+    rewritten as the LaTeX math-verify reads (`\\sqrt{2}`, `3\\pi`, `2^10`...), then read by these rules
+    again. math-verify's plain parser reads `3*pi` as 3 and `sqrt(2)` as nothing, and `3 pi` is no
+    number with a unit."""
+    if not _MATH_NAME.search(text) and "**" not in text:
         return PASS
     # lower case: `\\Pi` is another symbol, `3 PI` is 3π
-    return _parse_math(_sqrt_braces(_MATH_NAME.sub(lambda m: f"\\{m[1].lower()} ", text)))
+    latex = _MATH_NAME.sub(lambda m: f"\\{_SYMBOL_NAMES.get(m[0], m[0].lower())} ", text).replace("**", "^")
+    return _parse_math(_sqrt_braces(latex))
 
 
 def _plain_numbers(text: str) -> Any:

@@ -62,8 +62,8 @@ _SPACED_THOUSANDS = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?")  # `1 000 000`
 
 _LEADING_ZERO = re.compile(r"(?:^|[-/:])\s*0\d")  # `2024-01-06`: a date, not a subtraction
 
-# Bare algebra in single-letter variables (`x+1`, `y = 2x + 1`): read as LaTeX, where it parses.
-_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*[+\-*/=<>≤≥])[A-Za-z\d\s.,+\-*/=<>≤≥()]+")
+# Bare algebra in single-letter variables (`x+1`, `y = 2x + 1`, `3x`): read as LaTeX, where it parses.
+_ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*(?:[+\-*/=<>≤≥]|\d\s*[A-Za-z]))[A-Za-z\d\s.,+\-*/=<>≤≥()]+")
 
 _LONG_NAME = re.compile(r"[A-Za-z]{2,}")
 
@@ -96,9 +96,12 @@ _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
 
 # A unit after a number or a LaTeX value: `cup`, `cm^2`, `cm²`, `km/h`, `square feet`, `m per s`. Stripped
 # (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
-# Math names as models write them outside LaTeX (`sqrt(2)`, `3pi`, `2 pi`, `ln(2)`): part of the value, never
-# a unit word. Not `log` (its base is not written) nor `e` (a variable as often as Euler's number).
-_MATH_NAME = re.compile(r"(?<![\\A-Za-z])(sqrt|pi|ln|exp|sin|cos|tan)(?![A-Za-z])", re.IGNORECASE)
+# Math names as models write them outside LaTeX (`sqrt(2)`, `3pi`, `2 pi`, `ln(2)`, `3π`, `2√2`): part of the
+# value, never a unit word. Not `log` (its base is not written) nor `e` (a variable as often as Euler's number).
+_MATH_NAME = re.compile(r"(?<![\\A-Za-z])(?:sqrt|pi|ln|exp|sin|cos|tan)(?![A-Za-z])|π|√", re.IGNORECASE)
+
+# Letters that after a number make a product with a variable or constant (`3x`, `2 n`, `3i`, `2e`), not a unit.
+_VARIABLE_LETTERS = frozenset("xyzine")
 
 _UNIT_WORD = r"[^\W\d_]+(?:\s*(?:\^\s*\{?-?\d\}?|[²³]))?"
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import re
 
-from grpo_job.answers.patterns import _FORMULA, _PLAIN, _QUALIFIER, _SCALES, _SUBSCRIPTS, _TRAILING_UNIT, _clean
+from grpo_job.answers.patterns import (
+    _FORMULA,
+    _MATH_NAME,
+    _PLAIN,
+    _QUALIFIER,
+    _SCALES,
+    _SUBSCRIPTS,
+    _TRAILING_UNIT,
+    _VARIABLE_LETTERS,
+    _clean,
+)
 
 
 def _formula(text: str) -> str | None:
@@ -26,6 +36,8 @@ def _strip_unit(text: str) -> str | None:
     the value holds words of its own."""
     m = _TRAILING_UNIT.match(text)
     if not m or _QUALIFIER.search(m["unit"]) or re.search(r"\b(?:and|or|to|plus|minus|times)\b", m["unit"]):
+        return None
+    if _MATH_NAME.search(m["unit"]) or m["unit"].strip() in _VARIABLE_LETTERS:  # `3/4 pi`, `2 x`: math, no unit
         return None
     value = m["math"].strip()
     if re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", value)):
