@@ -16,7 +16,8 @@ remark in parentheses may show working (`12 (3 x 4)`) but not another number (`1
 number of `5:31`, `2024-01-06` or `between 40 and 42`. A reference printed as a long float
 (`0.3333333333333333`) equals what rounds to it at its precision. A bare pair, tuple,
 interval or list (`(1, 2)`, `[0,1]`) is read as LaTeX, so its structure counts and its spacing does
-not; bare algebra (`x+1`) is read as LaTeX too. Non-math answers (`yes`, `Paris`) are compared as
+not; bare algebra (`x+1`, `3x`) is read as LaTeX too, and math written outside LaTeX (`sqrt(2)`, `3pi`,
+`3π`, `2√2`, `2**10`) is rewritten as LaTeX first, so `3pi` and `3x` are never 3. Non-math answers (`yes`, `Paris`) are compared as
 strings with case, whitespace, LaTeX wrapping (`\\text{}`, `$...$`, `\\boxed{}`), quotes, Markdown
 emphasis and final punctuation normalised. A single capital letter reference (`B`, `(B)`) is a
 multiple-choice label: `(B)`, `B)`, `B.`, `\\boxed{B}`, `Answer: B` and `(B) 12` give it, and a
