@@ -135,11 +135,10 @@ def closing_line(code: int, settings: JobSettings) -> None:
             where["gguf"] = ggufs
     except Exception as e:  # the closing line must still be written: say why the paths are missing
         where["store_error"] = f"{type(e).__name__}: {e}"
-    meaning = errors.MEANING.get(code, "unknown")
+    fields = _exit_fields(code)
     text = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in where.items()) or "no artifacts"
     log.log(logging.INFO if code == errors.EXIT_OK else logging.WARNING, "run %s ended: exit %d (%s); %s",
-            run_id, code, meaning, text, extra={"run_id": run_id, "exit_code": code, "meaning": meaning,
-                                                "artifacts": where})
+            run_id, code, fields["meaning"], text, extra={"run_id": run_id, **fields, "artifacts": where})
 
 
 def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
@@ -226,7 +225,7 @@ def _run(settings: JobSettings, restart) -> int:
 
 def _exit_fields(code: int) -> dict[str, object]:
     """The fields a JSON log record gets for an exit code (the contract with Kubernetes: errors.py)."""
-    return {"exit_code": code, "meaning": errors.MEANING[code]}
+    return {"exit_code": code, "meaning": errors.MEANING.get(code, "unknown")}
 
 
 def _guarded(body) -> int:

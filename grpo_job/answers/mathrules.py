@@ -30,11 +30,10 @@ from grpo_job.answers.patterns import (
     _QUALIFIER,
     _SCALES,
     _SPACED_THOUSANDS,
-    _VARIABLE_LETTERS,
     _WORKED_TAIL,
     _clean,
 )
-from grpo_job.answers.units import _strip_unit
+from grpo_job.answers.units import _is_math, _strip_unit
 
 MAX_CHARS = 2000
 """Answers longer than this are not parsed as math (no model answer to a word problem is that long)."""
@@ -53,7 +52,7 @@ def _plain_number(text: str) -> Fraction | None:
     if remark and (_QUALIFIER.search(remark) or (any(c.isdigit() for c in remark) and not _OPERATOR.search(remark))):
         return None
     if m["unit"]:
-        if _QUALIFIER.search(m["unit"]) or _MATH_NAME.search(m["unit"]) or m["unit"].strip() in _VARIABLE_LETTERS:
+        if _QUALIFIER.search(m["unit"]) or _is_math(m["unit"]):
             return None  # `3 pi` is 3π and `3x` a product, not 3 of something
         value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
     return -value if m["sign"] == "-" else value

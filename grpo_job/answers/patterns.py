@@ -94,8 +94,6 @@ _CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
 # 1e99999: a number no answer means, and one that would take sympy minutes to build
 _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
 
-# A unit after a number or a LaTeX value: `cup`, `cm^2`, `cm²`, `km/h`, `square feet`, `m per s`. Stripped
-# (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
 # Math names as models write them outside LaTeX (`sqrt(2)`, `3pi`, `2 pi`, `ln(2)`, `3π`, `2√2`): part of the
 # value, never a unit word. Not `log` (its base is not written) nor `e` (a variable as often as Euler's number).
 _MATH_NAME = re.compile(r"(?<![\\A-Za-z])(?:sqrt|pi|ln|exp|sin|cos|tan)(?![A-Za-z])|π|√", re.IGNORECASE)
@@ -103,6 +101,8 @@ _MATH_NAME = re.compile(r"(?<![\\A-Za-z])(?:sqrt|pi|ln|exp|sin|cos|tan)(?![A-Za-
 # Letters that after a number make a product with a variable or constant (`3x`, `2 n`, `3i`, `2e`), not a unit.
 _VARIABLE_LETTERS = frozenset("xyzine")
 
+# A unit after a number or a LaTeX value: `cup`, `cm^2`, `cm²`, `km/h`, `square feet`, `m per s`. Stripped
+# (as the fast path ignores `12 apples`) so `3/4 cup` is 3/4 and `5 \text{ cm}^2` is 5.
 _UNIT_WORD = r"[^\W\d_]+(?:\s*(?:\^\s*\{?-?\d\}?|[²³]))?"
 
 _TRAILING_UNIT = re.compile(rf"^(?P<math>.*?[\d}}])\s+(?P<unit>{_UNIT_WORD}(?:\s*(?:/|\bper\b|\s)\s*{_UNIT_WORD})*)\.?$")

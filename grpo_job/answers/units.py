@@ -30,6 +30,12 @@ def _formula(text: str) -> str | None:
     return re.sub(r"[_{}]", "", text)
 
 
+def _is_math(unit: str) -> bool:
+    """Words after a number that are part of the value, not a unit: a math name (`3 pi`, `3/4 π`) or a
+    variable or constant letter (`3x`, `2 e`)."""
+    return bool(_MATH_NAME.search(unit)) or unit.strip() in _VARIABLE_LETTERS
+
+
 def _strip_unit(text: str) -> str | None:
     """The value before a trailing unit (`3/4 cup` -> `3/4`, `\\frac{3}{4} cup` -> `\\frac{3}{4}`,
     `5 cm ^2` -> `5`); None when there is no unit, the unit denies or changes the value (`5 squared`), or
@@ -37,7 +43,7 @@ def _strip_unit(text: str) -> str | None:
     m = _TRAILING_UNIT.match(text)
     if not m or _QUALIFIER.search(m["unit"]) or re.search(r"\b(?:and|or|to|plus|minus|times)\b", m["unit"]):
         return None
-    if _MATH_NAME.search(m["unit"]) or m["unit"].strip() in _VARIABLE_LETTERS:  # `3/4 pi`, `2 x`: math, no unit
+    if _is_math(m["unit"]):
         return None
     value = m["math"].strip()
     if re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", value)):
