@@ -257,6 +257,21 @@ def test_answer_type_exact_compares_strings_only():
     assert answers.verify("yes", "yes", "math") is False  # not math: unparsable reference
 
 
+@pytest.mark.parametrize(("prediction", "reference", "ok"), [
+    ("x", "x", True),
+    ("$x$", "x", True),
+    (r"\(n\)", "n", True),
+    ("X", "x", True),  # math-verify reads symbols without case
+    ("y", "x", False),
+    ("2x", "x", False),
+    ("yes", "x", False),
+])
+def test_math_type_reads_a_lone_letter_as_a_variable(prediction, reference, ok):
+    """Under `answer_type=math` the reference `x` matched nothing, not even `x` (math-verify's free-text
+    parser reads no lone letter), so a row whose answer is a variable always scored 0 (new-user trial)."""
+    assert answers.verify(prediction, reference, "math") is ok
+
+
 def test_never_raises_on_odd_input():
     for odd in [None, 42, "\x00", "$" * 500, "{" * 300, "\\frac{" * 100, "<answer>", "1" * 5000, "nan", "inf"]:
         assert answers.verify(odd, "1") is False
@@ -369,6 +384,7 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._by_math_verify, "2^{10}", "2**10"),
     (mathrules._by_math_verify, "x+1", "x + 1"),
     (mathrules._by_math_verify, "3x", "3*x"),  # not math-verify's plain parse, which stops at 3
+    (mathrules._by_math_verify, "x", "x"),  # a lone variable: math-verify's plain parse reads nothing
     (mathrules._by_math_verify, "(1, 2)", "Interval.open(1, 2)"),
     (mathrules._by_math_verify, "hello", None),
 ]
@@ -391,6 +407,7 @@ REFERENCE_RULE_ROWS = [  # (rule, reference, answer_type, what it decides)
     (answers._math_or_text, "\\frac{7}{2}", "math", "7/2"),
     (answers._math_or_text, "hello world", "auto", "hello world"),
     (answers._math_or_text, "hello world", "math", None),
+    (answers._math_or_text, "n", "math", "n"),  # a variable is math
 ]
 
 

@@ -18,6 +18,7 @@ from grpo_job.answers.patterns import (
     _HUGE_EXPONENT,
     _LATEX_DELIMS,
     _LEADING_ZERO,
+    _LONE_LETTER,
     _LIST,
     _LONG_NAME,
     _MATH_NAME,
@@ -173,10 +174,11 @@ def _several_numbers(text: str) -> Any:
 
 def _by_math_verify(text: str) -> Any:
     """Everything else, by math-verify's parser: LaTeX (bare LaTeX gets the `$` delimiters it wants),
-    bare algebra and bracketed pairs, tuples, intervals and lists as LaTeX (their structure counts, their
-    spacing not), arithmetic; its first parsed value (a sympy object), None when it parses none."""
+    bare algebra, a lone variable (`x`) and bracketed pairs, tuples, intervals and lists as LaTeX (their
+    structure counts, their spacing not), arithmetic; its first parsed value (a sympy object), None when
+    it parses none."""
     if _free_text(text):
-        if _algebra(text) or _BRACKETED.match(text):
+        if _algebra(text) or _LONE_LETTER.fullmatch(text) or _BRACKETED.match(text):
             text = f"${text}$"
     elif not text.startswith(_LATEX_DELIMS):
         text = f"${text.replace('$', '')}$"

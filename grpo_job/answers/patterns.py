@@ -67,6 +67,10 @@ _ALGEBRA = re.compile(r"(?=.*[A-Za-z])(?=.*(?:[+\-*/=<>≤≥]|\d\s*[A-Za-z]))[A
 
 _LONG_NAME = re.compile(r"[A-Za-z]{2,}")
 
+# A lone letter: a variable (`x`, `n`) or constant (`e`, `i`) as math reads it. math-verify's free-text
+# parser reads none, so under `answer_type=math` the reference `x` matched nothing, not even `x`.
+_LONE_LETTER = re.compile(r"[A-Za-z]")
+
 # Words that deny, bound or change the number next to them (`not 42`, `42 is wrong`, `at least 42`,
 # `5 squared`, `2 and a half`): free text holding one is not that number.
 _QUALIFIER = re.compile(r"(?<!\\)\b(?:not|no|never|neither|nor|wrong|incorrect|false|except|excluding|least|most|more|"
