@@ -69,7 +69,7 @@ class RunContext:
 
     @property
     def cache_dir(self) -> Path:
-        return self.settings.work_dir / "cache"
+        return self.settings.resolved_cache_dir()
 
     @property
     def stop(self) -> stopping.StopControl | None:

@@ -145,7 +145,7 @@ def _start_server(s: JobSettings, gpus: list[str], stopped) -> subprocess.Popen:
     from grpo_job.training import engines
 
     d = s.distributed
-    model = models.resolve(s.model, s.work_dir / "cache")
+    model = models.resolve(s.model, s.resolved_cache_dir())
     cmd = [shutil.which("trl") or "trl", "vllm-serve", "--model", model, "--tensor-parallel-size", str(len(gpus)),
            "--host", "0.0.0.0", "--port", str(d.vllm_server_port),
            "--gpu-memory-utilization", str(s.model.gpu_memory_utilization),

@@ -8,7 +8,8 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,24 @@ def _dequantize(gguf: Path, out: Path) -> None:
         tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
     model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = model.config.eos_token_id
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    # a name of its own: runs sharing a cache (`cache_dir`, a volume of several pods) may convert at once
+    tmp = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:12]}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     _fix_byte_level_tokenizer(gguf, tmp)
-    tmp.replace(out)
+    publish_dir(tmp, out)
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Rename the finished folder `tmp` to `out` (atomic: a reader sees all of it or nothing). When `out`
+    is already there, whole (another run sharing the cache finished the same conversion first), `tmp`
+    is removed and `out` kept; an incomplete `out` (no config.json) raises the OSError."""
+    try:
+        tmp.replace(out)
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp)
 
 
 def gguf_fields(gguf: Path) -> dict[str, Any]:

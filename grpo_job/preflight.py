@@ -61,7 +61,7 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         from grpo_job import chat
 
         try:  # prompt + completion lengths against the model's context length
-            chat.check_context(settings, settings.work_dir / "cache")
+            chat.check_context(settings, settings.resolved_cache_dir())
         except SettingsError as e:
             problems.append(str(e))
     data_report: dict = {}
@@ -127,7 +127,7 @@ def inspect_local_data(settings: JobSettings) -> dict:
     lengths (not counted for a GGUF model until its first run has dequantized it)."""
     from grpo_job import chat
 
-    cache = settings.work_dir / "cache"
+    cache = settings.resolved_cache_dir()
     return load_and_check_data(settings, cache, lambda: chat.for_check(settings.model, cache))[2]
 
 

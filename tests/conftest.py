@@ -19,14 +19,25 @@ SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SE
               "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
+@pytest.fixture(scope="session")
+def shared_cache_dir(tmp_path_factory):
+    """One `cache_dir` for every run of the session, its xdist workers included: SmolLM2's GGUF is
+    dequantized once (about 50 s on 2 cores) instead of once per test's work dir. Runs share it as pods
+    share a volume (models.publish_dir settles a race)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "grpo-cache"
+
+
 @pytest.fixture(autouse=True)
-def clean_job_environment(monkeypatch):
-    """Every test starts without GRPO_* settings or credentials from outside; a test sets its own."""
+def clean_job_environment(monkeypatch, shared_cache_dir):
+    """Every test starts without GRPO_* settings or credentials from outside; a test sets its own. Runs
+    keep their cache in the session's (`GRPO_CACHE_DIR`; a test may set another)."""
     from grpo_job.settings.loading import RESERVED_ENV
 
     for name in list(os.environ):
         if (name.startswith("GRPO_") and name not in RESERVED_ENV) or name in SECRET_ENV:
             monkeypatch.delenv(name)
+    monkeypatch.setenv("GRPO_CACHE_DIR", str(shared_cache_dir))
 
 
 @pytest.fixture(scope="session")

@@ -158,6 +158,22 @@ def test_data_object_errors_are_clear(s3, tmp_path):
         object_size("s3://no-such-bucket-xyz/data/train.jsonl")
 
 
+def test_data_files_of_the_same_name_from_two_buckets_stay_apart(s3, tmp_path):
+    """A cache shared by runs (`cache_dir`) holds each S3 data file under its own URI: the second run's
+    `train.jsonl` must not be the first one's."""
+    from grpo_job.data import sources
+    from grpo_job.settings import DataSettings
+
+    for prefix, answer in (("a", "1"), ("b", "2")):
+        body = f'{{"question": "q", "answer": "#### {answer}"}}\n'.encode()
+        s3.direct.put_object(Bucket=s3.bucket, Key=f"{prefix}/train.jsonl", Body=body)
+    files = [sources.local_data_file(DataSettings(path=f"s3://{s3.bucket}/{p}/train.jsonl"), tmp_path / "cache")
+             for p in ("a", "b")]
+    assert files[0] != files[1] and files[0].name == files[1].name == "train.jsonl"
+    assert [json.loads(f.read_text())["answer"] for f in files] == ["#### 1", "#### 2"]
+    assert not list((tmp_path / "cache").rglob("*.partial"))
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -136,6 +136,15 @@ def test_run_id_is_stable_and_tracks_settings():
     assert a.resolved_run_id() == b.resolved_run_id()
     assert load_settings(overrides=["--train.max_steps=7"]).resolved_run_id() != a.resolved_run_id()
     assert load_settings(overrides=["--store.uri=/tmp/elsewhere"]).resolved_run_id() == a.resolved_run_id()
+    # where files are kept is not the recipe: the same run id, so a run resumes wherever its cache is
+    assert load_settings(overrides=["--cache_dir=/tmp/c", "--work_dir=/tmp/w"]).resolved_run_id() == a.resolved_run_id()
+
+
+def test_cache_dir_defaults_to_the_work_dir_and_can_live_apart(monkeypatch):
+    assert load_settings(overrides=["--work_dir=/scratch"]).resolved_cache_dir() == Path("/scratch/cache")
+    monkeypatch.setenv("GRPO_CACHE_DIR", "/cache/shared")
+    s = load_settings(overrides=["--work_dir=/scratch"])
+    assert s.resolved_cache_dir() == Path("/cache/shared") and s.work_dir == Path("/scratch")
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)

@@ -4,6 +4,7 @@ prompts (`map_rows`) and split into train and held-out rows (`prepare`); the pre
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import random
@@ -209,7 +210,8 @@ def local_data_file(settings: DataSettings, cache_dir: Path) -> Path | None:
     if path.startswith("s3://"):
         from grpo_job.store.s3 import download_object
 
-        target = cache_dir / "data" / Path(path).name
+        # a folder per object: runs sharing the cache may read `s3://a/train.jsonl` and `s3://b/train.jsonl`
+        target = cache_dir / "data" / hashlib.sha256(path.encode()).hexdigest()[:12] / Path(path).name
         download_object(path, target)
         return target
     local = Path(path.removeprefix("file://"))

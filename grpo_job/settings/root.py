@@ -55,7 +55,14 @@ class JobSettings(BaseSettings):
     `auto` picks text on a terminal, else json."""
 
     work_dir: Path = Path("/tmp/grpo-job")
-    """Local scratch space (model cache, trainer output before upload)."""
+    """Local scratch space: each run's trainer output before upload (`<work_dir>/runs/<run_id>`), and the
+    cache unless `cache_dir` is set."""
+
+    cache_dir: Path | None = None
+    """Where runs keep what they can share: a GGUF model dequantized once (the model's size in bf16), S3
+    data files while they are read. None: `<work_dir>/cache`. Set it apart from `work_dir` to keep the
+    cache on a persistent volume and the scratch on fast local disk, or to share one cache between runs
+    with their own work dirs (the files are named by their source, written atomically)."""
 
     model: ModelSettings = ModelSettings()
     lora: LoraSettings = LoraSettings()
@@ -132,9 +139,13 @@ class JobSettings(BaseSettings):
     def fingerprint(self) -> str:
         """A short hash of what defines the run's result (not where it is stored or how it logs)."""
         data = self.redacted()
-        for k in ("run_id", "log_format", "work_dir", "store", "stop"):
+        for k in ("run_id", "log_format", "work_dir", "cache_dir", "store", "stop"):
             data.pop(k, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def resolved_cache_dir(self) -> Path:
+        """`cache_dir`, or `<work_dir>/cache` when it is not set."""
+        return self.cache_dir if self.cache_dir is not None else self.work_dir / "cache"
 
     def resolved_run_id(self) -> str:
         return self.run_id or f"run-{self.fingerprint()}"

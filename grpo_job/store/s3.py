@@ -15,6 +15,7 @@ either there whole or not at all.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def download_object(uri: str, dest: Path) -> None:
     client = make_client()
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.partial")  # its own: a shared cache has other writers
     try:
         client.download_file(bucket, key, str(tmp), Config=transfer_config())
     except (ClientError, BotoCoreError) as e:
