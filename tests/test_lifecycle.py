@@ -5,9 +5,11 @@ The real training run of these paths is in test_lifecycle_run.py."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -303,3 +305,29 @@ def test_settings_that_do_not_load_are_reported_in_the_log_format_asked_for(tmp_
         assert len(records) == 1 and records[0]["exit_code"] == 2 and "lora.r [GRPO_LORA__R]" in records[0]["msg"]
     else:
         assert lines[0].startswith("error: invalid settings") and "lora.r [GRPO_LORA__R]" in done.stderr
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process `pid` has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_sigterm_before_the_run_began_exits_75_not_143(tmp_path):
+    """Kubernetes may evict a pod while the job still imports (new-user trial: a SIGTERM in the first second
+    gave 143, a failure, counted against backoffLimit). From the entry point's first lines it is 75."""
+    env = {**os.environ, "GRPO_STORE__URI": str(tmp_path / "runs"), "GRPO_WORK_DIR": str(tmp_path / "w")}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "entrypoint.py"), "check", "--config",
+                             str(ROOT / "examples/smoke.yaml")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not _catches_sigterm(proc.pid):  # the interpreter is up and the entry point has begun
+            assert proc.poll() is None and time.monotonic() < deadline, "the entry point never took SIGTERM over"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == errors.EXIT_RETRY
+    finally:
+        proc.kill()
+        proc.communicate()
