@@ -9,7 +9,6 @@ from the settings (function, weight, the name TRL logs it under). Nothing here i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -78,7 +77,7 @@ class RunContext:
 
     def stage_summary(self, name: str) -> dict[str, Any] | None:
         key = marker_key(name)
-        return json.loads(self.store.read_text(key)) if self.store.exists(key) else None
+        return self.store.read_json(key) if self.store.exists(key) else None
 
     @cached_property
     def engine(self) -> str:

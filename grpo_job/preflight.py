@@ -13,7 +13,6 @@ The reward calls themselves are `grpo_job.rewards.calls`.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -208,7 +207,7 @@ def restart_plan(ctx: RunContext, stages: Sequence[Any]) -> resume.ResumePlan | 
     `stages` (the run's stage list; see grpo_job/resume.py); None for a new run. Reads the store only."""
     if not ctx.store.exists(StoreKeys.SETTINGS):
         return None
-    saved = json.loads(ctx.store.read_text(StoreKeys.SETTINGS))
+    saved = ctx.store.read_json(StoreKeys.SETTINGS)
     names = [s.name for s in stages]
     done = {n: ctx.stage_summary(n) for n in names if ctx.store.exists(marker_key(n))}
     return resume.plan(saved.get("settings", {}), ctx.settings.redacted(), stage_names=names, done=done,

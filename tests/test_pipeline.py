@@ -55,6 +55,39 @@ def test_failed_stage_leaves_no_marker_and_reruns(settings, tmp_path):
     assert store.exists("stages/flaky.json")
 
 
+@pytest.mark.parametrize("damaged", ["settings.json", "stages/a.json"])
+def test_a_damaged_store_file_is_exit_2_naming_it_and_deleting_it_recovers(settings, tmp_path, damaged):
+    """A marker or settings.json cut short or edited by hand (new-user trial: a traceback and exit 1, which
+    Kubernetes retries for nothing) is a SettingsError naming the file; deleting it redoes what it recorded."""
+    from grpo_job.errors import SettingsError
+
+    calls = []
+    stages = [Stage("a", lambda c: calls.append("a") or {}), Stage("b", lambda c: calls.append("b") or {})]
+    pipeline.run(settings, stages)
+    store = LocalStore(tmp_path / "runs" / "t1")
+    store.write_text(damaged, '{"fingerprint": "ab')
+    with pytest.raises(SettingsError, match=f"t1/{damaged} in the run's store is not valid JSON.*Delete it"):
+        pipeline.run(settings, stages)
+    (tmp_path / "runs" / "t1" / damaged).unlink()
+    calls.clear()
+    pipeline.run(settings, stages)
+    assert calls == (["a"] if damaged.startswith("stages/") else [])
+
+
+def test_store_files_are_readable_as_the_umask_says(settings, tmp_path):
+    """Markers and settings were written 0600 (mkstemp) beside 0644 checkpoint files (new-user trial)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        pipeline.run(settings, [Stage("a", lambda c: {})])
+    finally:
+        os.umask(old)
+    for name in ("settings.json", "stages/a.json"):
+        assert stat.S_IMODE((tmp_path / "runs" / "t1" / name).stat().st_mode) == 0o644, name
+
+
 def test_prepare_data_stage_writes_prompts_to_store(settings, tmp_path, chat_models):
     # prepare_data checks the prompts against the model's tokenizer: a local one (the default model is on the Hub)
     settings = settings.model_copy(update={"model": settings.model.model_copy(

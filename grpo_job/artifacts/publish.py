@@ -307,7 +307,7 @@ def model_card(ctx: RunContext, repo_files: list[str]) -> str:
     s = ctx.settings
     m, d, t, lora = s.model, s.data, s.train, s.lora
     train = ctx.stage_summary("train") or {}
-    verify = json.loads(ctx.store.read_text(ctx.keys.GGUF_VERIFY)) if ctx.store.exists(ctx.keys.GGUF_VERIFY) else None
+    verify = ctx.store.read_json(ctx.keys.GGUF_VERIFY) if ctx.store.exists(ctx.keys.GGUF_VERIFY) else None
     tags = ["grpo", "trl", "lora", "reasoning", "grpo-job"] + (["gguf"] if s.export.quantizations else [])
     evals = {w: ctx.stage_summary(f"evaluate_{w}") for w in ("base", "trained")}
     card_data = card_metadata(s, tags, evals.get("trained"))

@@ -71,7 +71,7 @@ def step_records(store: RunStore) -> list[dict[str, Any]]:
 
 
 def _json(store: RunStore, key: str) -> dict[str, Any] | None:
-    return json.loads(store.read_text(key)) if store.exists(key) else None
+    return store.read_json(key) if store.exists(key) else None
 
 
 def reward_keys(records: list[dict[str, Any]]) -> list[str]:

@@ -8,11 +8,13 @@ one, never half of one), which is what done-markers and checkpoint manifests rel
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from grpo_job.errors import SettingsError
 
@@ -58,6 +60,19 @@ class RunStore(ABC):
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode())
 
+    def read_json(self, key: str) -> Any:
+        """The JSON object at `key` (a done-marker, the saved settings). Raises SettingsError (exit 2) naming
+        the object when it is not JSON: the job writes them whole (atomically), so one that does not parse
+        was cut or edited outside the job, and no retry reads it differently."""
+        text = self.read_text(key)
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise SettingsError(
+                f"{self.uri.rstrip('/')}/{key} in the run's store is not valid JSON ({e}): it was cut short or edited "
+                "outside the job. Delete it and the run redoes what it recorded (a stage marker: that stage; "
+                "settings.json: the check of changed settings), or set GRPO_RUN_ID to start another run") from None
+
     def put_dir(self, local_dir: Path, prefix: str) -> list[str]:
         """Upload every file under `local_dir` to `prefix/…`; returns the keys written."""
         keys = []
@@ -100,7 +115,10 @@ class LocalStore(RunStore):
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        # not mkstemp: its files are 0600, and a marker or manifest must be readable as every other file of
+        # the store is (the umask decides), e.g. by a sidecar or an operator with another uid
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
