@@ -16,6 +16,7 @@ id, the exit code and its meaning, and where the report, adapter, merged model a
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -246,5 +247,22 @@ def _guarded(body) -> int:
             # outside a stage (stages classify their own): the same settings would run out again
             log.error("%s", msg)
             return errors.EXIT_INVALID
+        if (msg := disk_full_message(e)) is not None:
+            log.error("%s", msg, extra=_exit_fields(errors.EXIT_FAILURE))
+            return errors.EXIT_FAILURE
         log.exception("the job failed")
         return errors.EXIT_FAILURE
+
+
+def disk_full_message(e: BaseException) -> str | None:
+    """One line for a full disk or quota (ENOSPC, EDQUOT) anywhere in `e`'s chain, naming the file and the
+    settings that place the job's files; None for any other error. Exit 1: a new pod may have the space,
+    and what was saved before is intact (stores write whole objects)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            return (f"no space left on the device{where} ({e.strerror}): free space there, or give the job a larger "
+                    "volume: GRPO_STORE__URI (the run's store), GRPO_WORK_DIR (trainer output before upload), "
+                    "GRPO_CACHE_DIR (dequantized models, data files); the store's finished files are intact")
+        e = e.__cause__ or e.__context__
+    return None

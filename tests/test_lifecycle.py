@@ -331,3 +331,25 @@ def test_a_sigterm_before_the_run_began_exits_75_not_143(tmp_path):
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_full_disk_is_one_line_naming_the_settings_not_a_traceback(tmp_path, caplog):
+    """A store or work dir out of space (new-user trial: a raw `OSError: [Errno 28]` traceback). /dev/full
+    answers every write with ENOSPC, as a full volume does."""
+    import logging
+
+    from grpo_job import cli
+
+    def fills_the_disk(ctx):
+        with open("/dev/full", "wb") as f:
+            f.write(b"x")
+        return {}
+
+    s = settings_for(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        code = cli._guarded(lambda: pipeline.run(s, [Stage("save", fills_the_disk)]))
+    assert code == errors.EXIT_FAILURE
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is None and "no space left on the device" in record.getMessage()
+    assert "GRPO_STORE__URI" in record.getMessage() and "GRPO_WORK_DIR" in record.getMessage()
+    assert not (tmp_path / "runs/life/stages/save.json").exists()
