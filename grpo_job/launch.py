@@ -11,7 +11,7 @@
    variables, which Kubeflow Trainer sets and k8s/multinode/jobset.yaml sets by hand.
 4. Passes SIGTERM on to torchrun, which passes it to every process: they stop together at the
    next step end, the main process uploads one checkpoint, and all exit 75.
-5. Exits with the job's exit code (job/errors.py), not torchrun's (torchrun says only "failed"):
+5. Exits with the job's exit code (grpo_job/errors.py), not torchrun's (torchrun says only "failed"):
    each process leaves its code in a file in GRPO_EXIT_CODE_DIR, and the launcher reports the one
    that matters most: 2 (settings), 3 (health guard), 1 (a crash, or a process that left no
    code), 75 (stopped after saving), 0.
