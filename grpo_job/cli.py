@@ -165,7 +165,7 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         for w in settings.warnings():
             log.warning("settings: %s", w)
         if args.command == "check":
-            return _guarded(lambda: _check(args, settings))
+            return _guarded(lambda: _check(args, settings, fmt))
         from grpo_job import stopping
 
         stop = stopping.install_for_run(settings.stop)  # SIGTERM and the deadline, for every stage
@@ -205,10 +205,18 @@ def _asked_log_format(config: str | None, overrides: list[str]) -> str:
     return value if value in ("text", "json") else "auto"
 
 
-def _check(args: argparse.Namespace, settings: JobSettings) -> int:
+def _check(args: argparse.Namespace, settings: JobSettings, fmt: str) -> int:
+    """The plan on stdout: text for a person, one JSON object in JSON mode (every line of the job is one then;
+    a CI step can read it: `check ... | jq .stages`), the resolved settings in it with `--print-settings`."""
     from grpo_job import preflight, stages
 
     p = preflight.plan(settings, stages.stages())
+    if fmt == "json":
+        out = {**p, "rewards": settings.redacted()["rewards"]}
+        if args.print_settings:
+            out["settings"] = settings.redacted()
+        print(json.dumps(out, default=str), flush=True)
+        return errors.EXIT_OK
     if args.print_settings:
         print(json.dumps(settings.redacted(), indent=1, default=str))
     _print_plan(p, settings)

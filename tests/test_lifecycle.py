@@ -353,3 +353,18 @@ def test_a_full_disk_is_one_line_naming_the_settings_not_a_traceback(tmp_path, c
     assert record.exc_info is None and "no space left on the device" in record.getMessage()
     assert "GRPO_STORE__URI" in record.getMessage() and "GRPO_WORK_DIR" in record.getMessage()
     assert not (tmp_path / "runs/life/stages/save.json").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--print-settings"]])
+def test_check_in_json_mode_prints_its_plan_as_one_json_object(tmp_path, extra):
+    """README: with `--log_format=json` every line on stdout and stderr is one JSON object (new-user trial:
+    `check` printed 21 lines of text, `--print-settings` indented JSON)."""
+    done = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(ROOT / "examples/smoke.yaml"),
+                           "--log_format=json", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'w'}", *extra],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = done.stdout.splitlines()
+    plan = json.loads(line)
+    assert [s["stage"] for s in plan["stages"]][:2] == ["prepare_data", "reward_preflight"]
+    assert plan["data_report"]["train_rows"] > 0 and plan["rewards"]
+    assert ("settings" in plan) == bool(extra) and all(json.loads(e) for e in done.stderr.splitlines())
