@@ -45,7 +45,30 @@ def source_dir(ms: ModelSettings) -> str:
         src = list(spec.submodule_search_locations)[0]
     if ms.gguf_file and not (Path(src) / ms.gguf_file).is_file():
         raise SettingsError(f"model.gguf_file={ms.gguf_file!r} is not in {src!r}; set GRPO_MODEL__GGUF_FILE")
+    if not Path(src).is_dir():
+        _check_hub_id(src)
     return src
+
+
+def is_hub_id(ms: ModelSettings) -> bool:
+    """`model.name_or_path` names a Hub model (not a folder on this machine, not a package)."""
+    return not ms.name_or_path.startswith("package:") and not Path(ms.name_or_path).is_dir()
+
+
+def _check_hub_id(src: str) -> None:
+    """SettingsError unless `src` can be a Hub model id: a path that is not there (a volume not mounted, a
+    typo) was passed to the Hub client, which answered with a traceback about repo ids."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    looks_local = src.startswith(("/", "./", "../", "~")) or src.count("/") > 1
+    try:
+        validate_repo_id(src)
+    except HFValidationError:
+        looks_local = True
+    if looks_local:
+        raise SettingsError(f"model.name_or_path={src!r} is no folder on this machine (a volume not mounted? a typo?) "
+                            "and no Hub model id (namespace/name); set GRPO_MODEL__NAME_OR_PATH")
 
 
 def resolve(ms: ModelSettings, cache_dir: Path) -> str:

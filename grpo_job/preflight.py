@@ -1,7 +1,8 @@
 """Every check that runs before the first GPU minute, in one place.
 
 - `plan` (what `check` prints, and what `run` checks first): the settings against this machine (packages,
-  GPU, engine), the model's files and context length, the data (columns, mapping, references, prompts,
+  GPU, engine), the model's files and context length, what the Hub says of a Hub model or dataset
+  (`hub_problems`), the data (columns, mapping, references, prompts,
   a dry call of every reward: `load_and_check_data`), the artifacts' tools and the Hub token, the store
   and how a restart with these settings would go (`restart_plan`). Every problem found is listed in one
   SettingsError (exit 2).
@@ -23,6 +24,7 @@ from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls
 from grpo_job.settings import JobSettings
+from grpo_job.settings.data import is_data_file
 from grpo_job.store import checkpoints
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         model_source = models.source_dir(settings.model)
     except SettingsError as e:
         problems.append(str(e))
+    problems.extend(hub_problems(settings, model_on_hub=model_source is not None and models.is_hub_id(settings.model)))
     if model_source is not None:
         from grpo_job import chat
 
@@ -118,6 +121,28 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         "stages": shown,
         "restart": [] if restart is None else restart.notes,
     }
+
+
+def hub_problems(settings: JobSettings, model_on_hub: bool) -> list[str]:
+    """The Hub's answer for the model (`model_on_hub`: it names a Hub id) and a Hub dataset: missing,
+    private, gated, no such revision (grpo_job/hub.py). What could not be asked is logged as a note."""
+    from grpo_job import hub
+
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    asked = []
+    if model_on_hub:
+        asked.append((settings.model.name_or_path, "model", settings.model.revision, "model.name_or_path", "model.revision"))
+    d = settings.data
+    if not d.path.startswith("builtin:") and not is_data_file(d.path):
+        asked.append((d.path, "dataset", d.revision, "data.path", "data.revision"))
+    problems = []
+    for repo_id, repo_type, revision, setting, revision_setting in asked:
+        problem, note = hub.read_problem(repo_id, repo_type, revision, token, setting, revision_setting)
+        if problem:
+            problems.append(problem)
+        elif note:
+            log.warning("%s; a missing or unreadable %s fails when the run downloads it", note, repo_type)
+    return problems
 
 
 def inspect_local_data(settings: JobSettings) -> dict:

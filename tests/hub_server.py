@@ -66,6 +66,7 @@ class Commit:
 @dataclass
 class Repo:
     private: bool
+    gated: bool = False  # gated and the token's account has not accepted the conditions: reads answer 403
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
 
@@ -145,8 +146,10 @@ class Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, {"error": message}, headers={"X-Error-Message": message})
+    def _error(self, status: int, message: str, code: str | None = None) -> None:
+        # X-Error-Code is what huggingface_hub reads to raise RepositoryNotFoundError, RevisionNotFoundError...
+        headers = {"X-Error-Message": message, **({"X-Error-Code": code} if code else {})}
+        self._send(status, {"error": message}, headers=headers)
 
     def _authorized(self) -> bool:
         if self.headers.get("Authorization") == f"Bearer {self.state.token}":
@@ -191,13 +194,13 @@ class Handler(BaseHTTPRequestHandler):
     def _repo(self, repo: str) -> Repo | None:
         r = self.state.repos.get(repo)
         if r is None:
-            self._error(404, f"Repository not found: {repo}")
+            self._error(404, f"Repository not found: {repo}", "RepoNotFound")
         return r
 
     def _commit(self, repo: Repo, rev: str) -> Commit | None:
         c = self.state.resolve(repo, rev)
         if c is None:
-            self._error(404, f"Invalid rev id: {rev}")
+            self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
         return c
 
     # ------------------------------------------------------------ endpoints
@@ -223,6 +226,16 @@ class Handler(BaseHTTPRequestHandler):
         if c:
             self._send(200, {"id": repo, "sha": c.id, "private": r.private, "lastModified": c.date,
                              "siblings": [{"rfilename": p} for p in sorted(c.files)]}, head=head)
+
+    def dataset_info(self, repo, rev=None, head=False, **_):
+        self.repo_info(f"datasets/{repo}", rev, head)
+
+    def auth_check(self, kind, repo, head=False, **_):
+        r = self._repo(repo if kind == "models" else f"datasets/{repo}")
+        if r is not None and r.gated:
+            return self._error(403, f"Access to {repo} is restricted: you must accept its conditions", "GatedRepo")
+        if r is not None:
+            self._send(200, {}, head=head)
 
     def validate_yaml(self, body, **_):
         content = json.loads(body)["content"]
@@ -367,6 +380,8 @@ ROUTES = [
     ("POST", r"/api/repos/create", Handler.create_repo),
     ("POST", r"/api/validate-yaml", Handler.validate_yaml),
     ("GET", rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?", Handler.repo_info),
+    ("GET", rf"/api/datasets/{_REPO}(?:/revision/(?P<rev>[^/]+))?", Handler.dataset_info),
+    ("GET", rf"/api/(?P<kind>models|datasets)/{_REPO}/auth-check", Handler.auth_check),
     ("POST", rf"/api/models/{_REPO}/preupload/(?P<rev>[^/]+)", Handler.preupload),
     ("POST", rf"/api/models/{_REPO}/commit/(?P<rev>[^/]+)", Handler.commit),
     ("POST", rf"/api/models/{_REPO}/branch/(?P<branch>[^/]+)", Handler.create_branch),
@@ -402,6 +417,12 @@ class HubServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(timeout=10)
+
+    def add_repo(self, repo_id: str, repo_type: str = "model", gated: bool = False) -> None:
+        """A repo with one commit on main (datasets are kept under `datasets/<id>`, apart from models)."""
+        repo = Repo(private=False, gated=gated)
+        self.state.repos[repo_id if repo_type == "model" else f"datasets/{repo_id}"] = repo
+        self.state.add_commit(repo, "main", "initial commit", "", {})
 
     def commit_titles(self, repo_id: str, branch: str = "main") -> list[str]:
         repo = self.state.repos[repo_id]

@@ -34,7 +34,7 @@ def settings(tmp_path, *overrides):
 
 
 def check(tmp_path, *overrides):
-    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(SMOKE),
+    cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(SMOKE), "--log_format=text",
            f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", *overrides]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)

@@ -159,6 +159,67 @@ def test_check_asks_the_hub_and_skips_with_a_note_when_it_cannot(local_hub, monk
     assert publish.hub_write_problem("tester/m", TOKEN) == (None, "Hub write access not checked: HF_HUB_OFFLINE is set")
 
 
+@pytest.mark.parametrize("repo_id, repo_type, revision, words", [
+    ("org/model", "model", None, None),
+    ("org/model", "model", "v1", "model.revision=v1: org/model has no such revision"),
+    ("org/modle", "model", None, "model.name_or_path=org/modle: no such model"),
+    ("org/gated", "model", None, "is a gated model and the token has no access"),
+    ("org/ds", "dataset", None, None),
+    ("org/model", "dataset", None, "data.path=org/model: no such dataset"),  # a model's id is no dataset's
+    ("org/ds", "dataset", "nope", "data.revision=nope: org/ds has no such revision"),
+])
+def test_check_asks_the_hub_whether_the_model_and_data_can_be_read(local_hub, repo_id, repo_type, revision, words):
+    """A typo in a Hub id, a gated model, a revision that is not there: found by `check` (new-user trial: it
+    passed, and the run would have failed after the GPU was allocated, as exit 1)."""
+    from grpo_job import hub
+
+    local_hub.add_repo("org/model")
+    local_hub.add_repo("org/gated", gated=True)
+    local_hub.add_repo("org/ds", repo_type="dataset")
+    setting = "model.name_or_path" if repo_type == "model" else "data.path"
+    revision_setting = "model.revision" if repo_type == "model" else "data.revision"
+    problem, note = hub.read_problem(repo_id, repo_type, revision, TOKEN, setting, revision_setting)
+    assert note is None
+    if words is None:
+        assert problem is None
+    else:
+        assert problem and words in problem and "set " in problem
+
+
+def test_the_hub_read_check_says_what_it_could_not_ask(local_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    from grpo_job import hub
+
+    local_hub.add_repo("org/model")
+    problem, _ = hub.read_problem("org/model", "model", None, "hf_wrong_token", "model.name_or_path", "model.revision")
+    assert problem and "HTTP 401" in problem and "HF_TOKEN" in problem
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    problem, note = hub.read_problem("org/model", "model", None, TOKEN, "model.name_or_path", "model.revision")
+    assert problem is None and "not checked" in note
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    problem, note = hub.read_problem("org/model", "model", None, TOKEN, "model.name_or_path", "model.revision")
+    assert "not in the local Hub cache" in problem and "HF_HUB_OFFLINE" in problem and note is None
+    assert hub.read_problem("org/ds", "dataset", None, TOKEN, "data.path", "data.revision") == (
+        None, "data.path=org/ds not checked on the Hub: HF_HUB_OFFLINE is set")
+
+
+def test_check_names_a_model_path_that_is_not_there_and_a_typo_on_the_hub(local_hub, tmp_path, monkeypatch, capsys):
+    """Through `check` itself: a folder that is not mounted was a traceback from the Hub client; a Hub id
+    with a typo passed."""
+    from grpo_job import cli
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    local_hub.add_repo("org/model")
+    base = ["check", "--log_format=text", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'w'}",
+            "--data.path=builtin:arithmetic", "--train.optim=adamw_torch"]
+    assert cli.main([*base, "--model.name_or_path=/models/not-mounted"]) == 2
+    assert "'/models/not-mounted' is no folder on this machine" in capsys.readouterr().err
+    assert cli.main([*base, "--model.name_or_path=org/modle"]) == 2
+    assert "model.name_or_path=org/modle: no such model" in capsys.readouterr().err
+    assert cli.main([*base, "--model.name_or_path=org/model", "--model.max_seq_length=1024"]) == 0
+
+
 def test_a_refused_push_is_exit_2_in_one_line_and_the_model_stays(local_hub, tmp_path, monkeypatch):
     from grpo_job.artifacts import publish
 

@@ -108,42 +108,28 @@ def refused_by_hub(error: BaseException) -> str | None:
     return f"HTTP {status}: {said[:200]}"
 
 
-WHOAMI_TIMEOUT = 15  # seconds: `check` never waits longer on the Hub
-
-
 def hub_write_problem(repo_id: str, token: str) -> tuple[str | None, str | None]:
     """(problem, note): ask the Hub who the token is (`HfApi.whoami`) and whether it may write `repo_id`.
     A problem when the token is invalid (401), read-only, fine-grained without `repo.write` on the
     repo's namespace (or the repo), or of a user outside that organisation or with a read role in it.
     A note (and no problem) when the Hub cannot be asked: offline (HF_HUB_OFFLINE), unreachable, slow,
     or an answer without the token's details."""
-    import threading
-
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
 
+    from grpo_job import hub
+
     if constants.HF_HUB_OFFLINE:
         return None, "Hub write access not checked: HF_HUB_OFFLINE is set"
-    out: dict[str, Any] = {}
-
-    def ask() -> None:
-        try:
-            out["who"] = HfApi(token=token).whoami()
-        except Exception as e:  # any failure is reported below, as a problem (401) or a note
-            out["error"] = e
-
-    worker = threading.Thread(target=ask, name="hub-whoami", daemon=True)
-    worker.start()
-    worker.join(WHOAMI_TIMEOUT)
-    if worker.is_alive():
-        return None, f"Hub write access not checked: {constants.ENDPOINT} did not answer in {WHOAMI_TIMEOUT} s"
-    error = out.get("error")
+    who, error, timed_out = hub.ask(lambda: HfApi(token=token).whoami(), "hub-whoami")
+    if timed_out:
+        return None, f"Hub write access not checked: {constants.ENDPOINT} did not answer in {hub.ASK_TIMEOUT} s"
     if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code == 401:
         return (f"hub.repo_id={repo_id}: the Hub does not accept HF_TOKEN (HTTP 401, invalid or expired token); set "
                 "HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens)"), None
     if error is not None:
         return None, f"Hub write access not checked: cannot ask {constants.ENDPOINT} ({type(error).__name__}: {str(error)[:160]})"
-    return token_write_problem(out["who"], repo_id)
+    return token_write_problem(who, repo_id)
 
 
 def token_write_problem(who: dict[str, Any], repo_id: str) -> tuple[str | None, str | None]:
