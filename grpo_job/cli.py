@@ -41,8 +41,10 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
               f"({data_task_about(settings)}); rewards get columns {d['columns']}")
         if d.get("columns_note"):
             print(f"  columns: {d['columns_note']}")
+        held = d.get("unparsable_held_out_answers")
         print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
-              f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}; "
+              f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}"
+              f"{'' if held is None else f', held out {held}'}; "
               f"chat template: {d['chat_template']}; prompt format: {d.get('prompt_format', 'resolved at prepare_data')}")
         if d.get("prompt_tokens_max") is not None:
             print(f"  prompts longer than max_prompt_length={settings.train.max_prompt_length}: {d['too_long']} "

@@ -133,7 +133,7 @@ def hub_problems(settings: JobSettings, model_on_hub: bool) -> list[str]:
     if model_on_hub:
         asked.append((settings.model.name_or_path, "model", settings.model.revision, "model.name_or_path", "model.revision"))
     d = settings.data
-    if not d.path.startswith("builtin:") and not is_data_file(d.path):
+    if not d.path.startswith("builtin:") and not is_data_file(d.path) and not Path(d.path).is_dir():
         asked.append((d.path, "dataset", d.revision, "data.path", "data.revision"))
     problems = []
     for repo_id, repo_type, revision, setting, revision_setting in asked:
@@ -197,6 +197,9 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     built = rewards.build_all(s.rewards, s.data.answer_type) if built is None else built
     calls.check_reward_columns(built, summary["columns"])
     summary.update(data.check_references(train, s.data))
+    if heldout and s.evaluation.enabled and not s.evaluation.data_path:  # what the evaluate stages will score
+        held = data.check_references(heldout, s.data, "the held-out rows")
+        summary["unparsable_held_out_answers"] = held["unparsable_answers"]
     chat_template = template()
     if chat_template is None:
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"

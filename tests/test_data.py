@@ -15,6 +15,77 @@ def test_gsm8k_answer_after_hashes_commas_stripped():
     assert data.gsm8k_answer("#### -4") == "-4"
 
 
+@pytest.mark.parametrize("solution, answer", [
+    ("#### 1,000,000", "1000000"),
+    ("#### $1,234.50", "$1234.50"),
+    ("#### (1, 2)", "(1, 2)"),  # a pair: every comma was stripped, `(1 2)`, read as 3 (new-user trial)
+    ("#### 3,4", "3,4"),  # a list, not 34
+    ("#### 12,3456", "12,3456"),
+])
+def test_gsm8k_answer_drops_thousands_separators_only(solution, answer):
+    assert data.gsm8k_answer(solution) == answer
+    assert correctness_reward(["<answer>3</answer>"], answer=[data.gsm8k_answer("#### (1, 2)")]) == [0.0]
+
+
+@pytest.mark.parametrize("content, words", [
+    ('[{"q": "a", "ans": "1"}, "oops"]', "element 1 of the array is str"),
+    ('[[1, 2]]', "element 0 of the array is list"),
+    ('{"rows": [{"q": "a", "ans": "1"}]}', "found an object with keys ['rows']"),
+    ('"text"', "found str"),
+])
+def test_a_json_file_of_another_shape_says_which(tmp_path, content, words):
+    """A JSON array with a non-object element was a traceback (exit 1); other shapes said "no rows"."""
+    path = tmp_path / "d.json"
+    path.write_text(content)
+    with pytest.raises(SettingsError, match="array of row objects") as e:
+        data.read_rows(path)
+    assert words in str(e.value)
+    path.write_text('{"data": [{"q": "a", "ans": "1"}]}')
+    assert data.read_rows(path) == [{"q": "a", "ans": "1"}]
+
+
+def test_a_list_or_object_answer_is_its_json_text_with_a_warning(caplog):
+    s = DataSettings(task="plain", prompt_column="q", answer_column="ans")
+    rows = data.map_rows([{"q": "Is 5 prime?", "ans": ["yes"]}, {"q": "x", "ans": {"v": "yes"}}, {"q": "y", "ans": "no"}],
+                         s, "f")
+    assert [r["answer"] for r in rows] == ['["yes"]', '{"v": "yes"}', "no"]  # not Python's ['yes']
+    assert "2 of 3 reference answers in column 'ans' of f are lists or objects" in caplog.text
+
+
+def test_a_bad_row_is_named_by_its_content_not_a_shuffled_position():
+    """Rows are shuffled and held out before mapping, so `row 2` was no line of the file (new-user trial)."""
+    s = DataSettings(task="plain", prompt_column="q", answer_column="ans")
+    with pytest.raises(SettingsError, match='a row of f has no value in column.*"q": "second"'):
+        data.map_rows([{"q": "first", "ans": "1"}, {"q": "second", "ans": None}], s, "f")
+
+
+def test_the_held_out_reference_answers_are_checked_too(tmp_path):
+    """The evaluation scores the held-out rows: an unreadable reference there was never counted."""
+    from grpo_job.settings import load_settings
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": "" if i == 0 else str(i)}) + "\n" for i in range(10)))
+    s = load_settings(overrides=[f"--data.path={path}", "--data.task=plain", "--data.eval_fraction=0.1",
+                                 "--data.seed=3", f"--work_dir={tmp_path}"])
+    train, heldout, summary = preflight.load_and_check_data(s, tmp_path / "cache", lambda: None)
+    empty_held_out = any(r["answer"] == "" for r in heldout)
+    assert summary["unparsable_held_out_answers"] == int(empty_held_out)
+    assert summary["unparsable_answers"] == int(not empty_held_out)
+
+
+@pytest.mark.parametrize("path", ["ABSOLUTE", "./myds", "myds"])
+def test_a_folder_as_data_path_says_how_to_make_a_file(tmp_path, monkeypatch, path):
+    """A `save_to_disk` folder: `./myds` was "does not exist", `myds` a Hub id (new-user trial)."""
+    from grpo_job.settings import environment, load_settings
+
+    (tmp_path / "myds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(overrides=[f"--data.path={tmp_path / 'myds' if path == 'ABSOLUTE' else path}"])
+    [problem] = [p for p in environment.problems(s) if p.startswith("data.path")]
+    assert "is a folder" in problem and "load_from_disk" in problem
+    assert not preflight.hub_problems(s, model_on_hub=False)  # not asked of the Hub as a dataset id
+
+
 def test_builtin_arithmetic_is_reproducible_consistent_and_disjoint(tmp_path):
     s = DataSettings(path="builtin:arithmetic", max_samples=50, eval_samples=10)
     train, heldout, summary = data.prepare(s, tmp_path)

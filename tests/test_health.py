@@ -79,6 +79,16 @@ def test_check_rewards_catches_a_wrong_length_and_shows_the_completion():
     assert "completion #1" in msg and "'no tags here at all'" in msg
 
 
+def test_check_rewards_refuses_an_infinite_score_but_takes_nan_as_not_scored():
+    """NaN is TRL's "not scored", as None; inf made the group's advantages and the loss NaN (new-user trial:
+    `check` passed it)."""
+    texts = ["<answer>4</answer>", "x", "<answer>10</answer>"]
+    with pytest.raises(SettingsError, match="returned an infinite score"):
+        reward_calls.check_rewards({"mine": lambda completions, **kw: [float("inf")] * len(completions)}, ROWS, texts)
+    scores = reward_calls.check_rewards({"mine": lambda completions, **kw: [math.nan] * len(completions)}, ROWS, texts)
+    assert all(math.isnan(v) for v in scores["mine"])
+
+
 def test_check_rewards_scores_healthy_rewards_like_trl():
     texts = ["<reasoning>a</reasoning><answer>4</answer>", "<answer>8</answer>", "x"]
     scores = reward_calls.check_rewards(["format", "correctness", "partial_format"], ROWS, texts)

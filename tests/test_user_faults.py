@@ -447,7 +447,7 @@ def test_an_unknown_answer_type_is_an_error_not_math(kind):
     with pytest.raises(answers.UnknownAnswerType, match="unknown answer_type"):
         answers.verify("2", "2", kind)
     rows = data.map_rows([{"question": "q", "answer": "#### 2", "answer_type": kind}], DataSettings(), "f")
-    with pytest.raises(SettingsError, match="row 0 of the data, column 'answer_type'"):
+    with pytest.raises(SettingsError, match="a row of the data, column 'answer_type'.*\"answer\": \"2\""):
         data.check_references(rows, DataSettings())
 
 

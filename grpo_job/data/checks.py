@@ -89,12 +89,13 @@ def check_references(rows: list[Row], settings: DataSettings, where: str = "the 
     reward could never score them), or naming the row whose `answer_type` is none of auto, math, exact."""
     from grpo_job import answers
 
-    for i, r in enumerate(rows):
+    for r in rows:
         try:
             answers.check_answer_type(r.get("answer_type", settings.answer_type))
         except answers.UnknownAnswerType as e:
-            raise SettingsError(f"row {i} of {where}, column 'answer_type': {e}; an unknown type is not compared as "
-                                "math: fix that row's answer_type") from None
+            shown = json.dumps({k: v for k, v in r.items() if k != "prompt"}, ensure_ascii=False, default=str)[:300]
+            raise SettingsError(f"a row of {where}, column 'answer_type': {e}; an unknown type is not compared as "
+                                f"math: fix that row's answer_type: {shown}") from None
     bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), r.get("answer_type", settings.answer_type)) is None]
     if not bad:
         return {"unparsable_answers": 0}

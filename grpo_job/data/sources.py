@@ -52,7 +52,7 @@ def _jsonable(value: Any) -> tuple[Any, bool]:
         return str(value), False
 
 
-def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: int = 0) -> list[Row]:
+def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     """Prepared rows: every source column (values JSON cannot hold become text, with a warning), the
     chat `prompt` and the reference `answer`. Raises SettingsError naming the row when a prompt or
     answer is missing or of the wrong kind."""
@@ -64,29 +64,44 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str, first_index: in
     # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
     # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
     as_written = answer_col != (settings.answer_column or task.answer_column)
-    out, stringified = [], set()
-    for i, row in enumerate(raw, start=first_index):
+    out, stringified, structured = [], set(), 0
+    for row in raw:
+        # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
         if row.get(prompt_col) is None or row.get(answer_col) is None:
             missing = [c for c in (prompt_col, answer_col) if row.get(c) is None]
-            raise SettingsError(f"row {i} of {where} has no value in column(s) {missing}: fill or remove that row")
+            raise SettingsError(f"a row of {where} has no value in column(s) {missing}: {_excerpt(row)}; fill or "
+                                "remove that row")
         clash = [c for c in row if c in TRL_REWARD_ARGS]
         if clash:
-            check_columns(row.keys(), settings, f"{where} (row {i})")
+            check_columns(row.keys(), settings, f"{where} (row {_excerpt(row)})")
         try:
             prompt = build_prompt(row[prompt_col], settings)
         except ValueError as e:
-            raise SettingsError(f"row {i} of {where}, column {prompt_col!r}: {e}") from None
+            raise SettingsError(f"a row of {where}, column {prompt_col!r}: {e}: {_excerpt(row)}") from None
         kept = {}
         for k, v in row.items():
             kept[k], ok = _jsonable(v)
             if not ok:
                 stringified.add(k)
-        reference = task.answer(str(row[answer_col]))
-        kept.update(prompt=prompt, answer=(reference or str(row[answer_col]).strip()) if as_written else reference)
+        value = row[answer_col]
+        if isinstance(value, (list, dict)):
+            structured += 1
+            value = json.dumps(value, ensure_ascii=False, default=str)  # JSON text, not Python's ['yes']
+        reference = task.answer(str(value))
+        kept.update(prompt=prompt, answer=(reference or str(value).strip()) if as_written else reference)
         out.append(kept)
     if stringified:
         log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
+    if structured:
+        log.warning("data: %d of %d reference answers in column %r of %s are lists or objects; the reference is their "
+                    "JSON text (right for the json_schema reward). The correctness reward and the evaluation compare "
+                    "one answer: for a list of accepted answers, keep one per row as text, or score with a reward "
+                    "of your own", structured, len(raw), answer_col, where)
     return out
+
+
+def _excerpt(row: Row) -> str:
+    return json.dumps(row, ensure_ascii=False, default=str)[:300]
 
 
 # The setting a data file comes from, named in its errors: (dotted name, environment variable).
@@ -126,6 +141,22 @@ def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
     return rows
 
 
+def _json_rows(data: Any, path: Path, setting: tuple[str, str]) -> list[Row]:
+    """The rows of a .json file: an array of objects, or an object whose `data` key holds one (the form
+    `datasets` writes with `to_json(lines=False)`). Raises SettingsError naming what was found instead."""
+    shape = ("a .json file is an array of row objects ([{...}, {...}]) or an object with the array under "
+             "\"data\"; JSON Lines (.jsonl) holds one row object per line")
+    rows = data.get("data") if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        found = f"an object with keys {sorted(data)[:10]}" if isinstance(data, dict) else type(data).__name__
+        raise SettingsError(f"{_file(path, setting)}: {shape}; found {found}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise SettingsError(f"{_file(path, setting)}: element {i} of the array is {type(row).__name__} "
+                                f"{json.dumps(row, ensure_ascii=False, default=str)[:100]}, not a row object; {shape}")
+    return rows
+
+
 def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
     """Every row of a local .jsonl/.json/.csv/.parquet file. Raises SettingsError naming `setting` (the
     one the path came from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed
@@ -138,8 +169,7 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
         if suffix == ".jsonl":
             rows = _read_jsonl(path, setting)
         elif suffix == ".json":
-            data = json.loads(path.read_text(encoding=TEXT_ENCODING))
-            rows = data if isinstance(data, list) else data.get("data", [])
+            rows = _json_rows(json.loads(path.read_text(encoding=TEXT_ENCODING)), path, setting)
         elif suffix == ".csv":
             with path.open(newline="", encoding=TEXT_ENCODING) as f:
                 rows = list(csv.DictReader(f))

@@ -4,6 +4,7 @@ and the keyword names TRL gives every reward (a dataset column must not take the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,13 @@ TRL_REWARD_ARGS = ("prompts", "completions", "completion", "completion_ids", "tr
 ANSWER = "answer"  # the name the reference answer is stored and passed to the rewards under
 
 
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
 def gsm8k_answer(solution: str) -> str:
-    """The final answer of a GSM8K solution: the text after `####`, commas stripped."""
-    return solution.split("####")[-1].strip().replace(",", "")
+    """The final answer of a GSM8K solution: the text after `####`, thousands separators dropped (`1,000`
+    -> `1000`); other commas kept, so a pair `(1, 2)` or a list `3,4` is not read as 12 or 34."""
+    return _THOUSANDS_COMMA.sub("", solution.split("####")[-1].strip())
 
 
 def boxed_answer(solution: str) -> str:

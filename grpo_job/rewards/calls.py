@@ -86,6 +86,9 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         bad = [v for v in out if not is_score(v)]
         if bad:
             return f"returned a non-number {bad[0]!r} ({type(bad[0]).__name__})", None
+        if any(v is not None and math.isinf(float(v)) for v in out):
+            # NaN is TRL's "not scored" (as None); an infinite score makes the group's advantages and the loss NaN
+            return "returned an infinite score (inf); NaN or None mark a completion not scored", None
         return None, out
 
     def problem(func: Any, idx: list[int]) -> str | None:

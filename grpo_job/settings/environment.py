@@ -28,11 +28,17 @@ def problems(s: JobSettings) -> list[str]:
 
 def _local_files(s: JobSettings) -> list[str]:
     out = []
-    for where, env, path in (("data.path", "GRPO_DATA__PATH", s.data.path),
-                             ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH", s.evaluation.data_path)):
-        if path and is_local_data_path(path) and not Path(path.removeprefix("file://")).is_file():
+    for where, env, path, elsewhere in (
+            ("data.path", "GRPO_DATA__PATH", s.data.path, ", an s3:// object or a Hub dataset"),
+            ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH", s.evaluation.data_path, "")):
+        local = Path(path.removeprefix("file://")) if path else None
+        if local is not None and local.is_dir():
+            out.append(f"{where} [{env}]: {path!r} is a folder; the job reads one data file (.jsonl, .json, .csv or "
+                       ".parquet). A folder written by datasets' save_to_disk: write its split to a file, e.g. "
+                       f"datasets.load_from_disk({path!r})['train'].to_json('train.jsonl'), and set {env} to it")
+        elif path and is_local_data_path(path) and not local.is_file():
             out.append(f"{where} [{env}]: local data file {path!r} does not exist on this machine (mount it, or "
-                       "point the setting at an existing file, an s3:// object or a Hub dataset)")
+                       f"point the setting at an existing file{elsewhere})")
     return out
 
 
