@@ -154,7 +154,7 @@ def report_markdown(store: RunStore, image_prefix: str = "") -> str:
         src = s.get("evaluation", {}).get("data_path") or "the held-out split"
         n = (trained or base or {}).get("n")
         lines += [f"Greedy decoding on {n} examples of {src}; accuracy uses the correctness reward's extraction "
-                  "(the number in the last `<answer>` block).", "",
+                  "(every `<answer>` block equal to the reference, by the job's answer checker).", "",
                   "| metric | base | trained | change |", "|---|---|---|---|"]
         for key, label in (("accuracy", "accuracy"), ("format_rate", "format compliance (whole format)"),
                            ("partial_format", "partial format score (0-1)"), ("answer_tag_rate", "has an <answer> block"),
