@@ -274,7 +274,7 @@ def test_a_settings_file_with_a_byte_order_mark_loads(tmp_path):
 @pytest.mark.parametrize("value, accepted", [
     (np.float64(0.25), True), (np.int32(1), True), (np.bool_(False), True), (np.float16(0.5), True),
     (fractions.Fraction(1, 3), True), (decimal.Decimal("0.1"), True), (False, True), (None, True),
-    (float("inf"), True), (-7, True),
+    (-7, True),  # inf: TRL takes it, but it makes the advantages NaN (test_health: refused)
     ("0.5", False), (1 + 2j, False), (np.complex64(1), False), (np.array([0.5]), False), ([0.5], False),
     ({"score": 1}, False), (b"1", False),
 ])
