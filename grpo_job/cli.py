@@ -67,6 +67,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     )
     for note in p["restart"]:
         print(f"restart: {note}")
+    if p.get("resume_from_step") is not None:
+        print(f"resume : training resumes from checkpoint-{p['resume_from_step']} (weights, optimizer, schedule, step)")
     for s in p["stages"]:
         print(f"  {s['will']:8s} {s['stage']:14s} {s['about']}")
 

@@ -97,9 +97,10 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         ctx.store.check_reachable()
         done = {s.name for s in stages if ctx.store.exists(marker_key(s.name))}
         restart = restart_plan(ctx, stages)
+        saved_steps = checkpoints.complete_steps(ctx.store) if "train" not in done else []
     except SettingsError as e:
         problems.append(str(e))
-        done, restart = set(), None
+        done, restart, saved_steps = set(), None, []
     if restart is not None:
         problems.extend(restart.refused)
         done -= set(restart.redo)
@@ -120,6 +121,8 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         "rewards": settings.rewards,
         "stages": shown,
         "restart": [] if restart is None else restart.notes,
+        # the newest complete checkpoint the train stage will resume from (None: it starts at step 0)
+        "resume_from_step": max(saved_steps) if saved_steps else None,
     }
 
 

@@ -33,7 +33,7 @@ FROZEN = (
 # Changed on resume: the trainer applies them from the resumed step (train stage, see apply_learning_rate).
 SCHEDULE = ("train.learning_rate", "train.lr_scheduler_type", "train.warmup_steps")
 # Where a run lives, how it logs: never part of a comparison (the fingerprint leaves them out too).
-IGNORED = ("run_id", "log_format", "work_dir", "store", "stop", "hf_token")
+IGNORED = ("run_id", "log_format", "work_dir", "cache_dir", "store", "stop", "hf_token")
 
 
 def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -134,6 +134,10 @@ def plan(saved: dict[str, Any], new: dict[str, Any], *, stage_names: list[str], 
             result.redo += [n for n in later if n in done and n not in result.redo]
             result.notes.append(f"train.max_steps raised to {new_max}: training continues from step {trained}; "
                                 f"{', '.join(n for n in later if n in done)} run again")
+        else:
+            old_max = result.changes["train.max_steps"][0]
+            result.notes.append(f"train.max_steps changed on restart: {old_max!r} -> {new_max!r} (training ends at step "
+                                f"{new_max}{f'; {trained} trained so far' if began else ''})")
     for path, (a, b) in result.changes.items():
         if _covered(path, FROZEN) or path == "train.max_steps":
             continue

@@ -66,8 +66,19 @@ def test_other_changes_are_applied_and_logged(change, note):
     assert any(note in n for n in p.notes), p.notes
 
 
+@pytest.mark.parametrize("change, done, checkpoints, note", [
+    # lowered, not below what was trained: applied silently before (new-user trial)
+    (["--train.max_steps=2"], {"prepare_data": {}}, [1], "train.max_steps changed on restart: 4 -> 2 (training ends at "
+                                                       "step 2; 1 trained so far)"),
+    (["--train.max_steps=9"], {"prepare_data": {}}, [], "train.max_steps changed on restart: 4 -> 9 (training ends at step 9)"),
+])
+def test_a_changed_max_steps_is_said(change, done, checkpoints, note):
+    p = plan_for(change, done, checkpoints)
+    assert p.refused == [] and note in p.notes, p.notes
+
+
 def test_where_and_how_it_logs_never_count():
-    p = plan_for(["--store.uri=/elsewhere", "--log_format=json", "--stop.grace_seconds=10"], TRAINED, [4])
+    p = plan_for(["--store.uri=/elsewhere", "--log_format=json", "--stop.grace_seconds=10", "--cache_dir=/c"], TRAINED, [4])
     assert p.changes == {} and p.notes == []
 
 
@@ -138,3 +149,20 @@ def test_raised_max_steps_continues_a_finished_run_with_the_new_learning_rate(tm
     with pytest.raises(SettingsError, match="lora.r: 32 -> 8"):
         pipeline.run(load_settings(SMOKE, [*base, "--train.max_steps=2", "--lora.r=8"]), only)
     assert store.exists("stages/train.json") and store.exists("checkpoints/checkpoint-2/manifest.json")
+
+
+def test_check_says_which_checkpoint_training_resumes_from(tmp_path, monkeypatch, clean_env, capsys):
+    """A restarted pod: the plan named no checkpoint (new-user trial); now the newest complete one."""
+    from test_checkpoints import fake_trainer_checkpoint
+
+    from grpo_job.store import checkpoints
+
+    for k, v in {"GRPO_CONFIG": str(SMOKE), "GRPO_STORE__URI": str(tmp_path / "runs"), "GRPO_RUN_ID": "job-2",
+                 "GRPO_LOG_FORMAT": "text"}.items():
+        monkeypatch.setenv(k, v)
+    ctx = open_run(load_settings())
+    for step in (1, 2):
+        checkpoints.publish(ctx.store, fake_trainer_checkpoint(tmp_path / "out", step), step, keep_last=2)
+    ctx.store.write_text(f"{checkpoints.checkpoint_prefix(3)}/adapter_model.safetensors", "no manifest: incomplete")
+    assert cli.main(["check"]) == errors.EXIT_OK
+    assert "training resumes from checkpoint-2" in capsys.readouterr().out
