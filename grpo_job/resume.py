@@ -8,7 +8,7 @@ new settings are compared with those, setting by setting:
 | `model.name_or_path`, `model.revision`, `model.gguf_file` | may not change: exit 2 |
 | `lora.r`, `lora.lora_alpha`, `lora.target_modules` (the adapter's shape) | may not change: exit 2 |
 | `data.*` (the prompts were prepared from them), `rewards` | may not change: exit 2 |
-| `train.max_steps` | up: training continues from the newest checkpoint, the stages after it run again; below the steps already trained: exit 2 |
+| `train.max_steps` | up: training continues from the newest checkpoint, the stages after it run again; down, not below the steps already trained: training ends there (logged); below them: exit 2 |
 | `train.learning_rate`, `lr_scheduler_type`, `warmup_steps` | applied from the resumed step on, and logged |
 | anything else (logging, store, stop, export, hub, evaluation, report, health, other train fields) | applied, and logged |
 
