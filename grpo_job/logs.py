@@ -80,7 +80,9 @@ def resolve_format(fmt: str) -> str:
 
 class LineToLog:
     """A text stream that logs each complete line it is given as one record of `logger` (a library's
-    `print`, a traceback written to stderr). Partial lines wait for their newline or `flush`."""
+    `print`, a traceback written to stderr) at `level`; a progress bar (a line redrawn after a carriage
+    return) at INFO, whatever the stream: it is progress, not a warning to alert on. Partial lines wait for
+    their newline or `flush`."""
 
     def __init__(self, logger: str, level: int, original) -> None:
         self._log = logging.getLogger(logger)
@@ -94,16 +96,17 @@ class LineToLog:
             return self.original.write(text)
         self._buf += text.replace("\r\n", "\n")
         *lines, self._buf = self._buf.split("\n")
-        # a progress bar redraws its line after a carriage return: a line is what the last redraw left
-        self._emit([line.rsplit("\r", 1)[-1] for line in lines])
+        self._emit(lines)
         return len(text)
 
     def _emit(self, lines: list[str]) -> None:
         self._busy = True
         try:
             for line in lines:
-                if line.strip():
-                    self._log.log(self._level, "%s", line.rstrip())
+                # a progress bar redraws its line after a carriage return: a line is what the last redraw left
+                shown = line.rsplit("\r", 1)[-1]
+                if shown.strip():
+                    self._log.log(logging.INFO if "\r" in line else self._level, "%s", shown.rstrip())
         finally:
             self._busy = False
 
@@ -114,7 +117,7 @@ class LineToLog:
     def close_line(self) -> None:
         """Emit what is left of a partial line (the end of a child's output, a bar left without newline)."""
         if self._buf:
-            lines, self._buf = [self._buf.rsplit("\r", 1)[-1]], ""
+            lines, self._buf = [self._buf], ""
             self._emit(lines)
 
     def isatty(self) -> bool:

@@ -75,6 +75,27 @@ def test_line_to_log_reads_lines_and_redraws(written, records):
     assert seen == records + (["part"] if written == "part" else [])
 
 
+def test_a_progress_bar_on_stderr_is_info_not_a_warning():
+    """stderr lines are warnings, but a bar is progress (new-user trial: every bar was a WARNING record)."""
+    import logging
+
+    from grpo_job import logs
+
+    levels = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            levels.append((record.getMessage(), record.levelno))
+
+    logger = logging.getLogger("test-bar-level")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    stream = logs.LineToLog("test-bar-level", logging.WARNING, sys.__stderr__)
+    stream.write("\r 10%\r100%|####| 3/3\nUserWarning: something\n\r 5/9")
+    stream.close_line()
+    assert levels == [("100%|####| 3/3", logging.INFO), ("UserWarning: something", logging.WARNING), (" 5/9", logging.INFO)]
+
+
 def test_a_child_process_output_becomes_records():
     r = run_python("""
         import sys
