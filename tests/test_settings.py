@@ -108,11 +108,20 @@ def test_cross_field_rules_mirror_trl():
         ("--train.max_step=5", "--train.max_step names no setting; did you mean '--train.max_steps'"),  # typo
         ("--train.extra={\"learning_rate\": 1e-5}", "set train.learning_rate"),
         ("--train.extra={\"use_vllm\": false}", "the job sets itself from model.engine"),
+        ("--data.eval_fraction=150%", "data.eval_fraction.*less than 1 \\(got 1.5\\)"),
+        ("--data.eval_fraction=ten%", "valid number"),
     ],
 )
 def test_bad_values_say_what_is_wrong(override, fragment):
     with pytest.raises(SettingsError, match=fragment):
         load_settings(overrides=[override])
+
+
+def test_a_share_may_be_written_as_a_percentage(monkeypatch):
+    """`GRPO_DATA__EVAL_FRACTION=10%` was "not a valid number" (new-user trial)."""
+    monkeypatch.setenv("GRPO_DATA__EVAL_FRACTION", "10%")
+    s = load_settings(overrides=["--model.gpu_memory_utilization=45 %", "--lora.lora_dropout=0.05"])
+    assert (s.data.eval_fraction, s.model.gpu_memory_utilization, s.lora.lora_dropout) == (0.1, 0.45, 0.05)
 
 
 def test_known_traps_warn_but_pass():

@@ -8,8 +8,9 @@ that runs the job is checked by `grpo_job.settings.environment`, in `check` and 
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -17,6 +18,20 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 class Section(BaseModel):
     # A typo in a YAML key or an env var must fail, not be silently ignored.
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _percent(value: Any) -> Any:
+    """`"10%"` -> 0.1: a share may be written as a percentage; anything else is left to the float check."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            return value
+    return value
+
+
+Share = Annotated[float, BeforeValidator(_percent)]
+"""A share of something (0.05, or written `5%`): its range is the field's own constraint."""
 
 
 def check_s3_uri(uri: str) -> str:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from grpo_job.settings.base import Section, check_s3_uri
+from grpo_job.settings.base import Section, Share, check_s3_uri
 
 DEFAULT_SYSTEM_PROMPT = (
     "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
@@ -58,7 +58,7 @@ class DataSettings(Section):
     eval_split: str | None = "test"
     """Held-out split for evaluation; None holds out `eval_fraction` of the training split instead."""
 
-    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    eval_fraction: Share = Field(0.05, ge=0.0, lt=1.0)
     """Share of the training rows held out (seeded shuffle) for a local or S3 file, and for a Hub
     dataset when `eval_split` is None; at least one row when above 0 and the file has two or more.
     0 holds out nothing: every row trains (evaluate with `evaluation.data_path`, or nothing)."""

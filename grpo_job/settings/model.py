@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from grpo_job.settings.base import Section
+from grpo_job.settings.base import Section, Share
 
 
 class ModelSettings(Section):
@@ -37,7 +37,7 @@ class ModelSettings(Section):
     """Longest prompt + completion in tokens (Unsloth's `max_seq_length`; the trl engine's vLLM gets
     at least 1024 as its max model length, see `training.engines.VLLM_MIN_MODEL_LEN`)."""
 
-    gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0)
+    gpu_memory_utilization: Share = Field(0.6, gt=0.0, le=1.0)
     """Fraction of GPU memory vLLM reserves up front for weights and KV cache. The rest is left for
     training; 0.6 fits the 3B recipe on a 16 GB card."""
 
@@ -52,7 +52,7 @@ class LoraSettings(Section):
     lora_alpha: int = Field(32, ge=1)
     """LoRA scaling numerator; alpha == r keeps the update scale at 1."""
 
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_dropout: Share = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the LoRA input; 0 is what Unsloth's fast path expects."""
 
     target_modules: list[str] = Field(
