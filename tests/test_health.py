@@ -321,3 +321,14 @@ def test_zero_variance_guard_stops_a_cpu_run_with_code_3(tmp_path, work_dir):
     assert not (run / "stages" / "train.json").exists()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 2
+
+
+@pytest.mark.parametrize("name", ["think_format_reward", "accuracy_reward"])
+def test_trls_message_rewards_on_plain_text_prompts_say_why(name):
+    """TRL's own rewards index completion[0]['content']: on plain-text prompts the message was only
+    "string indices must be integers" (new-user trial)."""
+    rows = [{"prompt": "q1", "answer": "4", "solution": "4"}]
+    with pytest.raises(SettingsError, match=f"{name} is TRL's and reads each completion as chat messages.*PROMPT_FORMAT=chat"):
+        reward_calls.check_rewards([name], rows, ["<think>a</think>4"])
+    chat_rows = [{**rows[0], "prompt": [{"role": "user", "content": "q1"}]}]
+    assert len(reward_calls.check_rewards([name], chat_rows, ["<think>a</think>4"])[name]) == 1

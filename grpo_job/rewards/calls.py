@@ -110,7 +110,8 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
                 detail += f" (reference answer {rows[culprit]['answer']!r})"
         raise SettingsError(
             f"reward {name!r} {batch_problem}, {detail}{f' ({found_by})' if found_by else ''}"
-            f"{_kwargs_hint(func) if batch_problem.startswith('raised TypeError') else ''}. A reward must "
+            f"{_kwargs_hint(func) if batch_problem.startswith('raised TypeError') else ''}"
+            f"{_messages_hint(name) if not conversational and batch_problem.startswith('raised') else ''}. A reward must "
             f"return one float (or None) per completion and never raise on odd model output; fix the function or "
             f"its arguments in rewards.{name}, or remove it from rewards [GRPO_REWARDS]"
         )
@@ -130,6 +131,20 @@ def is_score(value: Any) -> bool:
     if type(value).__module__.startswith("torch") and getattr(value, "ndim", 1) == 0:
         return not (value.is_complex() if hasattr(value, "is_complex") else True)
     return False
+
+
+# TRL's rewards that read each completion as chat messages (`completion[0]["content"]`, trl 1.15)
+MESSAGE_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward")
+
+
+def _messages_hint(name: str) -> str:
+    """Why TRL's message-reading rewards fail on plain-text prompts, and what to set."""
+    if name not in MESSAGE_REWARDS:
+        return ""
+    return (f" ({name} is TRL's and reads each completion as chat messages, completion[0]['content'], but the prompts "
+            "here are plain text (data.prompt_format=plain, or a model without a chat template), so the completions "
+            "are text: use the job's correctness/format rewards, or set GRPO_DATA__PROMPT_FORMAT=chat with a model "
+            "that has a chat template)")
 
 
 def _kwargs_hint(func: Any) -> str:
