@@ -211,6 +211,14 @@ TABLE = [
     ("3i", "3", False),
     ("3x", "x*3", True),
     ("5 m", "5", True),  # a one-letter unit still is one
+    # scientific notation with a decimal mantissa: exact, not as binary doubles (1.1 * 10**2 != 110 in floats)
+    (r"1.1 \times 10^{2}", "110", True),
+    (r"4.2 \times 10^{-3}", "0.0042", True),
+    ("6.02e23", r"6.02 \times 10^{23}", True),
+    (r"1.6 \times 10^{-19}", "1.6e-19", True),
+    ("6.02e23", "6.02*10^23", True),
+    ("6.03e23", r"6.02 \times 10^{23}", False),
+    (r"1.1 \times 10^{2}", "111", False),
 ]
 
 

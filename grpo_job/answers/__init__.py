@@ -255,8 +255,12 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         pred = _parse_math(str(prediction))
         if pred is None or _units_differ(str(prediction), str(reference)):
             return False
-        if isinstance(gold, Fraction) and (exact := _as_fraction(pred)) is not None:
-            return _same_number(gold, exact)
+        # two numbers, however written (`110`, `1.1 \\times 10^{2}`, `6.02e23`): exactly, as fractions; sympy's
+        # floats would compare the binary doubles (1.1 * 10**2 is 110.00000000000001). A LaTeX reference without
+        # a finite decimal (`\\frac{1}{3}`) is left to math-verify, whose rounding takes 0.333333.
+        if (exact_gold := _as_fraction(gold)) is not None and (exact := _as_fraction(pred)) is not None and (
+                isinstance(gold, Fraction) or _finite_decimal(exact_gold)):
+            return _same_number(exact_gold, exact)
         if isinstance(gold, (Fraction, frozenset)) or isinstance(pred, (Fraction, frozenset)):
             if type(gold) is type(pred):
                 return gold == pred
@@ -273,6 +277,15 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         raise AnswerCheckError(
             f"the answer checker failed on {str(prediction)[:200]!r} vs the reference {str(reference)[:200]!r} "
             f"({type(e).__name__}: {e}); {_install_hint(e)}") from e
+
+
+def _finite_decimal(value: Fraction) -> bool:
+    """Whether `value` has a finite decimal expansion (its denominator has no prime factor but 2 and 5)."""
+    d = value.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
 
 
 class AnswerCheckError(JobError):

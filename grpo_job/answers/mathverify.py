@@ -88,23 +88,39 @@ def _same_number(gold: Fraction, pred: Fraction) -> bool:
             return abs(gold - pred) <= Fraction(1, 2 * 10**decimals)
     return False
 
+_MAX_POWER = 400  # |exponent| of an integer power read exactly (`10^{-19}`); larger ones are left to sympy
+
+
+def _factor_fraction(factor: Any) -> Fraction | None:
+    """One factor of an unevaluated product as an exact Fraction: a rational, a decimal as written (sympy's
+    Float `1.1` is the binary double 1.100000000000000088..., its decimal text is 1.1), or an integer power
+    with a small integer exponent (`10^{2}`, `3^{-1}`); else None."""
+    if factor.is_Rational:
+        return Fraction(int(factor.p), int(factor.q))
+    if factor.is_Float:
+        return Fraction(str(factor))
+    if (factor.is_Pow and factor.base.is_Integer and factor.exp.is_Integer and factor.base != 0
+            and abs(int(factor.exp)) <= _MAX_POWER):
+        return Fraction(int(factor.base)) ** int(factor.exp)
+    return None
+
+
 def _as_fraction(value: Any) -> Fraction | None:
-    """A Fraction, or a sympy rational (math-verify's reading of `1/3`, `\\frac{3}{4}`) as one; else None."""
+    """A Fraction, or math-verify's reading of a number as one: a sympy rational (`1/3`, `\\frac{3}{4}`), a
+    decimal, or a product of those and integer powers (`1.1 \\times 10^{2}`, `6.02e23`); else None."""
     if isinstance(value, Fraction):
         return value
-    if getattr(value, "is_Rational", False):
-        return Fraction(int(value.p), int(value.q))
-    # `1/3` comes back unevaluated, as the product 1 * 3**-1. Read only that shape: asking sympy whether
-    # any other expression is rational can evaluate it (a power tower would hold this thread for minutes).
+    if getattr(value, "is_Rational", False) or getattr(value, "is_Float", False):
+        return _factor_fraction(value)
+    # `1/3` comes back unevaluated, as the product 1 * 3**-1, and `1.1 \\times 10^{2}` as 1.1 * 10**2. Read only
+    # that shape: asking sympy whether any other expression is rational can evaluate it (a power tower would
+    # hold this thread for minutes).
     if getattr(value, "is_Mul", False):
         out = Fraction(1)
         for factor in value.args:
-            if factor.is_Rational:
-                out *= Fraction(int(factor.p), int(factor.q))
-            elif factor.is_Pow and factor.base.is_Integer and factor.exp == -1 and factor.base != 0:
-                out /= int(factor.base)
-            else:
+            if (part := _factor_fraction(factor)) is None:
                 return None
+            out *= part
         return out
     return None
 
