@@ -158,6 +158,16 @@ TABLE = [
     ("(C) or (B)", "C", False),  # a second label is a hedge
     ("C. B.", "C", False),
     ("(C) is wrong, it's (B)", "C", False),
+    ("(C) H2O", "C", True),  # a formula in the option text is no second label
+    # a reference that is a label with its option's text is the label (its text was read as the answer)
+    ("D) 42", "C) 42", False),
+    ("(D) 42", "(C) 42", False),
+    ("42", "(C) 42", False),
+    ("C", "C) 42", True),
+    ("(C)", "(C) 42", True),
+    ("B", "B) Paris", True),
+    ("(C) H2O", "(C) H2O", True),
+    ("Abraham Lincoln", "A. Lincoln", False),  # `A.` is an initial, not a label: compared as words
     # words that deny, bound or change the number next to them
     ("42 is wrong", "42", False),
     (r"\boxed{42} is wrong", "42", False),
@@ -399,6 +409,8 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
 REFERENCE_RULE_ROWS = [  # (rule, reference, answer_type, what it decides)
     (answers._choice_label, "B", "auto", "b"),
     (answers._choice_label, "(B)", "auto", "b"),
+    (answers._choice_label, "(C) 42", "auto", "c"),
+    (answers._choice_label, "(C) 42", "math", _P),
     (answers._choice_label, "b", "auto", _P),  # lower case under auto: the variable b
     (answers._choice_label, "b", "exact", "b"),
     (answers._exact_type, "Yes ", "exact", answers.CaseSensitive("Yes")),

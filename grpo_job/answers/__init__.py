@@ -70,6 +70,7 @@ from grpo_job.answers.patterns import (
     _DENIAL,
     _EMPHASIS,
     _END_PUNCTUATION,
+    _LABELLED_OPTION,
     _MATH_NAME,
     _OTHER_LABEL,
     _WORD,
@@ -170,10 +171,15 @@ def _reference_in_worker(reference: str, answer_type: AnswerType) -> object | No
 
 def _choice_label(text: str, answer_type: AnswerType) -> Any:
     """A single capital letter (`B`, `(B)`) is a multiple-choice label under `auto` (any letter under
-    `exact`), not the variable B: the lower-case letter, which `verify` compares by `_choice`."""
-    letter = _CHOICE_ONLY.fullmatch(_clean(text).strip())
+    `exact`), not the variable B: the lower-case letter, which `verify` compares by `_choice`. Under `auto`
+    a label with its option's text (`(C) 42`, `C) H2O`) is the label too: the text was read as the answer,
+    so `D) 42` and a bare `42` earned it and `C` did not."""
+    text = _clean(text).strip()
+    letter = _CHOICE_ONLY.fullmatch(text)
     if letter and (answer_type == "exact" or (answer_type == "auto" and letter[1].isupper())):
         return letter[1].casefold()
+    if answer_type == "auto" and (option := _LABELLED_OPTION.fullmatch(text)):
+        return (option[1] or option[2]).casefold()
     return PASS
 
 

@@ -87,13 +87,16 @@ _MATH_SPANS = re.compile(r"\$\$?[^$]*\$\$?|\\boxed\{[^{}]*\}|\\\(.*?\\\)|\\\[.*?
 _ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
 
 # A second choice label after the first (`(C) or (B)`, `C. B.`): a hedge, not an answer.
-_OTHER_LABEL = re.compile(r"\(\s*[A-Za-z]\s*\)|(?<![A-Za-z'])[A-Z](?![A-Za-z'])")
+_OTHER_LABEL = re.compile(r"\(\s*[A-Za-z]\s*\)|(?<![A-Za-z'\d])[A-Z](?![A-Za-z'\d])")
 
 # A multiple-choice answer: `A`, `(A)`, `A)`, `A.`, `A: 42`, `(C) 12`, `Answer: B`, `option b`.
 _CHOICE = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
                      r"(?:\(([A-Za-z])\)|([A-Za-z])(?:[.:)]|$))", re.IGNORECASE)
 
 _CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
+
+# A reference that is a capital label with its option's text: `(C) 42`, `C) H2O` (not `A. Lincoln`: an initial).
+_LABELLED_OPTION = re.compile(r"(?:\(([A-Z])\)|([A-Z])\))\s+\S.*", re.DOTALL)
 
 # 1e99999: a number no answer means, and one that would take sympy minutes to build
 _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
