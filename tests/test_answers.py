@@ -124,7 +124,16 @@ TABLE = [
     ("2 hours 30 minutes", "30", False),
     ("x=2, y=3", "3", False),
     ("not 42", "42", False),  # a denial is not the answer
-    ("2*3+1", "7", True),  # arithmetic is still math
+    # a sum or product left to do is the question copied, not its result (GRPO would learn to copy it)
+    ("2*3+1", "7", False),
+    ("17 + 25", "42", False),
+    (r"6 \times 7", "42", False),
+    (r"$17+25$", "42", False),
+    ("17 + 25 = 42", "42", True),  # a worked line states the result
+    ("84/2", "42", True),  # a fraction is a number written another way
+    ("3-", "3", False),  # cut off after an operator: no number (math-verify read 3)
+    ("3 +", "3", False),
+    (r"2 \times 10^{3}", "2000", True),  # and so is scientific notation
     # scale words multiply
     ("1.5 billion", "1.5 million", False),
     ("1.5", "$1.5 million", False),
@@ -370,6 +379,7 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._not_math_size, "", None),
     (mathrules._not_math_size, "2^{99999999}", None),
     (mathrules._not_math_size, "72", _P),
+    (mathrules._not_math_size, "3-", None),
     (mathrules._plain_notation, "sqrt(2)", "sqrt(2)"),
     (mathrules._plain_notation, "2 sqrt((1+2)*3)", "2*sqrt((1 + 2)*3)"),  # brackets inside the radicand
     (mathrules._plain_notation, "3pi", "3*pi"),  # not 3, nor 3 of a unit `pi`

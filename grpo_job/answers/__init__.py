@@ -10,7 +10,9 @@ fractions (`72`, `72.0`, `$1,000`, `-3`, `1.5e3`, `12 apples`, `12 (3 x 4)`) whe
 alone would round to 6 places or read `1.5e3` as 1.5; a scale word multiplies (`1.5 million`); a
 list of plain numbers (`1,2,3`, `3 or 4`) is a set, never equal to one number (a hedged answer earns
 nothing). Free text with several numbers counts only as arithmetic or a worked line ending in
-`= result` that holds (`40 + 1 = 42` answers nothing); words that deny, bound or change the number
+`= result` that holds (`40 + 1 = 42` answers nothing); against a plain-number reference a sum or product
+left to do (`17 + 25`, `6 \\times 7`) is no answer (copying the question would earn the reward), and
+neither is an answer cut off after an operator (`3-`); words that deny, bound or change the number
 (`not 42`, `42 is wrong`, `at least 42`, `5 squared`, `2 and a half`) make it no answer, and a
 remark in parentheses may show working (`12 (3 x 4)`) but not another number (`12 (13)`): math-verify's free-text reading would keep one
 number of `5:31`, `2024-01-06` or `between 40 and 42`. A reference printed as a long float
@@ -19,7 +21,7 @@ interval or list (`(1, 2)`, `[0,1]`) is read as LaTeX, so its structure counts a
 not; bare algebra (`x+1`, `3x`) is read as LaTeX too, and math written outside LaTeX (`sqrt(2)`, `3pi`,
 `3π`, `2√2`, `2**10`) is rewritten as LaTeX first, so `3pi` and `3x` are never 3. Non-math answers (`yes`, `Paris`) are compared as
 strings with case, whitespace, LaTeX wrapping (`\\text{}`, `$...$`, `\\boxed{}`), quotes, Markdown
-emphasis and final punctuation normalised. A single capital letter reference (`B`, `(B)`) is a
+emphasis and final punctuation normalised. A single capital letter reference (`B`, `(B)`, or with its option text: `(B) 12`) is a
 multiple-choice label: `(B)`, `B)`, `B.`, `\\boxed{B}`, `Answer: B` and `(B) 12` give it, and a
 second label or a denial after it (`(B) or (C)`, `(B) is wrong`) takes it back.
 
@@ -73,6 +75,7 @@ from grpo_job.answers.patterns import (
     _LABELLED_OPTION,
     _MATH_NAME,
     _OTHER_LABEL,
+    _UNEVALUATED,
     _WORD,
     _WRAPPED,
     _clean,
@@ -258,6 +261,10 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
                     return (_formula(_unwrap(str(prediction))) or _exact(str(prediction), fold=False)) == gold
                 return _exact(str(prediction), fold=False) == gold
             return _exact(str(prediction)) == gold
+        if isinstance(gold, Fraction) and _UNEVALUATED.fullmatch(_unwrap(str(prediction))):
+            # the model must state the number: `17 + 25` is the question of "What is 17 + 25?" copied, and a
+            # reward for it is one GRPO finds (a worked line, `17 + 25 = 42`, states it and counts)
+            return False
         pred = _parse_math(str(prediction))
         if pred is None or _units_differ(str(prediction), str(reference)):
             return False

@@ -97,9 +97,15 @@ def _algebra(text: str) -> bool:
     return bool(_ALGEBRA.fullmatch(text)) and not _LONG_NAME.search(text)
 
 
+_DANGLING_OPERATOR = re.compile(r"[+\-*/×÷^=]\s*$")
+
+
 def _not_math_size(text: str) -> Any:
-    """Empty, longer than MAX_CHARS, or a huge exponent (`9^9^9`, `1e999999`): not math (None)."""
-    return None if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text) else PASS
+    """Empty, longer than MAX_CHARS, a huge exponent (`9^9^9`, `1e999999`), or cut off after an operator
+    (`3-`, `3 +`: math-verify read 3): not math (None)."""
+    if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text) or _DANGLING_OPERATOR.search(text):
+        return None
+    return PASS
 
 
 _SQRT_OPEN = re.compile(r"\\sqrt\s*\(")

@@ -58,6 +58,10 @@ _ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷()%]+")
 
 _OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[\d(]")
 
+# Plain numbers joined by +, -, *, ×, ÷ (`17 + 25`, `6 \times 7`): a sum or product left to do, not its result.
+# A fraction (`84/2`, `\frac{}{}`) and a power (`10^{3}`) are numbers written another way, not operations here.
+_UNEVALUATED = re.compile(rf"\s*(?:{_NUM})\s*(?:(?:[+\-*×÷·]|\\times|\\cdot|\\div)\s*(?:{_NUM})\s*)+")
+
 _SPACED_THOUSANDS = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?")  # `1 000 000`
 
 _LEADING_ZERO = re.compile(r"(?:^|[-/:])\s*0\d")  # `2024-01-06`: a date, not a subtraction
