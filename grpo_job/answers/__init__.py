@@ -194,7 +194,9 @@ def _exact_type(text: str, answer_type: AnswerType) -> Any:
 
 
 def _chemical_formula(text: str, answer_type: AnswerType) -> Any:
-    """A chemical formula under `auto` (`H2O`, `CO2`, `H_2O`): its canonical form, case kept (`Co` is not `CO`)."""
+    """A chemical formula under `auto` (`H2O`, `CO2`, `H_2O`, `NaCl`): its canonical form, case kept (`CO2` is not
+    `Co2`). One without a digit or a two-letter element (`CO`, `NO`, `He`) reads as a word (`NO` may be the
+    answer no), case folded: `answer_type=exact` keeps its case."""
     if answer_type == "auto" and (formula := _formula(text)) is not None:
         return CaseSensitive(formula)
     return PASS

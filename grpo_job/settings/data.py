@@ -110,8 +110,8 @@ class DataSettings(Section):
     answer_type: Literal["auto", "math", "exact"] = "auto"
     """How an answer is compared with the reference (`grpo_job.answers`), by the correctness reward
     and the evaluation alike: `math` (math-verify: numbers, LaTeX, fractions, percentages), `exact`
-    (the string, case and whitespace normalised: `yes`, `Paris`), `auto` (math when the reference
-    parses as math, else exact)."""
+    (the string, whitespace and final punctuation normalised, case kept: `Yes` = `Yes!`, `yes` != `Yes`),
+    `auto` (math when the reference parses as math, else the string with case folded too)."""
 
     @field_validator("system_prompt")
     @classmethod
