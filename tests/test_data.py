@@ -52,6 +52,14 @@ def test_a_list_or_object_answer_is_its_json_text_with_a_warning(caplog):
     assert "2 of 3 reference answers in column 'ans' of f are lists or objects" in caplog.text
 
 
+def test_gsm8k_answers_without_the_marker_are_warned(caplog):
+    """A worked solution without `####` became the whole reference: parsable as text, never earned (trial)."""
+    rows = data.map_rows([{"question": "q1", "answer": "48 + 24 = 72 so 72"}, {"question": "q2", "answer": "x\n#### 5"}],
+                         DataSettings(), "f")
+    assert rows[0]["answer"] == "48 + 24 = 72 so 72" and rows[1]["answer"] == "5"
+    assert "1 of 2 answers in column 'answer' of f have no `####`" in caplog.text and "GRPO_DATA__TASK=plain" in caplog.text
+
+
 def test_a_bad_row_is_named_by_its_content_not_a_shuffled_position():
     """Rows are shuffled and held out before mapping, so `row 2` was no line of the file (new-user trial)."""
     s = DataSettings(task="plain", prompt_column="q", answer_column="ans")

@@ -64,7 +64,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
     # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
     as_written = answer_col != (settings.answer_column or task.answer_column)
-    out, stringified, structured = [], set(), 0
+    out, stringified, structured, unmarked = [], set(), 0, 0
     for row in raw:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
         if row.get(prompt_col) is None or row.get(answer_col) is None:
@@ -88,10 +88,16 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
             structured += 1
             value = json.dumps(value, ensure_ascii=False, default=str)  # JSON text, not Python's ['yes']
         reference = task.answer(str(value))
+        unmarked += settings.task == "gsm8k" and not as_written and "####" not in str(value)
         kept.update(prompt=prompt, answer=(reference or str(value).strip()) if as_written else reference)
         out.append(kept)
     if stringified:
         log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
+    if unmarked:
+        log.warning("data: %d of %d answers in column %r of %s have no `####` (task gsm8k reads the answer after it), "
+                    "so their whole text is the reference; a worked solution then never equals a model's answer: mark "
+                    "the answer with `#### `, or set GRPO_DATA__TASK=plain when the column holds the answer alone",
+                    unmarked, len(raw), answer_col, where)
     if structured:
         log.warning("data: %d of %d reference answers in column %r of %s are lists or objects; the reference is their "
                     "JSON text (right for the json_schema reward). The correctness reward and the evaluation compare "
