@@ -109,6 +109,9 @@ def test_cross_field_rules_mirror_trl():
         ("--train.extra={\"learning_rate\": 1e-5}", "set train.learning_rate"),
         ("--train.extra={\"use_vllm\": false}", "the job sets itself from model.engine"),
         ("--data.eval_fraction=150%", "data.eval_fraction.*less than 1 \\(got 1.5\\)"),
+        # one comparison for training and the reported accuracy (new-user trial: they differed silently)
+        ('--rewards={"correctness": {"weight": 2, "answer_type": "exact"}}',
+         "rewards.correctness.answer_type='exact' differs from data.answer_type='auto'.*GRPO_DATA__ANSWER_TYPE=exact"),
         ("--data.eval_fraction=ten%", "valid number"),
     ],
 )

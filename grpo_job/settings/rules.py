@@ -192,6 +192,20 @@ def some_reward_trains(s: Settings) -> list[str]:
     return []
 
 
+def one_answer_type(s: Settings) -> list[str]:
+    """The correctness reward compares answers as `data.answer_type`, as the evaluation and the data check
+    do; an `answer_type` of its own in its entry would train on one comparison and report another."""
+    entry = s.rewards.get("correctness")
+    own = getattr(entry, "kwargs", {}).get("answer_type")
+    # a value that is no answer type at all is the reward's argument check's to name (settings.environment)
+    if own in ("auto", "math", "exact") and own != s.data.answer_type:
+        return [f"rewards.correctness.answer_type={own!r} differs from data.answer_type={s.data.answer_type!r}: the "
+                "evaluation and the data check compare answers as data.answer_type, so training and the reported "
+                f"accuracy would score the same answer differently; set GRPO_DATA__ANSWER_TYPE={own} and leave "
+                "answer_type out of the reward's entry"]
+    return []
+
+
 def warmup_steps_of(s: Settings) -> int:
     """The warm-up steps transformers makes of `train.warmup_steps` (a float below 1 is a share of
     `max_steps`, rounded up; `get_warmup_steps`). Linear warm-up trains step 0 at learning rate 0, so with
@@ -209,6 +223,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     sharding_fits_model,
     exempt_rewards_exist,
     some_reward_trains,
+    one_answer_type,
 )
 
 
