@@ -136,7 +136,7 @@ def hub_problems(settings: JobSettings, model_on_hub: bool) -> list[str]:
     if model_on_hub:
         asked.append((settings.model.name_or_path, "model", settings.model.revision, "model.name_or_path", "model.revision"))
     d = settings.data
-    if not d.path.startswith("builtin:") and not is_data_file(d.path) and not Path(d.path).is_dir():
+    if not d.path.startswith("builtin:") and not is_data_file(d.path) and not Path(d.path).exists():  # local: not the Hub's
         asked.append((d.path, "dataset", d.revision, "data.path", "data.revision"))
     problems = []
     for repo_id, repo_type, revision, setting, revision_setting in asked:

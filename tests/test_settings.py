@@ -264,6 +264,12 @@ def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
     assert "GRPO_MAX_STEPS names no setting" in msg and "2 problems" in msg
     monkeypatch.delenv("GRPO_TRIAN__MAX_STEPS")
     monkeypatch.delenv("GRPO_MAX_STEPS")
+    # a misspelt field of a section is one problem, not two (new-user trial)
+    monkeypatch.setenv("GRPO_DATA__ANSWER_COLUM", "x")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert "(1 problem)" in str(e.value) and "did you mean 'data.answer_column'" in str(e.value)
+    monkeypatch.delenv("GRPO_DATA__ANSWER_COLUM")
     # keys inside dict settings and the variables the job reads itself are fine
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.95")
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__MASK_TRUNCATED_COMPLETIONS", "true")
