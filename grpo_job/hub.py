@@ -56,7 +56,9 @@ def read_problem(repo_id: str, repo_type: str, revision: str | None, token: str 
         RevisionNotFoundError,
     )
 
-    env = f"GRPO_{setting.upper().replace('.', '__')}"
+    from grpo_job.settings.loading import env_var_name
+
+    env = env_var_name(tuple(setting.split(".")))
     if repo_type == "model" and _cached_model(repo_id, revision):
         return None, None  # the run loads it from the local cache whatever the Hub says
     if constants.HF_HUB_OFFLINE:
@@ -85,7 +87,7 @@ def read_problem(repo_id: str, repo_type: str, revision: str | None, token: str 
                 f"it; check the name (namespace/name) and set {env}, or set HF_TOKEN to a token that can read it"), None
     if isinstance(error, RevisionNotFoundError):
         return (f"{revision_setting}={revision}: {repo_id} has no such revision (branch, tag or commit) on {where}; "
-                f"set GRPO_{revision_setting.upper().replace('.', '__')} to one it has, or to null for main"), None
+                f"set {env_var_name(tuple(revision_setting.split('.')))} to one it has, or to null for main"), None
     if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code == 401:
         return ("the Hub does not accept HF_TOKEN (HTTP 401, invalid or expired token), so "
                 f"{setting}={repo_id} cannot be downloaded; set HF_TOKEN to a valid token, or unset it for a public "

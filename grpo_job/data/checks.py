@@ -82,6 +82,12 @@ def check_column_types(rows: list[Row], where: str) -> None:
                                 ) from None
 
 
+def excerpt(row: Row, leave_out: tuple[str, ...] = ()) -> str:
+    """A row as errors show it, by its content (rows are shuffled and held out before they are checked, so a
+    position is no line of the file): JSON, cut at 300 characters, `leave_out` columns dropped."""
+    return json.dumps({k: v for k, v in row.items() if k not in leave_out}, ensure_ascii=False, default=str)[:300]
+
+
 def check_references(rows: list[Row], settings: DataSettings, where: str = "the data") -> dict[str, Any]:
     """Parse every reference answer with the correctness reward's checker (`answers.parse_reference`, as
     the row's `answer_type` column gives it, else `data.answer_type`). Returns {"unparsable_answers": n};
@@ -93,17 +99,15 @@ def check_references(rows: list[Row], settings: DataSettings, where: str = "the 
         try:
             answers.check_answer_type(r.get("answer_type", settings.answer_type))
         except answers.UnknownAnswerType as e:
-            shown = json.dumps({k: v for k, v in r.items() if k != "prompt"}, ensure_ascii=False, default=str)[:300]
             raise SettingsError(f"a row of {where}, column 'answer_type': {e}; an unknown type is not compared as "
-                                f"math: fix that row's answer_type: {shown}") from None
+                                f"math: fix that row's answer_type: {excerpt(r, ('prompt',))}") from None
     bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), r.get("answer_type", settings.answer_type)) is None]
     if not bad:
         return {"unparsable_answers": 0}
     _, answer_col = columns_of(settings, rows[0].keys())
-    example = {k: v for k, v in bad[0].items() if k != "prompt"}
     what = (f"{len(bad)} of {len(rows)} reference answers cannot be parsed as answer_type={settings.answer_type!r} "
             f"(task {settings.task!r} reads them from column {answer_col!r}: {TASKS[settings.task].about}); "
-            f"e.g. row {json.dumps(example, ensure_ascii=False, default=str)[:500]}")
+            f"e.g. row {excerpt(bad[0], ('prompt',))}")
     if len(bad) * 2 > len(rows):
         raise SettingsError(f"{what}. The correctness reward could never score these rows: set GRPO_DATA__TASK, "
                             "GRPO_DATA__ANSWER_COLUMN or GRPO_DATA__ANSWER_TYPE to match the data")

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from grpo_job.data.checks import check_column_types, check_columns, check_references, trl_columns_note
+from grpo_job.data.checks import check_column_types, check_columns, check_references, excerpt, trl_columns_note
 from grpo_job.data.generated import BUILTIN_DATASETS
 from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of
 from grpo_job.errors import SettingsError
@@ -69,15 +69,15 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
         if row.get(prompt_col) is None or row.get(answer_col) is None:
             missing = [c for c in (prompt_col, answer_col) if row.get(c) is None]
-            raise SettingsError(f"a row of {where} has no value in column(s) {missing}: {_excerpt(row)}; fill or "
+            raise SettingsError(f"a row of {where} has no value in column(s) {missing}: {excerpt(row)}; fill or "
                                 "remove that row")
         clash = [c for c in row if c in TRL_REWARD_ARGS]
         if clash:
-            check_columns(row.keys(), settings, f"{where} (row {_excerpt(row)})")
+            check_columns(row.keys(), settings, f"{where} (row {excerpt(row)})")
         try:
             prompt = build_prompt(row[prompt_col], settings)
         except ValueError as e:
-            raise SettingsError(f"a row of {where}, column {prompt_col!r}: {e}: {_excerpt(row)}") from None
+            raise SettingsError(f"a row of {where}, column {prompt_col!r}: {e}: {excerpt(row)}") from None
         kept = {}
         for k, v in row.items():
             kept[k], ok = _jsonable(v)
@@ -105,9 +105,6 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
                     "of your own", structured, len(raw), answer_col, where)
     return out
 
-
-def _excerpt(row: Row) -> str:
-    return json.dumps(row, ensure_ascii=False, default=str)[:300]
 
 
 # The setting a data file comes from, named in its errors: (dotted name, environment variable).
