@@ -270,7 +270,9 @@ def disk_full_message(e: BaseException) -> str | None:
     """One line for a full disk or quota (ENOSPC, EDQUOT) anywhere in `e`'s chain, naming the file and the
     settings that place the job's files; None for any other error. Exit 1: a new pod may have the space,
     and what was saved before is intact (stores write whole objects)."""
-    while e is not None:
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:  # a chain may loop (an error raised again in its own handler)
+        seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" writing {e.filename}" if e.filename else ""
             return (f"no space left on the device{where} ({e.strerror}): free space there, or give the job a larger "

@@ -368,3 +368,17 @@ def test_check_in_json_mode_prints_its_plan_as_one_json_object(tmp_path, extra):
     assert [s["stage"] for s in plan["stages"]][:2] == ["prepare_data", "reward_preflight"]
     assert plan["data_report"]["train_rows"] > 0 and plan["rewards"]
     assert ("settings" in plan) == bool(extra) and all(json.loads(e) for e in done.stderr.splitlines())
+
+
+def test_an_exception_chain_that_loops_is_read_once():
+    """An error whose context loops back to itself (the publish stage's Hub error did) held the job in
+    disk_full_message for ever: the chain is walked once."""
+    from grpo_job import cli
+
+    a, b = RuntimeError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a
+    assert cli.disk_full_message(a) is None
+    c = OSError(28, "No space left on device", "/x")
+    b.__context__ = c
+    c.__context__ = a
+    assert "writing /x" in cli.disk_full_message(a)
