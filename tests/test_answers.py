@@ -131,6 +131,18 @@ TABLE = [
     (r"$17+25$", "42", False),
     ("17 + 25 = 42", "42", True),  # a worked line states the result
     ("84/2", "42", True),  # a fraction is a number written another way
+    ("17 + 25.", "42", False),  # and not once wrapped: final punctuation, brackets, a unit (second trial)
+    ("(17+25)", "42", False),
+    (r"(6 \times 7)", "42", False),
+    ("17 + 25 apples", "42", False),
+    ("3 - 5.", "-2", False),
+    ("(72)", "72", True),
+    ("**72**", "72", True),  # Markdown bold around a number, as around a word
+    ('"72"', "72", True),
+    ("1.1 × 10²", "110", True),  # superscript and plain-text exponents
+    ("2.5 * 10^-2", "0.025", True),
+    ("10^-2", "10", False),  # LaTeX read 10^- 2 and math-verify kept 10
+    ("5²", "25", True),
     ("3-", "3", False),  # cut off after an operator: no number (math-verify read 3)
     ("3 +", "3", False),
     (r"2 \times 10^{3}", "2000", True),  # and so is scientific notation
@@ -177,6 +189,10 @@ TABLE = [
     ("B", "B) Paris", True),
     ("(C) H2O", "(C) H2O", True),
     ("Abraham Lincoln", "A. Lincoln", False),  # `A.` is an initial, not a label: compared as words
+    ("A. Lincoln", "A. Lincoln", True),
+    ("D. 42", "C. 42", False),  # a full stop then no letter: a label (second trial)
+    ("42", "C. 42", False),
+    ("C", "C. 42", True),
     # words that deny, bound or change the number next to them
     ("42 is wrong", "42", False),
     (r"\boxed{42} is wrong", "42", False),

@@ -182,7 +182,7 @@ def _choice_label(text: str, answer_type: AnswerType) -> Any:
     if letter and (answer_type == "exact" or (answer_type == "auto" and letter[1].isupper())):
         return letter[1].casefold()
     if answer_type == "auto" and (option := _LABELLED_OPTION.fullmatch(text)):
-        return (option[1] or option[2]).casefold()
+        return (option[1] or option[2] or option[3]).casefold()
     return PASS
 
 
@@ -263,7 +263,7 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
                     return (_formula(_unwrap(str(prediction))) or _exact(str(prediction), fold=False)) == gold
                 return _exact(str(prediction), fold=False) == gold
             return _exact(str(prediction)) == gold
-        if isinstance(gold, Fraction) and _UNEVALUATED.fullmatch(_unwrap(str(prediction))):
+        if isinstance(gold, Fraction) and _left_to_do(str(prediction)):
             # the model must state the number: `17 + 25` is the question of "What is 17 + 25?" copied, and a
             # reward for it is one GRPO finds (a worked line, `17 + 25 = 42`, states it and counts)
             return False
@@ -292,6 +292,15 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         raise AnswerCheckError(
             f"the answer checker failed on {str(prediction)[:200]!r} vs the reference {str(reference)[:200]!r} "
             f"({type(e).__name__}: {e}); {_install_hint(e)}") from e
+
+
+def _left_to_do(text: str) -> bool:
+    """A sum, difference or product of plain numbers not worked out (`17 + 25`, `(6 \\times 7)`, `17 + 25
+    apples.`), whatever wraps it: brackets, a unit, final punctuation, `$`, emphasis."""
+    text = _unwrap(text).rstrip(_END_PUNCTUATION + " ")
+    while text[:1] == "(" and text[-1:] == ")":
+        text = text[1:-1].strip()
+    return bool(_UNEVALUATED.fullmatch(_strip_unit(text) or text))
 
 
 def _finite_decimal(value: Fraction) -> bool:

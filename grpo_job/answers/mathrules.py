@@ -15,6 +15,7 @@ from grpo_job.answers.patterns import (
     _ARITHMETIC,
     _BRACKETED,
     _CURRENCY,
+    _EMPHASIS,
     _HUGE_EXPONENT,
     _LATEX_DELIMS,
     _LEADING_ZERO,
@@ -200,6 +201,8 @@ def _parse_math(text: str) -> Any | None:
     """A plain number as a Fraction, a list of plain numbers as a frozenset, else math-verify's
     parsed sympy object; None when it is not math (MATH_RULES on the cleaned text)."""
     text = _clean(text)
+    while m := _EMPHASIS.fullmatch(text):  # `**72**`: Markdown bold (a chat model's habit), quotes
+        text = next(g for g in m.groups() if g is not None).strip()
     for rule in MATH_RULES:
         if (result := rule(text)) is not PASS:
             return result

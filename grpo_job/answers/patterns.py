@@ -99,8 +99,9 @@ _CHOICE = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)(?:\s
 
 _CHOICE_ONLY = re.compile(r"\(?([A-Za-z])\)?\.?")
 
-# A reference that is a capital label with its option's text: `(C) 42`, `C) H2O` (not `A. Lincoln`: an initial).
-_LABELLED_OPTION = re.compile(r"(?:\(([A-Z])\)|([A-Z])\))\s+\S.*", re.DOTALL)
+# A reference that is a capital label with its option's text: `(C) 42`, `C) H2O`, `C. 42` (not `A. Lincoln`:
+# after a full stop only text that starts with no letter, as a name would).
+_LABELLED_OPTION = re.compile(r"(?:\(([A-Z])\)|([A-Z])\)|([A-Z])\.(?=\s+[^\sA-Za-z]))\s+\S.*", re.DOTALL)
 
 # 1e99999: a number no answer means, and one that would take sympy minutes to build
 _HUGE_EXPONENT = re.compile(r"\d\s*(?:[eE][-+]?|\^\{?|\*\*)\s*\d{4,}")
@@ -128,10 +129,18 @@ _SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
 _WORKED_TAIL = re.compile(r"(?P<work>[\d(][\d\s.,+\-*/×÷()%]*)=\s*(?P<result>[^=]+?)[.!]?$")
 
 
+_SUPERSCRIPT_RUN = re.compile(r"[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_SUPERSCRIPTS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
+# A plain-text exponent (`10^-2`, `10^(3)`): LaTeX reads `10^-2` as 10^{-} 2, and math-verify kept 10.
+_BARE_EXPONENT = re.compile(r"\^\s*\(?\s*(-?\d+)\s*\)?")
+
+
 def _clean(text: str) -> str:
     """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
-    unescaped, spaces collapsed."""
+    unescaped, exponents in braces (`10²`, `10^-2` -> `10^{2}`, `10^{-2}`), spaces collapsed."""
     text = text.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u202f", " ")
+    text = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m[0].translate(_SUPERSCRIPTS) + "}", text)
+    text = _BARE_EXPONENT.sub(r"^{\1}", text)
     text = _TEXT_CMD.sub(r" \1 ", text)
     text = " ".join(text.replace("\\%", "%").split())
     return text[1:].lstrip() if text[:1] in ("~", "≈") else text  # `~42`: about 42
