@@ -124,10 +124,10 @@ def _dequantize(gguf: Path, out: Path) -> None:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     _fix_byte_level_tokenizer(gguf, tmp)
-    publish_dir(tmp, out)
+    move_into_cache(tmp, out)
 
 
-def publish_dir(tmp: Path, out: Path) -> None:
+def move_into_cache(tmp: Path, out: Path) -> None:
     """Rename the finished folder `tmp` to `out` (atomic: a reader sees all of it or nothing). When `out`
     is already there, whole (another run sharing the cache finished the same conversion first), `tmp`
     is removed and `out` kept; an incomplete `out` (no config.json) raises the OSError."""

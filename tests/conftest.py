@@ -23,7 +23,7 @@ SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SE
 def shared_cache_dir(tmp_path_factory):
     """One `cache_dir` for every run of the session, its xdist workers included: SmolLM2's GGUF is
     dequantized once (about 50 s on 2 cores) instead of once per test's work dir. Runs share it as pods
-    share a volume (models.publish_dir settles a race)."""
+    share a volume (models.move_into_cache settles a race)."""
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "grpo-cache"
 
