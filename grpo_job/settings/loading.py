@@ -197,7 +197,7 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     except ValidationError as e:
         sources = {"cli_args": tuple(overrides or ()), "yaml_values": yaml_values, "yaml_path": path}
         found = format_validation_error(e, sources).splitlines()[1:]
-        # a misspelt section field (GRPO_DATA__ANSWER_COLUM) is also a field pydantic refused: say it once
+        # a misspelt section field in the environment (data.answer_colum) is also a field pydantic refused: say it once
         problems = found + [p for p in problems if f"[{p.split()[3]}]" not in "\n".join(found)]
     except SourceError as e:
         problems.insert(0, f"  - {_env_error(e) or _cli_error(str(e))}")
