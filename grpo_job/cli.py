@@ -216,9 +216,8 @@ def _check(args: argparse.Namespace, settings: JobSettings, fmt: str) -> int:
 
     p = preflight.plan(settings, stages.stages())
     if fmt == "json":
-        out = {**p, "rewards": settings.redacted()["rewards"]}
-        if args.print_settings:
-            out["settings"] = settings.redacted()
+        redacted = settings.redacted()
+        out = {**p, "rewards": redacted["rewards"], **({"settings": redacted} if args.print_settings else {})}
         print(json.dumps(out, default=str), flush=True)
         return errors.EXIT_OK
     if args.print_settings:

@@ -297,7 +297,7 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
 def _left_to_do(text: str) -> bool:
     """A sum, difference or product of plain numbers not worked out (`17 + 25`, `(6 \\times 7)`, `17 + 25
     apples.`), whatever wraps it: brackets, a unit, final punctuation, `$`, emphasis."""
-    text = _unwrap(text).rstrip(_END_PUNCTUATION + " ")
+    text = _exact(text, fold=False)  # the word answers' normalisation: wrappers, emphasis, final punctuation
     while text[:1] == "(" and text[-1:] == ")":
         text = text[1:-1].strip()
     return bool(_UNEVALUATED.fullmatch(_strip_unit(text) or text))
