@@ -9,14 +9,21 @@ The engine is built with TRL 1.15's colocate arguments (trl/generation/vllm_gene
 processed_logprobs. Prompts: GSM8K train questions through the model's chat template, each repeated 8
 times (8 generations per prompt, as GRPO samples). Every completion runs to `--tokens` (`ignore_eos`),
 temperature 1.0. Each case runs `--repeats` times after one warm-up; the table gives the median wall
-seconds and completion tokens/s, with per-token log-probs (`logprobs=0`, what TRL asks for its
-importance-sampling correction) and without.
+seconds and completion tokens/s for three output modes: what TRL asks for (per-token log-probs, `logprobs=0`,
+for its importance-sampling correction; text detokenized step by step, vLLM's default), the same without
+detokenizing (`detokenize=False`: TRL decodes the token ids itself), and neither. A 0.5B model's decode
+step is short enough that vLLM's per-sequence work on the CPU (scheduling, detokenizing, log-prob objects)
+can set its pace: this is what the three modes separate.
+
+The process leaves with `os._exit` whatever happens (an exception inside vLLM's offline API left the
+engine core's threads running, and the 2026-12-05 device call waited 6 minutes for its time limit).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,17 +48,20 @@ def main() -> int:
     sizes = [int(x) for x in a.sizes.split(",")]
     tok = AutoTokenizer.from_pretrained(a.model)
     questions = [json.loads(line)["question"] for line in (a.gsm8k / "train.jsonl").read_text().splitlines()[:64]]
-    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
-               for q in questions]
-    prompts = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompts]
+    # text first, then ids: transformers 5 returns a BatchEncoding (not a dict) from tokenize=True
+    texts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+             for q in questions]
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     t0 = time.monotonic()
     llm = LLM(model=a.model, gpu_memory_utilization=a.gpu_memory_utilization, max_model_len=1024,
               max_num_seqs=max(sizes), max_num_batched_tokens=a.max_num_batched_tokens,
               logprobs_mode="processed_logprobs", seed=0)
     start_s = time.monotonic() - t0
     rows = []
-    for logprobs in (0, None):
-        params = SamplingParams(n=1, temperature=1.0, max_tokens=a.tokens, ignore_eos=True, logprobs=logprobs)
+    print("| completions | logprobs | detokenize | tokens each | wall s | completion tokens/s |\n| --- | --- | --- | --- | --- | --- |")
+    for logprobs, detokenize in ((0, True), (0, False), (None, False)):
+        params = SamplingParams(n=1, temperature=1.0, max_tokens=a.tokens, ignore_eos=True, logprobs=logprobs,
+                                detokenize=detokenize)
         for n in sizes:
             batch = [{"prompt_token_ids": prompts[i // 8 % len(prompts)]} for i in range(n)]
             llm.generate(batch, sampling_params=params, use_tqdm=False)  # warm-up
@@ -62,9 +72,10 @@ def main() -> int:
                 walls.append(time.monotonic() - t)
             toks = sum(len(o.outputs[0].token_ids) for o in outs)
             wall = statistics.median(walls)
-            rows.append({"completions": n, "logprobs": logprobs, "tokens_each": toks // n, "wall_s": round(wall, 3),
+            rows.append({"completions": n, "logprobs": logprobs, "detokenize": detokenize, "tokens_each": toks // n,
+                         "wall_s": round(wall, 3),
                          "completion_tokens_per_s": round(toks / wall), "walls": [round(w, 3) for w in walls]})
-            print(f"| {n} | {logprobs} | {toks // n} | {wall:.3f} | {toks / wall:.0f} |", flush=True)
+            print(f"| {n} | {logprobs} | {detokenize} | {toks // n} | {wall:.3f} | {toks / wall:.0f} |", flush=True)
     print(f"engine start {start_s:.1f} s")
     if a.json:
         a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "engine_start_s": start_s,
@@ -73,4 +84,13 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except BaseException:  # noqa: BLE001 - printed, then the process leaves without vLLM's teardown
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
