@@ -11,6 +11,7 @@ import pytest
 
 from grpo_job import rewards, sandbox
 from grpo_job.rewards import code as code_mod
+from tests.job_env import job_env
 
 TESTS = ["assert f([1, 2, 3]) == 6", "assert f([]) == 0", "assert f([-1, 5]) == 4"]
 SECRET = "hf_sandbox_test_secret_9f3a"
@@ -161,7 +162,7 @@ def test_one_real_grpo_step_on_the_generated_coding_task(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_TOKEN": SECRET}
+    env = job_env(tmp_path, HF_TOKEN=SECRET)
     cmd = [sys.executable, str(root / "entrypoint.py"), "run", "--config", str(root / "examples" / "code.yaml"),
            "--log_format=json", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}",
            "--report.enabled=false", "--export.merge=false", "--health.preflight_samples=0", "--train.max_steps=1",

@@ -19,6 +19,7 @@ from grpo_job.errors import SettingsError
 from grpo_job.settings import load_settings
 from grpo_job.store import LocalStore
 from grpo_job.training import engines
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,8 +193,7 @@ class Launched:
                "--evaluation.enabled=false", "--report.enabled=false", "--health.preflight_samples=0",
                "--data.max_samples=32", "--train.max_completion_length=16",
                '--rewards={"tests.reward_fixtures:length_reward": 1.0}', *extra]
-        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(work.parent), "HF_HUB_OFFLINE": "1",
-               "PYTHONUNBUFFERED": "1", **s3env.env}
+        env = job_env(work.parent, PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", **s3env.env)
         # the job's JSON log lines go to stderr (every process' and the launcher's); stdout has the
         # trainer's own prints
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,

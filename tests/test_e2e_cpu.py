@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.job_env import job_env
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 # a user reward with guaranteed variance (length), so every step has nonzero advantages; the CLI's
@@ -21,7 +23,7 @@ ARGS = ("--train.max_steps=3", "--train.save_steps=2", "--export.merge=false",
 def run_job(tmp_path, *extra, timeout=1500):
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples" / "smoke.yaml"),
            f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--log_format=json", *extra]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = job_env(tmp_path)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 

@@ -17,6 +17,7 @@ from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings
 from grpo_job.stages import stages as all_stages
 from grpo_job.training import health
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -310,7 +311,7 @@ def test_zero_variance_guard_stops_a_cpu_run_with_code_3(tmp_path, work_dir):
            '--rewards={"tests.test_health:constant_reward": 1.0}', "--health.zero_std_steps=2",
            "--health.preflight_samples=0", "--evaluation.enabled=false", "--train.max_steps=5",
            "--train.save_steps=100", "--export.merge=false"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = job_env(tmp_path)
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     assert r.returncode == 3, r.stderr[-4000:]
     assert "training stopped by a health guard at step 2" in r.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from grpo_job import errors
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ class Job:
         cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples/smoke.yaml"),
                f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--log_format=json", *ARGS,
                *extra]
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = job_env(tmp_path)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self.lines: list[tuple[str, str]] = []
         self._readers = [threading.Thread(target=self._read, args=(s, n), daemon=True)

@@ -16,6 +16,7 @@ from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings
 from grpo_job.stages import stages as all_stages
 from grpo_job.store import LocalStore
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -28,7 +29,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def check(tmp_path, *overrides):
     """`entrypoint.py check` on the smoke settings, offline, as a user runs it."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = job_env(tmp_path)
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(SMOKE), "--log_format=text",
            f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", *overrides]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
@@ -281,7 +282,7 @@ def test_a_column_reaches_the_reward_in_real_training_and_zero_prompts_never_tra
               "--health.preflight_samples=0", "--train.max_steps=1", "--train.save_steps=1",
               "--train.per_device_train_batch_size=4",  # one prompt's group per step: one difficulty per call
               '--rewards={"tests.reward_fixtures:by_difficulty": 1.0, "partial_format": 0.5}']
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TEST_REWARD_LOG": str(log)}
+    env = job_env(tmp_path, TEST_REWARD_LOG=str(log))
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(SMOKE), "--log_format=json"]
     r = subprocess.run([*cmd, "--run_id=own", *common], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]

@@ -16,6 +16,7 @@ from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.settings import load_settings
 from grpo_job.stages import stages as all_stages
 from grpo_job.training import train
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"
@@ -36,7 +37,7 @@ def settings(tmp_path, *overrides):
 def check(tmp_path, *overrides):
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(SMOKE), "--log_format=text",
            f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", *overrides]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = job_env(tmp_path)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
@@ -253,7 +254,7 @@ def test_a_base_model_trains_preflights_and_evaluates_on_plain_prompts(tmp_path,
            "--health.preflight_samples=2", "--evaluation.max_samples=2", "--evaluation.max_new_tokens=8",
            "--report.enabled=false", "--export.merge=false",
            '--rewards={"tests.test_prompts:log_prompts": 1.0, "correctness": 1.0}']
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TEST_PROMPT_LOG": str(log)}
+    env = job_env(tmp_path, TEST_PROMPT_LOG=str(log))
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     store = tmp_path / "runs" / "base"

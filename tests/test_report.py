@@ -11,6 +11,7 @@ import pytest
 
 from grpo_job.artifacts import report
 from grpo_job.store import LocalStore
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -64,7 +65,7 @@ def cpu_run(tmp_path_factory):
            "--train.max_steps=2", "--train.save_steps=2", "--export.merge=false", "--health.preflight_samples=2",
            "--evaluation.max_samples=2", "--evaluation.max_new_tokens=16",
            '--rewards={"partial_format": 0.5, "tests.reward_fixtures:length_reward": 1.0}']
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = job_env(tmp)
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500)
     assert r.returncode == 0, r.stderr[-4000:]
     return r, LocalStore(tmp / "runs" / "rep")

@@ -17,6 +17,7 @@ import pytest
 
 from grpo_job.errors import EXIT_RETRY
 from grpo_job.stopping import StopControl
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ("--export.merge=false", "--data.max_samples=32", '--rewards={"tests.reward_fixtures:length_reward": 1.0}')
@@ -61,8 +62,7 @@ class Job:
         cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples/smoke.yaml"),
                f"--store.uri=s3://{s3env.bucket}/runs", f"--run_id={run_id}", f"--work_dir={work}",
                "--log_format=json", *ARGS, *extra]
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(work.parent), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-               **s3env.env}
+        env = job_env(work.parent, **s3env.env)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -16,6 +16,7 @@ from grpo_job.errors import EXIT_FAILURE, EXIT_INVALID, JobError, SettingsError
 from grpo_job.rewards import calls as reward_calls
 from grpo_job.rewards import limits
 from grpo_job.settings import load_settings
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 HANGING = '''
@@ -48,7 +49,7 @@ def _module(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("func", ["sleeps", "swallows"])
 def test_check_exits_2_within_the_limit_naming_the_reward(tmp_path, func):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(_module(tmp_path))}
+    env = job_env(tmp_path, PYTHONPATH=str(_module(tmp_path)))
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(ROOT / "examples" / "smoke.yaml"),
            "--log_format=text", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}",
            f'--rewards={{"hanging_rewards:{func}": 1}}', "--health.reward_time_limit=1.5"]

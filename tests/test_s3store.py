@@ -14,6 +14,7 @@ import pytest
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.store import checkpoints, open_store
 from grpo_job.store.s3 import S3Store, download_object, object_size
+from tests.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
@@ -181,7 +182,7 @@ def _closed_port() -> int:
 
 
 def _check(tmp_path, env_extra, *args):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", **env_extra}
+    env = job_env(tmp_path, **env_extra)
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(ROOT / "examples/smoke.yaml"),
            "--log_format=text", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)

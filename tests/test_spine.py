@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.job_env import job_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "grpo_job"
 MAX_MODULE_LINES = 400
@@ -140,8 +142,7 @@ def test_a_cpu_run_builds_the_rewards_once_and_picks_the_engine_once(tmp_path):
     spy_dir.mkdir()
     (spy_dir / "sitecustomize.py").write_text(SPY)
     log = tmp_path / "calls.jsonl"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "SPINE_SPY_LOG": str(log),
-           "PYTHONPATH": f"{spy_dir}{os.pathsep}{ROOT}"}
+    env = job_env(tmp_path, SPINE_SPY_LOG=str(log), PYTHONPATH=f"{spy_dir}{os.pathsep}{ROOT}")
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run", "--config", str(ROOT / "examples/smoke.yaml"),
            f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", "--log_format=json",
            "--train.max_steps=1", "--train.save_steps=1", "--train.num_generations=2",
