@@ -82,16 +82,75 @@ def test_the_held_out_reference_answers_are_checked_too(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["ABSOLUTE", "./myds", "myds"])
-def test_a_folder_as_data_path_says_how_to_make_a_file(tmp_path, monkeypatch, path):
-    """A `save_to_disk` folder: `./myds` was "does not exist", `myds` a Hub id (new-user trial)."""
+def test_a_folder_of_files_as_data_path_says_what_the_job_reads(tmp_path, monkeypatch, path):
+    """A folder that `datasets` did not save: `./myds` was "does not exist", `myds` a Hub id (new-user trial)."""
     from grpo_job.settings import environment, load_settings
 
     (tmp_path / "myds").mkdir()
+    (tmp_path / "myds" / "train.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
     monkeypatch.chdir(tmp_path)
     s = load_settings(overrides=[f"--data.path={tmp_path / 'myds' if path == 'ABSOLUTE' else path}"])
     [problem] = [p for p in environment.problems(s) if p.startswith("data.path")]
-    assert "is a folder" in problem and "load_from_disk" in problem
+    assert "is a folder" in problem and "save_to_disk" in problem and "GRPO_DATA__PATH at one of the folder's files" in problem
     assert not preflight.hub_problems(s, model_on_hub=False)  # not asked of the Hub as a dataset id
+
+
+def _saved(tmp_path, splits):
+    """A folder written by datasets' save_to_disk: a Dataset (splits None) or a DatasetDict."""
+    import datasets
+
+    def table(split, n):
+        return datasets.Dataset.from_list([{"q": f"{split} {i} + 1?", "ans": str(i + 1)} for i in range(n)])
+
+    folder = tmp_path / "saved"
+    (table("all", 20) if splits is None else datasets.DatasetDict({k: table(k, n) for k, n in splits.items()})
+     ).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("form", ["absolute", "./relative", "bare name"])
+def test_a_saved_dataset_folder_is_read_like_a_file(tmp_path, monkeypatch, form):
+    """`Dataset.save_to_disk` output as data.path: its rows, data.eval_fraction held out (as for a file)."""
+    from grpo_job.settings import environment, load_settings
+
+    folder = _saved(tmp_path, None)
+    monkeypatch.chdir(tmp_path)
+    path = {"absolute": str(folder), "./relative": "./saved", "bare name": "saved"}[form]
+    s = load_settings(overrides=[f"--data.path={path}", "--data.task=plain", "--data.prompt_column=q",
+                                 "--data.answer_column=ans", "--data.eval_fraction=0.25"])
+    assert not [p for p in environment.problems(s) if p.startswith("data.path")]
+    assert not preflight.hub_problems(s, model_on_hub=False)
+    train, heldout, summary = data.prepare(s.data, tmp_path / "cache")
+    assert (len(train), len(heldout)) == (15, 5)
+    assert {r["answer"] for r in train + heldout} == {str(i + 1) for i in range(20)}
+
+
+def test_a_saved_dataset_dict_gives_its_splits_as_a_hub_dataset_does(tmp_path):
+    folder = _saved(tmp_path, {"train": 12, "test": 4})
+    s = DataSettings(path=str(folder), task="plain", prompt_column="q", answer_column="ans")
+    train, heldout, _ = data.prepare(s, tmp_path / "cache")
+    assert all(r["prompt"][-1]["content"].startswith("train") for r in train) and len(train) == 12
+    assert all(r["prompt"][-1]["content"].startswith("test") for r in heldout) and len(heldout) == 4
+    # no such split: the error names the splits there are and the settings that pick them
+    with pytest.raises(SettingsError, match=r"has splits \['test', 'train'\], not 'validation'.*GRPO_DATA__EVAL_SPLIT"):
+        data.prepare(s.model_copy(update={"eval_split": "validation"}), tmp_path / "cache")
+    # eval_split null: the held-out rows come from the training split
+    train, heldout, _ = data.prepare(s.model_copy(update={"eval_split": None, "eval_fraction": 0.25}), tmp_path / "cache")
+    assert (len(train), len(heldout)) == (9, 3)
+
+
+def test_evaluation_data_path_takes_one_saved_split_not_a_dataset_dict(tmp_path):
+    from grpo_job.settings import environment, load_settings
+
+    folder = _saved(tmp_path, {"train": 12, "test": 4})
+    mapping = ["--data.task=plain", "--data.prompt_column=q", "--data.answer_column=ans"]
+    s = load_settings(overrides=[f"--evaluation.data_path={folder}", *mapping])
+    [problem] = [p for p in environment.problems(s) if p.startswith("evaluation.data_path")]
+    assert "saved DatasetDict" in problem and str(folder / "test") in problem
+    split = load_settings(overrides=[f"--evaluation.data_path={folder / 'test'}", *mapping])
+    assert not [p for p in environment.problems(split) if p.startswith("evaluation.data_path")]
+    rows = data.evaluation_rows(str(folder / "test"), split.data)
+    assert [r["answer"] for r in rows] == ["1", "2", "3", "4"]
 
 
 def test_builtin_arithmetic_is_reproducible_consistent_and_disjoint(tmp_path):

@@ -16,6 +16,7 @@ from grpo_job.data.generated import BUILTIN_DATASETS
 from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings
+from grpo_job.settings.data import saved_dataset
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +161,35 @@ def _json_rows(data: Any, path: Path, setting: tuple[str, str]) -> list[Row]:
     return rows
 
 
+def _read_saved(path: Path, setting: tuple[str, str], split: str | None = None) -> list[Row]:
+    """The rows of a folder written by `datasets`' `save_to_disk`: the Dataset's, or the `split` of a
+    DatasetDict's (one of its splits must be named, `data.split` or `data.eval_split`)."""
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise SettingsError(f"cannot read the saved dataset {_file(path, setting)}: {e}") from None
+    if isinstance(saved, datasets.DatasetDict):
+        if split not in saved:
+            raise SettingsError(f"the saved DatasetDict {_file(path, setting)} has splits {sorted(saved)}, not "
+                                f"{split!r}: set data.split [GRPO_DATA__SPLIT] and data.eval_split "
+                                "[GRPO_DATA__EVAL_SPLIT] to its splits (eval_split null: hold out data.eval_fraction "
+                                "of the training split)")
+        saved = saved[split]
+    rows = saved.to_list()
+    if not rows:
+        raise _no_rows(path, setting)
+    return rows
+
+
 def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
-    """Every row of a local .jsonl/.json/.csv/.parquet file. Raises SettingsError naming `setting` (the
-    one the path came from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed
-    JSONL line (with its line number) or a file without rows."""
+    """Every row of a local .jsonl/.json/.csv/.parquet file, or of a folder of one split saved by
+    `datasets` (`Dataset.save_to_disk`). Raises SettingsError naming `setting` (the one the path came
+    from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed JSONL line (with its
+    line number) or a file without rows."""
+    if saved_dataset(str(path)) == "dataset":
+        return _read_saved(path, setting)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
         raise SettingsError(f"{_file(path, setting)}: unsupported file type {suffix!r}: use .jsonl, .json, .csv "
@@ -248,7 +274,7 @@ def local_data_file(settings: DataSettings, cache_dir: Path) -> Path | None:
         download_object(path, target)
         return target
     local = Path(path.removeprefix("file://"))
-    return local if local.is_file() else None
+    return local if local.is_file() or saved_dataset(path) == "dataset" else None
 
 
 def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Row], str]:
@@ -256,6 +282,12 @@ def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[R
     if settings.path.startswith("builtin:"):
         gen = BUILTIN_DATASETS[settings.path.split(":", 1)[1]]
         return gen("train"), gen("test"), settings.path
+    if saved_dataset(settings.path) == "dataset_dict":  # splits, as a Hub dataset has
+        folder = Path(settings.path.removeprefix("file://"))
+        train = _read_saved(folder, DATA_PATH, settings.split)
+        if settings.eval_split:
+            return train, _read_saved(folder, DATA_PATH, settings.eval_split), settings.path
+        return *hold_out(train, settings.eval_fraction, settings.seed), settings.path
     file = local_data_file(settings, cache_dir)
     if file is not None:
         train, heldout = hold_out(read_rows(file), settings.eval_fraction, settings.seed)

@@ -5,6 +5,7 @@ those of `datasets.load_dataset` and TRL's prompt formats."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -26,9 +27,25 @@ def is_local_data_path(path: str) -> bool:
         path.lower().endswith(DATA_FILE_SUFFIXES) or path.startswith(("/", "./", "../", "file://")))
 
 
+def saved_dataset(path: str) -> Literal["dataset", "dataset_dict"] | None:
+    """What the local folder at `path` holds when `datasets`' `save_to_disk` wrote it: `dataset` (one
+    split: `state.json`), `dataset_dict` (several: `dataset_dict.json`, a folder per split); None for
+    anything else (a file, a missing path, another folder, an S3 or Hub or built-in path)."""
+    if path.startswith(("s3://", "builtin:")):
+        return None
+    folder = Path(path.removeprefix("file://"))
+    if (folder / "dataset_dict.json").is_file():
+        return "dataset_dict"
+    if (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file():
+        return "dataset"
+    return None
+
+
 def is_data_file(path: str) -> bool:
-    """`data.path` names one file (local or S3), which the job splits itself (`data.eval_fraction`)."""
-    return path.startswith("s3://") or is_local_data_path(path)
+    """`data.path` names one table (a local or S3 file, or a folder of one split saved by `datasets`),
+    which the job splits itself (`data.eval_fraction`); a saved DatasetDict has splits, as the Hub's."""
+    kind = saved_dataset(path)
+    return path.startswith("s3://") or kind == "dataset" or (is_local_data_path(path) and kind is None)
 
 
 def eval_fraction_applies(data: DataSettings) -> bool:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grpo_job.settings.data import is_local_data_path
+from grpo_job.settings.data import is_local_data_path, saved_dataset
 
 if TYPE_CHECKING:
     from grpo_job.settings.root import JobSettings
@@ -32,11 +32,14 @@ def _local_files(s: JobSettings) -> list[str]:
             ("data.path", "GRPO_DATA__PATH", s.data.path, ", an s3:// object or a Hub dataset"),
             ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH", s.evaluation.data_path, "")):
         local = Path(path.removeprefix("file://")) if path else None
-        if local is not None and local.is_dir():
-            out.append(f"{where} [{env}]: {path!r} is a folder; the job reads one data file (.jsonl, .json, .csv or "
-                       ".parquet). A folder written by datasets' save_to_disk: write its split to a file, e.g. "
-                       f"datasets.load_from_disk({path!r})['train'].to_json('train.jsonl'), and set {env} to it")
-        elif path and is_local_data_path(path) and not local.is_file():
+        if path and local.is_dir() and saved_dataset(path) is None:
+            out.append(f"{where} [{env}]: {path!r} is a folder, and not one written by datasets' save_to_disk (no "
+                       "state.json or dataset_dict.json in it); the job reads one data file (.jsonl, .json, .csv or "
+                       f".parquet) or such a folder: point {env} at one of the folder's files")
+        elif path and where == "evaluation.data_path" and saved_dataset(path) == "dataset_dict":
+            out.append(f"{where} [{env}]: {path!r} is a saved DatasetDict (several splits); point {env} at the "
+                       f"folder of one split, e.g. {str(local / 'test')!r}")
+        elif path and is_local_data_path(path) and not local.exists():
             out.append(f"{where} [{env}]: local data file {path!r} does not exist on this machine (mount it, or "
                        f"point the setting at an existing file{elsewhere})")
     return out

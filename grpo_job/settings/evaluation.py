@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from grpo_job.settings.base import Section
-from grpo_job.settings.data import DATA_FILE_SUFFIXES
+from grpo_job.settings.data import DATA_FILE_SUFFIXES, saved_dataset
 
 
 class EvaluationSettings(Section):
@@ -42,6 +42,8 @@ class EvaluationSettings(Section):
             return None  # GRPO_EVALUATION__DATA_PATH= (empty): no file, as null
         if v is None or (not v.startswith(("s3://", "builtin:")) and v.lower().endswith(DATA_FILE_SUFFIXES)):
             return v
+        if saved_dataset(v):  # a folder written by datasets' save_to_disk (settings.environment checks which kind)
+            return v
         if v.startswith("s3://"):
             instead = ("copy the object into the pod first (e.g. `aws s3 cp` in an init container) and give its "
                        "path, or unset it to evaluate on the rows data.eval_fraction holds out of data.path")
@@ -52,7 +54,8 @@ class EvaluationSettings(Section):
             instead = ("for a Hub dataset's split, train on that dataset (data.path) and name the split in "
                        "data.eval_split; for a local file, give its path with its extension")
         raise ValueError(f"{v!r} is not a local data file: evaluation.data_path takes the path of a local "
-                         f"{'/'.join(DATA_FILE_SUFFIXES)} file on this machine; {instead}")
+                         f"{'/'.join(DATA_FILE_SUFFIXES)} file on this machine, or a folder of one split written by "
+                         f"datasets' save_to_disk; {instead}")
 
 
 class HealthSettings(Section):
