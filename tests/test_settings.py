@@ -103,6 +103,10 @@ def test_cross_field_rules_mirror_trl():
         ("--hub.repo_id=not a repo", "not a Hub repo id"),
         ("--store.uri=s3://Bad_Bucket/x", "not a valid S3 bucket name"),
         ("--store.uri=gs://bucket", "unsupported store scheme"),
+        # a slash missing made a local folder `./s3:/bucket/x`: checkpoints quietly off S3 (new-user trial)
+        ("--store.uri=s3:/bucket/x", "starts like a URI \\(s3:/\\).*write s3://bucket/x"),
+        ("--store.uri=file:/data/runs", "write file:///data/runs"),
+        ("--data.path=S3:/bucket/train.jsonl", "data.path.*write s3://bucket/train.jsonl"),
         ("--data.path=builtin:nope", "unknown built-in dataset"),
         ("--train.learning_rate=0", "greater than 0"),
         ("--train.max_step=5", "--train.max_step names no setting; did you mean '--train.max_steps'"),  # typo

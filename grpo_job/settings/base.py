@@ -34,6 +34,25 @@ Share = Annotated[float, BeforeValidator(_percent)]
 """A share of something (0.05, or written `5%`): its range is the field's own constraint."""
 
 
+# `scheme:/...`: a URI, or one with a slash missing (`s3:/bucket`), which would otherwise be read as a
+# local path and quietly write the checkpoints into `./s3:/bucket`. Two letters at least: `C:/` is a drive.
+_URI_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/")
+
+
+def check_uri_scheme(value: str, setting: str) -> str:
+    """Reject a value that looks like a URI (`scheme:/...`) but is not `s3://...` or `file://...`:
+    a misspelt scheme or a missing slash, naming what to write instead."""
+    m = _URI_LIKE.match(value)
+    if m and not value.startswith(("s3://", "file://")):
+        scheme = m.group(1)
+        rest = value[m.end():].lstrip("/")
+        fix = {"s3": f"write s3://{rest}", "file": f"write file:///{rest}"}.get(
+            scheme.lower(), "use a local path, file:///abs/path or s3://bucket/prefix")
+        raise ValueError(f"{value!r} starts like a URI ({scheme}:/) but not as s3:// or file://, the schemes "
+                         f"{setting} takes: {fix}")
+    return value
+
+
 def check_s3_uri(uri: str) -> str:
     """Reject `s3://`, `s3:///x` and bucket names S3 would refuse, naming the rule broken."""
     rest = uri[len("s3://") :]

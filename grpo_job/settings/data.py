@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from grpo_job.settings.base import Section, Share, check_s3_uri
+from grpo_job.settings.base import Section, Share, check_s3_uri, check_uri_scheme
 
 DEFAULT_SYSTEM_PROMPT = (
     "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
@@ -147,6 +147,7 @@ class DataSettings(Section):
     def _path_form(cls, v: str) -> str:
         if v.startswith("s3://"):
             return check_s3_uri(v)
+        check_uri_scheme(v, "data.path")
         if v.startswith("builtin:"):
             if v.split(":", 1)[1] not in BUILTIN_DATASETS:
                 raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from grpo_job.settings.base import Section, check_s3_uri
+from grpo_job.settings.base import Section, check_s3_uri, check_uri_scheme
 
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 
@@ -31,7 +31,7 @@ class StoreSettings(Section):
             return check_s3_uri(v)
         if "://" in v and not v.startswith("file://"):
             raise ValueError(f"unsupported store scheme in {v!r}: use a local path, file:// or s3://")
-        return v
+        return check_uri_scheme(v, "store.uri")
 
 
 class StopSettings(Section):
