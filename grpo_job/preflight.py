@@ -24,7 +24,7 @@ from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls
 from grpo_job.settings import JobSettings
-from grpo_job.settings.data import is_data_file
+from grpo_job.settings.data import is_data_file, saved_dataset
 from grpo_job.store import checkpoints
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,18 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
     inspected = False  # load_and_check_data ran (it reads evaluation.data_path too)
     try:
         file = None if settings.data.path.startswith("s3://") else data.local_data_file(settings.data, Path("."))
+        saved_dict = saved_dataset(settings.data.path) == "dataset_dict"
         if file is not None:
             data.check_columns(data.peek_columns(file), settings.data, str(file))
+        elif saved_dict:
+            data.check_columns(data.saved_dict_columns(settings.data), settings.data, settings.data.path)
         elif settings.data.path.startswith("s3://"):
             from grpo_job.store.s3 import object_size
 
             object_size(settings.data.path)
         # the data is inspected with the rewards built: only when the environment checks (which build them) passed
         if (inspect_data and model_source is not None and not problems
-                and (file is not None or settings.data.path.startswith("builtin:"))):
+                and (file is not None or saved_dict or settings.data.path.startswith("builtin:"))):
             inspected = True
             data_report = inspect_local_data(settings)
     except SettingsError as e:

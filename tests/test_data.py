@@ -279,3 +279,19 @@ def test_check_says_an_empty_file_is_empty(tmp_path, name, text):
     f.write_text(text)
     with pytest.raises(SettingsError, match="has no rows; point GRPO_DATA__PATH"):
         data.peek_columns(f)
+
+
+def test_check_reads_a_saved_dataset_dicts_columns_and_splits(tmp_path):
+    """`check` on a DatasetDict folder with other columns, or without the split named, is exit 2 before
+    any model is loaded; it said nothing (new-user trial)."""
+    from tests.test_own_task import check
+
+    folder = _saved(tmp_path, {"train": 12, "test": 4})  # columns q, ans
+    r = check(tmp_path, f"--data.path={folder}")  # gsm8k: question, answer
+    assert r.returncode == 2 and "question" in r.stderr, r.stderr[-2000:]
+    r = check(tmp_path, f"--data.path={folder}", "--data.task=plain", "--data.prompt_column=q",
+              "--data.answer_column=ans", "--data.eval_split=validation")
+    assert r.returncode == 2 and "has splits ['test', 'train'], not 'validation'" in r.stderr, r.stderr[-2000:]
+    r = check(tmp_path, f"--data.path={folder}", "--data.task=plain", "--data.prompt_column=q",
+              "--data.answer_column=ans")
+    assert r.returncode == 0, r.stderr[-2000:]

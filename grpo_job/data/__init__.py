@@ -45,6 +45,7 @@ from grpo_job.data.sources import (  # noqa: F401
     peek_columns,
     prepare,
     read_rows,
+    saved_dict_columns,
     to_jsonl,
 )
 from grpo_job.data.tasks import (  # noqa: F401

@@ -161,9 +161,9 @@ def _json_rows(data: Any, path: Path, setting: tuple[str, str]) -> list[Row]:
     return rows
 
 
-def _read_saved(path: Path, setting: tuple[str, str], split: str | None = None) -> list[Row]:
-    """The rows of a folder written by `datasets`' `save_to_disk`: the Dataset's, or the `split` of a
-    DatasetDict's (one of its splits must be named, `data.split` or `data.eval_split`)."""
+def _saved_split(path: Path, setting: tuple[str, str], split: str | None = None) -> Any:
+    """The `datasets.Dataset` in a folder written by `save_to_disk`: the Dataset, or the `split` of a
+    DatasetDict (one of its splits must be named, `data.split` or `data.eval_split`)."""
     import datasets
 
     try:
@@ -177,10 +177,23 @@ def _read_saved(path: Path, setting: tuple[str, str], split: str | None = None) 
                                 "[GRPO_DATA__EVAL_SPLIT] to its splits (eval_split null: hold out data.eval_fraction "
                                 "of the training split)")
         saved = saved[split]
-    rows = saved.to_list()
+    return saved
+
+
+def _read_saved(path: Path, setting: tuple[str, str], split: str | None = None) -> list[Row]:
+    rows = _saved_split(path, setting, split).to_list()
     if not rows:
         raise _no_rows(path, setting)
     return rows
+
+
+def saved_dict_columns(settings: DataSettings) -> list[str]:
+    """Column names of `data.split` of the DatasetDict folder at `data.path` (used by `check`); raises
+    SettingsError when it lacks `data.split` or `data.eval_split`."""
+    folder = Path(settings.path.removeprefix("file://"))
+    if settings.eval_split:
+        _saved_split(folder, DATA_PATH, settings.eval_split)
+    return list(_saved_split(folder, DATA_PATH, settings.split).column_names)
 
 
 def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
