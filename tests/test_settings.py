@@ -395,3 +395,10 @@ def test_extra_values_checked_against_grpo_config_annotations():
     s = load_settings(overrides=['--train.extra={"top_p": "abc", "num_iterations": 2, "epsilon_high": null}'])
     found = environment.problems(s)
     assert len(found) == 1 and "top_p='abc' does not fit GRPOConfig's top_p (float)" in found[0], found
+
+
+@pytest.mark.parametrize("value, fits", [("false", True), ("true", True), ('"none"', True), ("3", False)])
+def test_extra_values_may_take_what_trl_documents_beyond_its_annotation(value, fits):
+    """`scale_rewards: false` (TRL: "`str` or `bool`"; annotated `str`) was refused (new-user trial)."""
+    s = load_settings(overrides=[f'--train.extra={{"scale_rewards": {value}}}'])
+    assert (environment.problems(s) == []) is fits

@@ -135,6 +135,11 @@ def grpo_config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(_grpo_config()) if f.init}
 
 
+# GRPOConfig arguments whose annotation is narrower than what TRL documents and accepts (its docstring:
+# "scale_rewards (`str` or `bool`)"; __post_init__ maps True/False to "group"/"none").
+_WIDER_THAN_ANNOTATED: dict[str, object] = {"scale_rewards": str | bool}
+
+
 def _grpo_config_extra(s: JobSettings) -> list[str]:
     if not s.train.extra:
         return []
@@ -155,7 +160,7 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
 
     from pydantic import TypeAdapter, ValidationError
 
-    hints = typing.get_type_hints(_grpo_config())
+    hints = typing.get_type_hints(_grpo_config()) | _WIDER_THAN_ANNOTATED
     for name, value in s.train.extra.items():
         if name not in hints:
             continue
