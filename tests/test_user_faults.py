@@ -215,6 +215,14 @@ def test_check_names_a_model_path_that_is_not_there_and_a_typo_on_the_hub(local_
             "--data.path=builtin:arithmetic", "--train.optim=adamw_torch"]
     assert cli.main([*base, "--model.name_or_path=/models/not-mounted"]) == 2
     assert "'/models/not-mounted' is no folder on this machine" in capsys.readouterr().err
+    # with a GGUF file named, the folder is what is missing, not the file (new-user trial: it blamed the file)
+    assert cli.main([*base, "--model.name_or_path=/models/not-mounted", "--model.gguf_file=m.gguf"]) == 2
+    err = capsys.readouterr().err
+    assert "model.name_or_path='/models/not-mounted' is no folder" in err and "GRPO_MODEL__NAME_OR_PATH" in err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m-q8_0.gguf").write_bytes(b"GGUF")
+    assert cli.main([*base, f"--model.name_or_path={tmp_path / 'models'}", "--model.gguf_file=m.gguf"]) == 2
+    assert "model.gguf_file='m.gguf' is not in" in (err := capsys.readouterr().err) and "m-q8_0.gguf" in err
     assert cli.main([*base, "--model.name_or_path=org/modle"]) == 2
     assert "model.name_or_path=org/modle: no such model" in capsys.readouterr().err
     assert cli.main([*base, "--model.name_or_path=org/model", "--model.max_seq_length=1024"]) == 0
