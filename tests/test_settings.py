@@ -147,6 +147,18 @@ def test_secret_never_dumped(monkeypatch):
     assert "supersecret" not in json.dumps(s.redacted()) and "supersecret" not in repr(s)
 
 
+def test_a_secret_in_the_config_file_or_on_the_command_line_is_refused_unechoed(tmp_path):
+    """README: secrets come from their variables only; a token in a YAML file or an argument was taken
+    silently (new-user trial)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("hf_token: hf_supersecretvalue123\n")
+    with pytest.raises(SettingsError, match="hf_token in config file .*set HF_TOKEN") as in_file:
+        load_settings(config=config)
+    with pytest.raises(SettingsError, match="--hf_token on the command line.*set HF_TOKEN") as on_line:
+        load_settings(overrides=["--hf_token=hf_supersecretvalue123"])
+    assert "supersecret" not in str(in_file.value) + str(on_line.value)
+
+
 def test_run_id_is_stable_and_tracks_settings():
     a, b = load_settings(), load_settings()
     assert a.resolved_run_id() == b.resolved_run_id()

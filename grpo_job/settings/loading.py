@@ -179,6 +179,23 @@ def read_yaml(path: str) -> dict[str, Any]:
     return loaded
 
 
+# Settings that hold a secret, and the only variable each comes from.
+_SECRETS = {"hf_token": "HF_TOKEN"}
+
+
+def _secrets_outside_env(yaml_values: dict[str, Any], overrides: list[str], path: str | None) -> list[str]:
+    """A secret in the config file or on the command line: one problem each, without the value. A token
+    in a file reaches git, images and CI logs; on the command line, `ps`, pod specs and shell history."""
+    out = []
+    for name, var in _SECRETS.items():
+        if any(str(k).lower() == name for k in yaml_values):
+            out.append(f"{name} in config file {path!r}: a secret comes from its variable only; remove it from "
+                       f"the file and set {var} (a Kubernetes Secret, a CI secret)")
+        if any(a.split("=", 1)[0].lstrip("-").lower() == name for a in overrides):
+            out.append(f"--{name} on the command line: a secret comes from its variable only; set {var} instead")
+    return out
+
+
 def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> JobSettings:
     """Build the settings from all sources; raise SettingsError with every problem in one message.
 
@@ -189,7 +206,7 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     """
     path = str(config) if config else os.environ.get(CONFIG_ENV)
     yaml_values = read_yaml(path) if path else {}
-    problems = [f"  - {p}" for p in unknown_env_names()]
+    problems = [f"  - {p}" for p in [*unknown_env_names(), *_secrets_outside_env(yaml_values, overrides or [], path)]]
     tokens = (current_yaml.set(yaml_values), current_cli_args.set(tuple(overrides or ())))
     settings = None
     try:
