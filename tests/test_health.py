@@ -290,9 +290,11 @@ def test_preflight_on_the_real_model_catches_a_raising_reward(tmp_path, work_dir
     first_odd = next(i for i, r in enumerate(rows) if int(r["answer"]) % 2)
     assert "reward 'tests.test_health:raises_on_odd_answer' raised ValueError" in msg
     # the sampled completion of that prompt is shown, with its reference answer
-    assert f"on completion #{first_odd} raised ValueError" in msg
+    # the batch's error is the completion's own, so it is said once (it was repeated; new-user trial)
+    assert f"raised ValueError: cannot score answer {rows[first_odd]['answer']}, on completion #{first_odd}: " in msg
+    assert msg.count("raised ValueError") == 1
     assert f"(reference answer {rows[first_odd]['answer']!r})" in msg
-    shown = msg.split(f"completion #{first_odd} raised ValueError: cannot score answer {rows[first_odd]['answer']}: ")[1]
+    shown = msg.split(f"on completion #{first_odd}: ")[1]
     assert len(shown.split(" (reference answer")[0]) > 5
     assert not (tmp_path / "runs" / "pf" / "stages" / "reward_preflight.json").exists()
 

@@ -127,8 +127,14 @@ def test_resolve_registry_and_user_functions(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     fn = rewards.resolve("my_rewards:length")
     assert fn(["ab", "c"]) == [2.0, 1.0]
-    with pytest.raises(ImportError, match="cannot import module 'no_such_module'"):
+    with pytest.raises(ImportError, match="cannot import module 'no_such_module'.*PYTHONPATH") as missing:
         rewards.resolve("no_such_module:f")
+    assert "no_such_module.py in a folder on it" in str(missing.value)
+    # a module that is there but imports one that is not: that one is named, no PYTHONPATH advice
+    (tmp_path / "needs_dep.py").write_text("import no_such_dependency\n")
+    with pytest.raises(ImportError, match="No module named 'no_such_dependency'") as dep:
+        rewards.resolve("needs_dep:f")
+    assert "PYTHONPATH" not in str(dep.value)
     with pytest.raises(ImportError, match="has no function 'nope'"):
         rewards.resolve("my_rewards:nope")
     with pytest.raises(LookupError, match="unknown reward 'nope'"):

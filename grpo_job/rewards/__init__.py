@@ -83,7 +83,12 @@ def resolve(name: str) -> RewardFunc:
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # an ImportError, or any error raised while the user's module runs
-        raise ImportError(f"reward {name!r}: cannot import module {module_name!r} ({type(e).__name__}: {e})") from e
+        where = ""
+        if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
+            # the module itself is not found (not one it imports): where Python looks is what to fix
+            where = (f"; Python finds modules on PYTHONPATH: put {module_name.replace('.', '/')}.py in a folder on it "
+                     "(e.g. PYTHONPATH=. beside the file, or mount it in the container and set PYTHONPATH there)")
+        raise ImportError(f"reward {name!r}: cannot import module {module_name!r} ({type(e).__name__}: {e}){where}") from e
     func = getattr(module, attr, None)
     if not callable(func):
         raise ImportError(f"reward {name!r}: module {module_name!r} has no function {attr!r}")

@@ -105,7 +105,8 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         if culprit is None:
             detail = f"on a batch of {n} completions (each one alone is fine); the first was {shown(completions[0])}"
         else:
-            detail = f"on completion #{culprit} {problem(func, [culprit])}: {shown(completions[culprit])}"
+            alone = problem(func, [culprit])
+            detail = f"on completion #{culprit}{'' if alone == batch_problem else ' ' + str(alone)}: {shown(completions[culprit])}"
             if "answer" in rows[culprit]:
                 detail += f" (reference answer {rows[culprit]['answer']!r})"
         raise SettingsError(
