@@ -161,8 +161,11 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         return errors.EXIT_INVALID
 
     # before anything imports torch (the checks below import TRL's GRPOConfig for `train.extra`)
-    machine.probe()
+    found = machine.probe()
     fmt = logs.setup(settings.log_format)
+    if found.cpu_threads:
+        log.info("torch CPU threads: %d, the container's CPU limit (OMP_NUM_THREADS; set it to choose)",
+                 found.cpu_threads)
     if fmt == "json" and args.command == "run":
         logs.route_streams()  # one JSON object per line, library prints and warnings included
     try:
