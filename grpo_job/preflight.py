@@ -88,7 +88,7 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         problems.append(str(e))
     ev = settings.evaluation
     if (inspect_data and not inspected and ev.enabled and ev.data_path
-            and Path(ev.data_path.removeprefix("file://")).is_file()):
+            and (Path(ev.data_path.removeprefix("file://")).is_file() or saved_dataset(ev.data_path) == "dataset")):
         try:  # data the inspection above did not read (a Hub or S3 dataset, or problems found first)
             data_report["evaluation_rows"] = len(data.evaluation_rows(ev.data_path, settings.data))
         except SettingsError as e:
