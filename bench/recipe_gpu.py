@@ -12,6 +12,8 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
   tests/gpu_device.sh's results.tgz reads the same way.
 - `trl`: TRL's defaults for colocate: one generation per optimizer step (`steps_per_generation` =
   gradient_accumulation_steps = 1) and `vllm_gpu_memory_utilization` 0.3.
+- `job-nodetok`: the defaults, with vLLM told not to detokenize (`generation_kwargs: {detokenize: false}`;
+  TRL decodes the token ids itself): does vLLM's per-sequence CPU work set the generation step's pace?
 
 `--fixed-length STEPS` times the system alone: every completion runs to `max_completion_length` (vLLM's
 `ignore_eos`, through `train.extra.generation_kwargs`), evaluation and preflight off, STEPS optimizer
@@ -41,7 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "job": {},
     "trl": {"GRPO_TRAIN__STEPS_PER_GENERATION": "1", "GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.3"},
+    "job-nodetok": {},
 }
+# vLLM SamplingParams a variant adds (TRL merges `generation_kwargs` over its own)
+GENERATION_KWARGS = {"job-nodetok": {"detokenize": False}}
 
 
 def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed_steps: int | None = None,
@@ -57,9 +62,12 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed
                GRPO_EXPORT__MERGE="false", GRPO_EXPORT__QUANTIZATIONS="[]", **VARIANTS[variant])
     if not preflight or fixed_steps:
         env["GRPO_HEALTH__PREFLIGHT_SAMPLES"] = "0"
+    generation_kwargs = dict(GENERATION_KWARGS.get(variant, {}))
     if fixed_steps:
-        env.update(GRPO_TRAIN__MAX_STEPS=str(fixed_steps), GRPO_EVALUATION__ENABLED="false",
-                   GRPO_TRAIN__EXTRA=json.dumps({"generation_kwargs": {"ignore_eos": True}}))
+        env.update(GRPO_TRAIN__MAX_STEPS=str(fixed_steps), GRPO_EVALUATION__ENABLED="false")
+        generation_kwargs["ignore_eos"] = True
+    if generation_kwargs:
+        env["GRPO_TRAIN__EXTRA"] = json.dumps({"generation_kwargs": generation_kwargs})
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader",
                             "-lms", "500"], stdout=open(base / "gpu-memory.csv", "w"))
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run"]
