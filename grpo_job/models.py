@@ -54,7 +54,18 @@ def source_dir(ms: ModelSettings) -> str:
                             f"{', '.join(there) or 'none'}); set GRPO_MODEL__GGUF_FILE")
     if not Path(src).is_dir():
         _check_hub_id(src)
+    elif not ms.gguf_file and not _holds_a_model(Path(src)):
+        raise SettingsError(f"model.name_or_path={src!r} is a folder with no model in it (no config.json, weights or "
+                            "tokenizer; a volume mounted empty?); set GRPO_MODEL__NAME_OR_PATH to the folder that "
+                            "save_pretrained wrote, or a Hub model id")
     return src
+
+
+def _holds_a_model(folder: Path) -> bool:
+    """Whether `folder` has any file a model folder holds (`save_pretrained`, a Hub snapshot): its
+    config, a tokenizer, or weights."""
+    return any(f.name in ("config.json", "tokenizer.json", "tokenizer_config.json")
+               or f.suffix in (".safetensors", ".bin", ".gguf") for f in folder.iterdir())
 
 
 def is_hub_id(ms: ModelSettings) -> bool:

@@ -295,3 +295,58 @@ def test_check_reads_a_saved_dataset_dicts_columns_and_splits(tmp_path):
     r = check(tmp_path, f"--data.path={folder}", "--data.task=plain", "--data.prompt_column=q",
               "--data.answer_column=ans")
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_narrow_float_answers_read_as_written_from_a_saved_folder_and_parquet(tmp_path, dtype):
+    """0.8 in a float32 column arrived as '0.800000011920929' and never scored (new-user trial)."""
+    import datasets
+
+    table = datasets.Dataset.from_dict({"prompt": ["a?", "b?"], "answer": [0.8, 0.1]},
+                                       features=datasets.Features({"prompt": datasets.Value("string"),
+                                                                   "answer": datasets.Value(dtype)}))
+    table.save_to_disk(str(tmp_path / "saved"))
+    table.to_parquet(str(tmp_path / "t.parquet"))
+    for path in (tmp_path / "saved", tmp_path / "t.parquet"):
+        train, _, _ = data.prepare(DataSettings(path=str(path), task="plain", eval_fraction=0), tmp_path / "cache")
+        assert [r["answer"] for r in train] == ["0.8", "0.1"]
+
+
+def test_an_empty_saved_split_is_named_with_the_fix(tmp_path):
+    """An empty split was a traceback (IndexError inside datasets) or "data file ... has no rows" that
+    named neither the split nor data.eval_split (new-user trial)."""
+    import datasets
+
+    rows = datasets.Dataset.from_list([{"q": f"{i}?", "ans": str(i)} for i in range(6)])
+    empty = datasets.Dataset.from_dict({"q": [], "ans": []}, features=rows.features)
+    datasets.DatasetDict({"train": rows, "test": empty}).save_to_disk(str(tmp_path / "dd"), num_shards={"train": 1, "test": 1})
+    s = DataSettings(path=str(tmp_path / "dd"), task="plain", prompt_column="q", answer_column="ans")
+    with pytest.raises(SettingsError) as e:
+        data.prepare(s, tmp_path / "cache")
+    assert "'test'" in str(e.value) and ("has no rows" in str(e.value) or "cannot be read back" in str(e.value))
+    assert "GRPO_DATA__EVAL_SPLIT" in str(e.value) or "drop the empty one" in str(e.value)
+    train, heldout, _ = data.prepare(s.model_copy(update={"eval_split": None, "eval_fraction": 0.5}), tmp_path / "cache")
+    assert (len(train), len(heldout)) == (3, 3)
+
+
+@pytest.mark.parametrize("form", ["saved/", "sub/saved", "sub/saved/"])
+def test_a_saved_folder_in_other_relative_forms(tmp_path, monkeypatch, form):
+    """`saved/` (as tab completion writes it) and `sub/saved` were refused as neither a Hub id nor a file."""
+    from grpo_job.settings import load_settings
+
+    (tmp_path / "sub").mkdir()
+    _saved(tmp_path / "sub" if form.startswith("sub") else tmp_path, None)
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(overrides=[f"--data.path={form}", "--data.task=plain", "--data.prompt_column=q",
+                                 "--data.answer_column=ans", "--data.eval_fraction=0"])
+    assert len(data.prepare(s.data, tmp_path / "cache")[0]) == 20
+
+
+def test_evaluation_data_path_not_there_yet_is_a_machine_problem_not_a_form_error(tmp_path):
+    """A split folder path validated where it does not exist (a CI runner rendering the pod) was refused
+    as "not a local data file ... give its extension" (new-user trial)."""
+    from grpo_job.settings import environment, load_settings
+
+    s = load_settings(overrides=[f"--evaluation.data_path={tmp_path / 'mydd' / 'test'}"])
+    [problem] = [p for p in environment.problems(s) if p.startswith("evaluation.data_path")]
+    assert "does not exist on this machine" in problem

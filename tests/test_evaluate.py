@@ -88,7 +88,6 @@ def test_missing_evaluation_file_is_a_settings_error(tmp_path):
     ("openai/gsm8k", "name the split in data.eval_split"),
     ("s3://b/eval.jsonl", "copy the object into the pod"),
     ("builtin:addition", "evaluated on its own test split"),
-    ("./eval_dir", "give its path with its extension"),
 ])
 def test_evaluation_data_path_is_a_local_file_by_its_form(value, words):
     """eval_rows reads a local file only: the schema refuses what it cannot read, saying what to do instead."""

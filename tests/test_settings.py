@@ -107,6 +107,7 @@ def test_cross_field_rules_mirror_trl():
         ("--store.uri=s3:/bucket/x", "starts like a URI \\(s3:/\\).*write s3://bucket/x"),
         ("--store.uri=file:/data/runs", "write file:///data/runs"),
         ("--data.path=S3:/bucket/train.jsonl", "data.path.*write s3://bucket/train.jsonl"),
+        ("--store.uri=s3:my-bucket/runs", "starts like a URI \\(s3:\\).*write s3://my-bucket/runs"),
         ("--data.path=builtin:nope", "unknown built-in dataset"),
         ("--train.learning_rate=0", "greater than 0"),
         ("--train.max_step=5", "--train.max_step names no setting; did you mean '--train.max_steps'"),  # typo
@@ -157,6 +158,21 @@ def test_a_secret_in_the_config_file_or_on_the_command_line_is_refused_unechoed(
     with pytest.raises(SettingsError, match="--hf_token on the command line.*set HF_TOKEN") as on_line:
         load_settings(overrides=["--hf_token=hf_supersecretvalue123"])
     assert "supersecret" not in str(in_file.value) + str(on_line.value)
+    # nor quoted by the messages around it: the other argument form, a mapping, a YAML error on its line
+    with pytest.raises(SettingsError, match="--hf_token on the command line") as spaced:
+        load_settings(overrides=["--hf_token", "hf_supersecretvalue123", "--train.max_steps=2"])
+    config.write_text("hf_token: {value: hf_supersecretvalue123}\n")
+    with pytest.raises(SettingsError, match="hf_token in config file") as mapping:
+        load_settings(config=config)
+    config.write_text('train:\n  max_steps: 3\nhf_token: "hf_supersecretvalue123\n')
+    with pytest.raises(SettingsError, match="(?s)not valid YAML.*line 3") as broken:
+        load_settings(config=config)
+    assert "supersecret" not in str(spaced.value) + str(mapping.value) + str(broken.value)
+    assert len(str(spaced.value).splitlines()) == 2  # one problem: the value was not read as a stray argument
+
+
+def test_a_local_name_with_a_colon_is_a_path_not_a_uri():
+    assert load_settings(overrides=["--store.uri=runs:2"]).store.uri == "runs:2"
 
 
 def test_run_id_is_stable_and_tracks_settings():
@@ -409,8 +425,10 @@ def test_extra_values_checked_against_grpo_config_annotations():
     assert len(found) == 1 and "top_p='abc' does not fit GRPOConfig's top_p (float)" in found[0], found
 
 
-@pytest.mark.parametrize("value, fits", [("false", True), ("true", True), ('"none"', True), ("3", False)])
+@pytest.mark.parametrize("value, fits", [("false", True), ("true", True), ('"none"', True), ('"batch"', True),
+                                         ("3", False), ('"bogus"', False), ('"Batch"', False)])
 def test_extra_values_may_take_what_trl_documents_beyond_its_annotation(value, fits):
-    """`scale_rewards: false` (TRL: "`str` or `bool`"; annotated `str`) was refused (new-user trial)."""
+    """`scale_rewards: false` (TRL: "`str` or `bool`"; annotated `str`) was refused, and "bogus" passed, to
+    fail at the first training step (new-user trials)."""
     s = load_settings(overrides=[f'--train.extra={{"scale_rewards": {value}}}'])
     assert (environment.problems(s) == []) is fits

@@ -223,6 +223,9 @@ def test_check_names_a_model_path_that_is_not_there_and_a_typo_on_the_hub(local_
     (tmp_path / "models" / "m-q8_0.gguf").write_bytes(b"GGUF")
     assert cli.main([*base, f"--model.name_or_path={tmp_path / 'models'}", "--model.gguf_file=m.gguf"]) == 2
     assert "model.gguf_file='m.gguf' is not in" in (err := capsys.readouterr().err) and "m-q8_0.gguf" in err
+    (tmp_path / "empty-model").mkdir()  # a volume mounted empty: it passed, for from_pretrained to fail later
+    assert cli.main([*base, f"--model.name_or_path={tmp_path / 'empty-model'}", "--model.gguf_file=null"]) == 2
+    assert "is a folder with no model in it" in capsys.readouterr().err
     assert cli.main([*base, "--model.name_or_path=org/modle"]) == 2
     assert "model.name_or_path=org/modle: no such model" in capsys.readouterr().err
     assert cli.main([*base, "--model.name_or_path=org/model", "--model.max_seq_length=1024"]) == 0

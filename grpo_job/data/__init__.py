@@ -10,8 +10,8 @@ written to the run's store by the prepare-data stage so that every later stage (
 the same data whatever happens to the source; TRL passes every column but `prompt` to the rewards as
 keyword arguments.
 
-Modules, by job: `tasks` (reference solution -> answer, the columns a task reads), `sources` (reading and
-mapping rows, the held-out split, `prepare`), `checks` (the data checks before any model loads), `generated`
+Modules, by job: `tasks` (reference solution -> answer, the columns a task reads), `files` (reading one local
+table: a file or a `save_to_disk` folder), `sources` (loading and mapping rows, the held-out split, `prepare`), `checks` (the data checks before any model loads), `generated`
 (the built-in `builtin:` datasets). The names below are the package's interface.
 """
 
@@ -23,6 +23,14 @@ from grpo_job.data.checks import (  # noqa: F401
     hold_out_note,
     trl_columns_note,
 )
+from grpo_job.data.files import (  # noqa: F401
+    DATA_PATH,
+    EVALUATION_DATA_PATH,
+    TEXT_ENCODING,
+    peek_columns,
+    read_rows,
+    saved_dict_columns,
+)
 from grpo_job.data.generated import (  # noqa: F401
     BUILTIN_DATASETS,
     EXTRACTION_SCHEMA,
@@ -32,9 +40,6 @@ from grpo_job.data.generated import (  # noqa: F401
     generate_extraction,
 )
 from grpo_job.data.sources import (  # noqa: F401
-    DATA_PATH,
-    EVALUATION_DATA_PATH,
-    TEXT_ENCODING,
     build_prompt,
     evaluation_rows,
     from_jsonl,
@@ -42,10 +47,7 @@ from grpo_job.data.sources import (  # noqa: F401
     load_raw,
     local_data_file,
     map_rows,
-    peek_columns,
     prepare,
-    read_rows,
-    saved_dict_columns,
     to_jsonl,
 )
 from grpo_job.data.tasks import (  # noqa: F401

@@ -1,9 +1,8 @@
-"""Sources: rows from a local file (JSONL, JSON, CSV, Parquet), S3, the Hub or a built-in generator, mapped to
+"""Sources: rows from a local table (grpo_job/data/files.py), S3, the Hub or a built-in generator, mapped to
 prompts (`map_rows`) and split into train and held-out rows (`prepare`); the prepared rows as JSON lines."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_job.data.checks import check_column_types, check_columns, check_references, excerpt, trl_columns_note
+from grpo_job.data.files import DATA_PATH, EVALUATION_DATA_PATH, read_rows, read_saved
 from grpo_job.data.generated import BUILTIN_DATASETS
 from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of
 from grpo_job.errors import SettingsError
@@ -108,124 +108,6 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
 
 
 
-# The setting a data file comes from, named in its errors: (dotted name, environment variable).
-DATA_PATH = ("data.path", "GRPO_DATA__PATH")
-
-
-EVALUATION_DATA_PATH = ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH")
-
-
-def _file(path: Path, setting: tuple[str, str]) -> str:
-    return f"data file {str(path)!r} ({setting[0]} [{setting[1]}])"
-
-
-def _no_rows(path: Path, setting: tuple[str, str]) -> SettingsError:
-    return SettingsError(f"{_file(path, setting)} has no rows; point {setting[1]} at a file with data")
-
-
-# User files are read as `utf-8-sig`: UTF-8, with the byte-order mark that Windows tools (Excel, Notepad)
-# put in front dropped (as plain `utf-8` it would be a JSON error, or a first column named `\ufeffquestion`).
-TEXT_ENCODING = "utf-8-sig"
-
-
-def _read_jsonl(path: Path, setting: tuple[str, str]) -> list[Row]:
-    rows = []
-    with path.open(encoding=TEXT_ENCODING) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise SettingsError(f"{_file(path, setting)}, line {number}: not valid JSON ({e}): {line[:200]!r}") from None
-            if not isinstance(row, dict):
-                raise SettingsError(f"{_file(path, setting)}, line {number}: a JSON object (one row) is needed, "
-                                    f"found {type(row).__name__}")
-            rows.append(row)
-    return rows
-
-
-def _json_rows(data: Any, path: Path, setting: tuple[str, str]) -> list[Row]:
-    """The rows of a .json file: an array of objects, or an object whose `data` key holds one (the form
-    `datasets` writes with `to_json(lines=False)`). Raises SettingsError naming what was found instead."""
-    shape = ("a .json file is an array of row objects ([{...}, {...}]) or an object with the array under "
-             "\"data\"; JSON Lines (.jsonl) holds one row object per line")
-    rows = data.get("data") if isinstance(data, dict) else data
-    if not isinstance(rows, list):
-        found = f"an object with keys {sorted(data)[:10]}" if isinstance(data, dict) else type(data).__name__
-        raise SettingsError(f"{_file(path, setting)}: {shape}; found {found}")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise SettingsError(f"{_file(path, setting)}: element {i} of the array is {type(row).__name__} "
-                                f"{json.dumps(row, ensure_ascii=False, default=str)[:100]}, not a row object; {shape}")
-    return rows
-
-
-def _saved_split(path: Path, setting: tuple[str, str], split: str | None = None) -> Any:
-    """The `datasets.Dataset` in a folder written by `save_to_disk`: the Dataset, or the `split` of a
-    DatasetDict (one of its splits must be named, `data.split` or `data.eval_split`)."""
-    import datasets
-
-    try:
-        saved = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as e:
-        raise SettingsError(f"cannot read the saved dataset {_file(path, setting)}: {e}") from None
-    if isinstance(saved, datasets.DatasetDict):
-        if split not in saved:
-            raise SettingsError(f"the saved DatasetDict {_file(path, setting)} has splits {sorted(saved)}, not "
-                                f"{split!r}: set data.split [GRPO_DATA__SPLIT] and data.eval_split "
-                                "[GRPO_DATA__EVAL_SPLIT] to its splits (eval_split null: hold out data.eval_fraction "
-                                "of the training split)")
-        saved = saved[split]
-    return saved
-
-
-def _read_saved(path: Path, setting: tuple[str, str], split: str | None = None) -> list[Row]:
-    rows = _saved_split(path, setting, split).to_list()
-    if not rows:
-        raise _no_rows(path, setting)
-    return rows
-
-
-def saved_dict_columns(settings: DataSettings) -> list[str]:
-    """Column names of `data.split` of the DatasetDict folder at `data.path` (used by `check`); raises
-    SettingsError when it lacks `data.split` or `data.eval_split`."""
-    folder = Path(settings.path.removeprefix("file://"))
-    if settings.eval_split:
-        _saved_split(folder, DATA_PATH, settings.eval_split)
-    return list(_saved_split(folder, DATA_PATH, settings.split).column_names)
-
-
-def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
-    """Every row of a local .jsonl/.json/.csv/.parquet file, or of a folder of one split saved by
-    `datasets` (`Dataset.save_to_disk`). Raises SettingsError naming `setting` (the one the path came
-    from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed JSONL line (with its
-    line number) or a file without rows."""
-    if saved_dataset(str(path)) == "dataset":
-        return _read_saved(path, setting)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
-        raise SettingsError(f"{_file(path, setting)}: unsupported file type {suffix!r}: use .jsonl, .json, .csv "
-                            "or .parquet")
-    try:
-        if suffix == ".jsonl":
-            rows = _read_jsonl(path, setting)
-        elif suffix == ".json":
-            rows = _json_rows(json.loads(path.read_text(encoding=TEXT_ENCODING)), path, setting)
-        elif suffix == ".csv":
-            with path.open(newline="", encoding=TEXT_ENCODING) as f:
-                rows = list(csv.DictReader(f))
-        else:
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(path).to_pylist()
-    except (ValueError, OSError) as e:
-        raise SettingsError(f"cannot read {_file(path, setting)}: {e}") from None
-    if not rows:
-        raise _no_rows(path, setting)
-    return rows
-
-
 def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
     """The rows of `evaluation.data_path` (a local file), read and mapped by `data.task` as the training
     rows are: what the evaluate stages score, and what the data check reads before any model is loaded.
@@ -245,32 +127,6 @@ def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
     except SettingsError as e:
         raise SettingsError(f"{e} (the file of evaluation.data_path [GRPO_EVALUATION__DATA_PATH])") from None
     return rows
-
-
-def peek_columns(path: Path) -> list[str]:
-    """Column names of a local data file, reading only its head (used by `check`)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            with path.open(encoding=TEXT_ENCODING) as f:
-                first = next((line for line in f if line.strip()), None)
-            if first is None:
-                raise _no_rows(path, DATA_PATH)
-            return list(json.loads(first))
-        if suffix == ".csv":
-            with path.open(newline="", encoding=TEXT_ENCODING) as f:
-                header = next(csv.reader(f), None)
-            if not header:
-                raise _no_rows(path, DATA_PATH)
-            return header
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_schema(path).names
-    except (ValueError, OSError) as e:
-        raise SettingsError(f"cannot read {_file(path, DATA_PATH)}: {e}") from None
-    rows = read_rows(path)
-    return list(rows[0])
 
 
 def local_data_file(settings: DataSettings, cache_dir: Path) -> Path | None:
@@ -297,9 +153,9 @@ def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[R
         return gen("train"), gen("test"), settings.path
     if saved_dataset(settings.path) == "dataset_dict":  # splits, as a Hub dataset has
         folder = Path(settings.path.removeprefix("file://"))
-        train = _read_saved(folder, DATA_PATH, settings.split)
+        train = read_saved(folder, DATA_PATH, settings.split)
         if settings.eval_split:
-            return train, _read_saved(folder, DATA_PATH, settings.eval_split), settings.path
+            return train, read_saved(folder, DATA_PATH, settings.eval_split), settings.path
         return *hold_out(train, settings.eval_fraction, settings.seed), settings.path
     file = local_data_file(settings, cache_dir)
     if file is not None:

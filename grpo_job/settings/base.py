@@ -37,18 +37,20 @@ Share = Annotated[float, BeforeValidator(_percent)]
 # `scheme:/...`: a URI, or one with a slash missing (`s3:/bucket`), which would otherwise be read as a
 # local path and quietly write the checkpoints into `./s3:/bucket`. Two letters at least: `C:/` is a drive.
 _URI_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/")
+# without any slash (`s3:bucket/x`): only schemes of storage, since a local name may hold a colon (`runs:2`)
+_KNOWN_SCHEME = re.compile(r"^(s3|file|gs|gcs|az|abfs|abfss|hf|https?):", re.IGNORECASE)
 
 
 def check_uri_scheme(value: str, setting: str) -> str:
     """Reject a value that looks like a URI (`scheme:/...`) but is not `s3://...` or `file://...`:
     a misspelt scheme or a missing slash, naming what to write instead."""
-    m = _URI_LIKE.match(value)
+    m = _URI_LIKE.match(value) or _KNOWN_SCHEME.match(value)
     if m and not value.startswith(("s3://", "file://")):
         scheme = m.group(1)
         rest = value[m.end():].lstrip("/")
         fix = {"s3": f"write s3://{rest}", "file": f"write file:///{rest}"}.get(
             scheme.lower(), "use a local path, file:///abs/path or s3://bucket/prefix")
-        raise ValueError(f"{value!r} starts like a URI ({scheme}:/) but not as s3:// or file://, the schemes "
+        raise ValueError(f"{value!r} starts like a URI ({value[:m.end()]}) but not as s3:// or file://, the schemes "
                          f"{setting} takes: {fix}")
     return value
 

@@ -152,11 +152,12 @@ class DataSettings(Section):
             if v.split(":", 1)[1] not in BUILTIN_DATASETS:
                 raise ValueError(f"unknown built-in dataset {v!r}; choose one of {sorted(BUILTIN_DATASETS)}")
             return v
-        if is_local_data_path(v):
+        if is_local_data_path(v) or saved_dataset(v):
             return v  # a local file: whether it exists is checked where the job runs (settings.environment)
         if not re.match(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$", v):
             raise ValueError(
-                f"{v!r} is neither a Hub dataset id (owner/name), a local file ({', '.join(DATA_FILE_SUFFIXES)}), "
+                f"{v!r} is neither a Hub dataset id (owner/name), a local file ({', '.join(DATA_FILE_SUFFIXES)}) or "
+                "folder saved by datasets (here: give it as ./path or /abs/path), "
                 "an s3:// URI nor builtin:NAME"
             )
         return v

@@ -13,7 +13,7 @@ import dataclasses
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from grpo_job.settings.data import is_local_data_path, saved_dataset
 
@@ -135,9 +135,10 @@ def grpo_config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(_grpo_config()) if f.init}
 
 
-# GRPOConfig arguments whose annotation is narrower than what TRL documents and accepts (its docstring:
-# "scale_rewards (`str` or `bool`)"; __post_init__ maps True/False to "group"/"none").
-_WIDER_THAN_ANNOTATED: dict[str, object] = {"scale_rewards": str | bool}
+# GRPOConfig arguments whose annotation differs from what TRL documents and accepts (its docstring:
+# "scale_rewards (`str` or `bool`)": "group", "batch", "none", True or False; any other value raised only
+# at the first training step).
+_DOCUMENTED_TYPES: dict[str, object] = {"scale_rewards": Literal["group", "batch", "none"] | bool}
 
 
 def _grpo_config_extra(s: JobSettings) -> list[str]:
@@ -160,7 +161,7 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
 
     from pydantic import TypeAdapter, ValidationError
 
-    hints = typing.get_type_hints(_grpo_config()) | _WIDER_THAN_ANNOTATED
+    hints = typing.get_type_hints(_grpo_config()) | _DOCUMENTED_TYPES
     for name, value in s.train.extra.items():
         if name not in hints:
             continue

@@ -3,12 +3,13 @@ preflight and guards (`health`) and the report with optional trackers (`report`)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from grpo_job.settings.base import Section
-from grpo_job.settings.data import DATA_FILE_SUFFIXES, saved_dataset
+from grpo_job.settings.data import DATA_FILE_SUFFIXES, is_local_data_path, saved_dataset
 
 
 class EvaluationSettings(Section):
@@ -42,7 +43,9 @@ class EvaluationSettings(Section):
             return None  # GRPO_EVALUATION__DATA_PATH= (empty): no file, as null
         if v is None or (not v.startswith(("s3://", "builtin:")) and v.lower().endswith(DATA_FILE_SUFFIXES)):
             return v
-        if saved_dataset(v):  # a folder written by datasets' save_to_disk (settings.environment checks which kind)
+        if saved_dataset(v) or (is_local_data_path(v) and not Path(v.removeprefix("file://")).is_file()):
+            # a folder saved by datasets, or a path not there yet (a CI runner validating a pod's settings):
+            # settings.environment says where the job runs whether it exists and what it holds
             return v
         if v.startswith("s3://"):
             instead = ("copy the object into the pod first (e.g. `aws s3 cp` in an init container) and give its "

@@ -171,6 +171,10 @@ def read_yaml(path: str) -> dict[str, Any]:
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
+        # without the quoted line: it may hold a secret (an unclosed quote on a token's line)
+        for mark in (getattr(e, "context_mark", None), getattr(e, "problem_mark", None)):
+            if mark is not None:
+                mark.buffer = None
         raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
     if loaded is None:
         return {}
@@ -196,6 +200,18 @@ def _secrets_outside_env(yaml_values: dict[str, Any], overrides: list[str], path
     return out
 
 
+def _without_secrets(yaml_values: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    kept_yaml = {k: v for k, v in yaml_values.items() if str(k).lower() not in _SECRETS}
+    kept, skip = [], False
+    for arg in overrides:
+        name = arg.split("=", 1)[0].lstrip("-").lower()
+        if skip or name in _SECRETS:
+            skip = not skip and name in _SECRETS and "=" not in arg  # `--hf_token VALUE`: the value goes too
+            continue
+        kept.append(arg)
+    return kept_yaml, kept
+
+
 def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> JobSettings:
     """Build the settings from all sources; raise SettingsError with every problem in one message.
 
@@ -206,7 +222,10 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     """
     path = str(config) if config else os.environ.get(CONFIG_ENV)
     yaml_values = read_yaml(path) if path else {}
-    problems = [f"  - {p}" for p in [*unknown_env_names(), *_secrets_outside_env(yaml_values, overrides or [], path)]]
+    secrets = _secrets_outside_env(yaml_values, overrides or [], path)
+    problems = [f"  - {p}" for p in [*unknown_env_names(), *secrets]]
+    if secrets:  # never validated, so no error message can quote the value
+        yaml_values, overrides = _without_secrets(yaml_values, overrides or [])
     tokens = (current_yaml.set(yaml_values), current_cli_args.set(tuple(overrides or ())))
     settings = None
     try:
