@@ -77,9 +77,9 @@ def _saved_split(path: Path, setting: tuple[str, str], split: str | None = None)
         saved = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError, OSError, IndexError) as e:
         # IndexError: datasets 4 cannot load back a split saved with no rows and no shard
-        empty = " (a split saved with no rows cannot be read back)" if isinstance(e, IndexError) else ""
-        raise SettingsError(f"cannot read the saved dataset {_file(path, setting)}{empty}: {type(e).__name__}: "
-                            f"{e}; save it again with rows in every split, or drop the empty one") from None
+        fix = ("; a split saved with no rows cannot be read back: save it again with rows in every split, or "
+               "without the empty one") if isinstance(e, IndexError) else ""
+        raise SettingsError(f"cannot read the saved dataset {_file(path, setting)}: {type(e).__name__}: {e}{fix}") from None
     if isinstance(saved, datasets.DatasetDict):
         if split not in saved:
             raise SettingsError(f"the saved DatasetDict {_file(path, setting)} has splits {sorted(saved)}, not "
@@ -96,10 +96,10 @@ def read_saved(path: Path, setting: tuple[str, str], split: str | None = None) -
     table = _saved_split(path, setting, split)
     rows = _as_written(table.to_list(), _narrow_floats(table.features))
     if not rows and split is not None:
-        which = "data.split [GRPO_DATA__SPLIT]" if split != "test" or setting != DATA_PATH else "data.eval_split"
         raise SettingsError(f"split {split!r} of the saved DatasetDict {_file(path, setting)} has no rows; name "
-                            f"another split in {which}, or set data.eval_split=null (GRPO_DATA__EVAL_SPLIT=null) to "
-                            "hold out data.eval_fraction of the training split")
+                            "splits with rows in data.split [GRPO_DATA__SPLIT] and data.eval_split "
+                            "[GRPO_DATA__EVAL_SPLIT], or set data.eval_split=null to hold out data.eval_fraction of "
+                            "the training split")
     if not rows:
         raise _no_rows(path, setting)
     return rows
