@@ -171,6 +171,13 @@ def test_a_secret_in_the_config_file_or_on_the_command_line_is_refused_unechoed(
     assert len(str(spaced.value).splitlines()) == 2  # one problem: the value was not read as a stray argument
 
 
+@pytest.mark.parametrize("override", ["--hf-token=x", "--hub.token=x"])
+def test_a_misspelt_token_setting_points_at_the_variable_not_a_refused_setting(override):
+    """It suggested `hf_token`, which is then refused outside its variable (new-user trial)."""
+    with pytest.raises(SettingsError, match="names no setting; a token comes from the HF_TOKEN environment variable"):
+        load_settings(overrides=[override])
+
+
 def test_a_local_name_with_a_colon_is_a_path_not_a_uri():
     assert load_settings(overrides=["--store.uri=runs:2"]).store.uri == "runs:2"
 

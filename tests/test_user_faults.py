@@ -551,3 +551,17 @@ def test_a_column_of_mixed_shapes_is_told_to_hold_json_text(tmp_path):
                                                       {"prompt": "q", "answer": "b", "tests": ["assert f() == 2"]}]))
     with pytest.raises(SettingsError, match="mixes value types across rows .*JSON text"):
         data.prepare(DataSettings(path=str(f), task="plain"), tmp_path / "cache")
+
+
+def test_check_creates_no_store_folder_and_names_a_file_in_the_way(tmp_path, capsys):
+    """`check` made the run's folder in the store (an empty `./s3:/bucket/x/smoke` for a mistyped URI,
+    new-user trial); it now only checks that the nearest existing folder is writable."""
+    from grpo_job import cli
+
+    base = ["check", "--log_format=text", f"--work_dir={tmp_path / 'w'}", "--data.path=builtin:arithmetic",
+            "--train.optim=adamw_torch"]
+    assert cli.main([*base, f"--store.uri={tmp_path / 'new' / 'runs'}"]) == 0
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "a-file").write_text("")
+    assert cli.main([*base, f"--store.uri={tmp_path / 'a-file' / 'runs'}"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -56,6 +56,9 @@ def setting_paths() -> list[str]:
 
 def did_you_mean(wrong: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
+    secret = close[0].lstrip("-").lower() if close else ""
+    if secret in _SECRETS:  # a setting that only its variable may set: name the variable
+        return f"; a token comes from the {_SECRETS[secret]} environment variable only"
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -159,9 +159,14 @@ class LocalStore(RunStore):
             path.unlink()
 
     def check_reachable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SettingsError(f"store {self.uri!r} cannot be created: {e}; set GRPO_STORE__URI") from None
-        if not os.access(self.root, os.W_OK):
-            raise SettingsError(f"store {self.uri!r} is not writable; set GRPO_STORE__URI to a writable place")
+        """SettingsError unless the store folder can be written, or created: its nearest existing folder is
+        checked, and nothing is made (`check` leaves no empty run folder behind)."""
+        there = self.root
+        while not there.exists() and there != there.parent:
+            there = there.parent
+        if not there.is_dir():
+            raise SettingsError(f"store {self.uri!r} cannot be created: {str(there)!r} is a file, not a folder; "
+                                "set GRPO_STORE__URI")
+        if not os.access(there, os.W_OK | os.X_OK):
+            what = "is not writable" if there == self.root else f"cannot be created: {str(there)!r} is not writable"
+            raise SettingsError(f"store {self.uri!r} {what}; set GRPO_STORE__URI to a writable place")
