@@ -68,41 +68,50 @@ def _json_rows(data: Any, path: Path, setting: tuple[str, str]) -> list[Row]:
     return rows
 
 
-def _saved_split(path: Path, setting: tuple[str, str], split: str | None = None) -> Any:
-    """The `datasets.Dataset` in a folder written by `save_to_disk`: the Dataset, or the `split` of a
-    DatasetDict (one of its splits must be named, `data.split` or `data.eval_split`)."""
+def _load_saved(path: Path, setting: tuple[str, str]) -> Any:
+    """The `datasets.Dataset` or `DatasetDict` in a folder written by `save_to_disk`."""
     import datasets
 
     try:
-        saved = datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError, OSError, IndexError) as e:
         # IndexError: datasets 4 cannot load back a split saved with no rows and no shard
         fix = ("; a split saved with no rows cannot be read back: save it again with rows in every split, or "
                "without the empty one") if isinstance(e, IndexError) else ""
         raise SettingsError(f"cannot read the saved dataset {_file(path, setting)}: {type(e).__name__}: {e}{fix}") from None
-    if isinstance(saved, datasets.DatasetDict):
-        if split not in saved:
-            raise SettingsError(f"the saved DatasetDict {_file(path, setting)} has splits {sorted(saved)}, not "
-                                f"{split!r}: set data.split [GRPO_DATA__SPLIT] and data.eval_split "
-                                "[GRPO_DATA__EVAL_SPLIT] to its splits (eval_split null: hold out data.eval_fraction "
-                                "of the training split)")
-        saved = saved[split]
-    return saved
 
 
-def read_saved(path: Path, setting: tuple[str, str], split: str | None = None) -> list[Row]:
-    """Every row of a folder written by `save_to_disk` (the `split` of a DatasetDict); SettingsError for a
-    folder datasets cannot read, a split that is not there or has no rows, naming the setting to change."""
-    table = _saved_split(path, setting, split)
-    rows = _as_written(table.to_list(), _narrow_floats(table.features))
-    if not rows and split is not None:
-        raise SettingsError(f"split {split!r} of the saved DatasetDict {_file(path, setting)} has no rows; name "
-                            "splits with rows in data.split [GRPO_DATA__SPLIT] and data.eval_split "
-                            "[GRPO_DATA__EVAL_SPLIT], or set data.eval_split=null to hold out data.eval_fraction of "
-                            "the training split")
-    if not rows:
-        raise _no_rows(path, setting)
-    return rows
+def _split(saved: Any, split: str | None, path: Path, setting: tuple[str, str]) -> Any:
+    """`saved` itself (a Dataset), or its `split` (a DatasetDict: one of its splits must be named,
+    `data.split` or `data.eval_split`)."""
+    if not hasattr(saved, "keys"):
+        return saved
+    if split not in saved:
+        raise SettingsError(f"the saved DatasetDict {_file(path, setting)} has splits {sorted(saved)}, not "
+                            f"{split!r}: set data.split [GRPO_DATA__SPLIT] and data.eval_split "
+                            "[GRPO_DATA__EVAL_SPLIT] to its splits (eval_split null: hold out data.eval_fraction "
+                            "of the training split)")
+    return saved[split]
+
+
+def read_saved(path: Path, setting: tuple[str, str], *splits: str) -> list[list[Row]]:
+    """The rows of each of `splits` of a folder written by `save_to_disk` (no split named: the rows of
+    its Dataset), read from one load; SettingsError for a folder datasets cannot read, a split that is not
+    there or has no rows, naming the setting to change."""
+    saved = _load_saved(path, setting)
+    out = []
+    for split in splits or (None,):
+        table = _split(saved, split, path, setting)
+        rows = _as_written(table.to_list(), _narrow_floats(table.features))
+        if not rows and split is not None:
+            raise SettingsError(f"split {split!r} of the saved DatasetDict {_file(path, setting)} has no rows; name "
+                                "splits with rows in data.split [GRPO_DATA__SPLIT] and data.eval_split "
+                                "[GRPO_DATA__EVAL_SPLIT], or set data.eval_split=null to hold out data.eval_fraction "
+                                "of the training split")
+        if not rows:
+            raise _no_rows(path, setting)
+        out.append(rows)
+    return out
 
 
 def _narrow_floats(features: Any) -> dict[str, str]:
@@ -133,9 +142,10 @@ def saved_dict_columns(settings: DataSettings) -> list[str]:
     """Column names of `data.split` of the DatasetDict folder at `data.path` (used by `check`); raises
     SettingsError when it lacks `data.split` or `data.eval_split`."""
     folder = Path(settings.path.removeprefix("file://"))
+    saved = _load_saved(folder, DATA_PATH)
     if settings.eval_split:
-        _saved_split(folder, DATA_PATH, settings.eval_split)
-    return list(_saved_split(folder, DATA_PATH, settings.split).column_names)
+        _split(saved, settings.eval_split, folder, DATA_PATH)
+    return list(_split(saved, settings.split, folder, DATA_PATH).column_names)
 
 
 def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
@@ -144,7 +154,7 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
     from: `DATA_PATH` or `EVALUATION_DATA_PATH`) for an unreadable file, a malformed JSONL line (with its
     line number) or a file without rows."""
     if saved_dataset(str(path)) == "dataset":
-        return read_saved(path, setting)
+        return read_saved(path, setting)[0]
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
         raise SettingsError(f"{_file(path, setting)}: unsupported file type {suffix!r}: use .jsonl, .json, .csv "

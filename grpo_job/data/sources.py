@@ -153,9 +153,10 @@ def load_raw(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[R
         return gen("train"), gen("test"), settings.path
     if saved_dataset(settings.path) == "dataset_dict":  # splits, as a Hub dataset has
         folder = Path(settings.path.removeprefix("file://"))
-        train = read_saved(folder, DATA_PATH, settings.split)
         if settings.eval_split:
-            return train, read_saved(folder, DATA_PATH, settings.eval_split), settings.path
+            train, heldout = read_saved(folder, DATA_PATH, settings.split, settings.eval_split)
+            return train, heldout, settings.path
+        [train] = read_saved(folder, DATA_PATH, settings.split)
         return *hold_out(train, settings.eval_fraction, settings.seed), settings.path
     file = local_data_file(settings, cache_dir)
     if file is not None:
