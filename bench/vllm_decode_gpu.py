@@ -15,6 +15,11 @@ detokenizing (`detokenize=False`: TRL decodes the token ids itself), and neither
 step is short enough that vLLM's per-sequence work on the CPU (scheduling, detokenizing, log-prob objects)
 can set its pace: this is what the three modes separate.
 
+`--launcher trl` builds the engine as TRL's colocate mode does: vLLM's engine core in the calling process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`) behind the `external_launcher` executor, so scheduling, output
+processing and the model's launches share one Python thread. `--launcher default` is vLLM's own offline
+default (the engine core in a second process, overlapping with output processing).
+
 The process leaves with `os._exit` whatever happens (an exception inside vLLM's offline API left the
 engine core's threads running, and the 2026-12-05 device call waited 6 minutes for its time limit).
 """
@@ -39,8 +44,14 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
+    p.add_argument("--launcher", choices=("trl", "default"), default="trl")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
+    engine_kwargs = {}
+    if a.launcher == "trl":  # trl/generation/vllm_generation.py, colocate
+        os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
+        engine_kwargs["distributed_executor_backend"] = "external_launcher"
 
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
@@ -55,7 +66,7 @@ def main() -> int:
     t0 = time.monotonic()
     llm = LLM(model=a.model, gpu_memory_utilization=a.gpu_memory_utilization, max_model_len=1024,
               max_num_seqs=max(sizes), max_num_batched_tokens=a.max_num_batched_tokens,
-              logprobs_mode="processed_logprobs", seed=0)
+              logprobs_mode="processed_logprobs", seed=0, **engine_kwargs)
     start_s = time.monotonic() - t0
     rows = []
     print("| completions | logprobs | detokenize | tokens each | wall s | completion tokens/s |\n| --- | --- | --- | --- | --- | --- |")
@@ -78,7 +89,8 @@ def main() -> int:
             print(f"| {n} | {logprobs} | {detokenize} | {toks // n} | {wall:.3f} | {toks / wall:.0f} |", flush=True)
     print(f"engine start {start_s:.1f} s")
     if a.json:
-        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "engine_start_s": start_s,
+        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "launcher": a.launcher,
+                                      "engine_start_s": start_s,
                                       "results": rows}, indent=1))
     return 0
 
