@@ -48,6 +48,14 @@ TABLE = [
     ("\u22123", "-3", True),
     ("-3", "3", False),
     (r"$\boxed{-5}$", "-5", True),
+    # a sign before a bracket, a signed denominator: read, not dropped (trial of 2026-12-05)
+    ("-(5)", "-5", True),
+    ("-(5)", "5", False),
+    ("(-5)", "-5", True),
+    ("-(-5)", "5", True),
+    ("2/-3", "-2/3", True),
+    ("2/-3", "2/3", False),
+    ("-2/3", "2/-3", True),
     # currency
     ("$72", "72", True),
     (r"\$1,000", "1000", True),
@@ -135,6 +143,8 @@ TABLE = [
     ("(17+25)", "42", False),
     (r"(6 \times 7)", "42", False),
     ("17 + 25 apples", "42", False),
+    ("2 * (-3)", "-6", False),  # as `2 * -3` is
+    ("4 * -2", "-8", False),
     ("3 - 5.", "-2", False),
     ("(72)", "72", True),
     ("**72**", "72", True),  # Markdown bold around a number, as around a word

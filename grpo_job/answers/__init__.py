@@ -74,6 +74,7 @@ from grpo_job.answers.patterns import (
     _END_PUNCTUATION,
     _LABELLED_OPTION,
     _MATH_NAME,
+    _NUM,
     _OTHER_LABEL,
     _UNEVALUATED,
     _WORD,
@@ -294,12 +295,16 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
             f"({type(e).__name__}: {e}); {_install_hint(e)}") from e
 
 
+_SIGNED_IN_BRACKETS = re.compile(rf"\(\s*([-+]\s*(?:{_NUM}))\s*\)")
+
+
 def _left_to_do(text: str) -> bool:
     """A sum, difference or product of plain numbers not worked out (`17 + 25`, `(6 \\times 7)`, `17 + 25
     apples.`), whatever wraps it: brackets, a unit, final punctuation, `$`, emphasis."""
     text = _exact(text, fold=False)  # the word answers' normalisation: wrappers, emphasis, final punctuation
     while text[:1] == "(" and text[-1:] == ")":
         text = text[1:-1].strip()
+    text = _SIGNED_IN_BRACKETS.sub(r"\1", text)  # `2 * (-3)` is left to do as `2 * -3` is
     return bool(_UNEVALUATED.fullmatch(_strip_unit(text) or text))
 
 

@@ -181,11 +181,13 @@ def _several_numbers(text: str) -> Any:
 
 def _by_math_verify(text: str) -> Any:
     """Everything else, by math-verify's parser: LaTeX (bare LaTeX gets the `$` delimiters it wants),
-    bare algebra, a lone variable (`x`) and bracketed pairs, tuples, intervals and lists as LaTeX (their
-    structure counts, their spacing not), arithmetic; its first parsed value (a sympy object), None when
+    bare algebra, a lone variable (`x`), arithmetic (`-(5)`: math-verify's plain parser reads nothing there)
+    and bracketed pairs, tuples, intervals and lists as LaTeX (their structure counts, their spacing not);
+    its first parsed value (a sympy object), None when
     it parses none."""
     if _free_text(text):
-        if _algebra(text) or _LONE_LETTER.fullmatch(text) or _BRACKETED.match(text):
+        if _algebra(text) or _LONE_LETTER.fullmatch(text) or _BRACKETED.match(text) or (
+                _is_arithmetic(text) and _OPERATION.search(text)):
             text = f"${text}$"
     elif not text.startswith(_LATEX_DELIMS):
         text = f"${text.replace('$', '')}$"

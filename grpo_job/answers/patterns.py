@@ -56,7 +56,8 @@ _NUMBERS = re.compile(_NUM)
 
 _ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷()%]+")
 
-_OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[\d(]")
+# an operator between operands (a signed one too: `2/-3`, `4 * -2`), or a sign before a bracket (`-(5)`)
+_OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[-+]?\s*[\d(]|^\s*[-+]\s*\(")
 
 # Plain numbers joined by +, -, *, ×, ÷ (`17 + 25`, `6 \times 7`): a sum or product left to do, not its result.
 # A fraction (`84/2`, `\frac{}{}`) and a power (`10^{3}`) are numbers written another way, not operations here.
