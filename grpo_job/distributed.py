@@ -111,6 +111,12 @@ class ReadOnlyStore(RunStore):
     def check_reachable(self) -> None:
         self.inner.check_reachable()
 
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        return self.inner.read_tagged(key)
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        self._refuse("write", key)
+
 
 def wait_for(store: RunStore, key: str, what: str, poll_seconds: float = 2.0) -> None:
     """Block until `key` exists in the store (the main process finished `what`).

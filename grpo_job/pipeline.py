@@ -5,6 +5,9 @@ Each stage reads its inputs from the run store and writes its outputs there, the
 a marker and goes straight to the first unfinished one; a stage interrupted half way simply runs
 again (the train stage resumes from its newest complete checkpoint).
 
+The main process holds the run's lease while it runs them (grpo_job/store/lease.py): a second
+process of the same run exits 1 instead of writing beside it.
+
 Stopping (SIGTERM, deadline; grpo_job/stopping.py) is checked before each stage: a stop asked for
 during a stage lets that stage finish within the grace budget, then the run exits 75 before the
 next. After `train` (a stage with `fresh_process_after`) the later stages run in a fresh process
@@ -26,11 +29,9 @@ from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly
 from grpo_job.preflight import restart_plan
 from grpo_job.settings import JobSettings
 from grpo_job.stages import Stage, stages
+from grpo_job.store import lease
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 def _record_settings(ctx: RunContext, plan: resume.ResumePlan | None) -> None:
@@ -72,6 +73,19 @@ def run(settings: JobSettings, only: list[Stage] | None = None,
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     log.info("run %s: store %s%s", ctx.run_id, ctx.store.uri, f"; {launch}" if launch.multi else "",
              extra={"run_id": ctx.run_id})
+    # the lease before anything is written: a second process of this run_id stops here (store/lease.py)
+    held = lease.acquire(ctx.store, settings.store.lease_seconds) if launch.is_main and settings.store.lease_seconds else None
+    if held is not None:
+        held.start_renewing()
+    try:
+        return _run_stages(ctx, only, restart)
+    finally:  # not reached through `restart` (an exec): the same process takes its lease back
+        if held is not None:
+            held.release()
+
+
+def _run_stages(ctx: RunContext, only: list[Stage] | None, restart: Callable[[], None] | None) -> dict[str, dict[str, Any]]:
+    settings, launch = ctx.settings, ctx.launch
     plan = restart_plan(ctx, stages())
     if launch.is_main:
         _record_settings(ctx, plan)

@@ -40,10 +40,11 @@ def test_processes_other_than_the_main_one_read_the_store_but_cannot_write_it(tm
     ro = distributed.ReadOnlyStore(inner, "process rank 1/2")
     assert ro.exists("stages/prepare_data.json") and ro.read_text("stages/prepare_data.json") == "{}"
     for write in (lambda: ro.write_text("x", "y"), lambda: ro.put_file(tmp_path / "f", "k"),
-                  lambda: ro.delete_prefix("stages")):
+                  lambda: ro.delete_prefix("stages"), lambda: ro.write_if("lease.json", b"{}", None)):
         with pytest.raises(RuntimeError, match="only the main process"):
             write()
     assert inner.list("") == ["stages/prepare_data.json"]
+    assert ro.read_tagged("stages/prepare_data.json") == inner.read_tagged("stages/prepare_data.json")
 
 
 def test_a_waiting_process_goes_on_once_the_main_writes_the_marker(tmp_path):

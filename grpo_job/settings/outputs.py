@@ -22,6 +22,14 @@ class StoreSettings(Section):
     keep_last: int = Field(2, ge=1)
     """Complete checkpoints kept in the store; older ones are deleted only after a newer one is complete."""
 
+    lease_seconds: float = Field(120.0, ge=0.0, le=3600.0)
+    """How long the run's lease (`lease.json` in the store) outlives its holder. The process that runs the
+    stages holds it and renews it every quarter of this; a second process with the same `run_id` (a second
+    `docker run`, a CI re-run, a replacement pod while a lost node's pod still trains) exits 1 naming the
+    holder, after watching the lease renewed. A lease left by a process that died (SIGKILL, a lost node) is
+    taken over after this long without renewal; one left by a process of this machine that is gone, at once.
+    0 turns the lease off (a store without conditional writes)."""
+
     @field_validator("uri")
     @classmethod
     def _uri_form(cls, v: str) -> str:

@@ -3,6 +3,7 @@
 - `base`: the `RunStore` interface and the local-directory store.
 - `s3`: the same interface on S3 or an S3-compatible endpoint, through boto3.
 - `checkpoints`: checkpoint upload with a manifest written last, restore with checksums, retention.
+- `lease`: one process at a time per run (`lease.json`, renewed; a second start exits 1 naming the holder).
 """
 
 from pathlib import Path

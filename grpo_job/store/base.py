@@ -8,6 +8,8 @@ one, never half of one), which is what done-markers and checkpoint manifests rel
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +55,15 @@ class RunStore(ABC):
     @abstractmethod
     def check_reachable(self) -> None:
         """Raise SettingsError when the store cannot be used (called by `check` and before `run`)."""
+
+    @abstractmethod
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The object at `key` and its version tag (S3: the ETag), or None when there is none."""
+
+    @abstractmethod
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """Write `key` only while its version tag is `tag` (None: only while there is no such object), as
+        one compare-and-swap; the new tag, or None when the object had changed (nothing written)."""
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode()
@@ -157,6 +168,26 @@ class LocalStore(RunStore):
             shutil.rmtree(path)
         elif path.is_file():
             path.unlink()
+
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        # the compare and the write under one lock file beside the object (hidden: `list` skips it); the
+        # write itself stays atomic, so a plain reader never sees half of it
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_tagged(key)
+            if (current[1] if current else None) != tag:
+                return None
+            self.write_bytes(key, data)
+            return hashlib.sha256(data).hexdigest()
 
     def check_reachable(self) -> None:
         """SettingsError unless the store folder can be written, or created: its nearest existing folder is

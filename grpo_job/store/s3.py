@@ -236,6 +236,37 @@ class S3Store(RunStore):
                 first = resp["Errors"][0]
                 raise RuntimeError(f"could not delete {first.get('Key')} from {self.uri}: {first.get('Message')}")
 
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if _error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return resp["Body"].read(), resp["ETag"]
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """S3's conditional PUT (`If-None-Match: *` / `If-Match: <ETag>`; AWS since 2024, MinIO, moto). A store
+        that answers it with NotImplemented gets a SettingsError naming `store.lease_seconds`."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except ClientError as e:
+            code = _error_code(e)
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"):
+                return None  # changed, created or deleted meanwhile: the caller reads it again
+            if code in ("NotImplemented", "501"):
+                raise SettingsError(
+                    f"store {self.uri}: the endpoint {self.endpoint} does not take conditional writes ({code}), which "
+                    "the run's lease needs; set GRPO_STORE__LEASE_SECONDS=0 to run without it (then nothing stops "
+                    "two runs of one run_id at once)") from None
+            raise
+        return resp["ETag"]
+
     def check_reachable(self) -> None:
         """HeadBucket with few retries, so `check` answers within seconds; SettingsError says what to set."""
         from botocore.exceptions import BotoCoreError, ClientError
