@@ -27,6 +27,7 @@ from grpo_job import errors, machine, rewards
 from grpo_job.context import StoreKeys, open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
+from grpo_job.settings.loading import where_set
 
 log = logging.getLogger("job")
 
@@ -171,14 +172,17 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
     try:
         for w in settings.warnings():
             log.warning("settings: %s", w)
+        def explain(message: str) -> str:
+            return where_set(message, args.config, overrides)
+
         if args.command == "check":
-            return _guarded(lambda: _check(args, settings, fmt))
+            return _guarded(lambda: _check(args, settings, fmt), explain)
         from grpo_job import stopping
 
         stop = stopping.install_for_run(settings.stop)  # SIGTERM and the deadline, for every stage
         stop.on_hard_exit = lambda code: closing_line(code, settings)
         try:
-            code = _guarded(lambda: _run(settings, restart))
+            code = _guarded(lambda: _run(settings, restart), explain)
         finally:
             stopping.uninstall_run()
         closing_line(code, settings)
@@ -243,13 +247,14 @@ def _exit_fields(code: int) -> dict[str, object]:
     return {"exit_code": code, "meaning": errors.MEANING.get(code, "unknown")}
 
 
-def _guarded(body) -> int:
-    """`body()`'s exit code, or the code of the error it raised (logged as a message, not a traceback)."""
+def _guarded(body, explain=str) -> int:
+    """`body()`'s exit code, or the code of the error it raised (logged as a message, not a traceback;
+    `explain` adds where the settings a SettingsError names were set)."""
     try:
         return body()
     except JobError as e:  # SettingsError too
         # the code on the error's own record too: `check` has no closing line to carry it
-        log.error("%s", e, extra=_exit_fields(e.exit_code))
+        log.error("%s", explain(str(e)) if isinstance(e, SettingsError) else e, extra=_exit_fields(e.exit_code))
         return e.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.settings import JobSettings, environment, load_settings
+from grpo_job.settings.loading import where_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -439,3 +441,36 @@ def test_extra_values_may_take_what_trl_documents_beyond_its_annotation(value, f
     fail at the first training step (new-user trials)."""
     s = load_settings(overrides=[f'--train.extra={{"scale_rewards": {value}}}'])
     assert (environment.problems(s) == []) is fits
+
+
+def test_errors_after_loading_say_where_this_run_set_the_variables_they_name(tmp_path, monkeypatch):
+    # the machine checks word their problems with GRPO_* variables; a run set up by a file or flags never set them
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  path: /nope/train.jsonl\n")
+    message = ("data.path [GRPO_DATA__PATH]: no such file; set GRPO_MODEL__NAME_OR_PATH, GRPO_TRAIN__OPTIM and "
+               "GRPO_GPU_RUNS")
+    monkeypatch.setenv("GRPO_TRAIN__OPTIM", "adamw_torch")
+    monkeypatch.delenv("GRPO_CONFIG", raising=False)
+    told = where_set(message, config, ["--model.name_or_path=/nope/model"])
+    first, last = told.split("\n")
+    assert first == message
+    assert "GRPO_DATA__PATH is data.path, which this run sets by config file" in last and "c.yaml" in last
+    assert "GRPO_MODEL__NAME_OR_PATH is model.name_or_path, which this run sets by --model.name_or_path on the command line" in last
+    assert "GRPO_TRAIN__OPTIM" not in last and "GRPO_GPU_RUNS" not in last  # set as the variable; not a setting
+    assert where_set(message, None, []) == message  # nothing set outside the environment: nothing to add
+    # the environment wins over the file (its precedence): then the variable is what the user set
+    monkeypatch.setenv("GRPO_DATA__PATH", "/other.jsonl")
+    assert where_set(message, config, []) == message
+
+
+def test_check_names_the_config_file_behind_a_machine_problem(tmp_path, monkeypatch, capsys):
+    from grpo_job import cli
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  path: {tmp_path / 'not-mounted' / 'train.jsonl'}\nstore:\n  uri: {tmp_path / 'runs'}\n")
+    assert cli.main(["check", "--config", str(config), "--log_format=text"]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert "does not exist on this machine" in err
+    assert f"GRPO_DATA__PATH is data.path, which this run sets by config file {str(config)!r}" in err

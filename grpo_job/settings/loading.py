@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,29 @@ def setting_paths() -> list[str]:
         else:
             out.append(name)
     return out
+
+
+_VARIABLE = re.compile(r"(?<![A-Za-z0-9_])GRPO_[A-Z0-9_]*[A-Z0-9]")
+
+
+def where_set(message: str, config: str | Path | None, overrides: list[str]) -> str:
+    """`message` (an error found after loading: a file, a package, the data) with a last line naming, for
+    each GRPO_* variable it names whose setting this run took from the config file or the command line,
+    where: the job's messages name settings by their variables, which a run configured by a file never set."""
+    path = str(config) if config else os.environ.get(CONFIG_ENV)
+    try:
+        yaml_values = read_yaml(path) if path else {}
+    except SettingsError:
+        yaml_values = {}
+    by_variable = {env_var_name(tuple(p.split("."))): tuple(p.split(".")) for p in setting_paths()}
+    notes = []
+    for variable in dict.fromkeys(_VARIABLE.findall(message)):
+        if (loc := by_variable.get(variable)) is None:
+            continue
+        label = source_label(loc, tuple(overrides), yaml_values, path)
+        if label.upper() != variable:  # the command line or the config file set it
+            notes.append(f"{variable} is {'.'.join(loc)}, which this run sets by {label}")
+    return f"{message}\n(where: {'; '.join(notes)})" if notes else message
 
 
 def did_you_mean(wrong: str, choices: list[str]) -> str:
