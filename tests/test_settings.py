@@ -127,6 +127,18 @@ def test_bad_values_say_what_is_wrong(override, fragment):
         load_settings(overrides=[override])
 
 
+@pytest.mark.parametrize("typo", [["--train.max_stepz=5"], ["--train.max_stepz", "5"]])
+def test_a_misspelt_flag_is_listed_with_the_other_problems(typo):
+    """pydantic-settings' CLI stops at an unknown flag before any value is read (new-user trial: one problem
+    per `check`)."""
+    with pytest.raises(SettingsError) as e:
+        load_settings(overrides=[*typo, "--lora.r=abc", "--train.learning_rate=-1"])
+    msg = str(e.value)
+    assert msg.startswith("invalid settings (3 problems)")
+    assert "--train.max_stepz names no setting; did you mean '--train.max_steps'" in msg
+    assert "lora.r [--lora.r on the command line]" in msg and "train.learning_rate" in msg
+
+
 def test_a_share_may_be_written_as_a_percentage(monkeypatch):
     """`GRPO_DATA__EVAL_FRACTION=10%` was "not a valid number" (new-user trial)."""
     monkeypatch.setenv("GRPO_DATA__EVAL_FRACTION", "10%")

@@ -253,24 +253,44 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     problems = [f"  - {p}" for p in [*unknown_env_names(), *secrets]]
     if secrets:  # never validated, so no error message can quote the value
         yaml_values, overrides = _without_secrets(yaml_values, overrides or [])
-    tokens = (current_yaml.set(yaml_values), current_cli_args.set(tuple(overrides or ())))
-    settings = None
-    try:
-        settings = JobSettings()
-    except ValidationError as e:
-        sources = {"cli_args": tuple(overrides or ()), "yaml_values": yaml_values, "yaml_path": path}
-        found = format_validation_error(e, sources).splitlines()[1:]
-        # a misspelt section field in the environment (data.answer_colum) is also a field pydantic refused: say it once
-        problems = found + [p for p in problems if f"[{p.split()[3]}]" not in "\n".join(found)]
-    except SourceError as e:
-        problems.insert(0, f"  - {_env_error(e) or _cli_error(str(e))}")
-    finally:
-        current_yaml.reset(tokens[0])
-        current_cli_args.reset(tokens[1])
+    settings, found = _validate(yaml_values, list(overrides or []), path)
+    # a misspelt section field in the environment (data.answer_colum) is also a field pydantic refused: say it once
+    problems = found + [p for p in problems if f"[{p.split()[3]}]" not in "\n".join(found)]
     if problems:
         n = sum(line.startswith("  - ") for line in problems)
         raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))
     return settings
+
+
+def _validate(yaml_values: dict[str, Any], overrides: list[str], path: str | None) -> tuple[JobSettings | None, list[str]]:
+    """The settings of these sources, or None and every problem found (`  - ` lines). An unknown `--name`
+    stops pydantic-settings' CLI before any value is validated: the rest of the command line is then
+    validated again without it, so one run of `check` lists every problem."""
+    tokens = (current_yaml.set(yaml_values), current_cli_args.set(tuple(overrides)))
+    try:
+        return JobSettings(), []
+    except ValidationError as e:
+        sources = {"cli_args": tuple(overrides), "yaml_values": yaml_values, "yaml_path": path}
+        return None, format_validation_error(e, sources).splitlines()[1:]
+    except SourceError as e:
+        first = f"  - {_env_error(e) or _cli_error(str(e))}"
+        known = _without_unknown(overrides, str(e))
+        return None, [first, *(_validate(yaml_values, known, path)[1] if known is not None else [])]
+    finally:
+        current_yaml.reset(tokens[0])
+        current_cli_args.reset(tokens[1])
+
+
+def _without_unknown(overrides: list[str], message: str) -> list[str] | None:
+    """`overrides` less the arguments pydantic-settings' CLI named as unrecognized; None when it named none
+    of them (another error), so validation is not repeated on the same arguments."""
+    if "unrecognized arguments:" not in message:
+        return None
+    rest = list(overrides)
+    for token in message.split("unrecognized arguments:", 1)[1].split():
+        if token in rest:
+            rest.remove(token)
+    return rest if len(rest) < len(overrides) else None
 
 
 def _env_error(error: SourceError) -> str | None:
