@@ -191,3 +191,6 @@ def test_limits_that_would_score_every_program_0_are_refused_when_the_reward_is_
     with pytest.raises(TypeError, match=re.escape(message)):
         build("code", arguments)
     assert build("code", {"memory_mb": "64", "seconds_per_case": "0.5"})  # as an environment variable gives them
+    with pytest.raises(TypeError) as both:  # every argument that does not fit, in one message (new-user trial)
+        build("code", {"memory_mb": 1, "seconds_per_case": 0})
+    assert "memory_mb=1 does not fit" in str(both.value) and "seconds_per_case=0 does not fit" in str(both.value)

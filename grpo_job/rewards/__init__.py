@@ -142,14 +142,15 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` checked against the parameters' annotations and converted by pydantic (lax: `"512"` ->
     512, as an environment variable gives it). A parameter without an annotation but with a number or
     bool default converts a string value to that kind; any other value passes as it is.
-    Raises TypeError naming the reward, the argument, the type it takes and the value given."""
+    Raises TypeError naming the reward and, for every argument that does not fit, the type it takes and
+    the value given."""
     target = func if inspect.isroutine(func) or isinstance(func, type) else type(func).__call__
     try:
         hints = typing.get_type_hints(target, include_extras=True)  # Annotated bounds (gt=0) are checked too
     except (NameError, TypeError):  # annotations naming what cannot be imported here: the defaults still help
         hints = {}
     params = _parameters(func) or {}
-    out = dict(kwargs)
+    out, wrong = dict(kwargs), []
     for key, value in kwargs.items():
         wanted = hints.get(key)
         default = params[key].default if key in params else inspect.Parameter.empty
@@ -166,8 +167,10 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         except pydantic.ValidationError as e:
             base = typing.get_args(wanted)[0] if typing.get_origin(wanted) is typing.Annotated else wanted
             kind = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
-            raise TypeError(f"reward {name!r}: argument {key}={value!r} does not fit its type {kind} "
-                            f"({e.errors()[0]['msg']}); set rewards.{name}.{key} to a value of that type") from None
+            wrong.append(f"argument {key}={value!r} does not fit its type {kind} ({e.errors()[0]['msg']}); set "
+                         f"rewards.{name}.{key} to a value of that type")
+    if wrong:  # every argument that does not fit, in one message
+        raise TypeError(f"reward {name!r}: " + "; ".join(wrong))
     return out
 
 
