@@ -139,6 +139,20 @@ def test_a_misspelt_flag_is_listed_with_the_other_problems(typo):
     assert "lora.r [--lora.r on the command line]" in msg and "train.learning_rate" in msg
 
 
+def test_a_misnamed_key_of_a_few_shot_example_is_answered_with_the_example_fields(tmp_path):
+    """`answer:` in a few_shot example was told "did you mean 'data.few_shot'?" (new-user trial)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  few_shot:\n    - question: What is 2 + 3?\n      answer: '5'\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(config)
+    msg = str(e.value)
+    assert ("data.few_shot.0.answer [config file" in msg and "no such field: an item of data.few_shot has prompt and "
+            "completion (TRL's name for 'answer' is 'completion')" in msg)
+    assert "TRL's name for 'question' is 'prompt'" in msg and "did you mean" not in msg
+    with pytest.raises(SettingsError, match="an item of data.few_shot has prompt and completion$"):
+        load_settings(overrides=['--data.few_shot=[{"prompt": "2 + 3?", "completion": "5", "note": "x"}]'])
+
+
 def test_a_share_may_be_written_as_a_percentage(monkeypatch):
     """`GRPO_DATA__EVAL_FRACTION=10%` was "not a valid number" (new-user trial)."""
     monkeypatch.setenv("GRPO_DATA__EVAL_FRACTION", "10%")

@@ -13,6 +13,7 @@ import difflib
 import json
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,11 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
             lines.extend(f"  - {m}" for m in msg.split("\n"))
             continue
         where = ".".join(str(p) for p in loc)
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and (fields := _item_fields(loc[:-1])) is not None:
+            # a key inside an item (a few_shot example): its model's own fields, not every setting's path
+            owner = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+            msg = f"no such field: an item of {owner} has {' and '.join(fields)}{_ITEM_SYNONYMS.get(str(loc[-1]).lower(), '')}"
+        elif e["type"] == "extra_forbidden":
             choices = list(JobSettings.model_fields) if len(loc) == 1 else setting_paths()
             msg = "no such setting" + did_you_mean(where, choices)
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"
@@ -237,6 +242,31 @@ def _without_secrets(yaml_values: dict[str, Any], overrides: list[str]) -> tuple
             continue
         kept.append(arg)
     return kept_yaml, kept
+
+
+# the names other tools give an example's two parts (datasets' columns, chat exports), and TRL's that the job takes
+_ITEM_SYNONYMS = {name: f" (TRL's name for {name!r} is {trl!r})" for trl, names in (
+    ("prompt", ("question", "input", "problem", "query", "instruction", "user")),
+    ("completion", ("answer", "output", "response", "solution", "assistant", "target")),
+) for name in names}
+
+
+def _item_fields(loc: tuple[Any, ...]) -> list[str] | None:
+    """The fields of the model that an item of a list setting is (`('data', 'few_shot', 0)` -> prompt,
+    completion); None when `loc` is no item of a list of models."""
+    if not loc or not isinstance(loc[-1], int):
+        return None
+    model: Any = JobSettings
+    for part in loc:
+        if isinstance(part, int):
+            args = typing.get_args(model)
+            model = args[0] if args else None
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return list(model.model_fields) if isinstance(model, type) and hasattr(model, "model_fields") else None
 
 
 def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> JobSettings:
