@@ -90,6 +90,20 @@ def test_check_rewards_refuses_an_infinite_score_but_takes_nan_as_not_scored():
     assert all(math.isnan(v) for v in scores["mine"])
 
 
+def test_arithmetic_on_a_text_column_is_told_that_the_column_is_text():
+    """A CSV's columns arrive as text: a reward that divides by `answer` raised a bare TypeError (new-user trial)."""
+    texts = ["<answer>4</answer>", "x", "<answer>10</answer>"]
+    with pytest.raises(SettingsError) as e:
+        reward_calls.check_rewards({"ratio": lambda completions, answer, **kw: [len(c) / a for c, a in zip(completions, answer, strict=True)]},
+                                   ROWS, texts)
+    msg = str(e.value)
+    assert "raised TypeError: unsupported operand type(s) for /: 'int' and 'str'" in msg
+    assert "The dataset columns answer reach the reward as text" in msg and "answer='4'" in msg and "float(answer)" in msg
+    with pytest.raises(SettingsError) as other:  # a TypeError about something else: no column hint
+        reward_calls.check_rewards({"bad": lambda completions, **kw: [len(None)] * len(completions)}, ROWS, texts)
+    assert "reach the reward as text" not in str(other.value)
+
+
 def test_check_rewards_scores_healthy_rewards_like_trl():
     texts = ["<reasoning>a</reasoning><answer>4</answer>", "<answer>8</answer>", "x"]
     scores = reward_calls.check_rewards(["format", "correctness", "partial_format"], ROWS, texts)

@@ -112,7 +112,8 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         raise SettingsError(
             f"reward {name!r} {batch_problem}, {detail}{f' ({found_by})' if found_by else ''}"
             f"{_kwargs_hint(func) if batch_problem.startswith('raised TypeError') else ''}"
-            f"{_messages_hint(name) if not conversational and batch_problem.startswith('raised') else ''}. A reward must "
+            f"{_messages_hint(name) if not conversational and batch_problem.startswith('raised') else ''}"
+            f"{_text_column_hint(batch_problem, rows, columns)}. A reward must "
             f"return one float (or None) per completion and never raise on odd model output; fix the function or "
             f"its arguments in rewards.{name}, or remove it from rewards [GRPO_REWARDS]"
         )
@@ -146,6 +147,18 @@ def _messages_hint(name: str) -> str:
             "here are plain text (data.prompt_format=plain, or a model without a chat template), so the completions "
             "are text: use the job's correctness/format rewards, or set GRPO_DATA__PROMPT_FORMAT=chat with a model "
             "that has a chat template)")
+
+
+def _text_column_hint(problem: str, rows: list[dict], columns: list[str]) -> str:
+    """Why arithmetic on a dataset column fails: the column holds text (a CSV's every column does, and a
+    JSON file's a quoted number), and the reward took it for a number."""
+    if not problem.startswith("raised TypeError") or "'str'" not in problem:
+        return ""
+    text = [c for c in columns if rows and isinstance(rows[0].get(c), str)]
+    if not text:
+        return ""
+    return (f". The dataset columns {', '.join(text)} reach the reward as text (every column of a CSV file does; "
+            f"e.g. {text[0]}={rows[0][text[0]]!r}): convert them in the reward, e.g. float({text[0]})")
 
 
 def _kwargs_hint(func: Any) -> str:
