@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from grpo_job import pipeline
+from grpo_job.errors import SettingsError
 from grpo_job.settings import load_settings
 from grpo_job.stages import Stage
 from grpo_job.store import LocalStore, open_store
@@ -135,12 +136,35 @@ def test_a_lease_not_renewed_for_its_seconds_is_taken_over(store, caplog):
     held.release()
 
 
+@pytest.mark.parametrize("body", [
+    b"", b"{not json", b"[1, 2]", b'{"holder": ["x"], "beat": 1, "released": false}',
+    b'{"holder": {"host": "h", "pid": 1}, "beat": "abc", "released": false}',
+    b'{"holder": {"host": "h", "pid": 1}, "beat": null, "released": false}',
+    b'{"holder": {"host": "h", "pid": 1}, "beat": 1, "released": "false"}',
+    b'{"holder": {"host": "h", "pid": "x"}, "beat": 1, "released": false}',
+])
+def test_a_lease_this_job_did_not_write_is_taken_over_with_a_warning(store, body, caplog):
+    """Cut short or edited by hand: no holder can be read from it, so none is honoured (new-user trial: these
+    raised ValueError, TypeError, AttributeError; a string "false" counted as released)."""
+    store.write_bytes(KEY, body)
+    t0 = time.monotonic()
+    acquire(store, 60.0).release()
+    assert time.monotonic() - t0 < 5
+    assert "it is not a lease this job wrote" in caplog.text
+
+
+def test_a_lease_shorter_than_a_store_round_trip_is_refused():
+    with pytest.raises(SettingsError, match="store.lease_seconds.*set at least 5, or 0"):
+        load_settings(overrides=["--store.lease_seconds=0.5"])
+    assert load_settings(overrides=["--store.lease_seconds=0"]).store.lease_seconds == 0
+
+
 def test_a_holder_whose_lease_was_taken_over_stops_renewing(store):
     lost = []
     held = acquire(store, 0.4, on_lost=lost.append)
     current, tag = store.read_tagged(KEY)
     other = {"host": "elsewhere", "pid": 2}
-    assert store.write_if(KEY, json.dumps({"holder": other, "beat": 99}).encode(), tag) is not None
+    assert store.write_if(KEY, json.dumps({"holder": other, "beat": 99, "released": False}).encode(), tag) is not None
     held.start_renewing()
     deadline = time.monotonic() + 5
     while not lost and time.monotonic() < deadline:
@@ -171,7 +195,7 @@ def test_a_holder_that_is_taken_over_leaves_at_once_with_exit_1(tmp_path):
 def test_the_pipeline_takes_the_lease_before_writing_and_releases_it(tmp_path):
     settings = load_settings(overrides=[f"--store.uri={tmp_path / 'runs'}", "--run_id=r1",
                                         f"--work_dir={tmp_path / 'work'}", "--data.path=builtin:arithmetic",
-                                        "--store.lease_seconds=1"])
+                                        "--store.lease_seconds=5"])
     store = LocalStore(tmp_path / "runs" / "r1")
     ran = []
     stages = [Stage("a", lambda ctx: ran.append(json.loads(store.read_bytes(KEY))["released"]) or {})]

@@ -28,7 +28,15 @@ class StoreSettings(Section):
     `docker run`, a CI re-run, a replacement pod while a lost node's pod still trains) exits 1 naming the
     holder, after watching the lease renewed. A lease left by a process that died (SIGKILL, a lost node) is
     taken over after this long without renewal; one left by a process of this machine that is gone, at once.
-    0 turns the lease off (a store without conditional writes)."""
+    0 turns the lease off (a store without conditional writes); else at least 5 s (a store's round trip)."""
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_long_enough(cls, v: float) -> float:
+        if 0 < v < 5:
+            raise ValueError(f"a lease of {v:g} s would be taken over whenever one renewal is a little late (the "
+                             "holder renews every quarter of it); set at least 5, or 0 to turn the lease off")
+        return v
 
     @field_validator("uri")
     @classmethod

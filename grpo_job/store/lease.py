@@ -68,7 +68,10 @@ def _gone_from_here(holder: dict[str, Any]) -> bool:
     me = holder_identity()
     if holder.get("host") != me["host"] or me["pid_namespace"] is None or holder.get("pid_namespace") != me["pid_namespace"]:
         return False
-    started = _start_ticks(int(holder.get("pid", -1)))
+    pid = holder.get("pid")
+    if type(pid) is not int:
+        return False
+    started = _start_ticks(pid)
     return started is None or started != holder.get("started")
 
 
@@ -147,12 +150,19 @@ def _body(holder: dict[str, Any], beat: int, seconds: float, released: bool = Fa
                        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1).encode()
 
 
-def _parse(data: bytes) -> dict[str, Any]:
+def _parse(data: bytes) -> dict[str, Any] | None:
+    """The lease as this module writes it; None when it is not (cut short, edited by hand): no holder can
+    be read from it, so none is honoured."""
     try:
         lease = json.loads(data)
     except ValueError:
-        return {"released": True}  # cut or edited: no holder can be read from it, so none is honoured
-    return lease if isinstance(lease, dict) else {"released": True}
+        return None
+    if not isinstance(lease, dict) or type(lease.get("beat")) is not int or not isinstance(lease.get("released"), bool):
+        return None
+    holder = lease.get("holder")
+    if not isinstance(holder, dict) or not isinstance(holder.get("host"), str) or type(holder.get("pid")) is not int:
+        return None
+    return lease
 
 
 def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | None = None,
@@ -170,15 +180,19 @@ def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | No
             continue  # another process created it just now: read it
         data, tag = current
         lease = _parse(data)
-        holder, beat = lease.get("holder") or {}, int(lease.get("beat", 0))
-        why = ("" if holder == me or lease.get("released") else
-               "its holder no longer runs" if _gone_from_here(holder) else None)
+        if lease is None:
+            holder, beat, why = {}, 0, f"it is not a lease this job wrote (cut short or edited): {data[:80]!r}"
+        else:
+            holder, beat = lease["holder"], lease["beat"]
+            why = ("" if holder == me or lease["released"] else
+                   "its holder no longer runs" if _gone_from_here(holder) else None)
         if why is None and watched is not None and watched[0] == tag and time.monotonic() - watched[1] >= seconds:
             why = f"no renewal for {seconds:.0f} s"
         if why is not None:
             if (new := store.write_if(KEY, _body(me, beat + 1, seconds), tag)) is not None:
                 if why:
-                    log.warning("run lease: took over %s/%s from %s: %s", store.uri, KEY, _describe(holder), why)
+                    log.warning("run lease: took over %s/%s%s: %s", store.uri, KEY,
+                                f" from {_describe(holder)}" if holder else "", why)
                 return Lease(store, seconds, new, beat + 1, me, on_lost)
             continue
         if watched is not None and watched[0] != tag:
