@@ -70,6 +70,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         print(f"restart: {note}")
     if p.get("resume_from_step") is not None:
         print(f"resume : training resumes from checkpoint-{p['resume_from_step']} (weights, optimizer, schedule, step)")
+    if p.get("lease"):
+        print(f"lease  : {p['lease']}")
     for s in p["stages"]:
         print(f"  {s['will']:8s} {s['stage']:14s} {s['about']}")
 

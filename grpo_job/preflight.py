@@ -25,7 +25,7 @@ from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls
 from grpo_job.settings import JobSettings
 from grpo_job.settings.data import is_data_file, saved_dataset
-from grpo_job.store import checkpoints
+from grpo_job.store import checkpoints, lease
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,10 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         done = {s.name for s in stages if ctx.store.exists(marker_key(s.name))}
         restart = restart_plan(ctx, stages)
         saved_steps = checkpoints.complete_steps(ctx.store) if "train" not in done else []
+        held = lease.held_elsewhere(ctx.store) if settings.store.lease_seconds else None
     except SettingsError as e:
         problems.append(str(e))
-        done, restart, saved_steps = set(), None, []
+        done, restart, saved_steps, held = set(), None, [], None
     if restart is not None:
         problems.extend(restart.refused)
         done -= set(restart.redo)
@@ -126,6 +127,7 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         "restart": [] if restart is None else restart.notes,
         # the newest complete checkpoint the train stage will resume from (None: it starts at step 0)
         "resume_from_step": max(saved_steps) if saved_steps else None,
+        "lease": held,  # another process holds the run (store/lease.py), or None
     }
 
 

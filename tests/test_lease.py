@@ -2,6 +2,7 @@
 (moto's server on loopback), with real second processes."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,23 @@ def test_the_pipeline_takes_the_lease_before_writing_and_releases_it(tmp_path):
     off = settings.model_copy(update={"store": settings.store.model_copy(update={"lease_seconds": 0.0})})
     pipeline.run(off.model_copy(update={"run_id": "r2"}), stages)
     assert not LocalStore(tmp_path / "runs" / "r2").exists(KEY)
+
+
+def test_check_says_who_holds_the_run(tmp_path, monkeypatch, capsys):
+    from grpo_job import cli
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    for k, v in {"GRPO_CONFIG": str(ROOT / "examples" / "smoke.yaml"), "GRPO_STORE__URI": str(tmp_path / "runs"),
+                 "GRPO_RUN_ID": "r1", "GRPO_WORK_DIR": str(tmp_path / "work")}.items():
+        monkeypatch.setenv(k, v)
+    proc = holder_process(str(tmp_path / "runs"), seconds=60.0)
+    try:
+        assert cli.main(["check", "--log_format=text"]) == 0
+        out = capsys.readouterr().out
+        assert f"lease  : held by process {proc.pid} on host" in out and "exits 1 if it is renewed" in out
+    finally:
+        proc.kill()
+        proc.wait()
+    assert cli.main(["check", "--log_format=text"]) == 0
+    assert "that process no longer runs, so `run` takes it over" in capsys.readouterr().out

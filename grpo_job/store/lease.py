@@ -165,6 +165,18 @@ def _parse(data: bytes) -> dict[str, Any] | None:
     return lease
 
 
+def held_elsewhere(store: RunStore) -> str | None:
+    """Who holds the run's lease, when another process does (not released), for `check`: a live holder and
+    a dead one look alike until `run` watches the lease; None when nobody else holds it."""
+    current = store.read_tagged(KEY)
+    lease = _parse(current[0]) if current is not None else None
+    if lease is None or lease["released"] or lease["holder"] == holder_identity():
+        return None
+    gone = "; that process no longer runs, so `run` takes it over" if _gone_from_here(lease["holder"]) else (
+        "; `run` exits 1 if it is renewed within store.lease_seconds, else takes it over")
+    return f"held by {_describe(lease['holder'])}, last written {lease.get('written_at', '?')}{gone}"
+
+
 def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | None = None,
             sleep: Callable[[float], None] = time.sleep) -> Lease:
     """Take the run's lease (the rules in this module's docstring); raises RunInUse when another process
