@@ -82,6 +82,17 @@ def data_task_about(settings: JobSettings) -> str:
     return data.TASKS[settings.data.task].about
 
 
+class _Once(argparse.Action):
+    """An option given once: argparse keeps the last of several silently, and a second `--config` would drop
+    the first file's settings (new-user trial)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r}): the job reads "
+                         "one settings file; merge them, or set the second file's values as --section.field=value")
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="entrypoint.py",
@@ -91,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("command", choices=["run", "check", "launch"],
                    help="run the job; only validate and show the plan; or launch one run per GPU through torchrun")
-    p.add_argument("--config", help="YAML settings file (also GRPO_CONFIG)")
+    p.add_argument("--config", action=_Once, help="YAML settings file (also GRPO_CONFIG); one file")
     p.add_argument("--print-settings", action="store_true", help="with check: print the resolved settings as JSON")
     return p
 

@@ -565,3 +565,13 @@ def test_check_creates_no_store_folder_and_names_a_file_in_the_way(tmp_path, cap
     (tmp_path / "a-file").write_text("")
     assert cli.main([*base, f"--store.uri={tmp_path / 'a-file' / 'runs'}"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_second_config_file_is_refused_not_silently_dropped(capsys):
+    """argparse kept the last `--config` of two: the first file's settings were dropped without a word."""
+    from grpo_job import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["check", "--config", "base.yaml", "--config", "steps.yaml"])
+    assert e.value.code == 2
+    assert "--config given twice ('base.yaml' and 'steps.yaml')" in capsys.readouterr().err
