@@ -500,3 +500,14 @@ def test_check_names_the_config_file_behind_a_machine_problem(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "does not exist on this machine" in err
     assert f"GRPO_DATA__PATH is data.path, which this run sets by config file {str(config)!r}" in err
+
+
+def test_a_cross_field_rule_says_where_this_run_set_the_variable_it_names(tmp_path, monkeypatch):
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "xf.yaml"
+    config.write_text("train:\n  num_generations: 4\n  per_device_train_batch_size: 6\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(config)
+    assert (f"(where: GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE is train.per_device_train_batch_size, which this run "
+            f"sets by config file {str(config)!r})") in str(e.value)

@@ -68,15 +68,22 @@ def where_set(message: str, config: str | Path | None, overrides: list[str]) -> 
         yaml_values = read_yaml(path) if path else {}
     except SettingsError:
         yaml_values = {}
+    notes = _where_notes(message, {"cli_args": tuple(overrides), "yaml_values": yaml_values, "yaml_path": path})
+    return f"{message}\n{notes}" if notes else message
+
+
+def _where_notes(message: str, sources: dict[str, Any]) -> str:
+    """`(where: GRPO_X is x, which this run sets by <source>; ...)` for the variables `message` names that the
+    command line or the config file set (`sources`: `source_label`'s keyword arguments); "" for none."""
     by_variable = {env_var_name(tuple(p.split("."))): tuple(p.split(".")) for p in setting_paths()}
     notes = []
     for variable in dict.fromkeys(_VARIABLE.findall(message)):
         if (loc := by_variable.get(variable)) is None:
             continue
-        label = source_label(loc, tuple(overrides), yaml_values, path)
+        label = source_label(loc, **sources)
         if label.upper() != variable:  # the command line or the config file set it
             notes.append(f"{variable} is {'.'.join(loc)}, which this run sets by {label}")
-    return f"{message}\n(where: {'; '.join(notes)})" if notes else message
+    return f"(where: {'; '.join(notes)})" if notes else ""
 
 
 def did_you_mean(wrong: str, choices: list[str]) -> str:
@@ -130,8 +137,10 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        if not loc:  # cross-field rules: one line per rule
+        if not loc:  # cross-field rules: one line per rule, and where the variables they name were set
             lines.extend(f"  - {m}" for m in msg.split("\n"))
+            if sources is not None and (notes := _where_notes(msg, sources)):
+                lines.append(f"    {notes}")
             continue
         where = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden" and (fields := _item_fields(loc[:-1])) is not None:
