@@ -194,3 +194,10 @@ def test_limits_that_would_score_every_program_0_are_refused_when_the_reward_is_
     with pytest.raises(TypeError) as both:  # every argument that does not fit, in one message (new-user trial)
         build("code", {"memory_mb": 1, "seconds_per_case": 0})
     assert "memory_mb=1 does not fit" in str(both.value) and "seconds_per_case=0 does not fit" in str(both.value)
+    with pytest.raises(TypeError) as typo:  # an unknown argument no longer hides the others' problems
+        build("code", {"tests_colum": "tests", "memory_mb": 1})
+    assert "(did you mean 'tests_column' for 'tests_colum'?)" in str(typo.value)
+    assert "also argument memory_mb=1 does not fit" in str(typo.value)
+    with pytest.raises(TypeError) as factory:  # a factory's (TRL's get_soft_overlong_punishment) alike
+        build("soft_overlong", {"max_completion_len": "abc", "soft_punish_cache": 3, "bogus_arg": 1})
+    assert "unknown argument(s) ['bogus_arg']" in str(factory.value) and "max_completion_len='abc'" in str(factory.value)

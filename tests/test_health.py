@@ -98,10 +98,28 @@ def test_arithmetic_on_a_text_column_is_told_that_the_column_is_text():
                                    ROWS, texts)
     msg = str(e.value)
     assert "raised TypeError: unsupported operand type(s) for /: 'int' and 'str'" in msg
-    assert "The dataset columns answer reach the reward as text" in msg and "answer='4'" in msg and "float(answer)" in msg
+    assert "The dataset column answer reaches the reward as text" in msg and "answer='4'" in msg and "float(answer)" in msg
+    rows = [{**row, "question": f"What is {i}?", "difficulty": str(i + 1)} for i, row in enumerate(ROWS)]
+    for reward, words in [(lambda completions, difficulty, **kw: [2.0 * d / 3 for d in difficulty], "can't multiply sequence"),
+                          (lambda completions, difficulty, **kw: [d + 0.0 for d in difficulty], "concatenate str")]:
+        with pytest.raises(SettingsError) as e:  # the README's weighted reward on a CSV (second trial)
+            reward_calls.check_rewards({"weighted": reward}, rows, texts)
+        assert words in str(e.value) and "columns answer, difficulty reach the reward as text" in str(e.value)
+        assert "question" not in str(e.value).split("reach the reward")[0]  # a column of words is no number
     with pytest.raises(SettingsError) as other:  # a TypeError about something else: no column hint
         reward_calls.check_rewards({"bad": lambda completions, **kw: [len(None)] * len(completions)}, ROWS, texts)
     assert "reach the reward as text" not in str(other.value)
+
+
+def test_every_failing_reward_is_named_in_one_message():
+    texts = ["<answer>4</answer>", "x", "<answer>10</answer>"]
+    with pytest.raises(SettingsError) as e:
+        reward_calls.check_rewards({"first": lambda completions, **kw: [1 / 0] * len(completions), "fine": lambda completions, **kw:
+                                    [1.0] * len(completions), "second": lambda completions, **kw: ["no"] * len(completions)},
+                                   ROWS, texts)
+    lines = str(e.value).split("\n")
+    assert len(lines) == 2 and lines[0].startswith("reward 'first' raised ZeroDivisionError")
+    assert lines[1].startswith("reward 'second' returned a non-number 'no'")
 
 
 def test_check_rewards_scores_healthy_rewards_like_trl():

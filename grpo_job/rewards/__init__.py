@@ -18,6 +18,7 @@ is called with them and returns the reward; a plain reward function gets them bo
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import inspect
@@ -111,11 +112,12 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
         unknown = sorted(set(kwargs) - set(signature.parameters))
         try:
             if unknown:
-                raise TypeError(f"unknown argument(s) {unknown}")
+                raise TypeError(f"unknown argument(s) {unknown}{_closest(unknown, signature.parameters)}")
             signature.bind(**kwargs)
         except TypeError as e:
             raise TypeError(f"reward {name!r} ({func.__name__}) needs its arguments in the entry: {e}; "
-                            f"its signature is {func.__name__}{signature}") from None
+                            f"its signature is {func.__name__}{signature}{_also_mistyped(name, func, kwargs, unknown)}"
+                            ) from None
         return func(**_typed(name, func, kwargs))
     params = _parameters(func)
     if params is not None and "answer_type" in params and not isinstance(kwargs.get("answer_type", ""), str):
@@ -133,8 +135,9 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
         named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         unknown = sorted(set(kwargs) - named)
         if unknown:
-            raise TypeError(f"reward {name!r} takes no argument(s) {unknown}; its signature is "
-                            f"{getattr(func, '__name__', name)}{inspect.signature(func)}")
+            raise TypeError(f"reward {name!r} takes no argument(s) {unknown}{_closest(unknown, named)}; its signature is "
+                            f"{getattr(func, '__name__', name)}{inspect.signature(func)}"
+                            f"{_also_mistyped(name, func, kwargs, unknown)}")
     return functools.partial(func, **_typed(name, func, kwargs))
 
 
@@ -172,6 +175,24 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if wrong:  # every argument that does not fit, in one message
         raise TypeError(f"reward {name!r}: " + "; ".join(wrong))
     return out
+
+
+def _closest(unknown: list[str], names: Any) -> str:
+    """` (did you mean 'tests_column'?)` for the first unknown argument with a close parameter name."""
+    for wrong in unknown:
+        if close := difflib.get_close_matches(wrong, list(names), n=1, cutoff=0.75):
+            return f" (did you mean {close[0]!r} for {wrong!r}?)"
+    return ""
+
+
+def _also_mistyped(name: str, func: Any, kwargs: Mapping[str, Any], unknown: list[str]) -> str:
+    """The type problems of the arguments that are known, for the message about the unknown ones: every
+    problem of an entry in one `check`."""
+    try:
+        _typed(name, func, {k: v for k, v in kwargs.items() if k not in unknown})
+    except TypeError as e:
+        return "; also " + str(e).removeprefix(f"reward {name!r}: ")
+    return ""
 
 
 def _parameters(func: Any) -> Mapping[str, inspect.Parameter] | None:

@@ -95,6 +95,7 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         return attempt(func, idx)[0]
 
     scores: dict[str, list[float]] = {}
+    failed: list[str] = []  # every reward that fails, in one message (one `check` lists them all)
     for name, func in funcs.items():
         batch_problem, out = attempt(func, list(range(n)))
         if batch_problem is None:
@@ -109,7 +110,7 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
             detail = f"on completion #{culprit}{'' if alone == batch_problem else ' ' + str(alone)}: {shown(completions[culprit])}"
             if "answer" in rows[culprit]:
                 detail += f" (reference answer {rows[culprit]['answer']!r})"
-        raise SettingsError(
+        failed.append(
             f"reward {name!r} {batch_problem}, {detail}{f' ({found_by})' if found_by else ''}"
             f"{_kwargs_hint(func) if batch_problem.startswith('raised TypeError') else ''}"
             f"{_messages_hint(name) if not conversational and batch_problem.startswith('raised') else ''}"
@@ -117,6 +118,8 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
             f"return one float (or None) per completion and never raise on odd model output; fix the function or "
             f"its arguments in rewards.{name}, or remove it from rewards [GRPO_REWARDS]"
         )
+    if failed:
+        raise SettingsError("\n".join(failed))
     return scores
 
 
@@ -152,13 +155,26 @@ def _messages_hint(name: str) -> str:
 def _text_column_hint(problem: str, rows: list[dict], columns: list[str]) -> str:
     """Why arithmetic on a dataset column fails: the column holds text (a CSV's every column does, and a
     JSON file's a quoted number), and the reward took it for a number."""
-    if not problem.startswith("raised TypeError") or "'str'" not in problem:
+    # Python's words for arithmetic on a str: `/ ... 'str'`, `can't multiply sequence by non-int`, `can only
+    # concatenate str`, `'>' not supported between instances of 'str' and 'int'`
+    if not problem.startswith("raised TypeError") or not any(w in problem for w in ("'str'", "sequence", "concatenate str")):
         return ""
     text = [c for c in columns if rows and isinstance(rows[0].get(c), str)]
-    if not text:
+    numeric = [c for c in text if _reads_as_number(rows[0][c])]  # the columns a reward would compute with
+    named = numeric or text
+    if not named:
         return ""
-    return (f". The dataset columns {', '.join(text)} reach the reward as text (every column of a CSV file does; "
-            f"e.g. {text[0]}={rows[0][text[0]]!r}): convert them in the reward, e.g. float({text[0]})")
+    return (f". The dataset column{'s' if len(named) > 1 else ''} {', '.join(named)} reach{'' if len(named) > 1 else 'es'} "
+            f"the reward as text (every column of a CSV file does; e.g. {named[0]}={rows[0][named[0]]!r}): convert in "
+            f"the reward, e.g. float({named[0]})")
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
 
 
 def _kwargs_hint(func: Any) -> str:
