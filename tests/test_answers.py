@@ -67,6 +67,18 @@ TABLE = [
     ("50%", "0.5", True),
     (r"25\%", "25", True),
     ("40%", "50", False),
+    # a decimal percentage reads as a whole one does (second trial: `12%` = 12 but `12.5%` != 12.5)
+    ("12.5%", "12.5", True),
+    ("12.5%", "0.125", True),
+    ("50.0%", "50", True),
+    ("0.5%", "0.005", True),
+    (r"$12.5\%$", "12.5", True),
+    ("-(5)%", "-5", True),
+    ("12.5%", "13", False),
+    ("12.5", "12.5%", True),
+    ("0.125", "12.5%", True),
+    ("13", "12.5%", False),
+    ("6 + 6.5", "12.5%", False),  # a sum left to do
     # scientific notation
     ("1.5e3", "1500", True),
     (r"1.5 \times 10^{3}", "1500", True),
@@ -406,6 +418,12 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._not_math_size, "2^{99999999}", None),
     (mathrules._not_math_size, "72", _P),
     (mathrules._not_math_size, "3-", None),
+    (mathrules._sentence, "The answer is (-3).", "-3"),  # second trial: the words and the stop hid it
+    (mathrules._sentence, "answer: (-3)", "-3"),
+    (mathrules._sentence, "answer -5", "-5"),  # no dash taken as a separator: read again, minus five
+    (mathrules._sentence, "(1, 2).", "Interval.open(1, 2)"),  # as math-verify reads `(1, 2)`
+    (mathrules._sentence, "(-3)", _P),
+    (mathrules._sentence, "72.", _P),  # a number's stop is its own rule's
     (mathrules._plain_notation, "sqrt(2)", "sqrt(2)"),
     (mathrules._plain_notation, "2 sqrt((1+2)*3)", "2*sqrt((1 + 2)*3)"),  # brackets inside the radicand
     (mathrules._plain_notation, "3pi", "3*pi"),  # not 3, nor 3 of a unit `pi`
@@ -487,7 +505,7 @@ def test_each_reference_rule_decides_its_case_or_passes(rule, text, answer_type,
 
 
 def test_the_rule_tables_are_walked_in_order_and_each_rule_is_documented_and_tested():
-    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_plain_notation", "_plain_numbers",
+    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_sentence", "_plain_notation", "_plain_numbers",
                                                           "_qualified", "_with_unit", "_several_numbers",
                                                           "_by_math_verify"]
     assert [r.__name__ for r in answers.REFERENCE_RULES] == ["_choice_label", "_exact_type", "_chemical_formula",

@@ -268,6 +268,17 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
             # the model must state the number: `17 + 25` is the question of "What is 17 + 25?" copied, and a
             # reward for it is one GRPO finds (a worked line, `17 + 25 = 42`, states it and counts)
             return False
+        if (exact_gold := _as_fraction(gold)) is not None and (share := _percentage(str(prediction))) is not None:
+            # `12.5%` answers 12.5 (a question asking the percentage) and 0.125 (asking the share), as `12%` does
+            return _same_number(exact_gold, share) or _same_number(exact_gold, share / 100)
+        if (gold_share := _percentage(str(reference))) is not None:  # and a reference `12.5%` takes 12.5 and 0.125
+            if _left_to_do(str(prediction)):
+                return False
+            value = _percentage(str(prediction))
+            if value is None and (parsed := _parse_math(str(prediction))) is not None and not isinstance(parsed, frozenset):
+                value = _as_fraction(parsed)
+            if value is not None:
+                return value == gold_share or value == gold_share / 100
         pred = _parse_math(str(prediction))
         if pred is None or _units_differ(str(prediction), str(reference)):
             return False
@@ -306,6 +317,19 @@ def _left_to_do(text: str) -> bool:
         text = text[1:-1].strip()
     text = _SIGNED_IN_BRACKETS.sub(r"\1", text)  # `2 * (-3)` is left to do as `2 * -3` is
     return bool(_UNEVALUATED.fullmatch(_strip_unit(text) or text))
+
+
+_PERCENTAGE = re.compile(r"(?P<number>.+?)\s*(?:%|percent\b)[.!]?", re.IGNORECASE)
+
+
+def _percentage(text: str) -> Fraction | None:
+    """The number before a per cent sign (`12.5%`, `$12.5\\%$`, `-(5)%`, `12.5 percent`), exactly; None when the
+    text is no one number and a per cent sign."""
+    text = _clean(text).strip().strip("$").strip()
+    if not (m := _PERCENTAGE.fullmatch(text)):
+        return None
+    value = _parse_math(m["number"])
+    return _as_fraction(value) if value is not None and not isinstance(value, frozenset) else None
 
 
 def _finite_decimal(value: Fraction) -> bool:

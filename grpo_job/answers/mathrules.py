@@ -131,6 +131,18 @@ def _sqrt_braces(text: str) -> str:
     return "".join(out) + text[i:]
 
 
+# the words that announce an answer (no dash: `answer -5` is minus five), and a full stop after a bracket
+_ANNOUNCED = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*", re.IGNORECASE)
+_STOP_AFTER_BRACKET = re.compile(r"(?<=[)\]}])\s*[.!]$")
+
+
+def _sentence(text: str) -> Any:
+    """`The answer is (-3).`, `answer: (-3)`: the announcing words and the sentence's full stop are no part of
+    the answer, parsed again without them (a plain number's are taken by its own rule already)."""
+    bare = _STOP_AFTER_BRACKET.sub("", _ANNOUNCED.sub("", text, count=1)).strip()
+    return _parse_math(bare) if bare and bare != text else PASS
+
+
 def _plain_notation(text: str) -> Any:
     """Math written outside LaTeX (`sqrt(2)`, `3pi`, `2 sqrt(3)`, `pi/2`, `ln(2)`, `3π`, `2√2`, `2**10`)
     rewritten as the LaTeX math-verify reads (`\\sqrt{2}`, `3\\pi`, `2^10`...), then read by these rules
@@ -195,7 +207,7 @@ def _by_math_verify(text: str) -> Any:
     return parsed[0] if parsed else None
 
 
-MATH_RULES = (_not_math_size, _plain_notation, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
+MATH_RULES = (_not_math_size, _sentence, _plain_notation, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
 """How an answer is read as math, in order: the first rule that does not PASS decides (the last always does)."""
 
 
