@@ -69,6 +69,12 @@ TABLE = [
     ("40%", "50", False),
     # a decimal percentage reads as a whole one does (second trial: `12%` = 12 but `12.5%` != 12.5)
     ("12.5%", "12.5", True),
+    ("½", "0.5", True),
+    ("1½ cups", "1.5", True),
+    ("1 1/2", "1.5", True),
+    ("1 1/2", "0.5", False),
+    ("negative 5", "-5", True),
+    ("minus 5", "5", False),
     ("12.5%", "0.125", True),
     ("50.0%", "50", True),
     ("0.5%", "0.005", True),
@@ -423,6 +429,13 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._sentence, "answer -5", "-5"),  # no dash taken as a separator: read again, minus five
     (mathrules._sentence, "(1, 2).", "Interval.open(1, 2)"),  # as math-verify reads `(1, 2)`
     (mathrules._sentence, "(-3)", _P),
+    (mathrules._sentence, "negative 5", Fraction(-5)),
+    (mathrules._sentence, "minus 5", Fraction(-5)),
+    (mathrules._mixed_number, "1 1/2", Fraction(3, 2)),  # second trial: read as 1 (math-verify: 1 x 1/2)
+    (mathrules._mixed_number, "-2 3/4 cups", Fraction(-11, 4)),
+    (mathrules._mixed_number, "1 3/2", _P),  # no proper fraction: no mixed number
+    (mathrules._mixed_number, "1 1/2 x", _P),  # algebra after it
+    (mathrules._mixed_number, "1/2", _P),
     (mathrules._sentence, "72.", _P),  # a number's stop is its own rule's
     (mathrules._plain_notation, "sqrt(2)", "sqrt(2)"),
     (mathrules._plain_notation, "2 sqrt((1+2)*3)", "2*sqrt((1 + 2)*3)"),  # brackets inside the radicand
@@ -505,7 +518,8 @@ def test_each_reference_rule_decides_its_case_or_passes(rule, text, answer_type,
 
 
 def test_the_rule_tables_are_walked_in_order_and_each_rule_is_documented_and_tested():
-    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_sentence", "_plain_notation", "_plain_numbers",
+    assert [r.__name__ for r in mathrules.MATH_RULES] == ["_not_math_size", "_sentence", "_mixed_number", "_plain_notation",
+                                                          "_plain_numbers",
                                                           "_qualified", "_with_unit", "_several_numbers",
                                                           "_by_math_verify"]
     assert [r.__name__ for r in answers.REFERENCE_RULES] == ["_choice_label", "_exact_type", "_chemical_formula",

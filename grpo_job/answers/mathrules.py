@@ -133,6 +133,9 @@ def _sqrt_braces(text: str) -> str:
 
 # the words that announce an answer (no dash: `answer -5` is minus five), and a full stop after a bracket
 _ANNOUNCED = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*", re.IGNORECASE)
+_SIGN_WORD = re.compile(r"^(?:negative|minus)\s+(?=[\d($\\])", re.IGNORECASE)
+# a whole number and a proper fraction side by side: `1 1/2` cups is one and a half (math-verify read 1 x 1/2)
+_MIXED = re.compile(r"(?P<sign>-)?\s*(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+)(?P<rest>(?:\s+[^\W\d_][^\d()=+*/^\\]*)?)")
 _STOP_AFTER_BRACKET = re.compile(r"(?<=[)\]}])\s*[.!]$")
 
 
@@ -140,7 +143,18 @@ def _sentence(text: str) -> Any:
     """`The answer is (-3).`, `answer: (-3)`: the announcing words and the sentence's full stop are no part of
     the answer, parsed again without them (a plain number's are taken by its own rule already)."""
     bare = _STOP_AFTER_BRACKET.sub("", _ANNOUNCED.sub("", text, count=1)).strip()
+    bare = _SIGN_WORD.sub("-", bare)  # `negative 5`, `minus 5`
     return _parse_math(bare) if bare and bare != text else PASS
+
+
+def _mixed_number(text: str) -> Any:
+    """`1 1/2`, `-2 3/4`, `1 1/2 cups` (a unit after it): the whole number plus the proper fraction, exactly."""
+    if not (m := _MIXED.fullmatch(text)) or not 0 < int(m["num"]) < int(m["den"]):
+        return PASS
+    if m["rest"].strip() and (_QUALIFIER.search(m["rest"]) or _is_math(m["rest"].strip())):
+        return PASS
+    value = int(m["whole"]) + Fraction(int(m["num"]), int(m["den"]))
+    return -value if m["sign"] else value
 
 
 def _plain_notation(text: str) -> Any:
@@ -207,7 +221,7 @@ def _by_math_verify(text: str) -> Any:
     return parsed[0] if parsed else None
 
 
-MATH_RULES = (_not_math_size, _sentence, _plain_notation, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
+MATH_RULES = (_not_math_size, _sentence, _mixed_number, _plain_notation, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
 """How an answer is read as math, in order: the first rule that does not PASS decides (the last always does)."""
 
 

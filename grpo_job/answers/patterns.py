@@ -136,10 +136,18 @@ _SUPERSCRIPTS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
 _BARE_EXPONENT = re.compile(r"\^\s*\(?\s*(-?\d+)\s*\)?")
 
 
+# Unicode's vulgar fractions, as the plain fractions they are (`1½` -> `1 1/2`, a mixed number)
+_VULGAR = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5", "⅗": "3/5",
+           "⅘": "4/5", "⅙": "1/6", "⅚": "5/6", "⅛": "1/8", "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
+_VULGAR_RUN = re.compile(rf"(\d?)\s*([{''.join(_VULGAR)}])")
+
+
 def _clean(text: str) -> str:
     """Unicode minus and the like to ASCII, `\\text{18 apples}` to its text, escaped percent signs
-    unescaped, exponents in braces (`10²`, `10^-2` -> `10^{2}`, `10^{-2}`), spaces collapsed."""
+    unescaped, exponents in braces (`10²`, `10^-2` -> `10^{2}`, `10^{-2}`), vulgar fractions spelt out
+    (`1½` -> `1 1/2`), spaces collapsed."""
     text = text.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u202f", " ")
+    text = _VULGAR_RUN.sub(lambda m: f"{m[1]} {_VULGAR[m[2]]}" if m[1] else _VULGAR[m[2]], text)
     text = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m[0].translate(_SUPERSCRIPTS) + "}", text)
     text = _BARE_EXPONENT.sub(r"^{\1}", text)
     text = _TEXT_CMD.sub(r" \1 ", text)
