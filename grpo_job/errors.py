@@ -6,7 +6,7 @@ workflow, a shell loop). Keep these numbers stable: k8s/ and .github/ refer to t
 | code | meaning                                                      | retry? |
 |------|--------------------------------------------------------------|--------|
 | 0    | every stage finished                                         | no     |
-| 1    | any other failure (a bug, a crash, a lost store)             | yes, within the backoff budget |
+| 1    | any other failure (a bug, a crash, a lost store, the run held by another process) | yes, within the backoff budget |
 | 2    | invalid settings or input: fix the configuration             | never  |
 | 3    | training stopped by a health guard (no learning signal, NaN; a checkpoint was saved), or the adapter never changed (stopped before merge/publish) | no: change the recipe |
 | 4    | out of memory after training made progress (a later step or stage); checkpoints and markers are kept | yes, within the backoff budget: a fresh process may succeed |
@@ -24,7 +24,7 @@ EXIT_RETRY = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
 
 MEANING = {
     EXIT_OK: "every stage finished",
-    EXIT_FAILURE: "failed (a bug, a crash, a lost store); a retry may help",
+    EXIT_FAILURE: "failed (a bug, a crash, a lost store, the run held by another process); a retry may help",
     EXIT_INVALID: "invalid settings or input: fix the configuration",
     EXIT_UNHEALTHY: "stopped by a health guard or an unchanged adapter: change the recipe",
     EXIT_OOM_LATER: "out of memory after training made progress: a fresh process may succeed",
