@@ -73,7 +73,7 @@ def where_set(message: str, config: str | Path | None, overrides: list[str]) -> 
 
 
 def _where_notes(message: str, sources: dict[str, Any]) -> str:
-    """`(where: GRPO_X is x, which this run sets by <source>; ...)` for the variables `message` names that the
+    """`(where: GRPO_DATA__PATH is data.path, which this run sets by <source>; ...)` for the variables `message` names that the
     command line or the config file set (`sources`: `source_label`'s keyword arguments); "" for none."""
     by_variable = {env_var_name(tuple(p.split("."))): tuple(p.split(".")) for p in setting_paths()}
     notes = []
