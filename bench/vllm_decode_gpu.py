@@ -44,6 +44,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
+    p.add_argument("--max-model-len", type=int, default=1024, help="the job's engine: prompt + completion lengths (640)")
     p.add_argument("--launcher", choices=("trl", "default"), default="trl")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
@@ -64,7 +65,7 @@ def main() -> int:
              for q in questions]
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     t0 = time.monotonic()
-    llm = LLM(model=a.model, gpu_memory_utilization=a.gpu_memory_utilization, max_model_len=1024,
+    llm = LLM(model=a.model, gpu_memory_utilization=a.gpu_memory_utilization, max_model_len=a.max_model_len,
               max_num_seqs=max(sizes), max_num_batched_tokens=a.max_num_batched_tokens,
               logprobs_mode="processed_logprobs", seed=0, **engine_kwargs)
     start_s = time.monotonic() - t0
