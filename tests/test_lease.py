@@ -160,6 +160,15 @@ def test_a_lease_shorter_than_a_store_round_trip_is_refused():
     assert load_settings(overrides=["--store.lease_seconds=0"]).store.lease_seconds == 0
 
 
+def test_a_holder_with_a_longer_lease_is_watched_for_its_own_seconds(store):
+    """It renews every quarter of its own lease_seconds: watching for a shorter one would take a live run over."""
+    other = {"host": "node-b", "pid_namespace": "pid:[1]", "pid": 1, "started": 5}
+    store.write_if(KEY, json.dumps({"holder": other, "beat": 1, "released": False, "seconds": 1.5}).encode(), None)
+    t0 = time.monotonic()
+    acquire(store, 0.5).release()
+    assert 1.5 <= time.monotonic() - t0 < 5
+
+
 def test_a_holder_whose_lease_was_taken_over_stops_renewing(store):
     lost = []
     held = acquire(store, 0.4, on_lost=lost.append)

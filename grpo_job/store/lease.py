@@ -7,10 +7,12 @@ stage and renews it from a thread every quarter of `store.lease_seconds`. A star
 
 - no lease, or a released one (its holder ended: done, exit 2, 3 or 75): it takes it at once;
 - its own (the same process after the re-exec that follows `train`): it takes it back at once;
-- one held by a process of this machine (same host, same PID namespace) that is gone, e.g. a container
-  restarted after an out-of-memory kill: it takes it over at once;
-- any other: it watches it. Renewed within `lease_seconds`: the run is in use, `RunInUse` (exit 1) names
-  the holder. Not renewed for `lease_seconds`: its holder is gone (SIGKILL, a lost node); taken over.
+- one held by a process of this machine and PID namespace that is gone (a job killed in a shell loop, on a
+  VM or a laptop): it takes it over at once;
+- any other: it watches it. Renewed within `lease_seconds` (or the holder's own, if longer): the run is in
+  use, `RunInUse` (exit 1) names the holder. Not renewed for that long: its holder is gone (SIGKILL, a lost
+  node, a container killed for memory: a new container or pod has its own PID namespace, so it waits);
+  taken over.
 
 Every write is a compare-and-swap (`RunStore.write_if`: S3's conditional PUT, a lock file on a local
 store), so of two processes starting at once only one wins. A holder whose renewal finds the lease taken
@@ -198,8 +200,11 @@ def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | No
             holder, beat = lease["holder"], lease["beat"]
             why = ("" if holder == me or lease["released"] else
                    "its holder no longer runs" if _gone_from_here(holder) else None)
-        if why is None and watched is not None and watched[0] == tag and time.monotonic() - watched[1] >= seconds:
-            why = f"no renewal for {seconds:.0f} s"
+        # a holder renews every quarter of its own lease_seconds: wait for the longer of the two
+        own = lease.get("seconds") if lease is not None else None
+        window = max(seconds, own) if isinstance(own, (int, float)) and not isinstance(own, bool) else seconds
+        if why is None and watched is not None and watched[0] == tag and time.monotonic() - watched[1] >= window:
+            why = f"no renewal for {window:.0f} s"
         if why is not None:
             if (new := store.write_if(KEY, _body(me, beat + 1, seconds), tag)) is not None:
                 if why:
@@ -211,10 +216,10 @@ def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | No
             raise RunInUse(
                 f"run {store.uri} is in use: {_describe(holder)} holds its lease ({KEY}, renewed while this process "
                 "watched). Two runs of one run_id would overwrite each other's checkpoints. Wait for it to end "
-                f"(a lease its holder left unreleased is taken over after {seconds:.0f} s without renewal), or set "
+                f"(a lease its holder left unreleased is taken over after {window:.0f} s without renewal), or set "
                 "GRPO_RUN_ID to start another run")
         if watched is None:
             watched = (tag, time.monotonic())
             log.info("run lease: %s holds %s/%s; watching it for up to %.0f s", _describe(holder), store.uri, KEY,
-                     seconds)
-        sleep(max(0.05, min(seconds / 8, 5.0)))
+                     window)
+        sleep(max(0.05, min(window / 8, 5.0)))
