@@ -182,12 +182,12 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
                  found.cpu_threads)
     if fmt == "json" and args.command == "run":
         logs.route_streams()  # one JSON object per line, library prints and warnings included
+    def explain(message: str) -> str:  # where this run set the settings an error names (file, flag)
+        return where_set(message, args.config, overrides)
+
     try:
         for w in settings.warnings():
             log.warning("settings: %s", w)
-        def explain(message: str) -> str:
-            return where_set(message, args.config, overrides)
-
         if args.command == "check":
             return _guarded(lambda: _check(args, settings, fmt), explain)
         from grpo_job import stopping

@@ -278,7 +278,7 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
             if value is None and (parsed := _parse_math(str(prediction))) is not None and not isinstance(parsed, frozenset):
                 value = _as_fraction(parsed)
             if value is not None:
-                return value == gold_share or value == gold_share / 100
+                return _same_number(gold_share, value) or _same_number(gold_share / 100, value)
         pred = _parse_math(str(prediction))
         if pred is None or _units_differ(str(prediction), str(reference)):
             return False

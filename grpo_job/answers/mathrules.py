@@ -209,8 +209,7 @@ def _by_math_verify(text: str) -> Any:
     """Everything else, by math-verify's parser: LaTeX (bare LaTeX gets the `$` delimiters it wants),
     bare algebra, a lone variable (`x`), arithmetic (`-(5)`: math-verify's plain parser reads nothing there)
     and bracketed pairs, tuples, intervals and lists as LaTeX (their structure counts, their spacing not);
-    its first parsed value (a sympy object), None when
-    it parses none."""
+    its first parsed value (a sympy object), None when it parses none."""
     if _free_text(text):
         if _algebra(text) or _LONE_LETTER.fullmatch(text) or _BRACKETED.match(text) or (
                 _is_arithmetic(text) and _OPERATION.search(text)):
@@ -221,7 +220,8 @@ def _by_math_verify(text: str) -> Any:
     return parsed[0] if parsed else None
 
 
-MATH_RULES = (_not_math_size, _sentence, _mixed_number, _plain_notation, _plain_numbers, _qualified, _with_unit, _several_numbers, _by_math_verify)
+MATH_RULES = (_not_math_size, _sentence, _mixed_number, _plain_notation, _plain_numbers, _qualified, _with_unit,
+              _several_numbers, _by_math_verify)
 """How an answer is read as math, in order: the first rule that does not PASS decides (the last always does)."""
 
 
