@@ -69,6 +69,14 @@ TABLE = [
     ("40%", "50", False),
     # a decimal percentage reads as a whole one does (second trial: `12%` = 12 but `12.5%` != 12.5)
     ("12.5%", "12.5", True),
+    (r"\boxed{12.5\%}", "12.5", True),  # second trial: wrapped, a decimal percentage was missed
+    (r"The answer is $\boxed{12.5\%}$.", "12.5", True),
+    ("-5", "negative 5", True),  # a sign in words in the reference too
+    ("5", "negative 5", False),
+    ("1-1/2 cups", "1.5", False),  # one and a half or a subtraction: no reader can tell, so no answer
+    ("1-1/2 cups", "0.5", False),
+    ("2 - 1/2", "1.5", False),  # a difference left to do, as `3 - 2` is
+    ("1/2/2024", "1/4048", False),
     ("½", "0.5", True),
     ("1½ cups", "1.5", True),
     ("1 1/2", "1.5", True),
@@ -424,6 +432,9 @@ MATH_RULE_ROWS = [  # (rule, cleaned answer, what it decides: PASS = the next ru
     (mathrules._not_math_size, "2^{99999999}", None),
     (mathrules._not_math_size, "72", _P),
     (mathrules._not_math_size, "3-", None),
+    (mathrules._not_math_size, "1/2/2024", None),  # a date, not 1/4048 (second trial)
+    (mathrules._not_math_size, "2024-1-6", None),
+    (mathrules._not_math_size, "1/2", _P),
     (mathrules._sentence, "The answer is (-3).", "-3"),  # second trial: the words and the stop hid it
     (mathrules._sentence, "answer: (-3)", "-3"),
     (mathrules._sentence, "answer -5", "-5"),  # no dash taken as a separator: read again, minus five

@@ -48,6 +48,8 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from grpo_job.answers.mathrules import (
+    _ANNOUNCED,
+    _SIGN_WORD,
     PASS,
     _number_only,
     _parse_math,
@@ -207,6 +209,8 @@ def _words(text: str, answer_type: AnswerType) -> Any:
     """Under `auto`, a reference that reads as words (`yes`, `Paris 2024`) and is not a plain number is
     text: the normalised string (case folded). Math with a unit (`3/4 cup`) is not words."""
     value = _strip_unit(_clean(text)) or _clean(text)
+    if _SIGN_WORD.match(value):  # `negative 5` is a number in words, as a prediction's is
+        return PASS
     if answer_type == "auto" and _plain_number(_clean(text)) is None and _looks_like_words(value):
         return _exact(text) or None
     return PASS
@@ -320,12 +324,15 @@ def _left_to_do(text: str) -> bool:
 
 
 _PERCENTAGE = re.compile(r"(?P<number>.+?)\s*(?:%|percent\b)[.!]?", re.IGNORECASE)
+_FINAL_STOP = re.compile(r"^(.+?)\s*[.!]$", re.DOTALL)
 
 
 def _percentage(text: str) -> Fraction | None:
     """The number before a per cent sign (`12.5%`, `$12.5\\%$`, `-(5)%`, `12.5 percent`), exactly; None when the
     text is no one number and a per cent sign."""
-    text = _clean(text).strip().strip("$").strip()
+    text = _ANNOUNCED.sub("", _clean(text).strip(), count=1)
+    while m := _WRAPPED.match(text) or _EMPHASIS.match(text) or _FINAL_STOP.match(text):  # `$\boxed{12.5\%}$.`
+        text = next(g for g in m.groups() if g is not None).strip()
     if not (m := _PERCENTAGE.fullmatch(text)):
         return None
     value = _parse_math(m["number"])

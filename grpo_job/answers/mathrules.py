@@ -101,10 +101,15 @@ def _algebra(text: str) -> bool:
 _DANGLING_OPERATOR = re.compile(r"[+\-*/×÷^=]\s*$")
 
 
+_DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}|\d{4}-\d{1,2}-\d{1,2}")
+
+
 def _not_math_size(text: str) -> Any:
-    """Empty, longer than MAX_CHARS, a huge exponent (`9^9^9`, `1e999999`), or cut off after an operator
-    (`3-`, `3 +`: math-verify read 3): not math (None)."""
-    if not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text) or _DANGLING_OPERATOR.search(text):
+    """Empty, longer than MAX_CHARS, a huge exponent (`9^9^9`, `1e999999`), cut off after an operator
+    (`3-`, `3 +`: math-verify read 3), or a date (`1/2/2024`, `2024-1-6`: never a quotient nor a difference):
+    not math (None)."""
+    if (not text or len(text) > MAX_CHARS or _HUGE_EXPONENT.search(text) or _DANGLING_OPERATOR.search(text)
+            or _DATE.fullmatch(text)):
         return None
     return PASS
 

@@ -61,7 +61,10 @@ _OPERATION = re.compile(r"[\d)]\s*[+\-*/×÷]\s*[-+]?\s*[\d(]|^\s*[-+]\s*\(")
 
 # Plain numbers joined by +, -, *, ×, ÷ (`17 + 25`, `6 \times 7`): a sum or product left to do, not its result.
 # A fraction (`84/2`, `\frac{}{}`) and a power (`10^{3}`) are numbers written another way, not operations here.
-_UNEVALUATED = re.compile(rf"\s*(?:{_NUM})\s*(?:(?:[+\-*×÷·]|\\times|\\cdot|\\div)\s*(?:{_NUM})\s*)+")
+# An operand may be a fraction (`2 - 1/2`, `1-1/2 cups`: a recipe's one and a half or a subtraction, which no
+# reader can tell apart, so neither is an answer).
+_OPERAND = rf"(?:{_NUM})(?:\s*/\s*(?:{_NUM}))?"
+_UNEVALUATED = re.compile(rf"\s*{_OPERAND}\s*(?:(?:[+\-*×÷·]|\\times|\\cdot|\\div)\s*{_OPERAND}\s*)+")
 
 _SPACED_THOUSANDS = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?")  # `1 000 000`
 
