@@ -113,6 +113,7 @@ def test_cross_field_rules_mirror_trl():
         ("--data.path=builtin:nope", "unknown built-in dataset"),
         ("--train.learning_rate=0", "greater than 0"),
         ("--train.max_step=5", "--train.max_step names no setting; did you mean '--train.max_steps'"),  # typo
+        ("--confg=c.yaml", "--confg names no setting; did you mean '--config'"),
         ("--train.extra={\"learning_rate\": 1e-5}", "set train.learning_rate"),
         ("--train.extra={\"use_vllm\": false}", "the job sets itself from model.engine"),
         ("--data.eval_fraction=150%", "data.eval_fraction.*less than 1 \\(got 1.5\\)"),
@@ -511,3 +512,19 @@ def test_a_cross_field_rule_says_where_this_run_set_the_variable_it_names(tmp_pa
         load_settings(config)
     assert (f"(where: GRPO_TRAIN__PER_DEVICE_TRAIN_BATCH_SIZE is train.per_device_train_batch_size, which this run "
             f"sets by config file {str(config)!r})") in str(e.value)
+
+
+def test_another_field_of_the_section_in_the_environment_is_not_blamed(tmp_path, monkeypatch):
+    """`GRPO_TRAIN__MAX_STEPS` was named as the source of a bad train.learning_rate from the config file (second
+    trial): only the field's own variable, its keys' (a dict setting) or the whole section's count."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_TRAIN__MAX_STEPS", "5")
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  learning_rate: fast\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(config)
+    assert f"train.learning_rate [config file {str(config)!r}]" in str(e.value)
+    monkeypatch.setenv("GRPO_REWARDS__FORMAT", "lots")
+    with pytest.raises(SettingsError, match=r"\[GRPO_REWARDS__FORMAT\]"):
+        load_settings()

@@ -116,7 +116,9 @@ def source_label(loc: tuple[Any, ...], cli_args: tuple[str, ...] = (), yaml_valu
         return upper[env_var_name(loc)]
     for names in candidates:
         var = env_var_name(tuple(names))
-        found = [k for u, k in upper.items() if u == var or u.startswith(var + "__")]
+        # a dict setting's keys (`GRPO_REWARDS__FORMAT`) set the field; another field's variable of the same
+        # section (`GRPO_TRAIN__MAX_STEPS` for train.learning_rate) says nothing about this one (second trial)
+        found = [k for u, k in upper.items() if u == var or (names == field and u.startswith(var + "__"))]
         if found:
             return upper.get(var, found[0])
     node: Any = yaml_values or {}
@@ -359,7 +361,7 @@ def _cli_error(message: str) -> str:
     message = message.removeprefix("error parsing CLI: ")
     if "unrecognized arguments:" in message:
         unknown = message.split("unrecognized arguments:", 1)[1].split()
-        choices = [f"--{p}" for p in setting_paths()]
+        choices = [f"--{p}" for p in setting_paths()] + ["--config", "--print-settings"]  # the CLI's own options
         hints = [f"{u.split('=')[0]} names no setting{did_you_mean(u.split('=')[0], choices)}"
                  for u in unknown if u.startswith("--")]
         return "invalid command line: " + ("; ".join(hints) or message)
