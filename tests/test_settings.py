@@ -150,6 +150,7 @@ def test_a_misnamed_key_of_a_few_shot_example_is_answered_with_the_example_field
     assert ("data.few_shot.0.answer [config file" in msg and "no such field: an item of data.few_shot has prompt and "
             "completion (TRL's name for 'answer' is 'completion')" in msg)
     assert "TRL's name for 'question' is 'prompt'" in msg and "did you mean" not in msg
+    assert "Field required" not in msg and msg.startswith("invalid settings (2 problems)")  # no line repeating them
     with pytest.raises(SettingsError, match="an item of data.few_shot has prompt and completion$"):
         load_settings(overrides=['--data.few_shot=[{"prompt": "2 + 3?", "completion": "5", "note": "x"}]'])
 

@@ -135,8 +135,14 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
     """One line per problem: the setting, where its value came from (`source_label`: the command line,
     the environment variable or the config file; with `sources` given as `source_label`'s keyword
     arguments, else the variable's name), pydantic's message and the value."""
-    lines = [f"invalid settings ({err.error_count()} problem{'s' if err.error_count() > 1 else ''}):"]
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    # an item's missing field that a misnamed key of the same item stands for (`answer:` for `completion`): that
+    # key's line says it, a "Field required" line beside it would only repeat it (second trial)
+    renamed = {(*tuple(e["loc"])[:-1], _ITEM_SYNONYMS[str(e["loc"][-1]).lower()][1]) for e in errors
+               if e["type"] == "extra_forbidden" and str(e["loc"][-1]).lower() in _ITEM_SYNONYMS}
+    errors = [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in renamed)]
+    lines = [f"invalid settings ({len(errors)} problem{'s' if len(errors) > 1 else ''}):"]
+    for e in errors:
         loc = tuple(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if not loc:  # cross-field rules: one line per rule, and where the variables they name were set
@@ -148,7 +154,8 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
         if e["type"] == "extra_forbidden" and (fields := _item_fields(loc[:-1])) is not None:
             # a key inside an item (a few_shot example): its model's own fields, not every setting's path
             owner = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
-            msg = f"no such field: an item of {owner} has {' and '.join(fields)}{_ITEM_SYNONYMS.get(str(loc[-1]).lower(), '')}"
+            msg = (f"no such field: an item of {owner} has {' and '.join(fields)}"
+                   f"{_ITEM_SYNONYMS.get(str(loc[-1]).lower(), ('', ''))[0]}")
         elif e["type"] == "extra_forbidden":
             choices = list(JobSettings.model_fields) if len(loc) == 1 else setting_paths()
             msg = "no such setting" + did_you_mean(where, choices)
@@ -256,7 +263,7 @@ def _without_secrets(yaml_values: dict[str, Any], overrides: list[str]) -> tuple
 
 
 # the names other tools give an example's two parts (datasets' columns, chat exports), and TRL's that the job takes
-_ITEM_SYNONYMS = {name: f" (TRL's name for {name!r} is {trl!r})" for trl, names in (
+_ITEM_SYNONYMS = {name: (f" (TRL's name for {name!r} is {trl!r})", trl) for trl, names in (
     ("prompt", ("question", "input", "problem", "query", "instruction", "user")),
     ("completion", ("answer", "output", "response", "solution", "assistant", "target")),
 ) for name in names}
