@@ -48,7 +48,6 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from grpo_job.answers.mathrules import (
-    _ANNOUNCED,
     _SIGN_WORD,
     PASS,
     _number_only,
@@ -330,9 +329,9 @@ _FINAL_STOP = re.compile(r"^(.+?)\s*[.!]$", re.DOTALL)
 def _percentage(text: str) -> Fraction | None:
     """The number before a per cent sign (`12.5%`, `$12.5\\%$`, `-(5)%`, `12.5 percent`), exactly; None when the
     text is no one number and a per cent sign."""
-    text = _ANNOUNCED.sub("", _clean(text).strip(), count=1)
-    while m := _WRAPPED.match(text) or _EMPHASIS.match(text) or _FINAL_STOP.match(text):  # `$\boxed{12.5\%}$.`
-        text = next(g for g in m.groups() if g is not None).strip()
+    text = _unwrap(text)
+    while m := _FINAL_STOP.match(text):  # `$\boxed{12.5\%}$.`: the stop, then what it wrapped
+        text = _unwrap(m[1])
     if not (m := _PERCENTAGE.fullmatch(text)):
         return None
     value = _parse_math(m["number"])

@@ -12,6 +12,7 @@ from typing import Any
 from grpo_job.answers.mathverify import _as_fraction, _mv_parse, _mv_verify, _sympy
 from grpo_job.answers.patterns import (
     _ALGEBRA,
+    _ANSWER_PREFIX,
     _ARITHMETIC,
     _BRACKETED,
     _CURRENCY,
@@ -136,8 +137,7 @@ def _sqrt_braces(text: str) -> str:
     return "".join(out) + text[i:]
 
 
-# the words that announce an answer (no dash: `answer -5` is minus five), and a full stop after a bracket
-_ANNOUNCED = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*", re.IGNORECASE)
+# a sign in words, and a full stop after a bracket
 _SIGN_WORD = re.compile(r"^(?:negative|minus)\s+(?=[\d($\\])", re.IGNORECASE)
 # a whole number and a proper fraction side by side: `1 1/2` cups is one and a half (math-verify read 1 x 1/2)
 _MIXED = re.compile(r"(?P<sign>-)?\s*(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+)(?P<rest>(?:\s+[^\W\d_][^\d()=+*/^\\]*)?)")
@@ -147,7 +147,7 @@ _STOP_AFTER_BRACKET = re.compile(r"(?<=[)\]}])\s*[.!]$")
 def _sentence(text: str) -> Any:
     """`The answer is (-3).`, `answer: (-3)`: the announcing words and the sentence's full stop are no part of
     the answer, parsed again without them (a plain number's are taken by its own rule already)."""
-    bare = _STOP_AFTER_BRACKET.sub("", _ANNOUNCED.sub("", text, count=1)).strip()
+    bare = _STOP_AFTER_BRACKET.sub("", _ANSWER_PREFIX.sub("", text, count=1)).strip()
     bare = _SIGN_WORD.sub("-", bare)  # `negative 5`, `minus 5`
     return _parse_math(bare) if bare and bare != text else PASS
 

@@ -92,7 +92,9 @@ _DENIAL = re.compile(r"\b(?:not|no|never|wrong|incorrect|false)\b|n't\b", re.IGN
 _MATH_SPANS = re.compile(r"\$\$?[^$]*\$\$?|\\boxed\{[^{}]*\}|\\\(.*?\\\)|\\\[.*?\\\]", re.DOTALL)
 
 # `The answer is`, `Final answer:` before a word answer or a choice label.
-_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
+# the words that announce an answer; a dash after them separates (`Answer - B`) unless it is a minus sign
+# (`answer -5`, `answer -(3)`: minus five, minus three)
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*(?::|-(?!\s*[\d.(]))?\s*", re.IGNORECASE)
 
 # A second choice label after the first (`(C) or (B)`, `C. B.`): a hedge, not an answer.
 _OTHER_LABEL = re.compile(r"\(\s*[A-Za-z]\s*\)|(?<![A-Za-z'\d])[A-Z](?![A-Za-z'\d])")

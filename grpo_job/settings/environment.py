@@ -32,11 +32,12 @@ def _local_files(s: JobSettings) -> list[str]:
             ("data.path", "GRPO_DATA__PATH", s.data.path, ", an s3:// object or a Hub dataset"),
             ("evaluation.data_path", "GRPO_EVALUATION__DATA_PATH", s.evaluation.data_path, "")):
         local = Path(path.removeprefix("file://")) if path else None
-        if path and local.is_dir() and saved_dataset(path) is None:
+        saved = saved_dataset(path) if path else None
+        if path and local.is_dir() and saved is None:
             out.append(f"{where} [{env}]: {path!r} is a folder, and not one written by datasets' save_to_disk (no "
                        "state.json or dataset_dict.json in it); the job reads one data file (.jsonl, .json, .csv or "
                        f".parquet) or such a folder: point {env} at one of the folder's files")
-        elif path and where == "evaluation.data_path" and saved_dataset(path) == "dataset_dict":
+        elif where == "evaluation.data_path" and saved == "dataset_dict":
             out.append(f"{where} [{env}]: {path!r} is a saved DatasetDict (several splits); point {env} at the "
                        f"folder of one split, e.g. {str(local / 'test')!r}")
         elif path and is_local_data_path(path) and not local.exists():
