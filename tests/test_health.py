@@ -176,7 +176,7 @@ def test_preflight_says_what_the_zero_variance_guard_will_do(overrides, says):
 
 def test_guard_keys_on_the_name_trl_logs():
     s = load_settings(SMOKE, ['--rewards={"tests.reward_fixtures:difficulty_bonus": 1.0, "soft_overlong": '
-                              '{"weight": 1.0, "max_completion_len": 64, "soft_punish_cache": 8}, "correctness": 1.0}',
+                              '{"weight": 1.0, "max_completion_len": 48, "soft_punish_cache": 8}, "correctness": 1.0}',
                               "--health.zero_reward_steps=2", "--health.zero_std_steps=0"])
     g = health.Guards(s, R.log_names(R.build_all(s.rewards, s.data.answer_type)))
     assert {"DifficultyBonus", "soft_overlong_punishment_reward", "correctness_reward"} <= set(g.watched)

@@ -3,6 +3,7 @@
 
 import functools
 import os
+import re
 
 import pytest
 from test_answers import TABLE
@@ -320,10 +321,29 @@ def test_a_module_name_whose_case_an_env_var_lost_says_how_to_keep_it(monkeypatc
 
 
 def test_an_overlong_penalty_for_another_length_than_the_generation_limit_is_a_warning():
-    s = _settings('{"soft_overlong": {"max_completion_len": 512, "soft_punish_cache": 64}}',
+    s = _settings('{"soft_overlong": {"max_completion_len": 300, "soft_punish_cache": 64}}',
                   "--train.max_completion_length=256")
-    assert any("rewards.soft_overlong.max_completion_len=512 differs from train.max_completion_length=256" in w
+    assert any("rewards.soft_overlong.max_completion_len=300 differs from train.max_completion_length=256" in w
                for w in s.warnings())
     s = _settings('{"soft_overlong": {"max_completion_len": 256, "soft_punish_cache": 64}}',
                   "--train.max_completion_length=256")
     assert not any("max_completion_len" in w for w in s.warnings())
+
+
+@pytest.mark.parametrize("name, top, cache, found", [
+    ("soft_overlong", 512, 64, "0 for every completion"),  # 448 >= 256: no completion reaches the ramp
+    ("get_soft_overlong_punishment", 4096, 512, "set rewards.get_soft_overlong_punishment.max_completion_len to 256"),
+    ("soft_overlong", 256, -8, "must be between 0 and its max_completion_len (256)"),
+    ("soft_overlong", 128, 200, "must be between 0 and its max_completion_len (128)"),
+    ("soft_overlong", 200, 0, None),  # TRL: 0 is no ramp, -1 past max_completion_len
+    ("soft_overlong", 300, 64, None),  # the ramp starts at 236 < 256: a warning only
+])
+def test_an_overlong_penalty_that_can_never_punish_is_an_error(name, top, cache, found):
+    """A recipe copied with open-r1's lengths (4,096 tokens) onto a 256-token run scored 0 on every completion,
+    with only a warning; a negative cache was accepted (new-user trial)."""
+    entry = f'{{"{name}": {{"max_completion_len": {top}, "soft_punish_cache": {cache}}}, "correctness": 1.0}}'
+    if found is None:
+        assert _settings(entry, "--train.max_completion_length=256").rewards[name].kwargs["max_completion_len"] == top
+        return
+    with pytest.raises(SettingsError, match=re.escape(found)):
+        _settings(entry, "--train.max_completion_length=256")

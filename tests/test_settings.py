@@ -529,3 +529,29 @@ def test_another_field_of_the_section_in_the_environment_is_not_blamed(tmp_path,
     monkeypatch.setenv("GRPO_REWARDS__FORMAT", "lots")
     with pytest.raises(SettingsError, match=r"\[GRPO_REWARDS__FORMAT\]"):
         load_settings()
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ('{"temperature": 0.7}', ["'temperature'", "GRPO_TRAIN__TEMPERATURE", "policy ratio"]),
+    ('{"n": 4}', ["'n'", "GRPO_TRAIN__NUM_GENERATIONS"]),
+    ('{"max_new_tokens": 64}', ["'max_new_tokens'", "GRPO_TRAIN__MAX_COMPLETION_LENGTH"]),
+    ('{"logprobs": null}', ["logprobs=null", "importance-sampling"]),
+])
+def test_generation_kwargs_that_trl_sets_itself_are_refused(kwargs, names):
+    """TRL puts `generation_kwargs` over its own sampling arguments: a temperature there trains on log-probs of
+    another distribution than the one sampled, `n` breaks the batch, `logprobs: null` fails TRL 1.15's vLLM path
+    at the first generation step (trl/trainer/grpo_trainer.py `_generate_single_turn`)."""
+    with pytest.raises(SettingsError) as e:
+        load_settings(overrides=[f'--train.extra={{"generation_kwargs": {kwargs}}}'])
+    assert all(n in str(e.value) for n in names), str(e.value)
+
+
+def test_generation_kwargs_of_vllm_alone_pass_to_grpo_config(tmp_path):
+    from trl import GRPOConfig
+
+    from grpo_job.training.train import grpo_config_kwargs
+
+    s = load_settings(ROOT / "examples" / "smoke.yaml",
+                      ['--train.extra={"generation_kwargs": {"detokenize": false, "logprobs": 0}}'])
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    assert args.generation_kwargs == {"detokenize": False, "logprobs": 0}

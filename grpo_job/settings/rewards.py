@@ -21,7 +21,7 @@ BUILTIN_REWARDS = (
 
 class RewardEntry(BaseModel):
     """One `rewards` entry with arguments (open-r1's parameterised rewards), e.g.
-    `soft_overlong: {weight: 1.0, max_completion_len: 512, soft_punish_cache: 64}`: `weight` is
+    `soft_overlong: {weight: 1.0, max_completion_len: 384, soft_punish_cache: 48}`: `weight` is
     TRL's `reward_weights` entry, every other key a keyword argument of the reward (of its `get_*`
     factory for TRL's parameterised rewards), checked against its signature."""
 

@@ -73,7 +73,7 @@ class JobSettings(BaseSettings):
     `grpo_job.rewards.REGISTRY`), a TRL reward (`grpo_job.rewards.TRL_REWARDS`, e.g.
     `get_soft_overlong_punishment`, alias `soft_overlong`) or `module:function` for your own. The
     value is the weight, or an entry with the weight and the reward's keyword arguments:
-    `{correctness: 2.0, soft_overlong: {weight: 1.0, max_completion_len: 512, soft_punish_cache: 64}}`."""
+    `{correctness: 2.0, soft_overlong: {weight: 1.0, max_completion_len: 384, soft_punish_cache: 48}}`."""
     train: TrainSettings = TrainSettings()
     store: StoreSettings = StoreSettings()
     stop: StopSettings = StopSettings()

@@ -117,6 +117,40 @@ def extra_is_not_a_setting(s: Settings) -> list[str]:
     return out
 
 
+# generation_kwargs keys TRL sets itself from GRPOConfig (trl/trainer/grpo_trainer.py, vllm_generation.py:
+# `generation_kwargs.update(args.generation_kwargs)` puts the user's over them): overridden there, the batch or
+# the loss no longer matches what TRL assumes.
+_GENERATION_KWARGS_OF_TRL = {
+    "temperature": ("train.temperature (GRPO_TRAIN__TEMPERATURE)", "TRL divides the training logits by "
+                    "train.temperature; a sampling temperature of its own makes the policy ratio compare "
+                    "log-probs of two different distributions"),
+    "n": ("train.num_generations (GRPO_TRAIN__NUM_GENERATIONS)", "TRL samples each prompt's group itself, one "
+          "completion per copy of the prompt; more would not match the batch"),
+    "num_return_sequences": ("train.num_generations (GRPO_TRAIN__NUM_GENERATIONS)", "TRL samples each prompt's "
+                             "group itself, one completion per copy of the prompt; more would not match the batch"),
+    "max_tokens": ("train.max_completion_length (GRPO_TRAIN__MAX_COMPLETION_LENGTH)", "the job fits prompts and "
+                   "completions into model.max_seq_length by that setting"),
+    "max_new_tokens": ("train.max_completion_length (GRPO_TRAIN__MAX_COMPLETION_LENGTH)", "the job fits prompts "
+                       "and completions into model.max_seq_length by that setting"),
+}
+
+
+def generation_kwargs_leave_trl_its_own(s: Settings) -> list[str]:
+    """`train.extra.generation_kwargs` goes to vLLM's SamplingParams (or transformers' GenerationConfig) over
+    what TRL sets from GRPOConfig; the keys that would break TRL's batch or loss are refused."""
+    kwargs = s.train.extra.get("generation_kwargs")
+    if not isinstance(kwargs, dict):
+        return []
+    out = [f"train.extra.generation_kwargs sets {key!r}, which TRL sets itself from {setting}: {why}; set "
+           f"{setting.split(' ')[0]} and remove {key!r} from generation_kwargs"
+           for key, (setting, why) in _GENERATION_KWARGS_OF_TRL.items() if key in kwargs]
+    if "logprobs" in kwargs and kwargs["logprobs"] is None:
+        out.append("train.extra.generation_kwargs sets logprobs=null: TRL (1.15) reads the sampled token's "
+                   "log-prob of every vLLM completion for its importance-sampling correction and fails at the first "
+                   "generation step without them; remove 'logprobs' from generation_kwargs")
+    return out
+
+
 def lengths_fit_sequence(s: Settings) -> list[str]:
     t = s.train
     if t.max_prompt_length + t.max_completion_length <= s.model.max_seq_length:
@@ -206,6 +240,32 @@ def one_answer_type(s: Settings) -> list[str]:
     return []
 
 
+def overlong_punishment_can_punish(s: Settings) -> list[str]:
+    """TRL's soft overlong punishment (DAPO, eq. 13) is 0 up to `max_completion_len - soft_punish_cache` tokens,
+    then falls to -1 at `max_completion_len`. Completions stop at `train.max_completion_length` tokens, so past
+    that a reward is 0 for every completion (a recipe copied with open-r1's 4,096), and a cache outside
+    0..max_completion_len makes no ramp at all."""
+    out = []
+    for name, entry in s.rewards.items():
+        kwargs = getattr(entry, "kwargs", {})
+        if name not in ("soft_overlong", "get_soft_overlong_punishment") or not kwargs:
+            continue
+        top, cache = kwargs.get("max_completion_len"), kwargs.get("soft_punish_cache")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (top, cache)):
+            continue  # missing or mistyped: the reward's argument check names it (settings.environment)
+        if not 0 <= cache <= top:
+            out.append(f"rewards.{name}.soft_punish_cache={cache} must be between 0 and its max_completion_len "
+                       f"({top}): the punishment ramps from 0 to -1 over the last soft_punish_cache tokens; set it "
+                       f"to a share of max_completion_len, e.g. {max(top // 8, 1)}")
+        elif top - cache >= s.train.max_completion_length:
+            out.append(f"rewards.{name} punishes completions longer than max_completion_len - soft_punish_cache = "
+                       f"{top - cache} tokens, but no completion is longer than train.max_completion_length "
+                       f"({s.train.max_completion_length}), so this reward would be 0 for every completion; set "
+                       f"rewards.{name}.max_completion_len to {s.train.max_completion_length} (DAPO's L_max is the "
+                       f"generation limit) or lower it")
+    return out
+
+
 def warmup_steps_of(s: Settings) -> int:
     """The warm-up steps transformers makes of `train.warmup_steps` (a float below 1 is a share of
     `max_steps`, rounded up; `get_warmup_steps`). Linear warm-up trains step 0 at learning rate 0, so with
@@ -217,6 +277,7 @@ def warmup_steps_of(s: Settings) -> int:
 RULES: tuple[Callable[[Settings], list[str]], ...] = (
     generation_batch_holds_groups,
     extra_is_not_a_setting,
+    generation_kwargs_leave_trl_its_own,
     lengths_fit_sequence,
     unsloth_has_no_lora_dropout,
     processes_fit_engine,
@@ -224,6 +285,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     exempt_rewards_exist,
     some_reward_trains,
     one_answer_type,
+    overlong_punishment_can_punish,
 )
 
 
