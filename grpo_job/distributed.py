@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_job.store import RunStore
+from grpo_job.store.base import Tagged
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class ReadOnlyStore(RunStore):
     def check_reachable(self) -> None:
         self.inner.check_reachable()
 
-    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> Tagged | None:
         return self.inner.read_tagged(key)
 
     def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:

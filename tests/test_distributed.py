@@ -44,7 +44,7 @@ def test_processes_other_than_the_main_one_read_the_store_but_cannot_write_it(tm
         with pytest.raises(RuntimeError, match="only the main process"):
             write()
     assert inner.list("") == ["stages/prepare_data.json"]
-    assert ro.read_tagged("stages/prepare_data.json") == inner.read_tagged("stages/prepare_data.json")
+    assert ro.read_tagged("stages/prepare_data.json")[:2] == inner.read_tagged("stages/prepare_data.json")[:2]
 
 
 def test_a_waiting_process_goes_on_once_the_main_writes_the_marker(tmp_path):

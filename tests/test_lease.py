@@ -61,7 +61,7 @@ def test_write_if_is_a_compare_and_swap(store):
     assert store.write_if("x.json", b"2", "not-its-tag") is None
     second = store.write_if("x.json", b"2", first)
     assert second not in (None, first)
-    assert store.read_tagged("x.json") == (b"2", second)
+    assert store.read_tagged("x.json")[:2] == (b"2", second)
     assert store.write_if("x.json", b"3", first) is None  # the old tag no longer matches
     assert store.read_bytes("x.json") == b"2"
     assert store.list() == ["x.json"]  # a local store's lock file is hidden
@@ -137,6 +137,28 @@ def test_a_lease_not_renewed_for_its_seconds_is_taken_over(store, caplog):
     held.release()
 
 
+def test_the_window_counts_from_the_lease_s_last_write_by_the_store_s_clock(store, caplog):
+    """A replacement pod that starts a minute after its predecessor was SIGKILLed waited a whole lease_seconds more
+    (counted from when it first saw the lease), 2 minutes in all (operator trial); the lease's age is read from
+    the store itself (S3: the server's Date less LastModified; a local store: the file's mtime)."""
+    gone = {"host": "node-b", "pid_namespace": "pid:[1]", "pid": 1, "started": 5}
+    store.write_if(KEY, json.dumps({"holder": gone, "beat": 3, "released": False}).encode(), None)
+    if isinstance(store, LocalStore):
+        assert store.read_tagged(KEY).age < 5
+        long_ago = time.time() - 600
+        os.utime(store.root / KEY, (long_ago, long_ago))
+        assert store.read_tagged(KEY).age >= 599
+        window, expected = 60.0, 5.0  # 600 s old: taken over at once
+    else:
+        time.sleep(4)  # S3's timestamps are whole seconds: the age read is at least 2 s
+        assert 2 <= store.read_tagged(KEY).age <= 5
+        window, expected = 3.0, 2.5  # at most 1 s of the 3 left to wait (3 s from first sight before)
+    t0 = time.monotonic()
+    acquire(store, window).release()
+    assert time.monotonic() - t0 < expected
+    assert "no renewal for" in caplog.text and "node-b" in caplog.text
+
+
 @pytest.mark.parametrize("body", [
     b"", b"{not json", b"[1, 2]", b'{"holder": ["x"], "beat": 1, "released": false}',
     b'{"holder": {"host": "h", "pid": 1}, "beat": "abc", "released": false}',
@@ -172,7 +194,7 @@ def test_a_holder_with_a_longer_lease_is_watched_for_its_own_seconds(store):
 def test_a_holder_whose_lease_was_taken_over_stops_renewing(store):
     lost = []
     held = acquire(store, 0.4, on_lost=lost.append)
-    current, tag = store.read_tagged(KEY)
+    tag = store.read_tagged(KEY).tag
     other = {"host": "elsewhere", "pid": 2}
     assert store.write_if(KEY, json.dumps({"holder": other, "beat": 99, "released": False}).encode(), tag) is not None
     held.start_renewing()
@@ -191,7 +213,7 @@ def test_a_holder_that_is_taken_over_leaves_at_once_with_exit_1(tmp_path):
         from grpo_job.store.lease import KEY, acquire
         store = LocalStore({str(tmp_path / 'runs' / 'r1')!r})
         held = acquire(store, 0.4)
-        _, tag = store.read_tagged(KEY)
+        tag = store.read_tagged(KEY).tag
         store.write_if(KEY, json.dumps({{"holder": {{"host": "elsewhere"}}}}).encode(), tag)
         held.start_renewing()
         time.sleep(10)

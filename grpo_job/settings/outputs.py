@@ -27,7 +27,8 @@ class StoreSettings(Section):
     stages holds it and renews it every quarter of this; a second process with the same `run_id` (a second
     `docker run`, a CI re-run, a replacement pod while a lost node's pod still trains) exits 1 naming the
     holder, after watching the lease renewed. A lease left by a process that died (SIGKILL, a lost node) is
-    taken over after this long without renewal; one left by a process of this machine that is gone, at once.
+    taken over once this long has passed since its last renewal (by the store's clock); one left by a
+    process of this machine that is gone, at once.
     0 turns the lease off (a store without conditional writes); else at least 5 s (a store's round trip)."""
 
     @field_validator("lease_seconds")

@@ -13,12 +13,25 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from grpo_job.errors import SettingsError
+
+
+class Tagged(NamedTuple):
+    """An object read with its version, for a compare-and-swap (`RunStore.read_tagged`)."""
+
+    data: bytes
+    tag: str
+    """The version tag `write_if` compares (S3: the ETag)."""
+    age: float | None = None
+    """Seconds since it was written, by the store's own clock (S3: the server's `Date` less `LastModified`;
+    a local store: its file's modification time), so no two machines' clocks are compared; None when the
+    store cannot tell. A lower bound: rounded down to the store's resolution."""
 
 
 class RunStore(ABC):
@@ -57,8 +70,8 @@ class RunStore(ABC):
         """Raise SettingsError when the store cannot be used (called by `check` and before `run`)."""
 
     @abstractmethod
-    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
-        """The object at `key` and its version tag (S3: the ETag), or None when there is none."""
+    def read_tagged(self, key: str) -> Tagged | None:
+        """The object at `key` with its version tag and age, or None when there is none."""
 
     @abstractmethod
     def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
@@ -169,12 +182,13 @@ class LocalStore(RunStore):
         elif path.is_file():
             path.unlink()
 
-    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> Tagged | None:
         try:
-            data = self._path(key).read_bytes()
+            with open(self._path(key), "rb") as f:
+                data, written = f.read(), os.fstat(f.fileno()).st_mtime
         except FileNotFoundError:
             return None
-        return data, hashlib.sha256(data).hexdigest()
+        return Tagged(data, hashlib.sha256(data).hexdigest(), max(0.0, time.time() - written))
 
     def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
         # the compare and the write under one lock file beside the object (hidden: `list` skips it); the
@@ -184,7 +198,7 @@ class LocalStore(RunStore):
         with open(path.with_name(f".{path.name}.lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self.read_tagged(key)
-            if (current[1] if current else None) != tag:
+            if (current.tag if current else None) != tag:
                 return None
             self.write_bytes(key, data)
             return hashlib.sha256(data).hexdigest()

@@ -10,9 +10,10 @@ stage and renews it from a thread every quarter of `store.lease_seconds`. A star
 - one held by a process of this machine and PID namespace that is gone (a job killed in a shell loop, on a
   VM or a laptop): it takes it over at once;
 - any other: it watches it. Renewed within `lease_seconds` (or the holder's own, if longer): the run is in
-  use, `RunInUse` (exit 1) names the holder. Not renewed for that long: its holder is gone (SIGKILL, a lost
-  node, a container killed for memory: a new container or pod has its own PID namespace, so it waits);
-  taken over.
+  use, `RunInUse` (exit 1) names the holder. Not renewed for that long since its last write, by the store's
+  clock (S3: the server's, so no two machines' clocks are compared): its holder is gone (SIGKILL, a lost node,
+  a container killed for memory: a new container or pod has its own PID namespace, so it waits what is left of
+  the window); taken over.
 
 Every write is a compare-and-swap (`RunStore.write_if`: S3's conditional PUT, a lock file on a local
 store), so of two processes starting at once only one wins. A holder whose renewal finds the lease taken
@@ -185,14 +186,14 @@ def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | No
     renews it while this one watches for up to `seconds`. `on_lost`: called with a message when a renewal
     finds the lease taken over (default: log and exit 1 at once)."""
     me = holder_identity()
-    watched: tuple[str, float] | None = None  # (tag, when first seen) of another holder's lease
+    watched: tuple[str, float] | None = None  # (tag, when last written) of another holder's lease
     while True:
         current = store.read_tagged(KEY)
         if current is None:
             if (tag := store.write_if(KEY, _body(me, 0, seconds), None)) is not None:
                 return Lease(store, seconds, tag, 0, me, on_lost)
             continue  # another process created it just now: read it
-        data, tag = current
+        data, tag, age = current
         lease = _parse(data)
         if lease is None:
             holder, beat, why = {}, 0, f"it is not a lease this job wrote (cut short or edited): {data[:80]!r}"
@@ -203,6 +204,11 @@ def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | No
         # a holder renews every quarter of its own lease_seconds: wait for the longer of the two
         own = lease.get("seconds") if lease is not None else None
         window = max(seconds, own) if isinstance(own, (int, float)) and not isinstance(own, bool) else seconds
+        first_sight = watched is None and why is None
+        if first_sight:
+            # counted from its last write by the store's clock: a replacement pod that starts a minute after its
+            # predecessor was killed waits what is left of the window, not a whole one
+            watched = (tag, time.monotonic() - min(age or 0.0, window))
         if why is None and watched is not None and watched[0] == tag and time.monotonic() - watched[1] >= window:
             why = f"no renewal for {window:.0f} s"
         if why is not None:
@@ -218,8 +224,8 @@ def acquire(store: RunStore, seconds: float, on_lost: Callable[[str], None] | No
                 "watched). Two runs of one run_id would overwrite each other's checkpoints. Wait for it to end "
                 f"(a lease its holder left unreleased is taken over after {window:.0f} s without renewal), or set "
                 "GRPO_RUN_ID to start another run")
-        if watched is None:
-            watched = (tag, time.monotonic())
-            log.info("run lease: %s holds %s/%s; watching it for up to %.0f s", _describe(holder), store.uri, KEY,
-                     window)
+        if first_sight:
+            quiet = time.monotonic() - watched[1]
+            log.info("run lease: %s holds %s/%s, last written %.0f s ago; watching it for up to %.0f s more",
+                     _describe(holder), store.uri, KEY, quiet, window - quiet)
         sleep(max(0.05, min(window / 8, 5.0)))

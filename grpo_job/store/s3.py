@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_job.errors import SettingsError
-from grpo_job.store.base import RunStore
+from grpo_job.store.base import RunStore, Tagged
 
 MiB = 1 << 20
 # Multipart above 16 MiB in 16 MiB parts, 8 parts/files in flight: a 3B LoRA's optimizer state
@@ -236,7 +236,7 @@ class S3Store(RunStore):
                 first = resp["Errors"][0]
                 raise RuntimeError(f"could not delete {first.get('Key')} from {self.uri}: {first.get('Message')}")
 
-    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> Tagged | None:
         from botocore.exceptions import ClientError
 
         try:
@@ -245,7 +245,7 @@ class S3Store(RunStore):
             if _error_code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return resp["Body"].read(), resp["ETag"]
+        return Tagged(resp["Body"].read(), resp["ETag"], _server_age(resp))
 
     def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
         """S3's conditional PUT (`If-None-Match: *` / `If-Match: <ETag>`; AWS since 2024, MinIO, moto). A store
@@ -276,3 +276,16 @@ class S3Store(RunStore):
             client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as e:
             raise SettingsError(f"store: {describe_error(e, f's3://{self.bucket}', client.meta.endpoint_url)}") from None
+
+
+def _server_age(resp: dict[str, Any]) -> float | None:
+    """Seconds since the object of a GetObject answer was written, by the server's clock alone: its `Date`
+    header less the object's `LastModified`, both whole seconds, so one second less (a lower bound). None
+    when either is missing or unreadable."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        now = parsedate_to_datetime(resp["ResponseMetadata"]["HTTPHeaders"]["date"])
+        return max(0.0, (now - resp["LastModified"]).total_seconds() - 1.0)
+    except (KeyError, TypeError, ValueError):
+        return None
