@@ -131,6 +131,23 @@ def test_a_step_is_interrupted_only_before_its_update_and_only_when_it_cannot_en
     assert r.stdout.split() == ["interrupted", "interrupted", "finished", "finished", "interrupted"], r.stderr
 
 
+@pytest.mark.parametrize("last_step, said", [(0.0, "no step has ended in this process yet"),
+                                              (12.5, "the last step took 12.5 s")])
+def test_the_interrupted_step_message_says_what_it_knows_of_the_step_length(tmp_path, caplog, last_step, said):
+    """After a resume, SIGTERM in the first step logged "(the last step took 0.0 s)" (operator trial)."""
+    from types import SimpleNamespace
+
+    from grpo_job.stopping import StopControl
+    from grpo_job.training.train import save_last_finished_step
+
+    stop = StopControl(grace_seconds=2)
+    stop.signal_at, stop.last_step_seconds = time.monotonic(), last_step
+    (tmp_path / "checkpoint-4").mkdir()  # the resumed step is saved already: nothing is written
+    save_last_finished_step(SimpleNamespace(state=SimpleNamespace(global_step=4)), stop, tmp_path)
+    assert f"SIGTERM during step 5, which cannot end within the grace budget ({said}" in caplog.text
+    assert "0.0 s" not in caplog.text
+
+
 # ---------------------------------------------------------------- checkpoints on time
 def test_save_minutes_asks_for_a_checkpoint_once_the_time_has_passed():
     from transformers import TrainerControl, TrainerState, TrainingArguments

@@ -100,3 +100,6 @@ def test_cpu_run_keeps_per_step_metrics_with_timing_and_logs_eta(cpu_run):
     lines = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
     step_lines = [ln["msg"] for ln in lines if ln["msg"].startswith("step 1/2")]
     assert step_lines and " eta " in step_lines[0]
+    # the trainer's closing summary has its own numbers, not an empty "step 2/2 " (operator trial)
+    summary = [ln["msg"] for ln in lines if ln["msg"].startswith("step 2/2") and "train_runtime=" in ln["msg"]]
+    assert len(summary) == 1 and "reward=" not in summary[0], [ln["msg"] for ln in lines if ln["msg"].startswith("step")]

@@ -141,6 +141,8 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
             keys = ("loss", "reward", "reward_std", "completions/mean_length", "grad_norm", "learning_rate")
             shown = {k: record[k] for k in keys if k in record}
             shown.update({k: v for k, v in record.items() if k.startswith("rewards/") and k.endswith("/mean")})
+            if not shown:  # the trainer's summary at the end (train_runtime, train_loss...): its own numbers
+                shown = {k: v for k, v in record.items() if k != "step"}
             eta = f" eta {report.fmt_duration(record['eta_s'])}" if "eta_s" in record else ""
             log.info("step %d/%d %s%s", state.global_step, state.max_steps,
                      " ".join(f"{k}={v:.4g}" for k, v in shown.items()), eta, extra={"metrics": record})
@@ -343,8 +345,12 @@ def save_last_finished_step(trainer: Any, stop: stopping.StopControl, output_dir
     Nothing is written when that step is already saved, or when no step finished yet."""
     step = trainer.state.global_step
     stop.should_stop()  # records the reason (SIGTERM, or the deadline reached through the watchdog)
-    log.warning("stop: %s during step %d, which cannot end within the grace budget (the last step took %.1f s): "
-                "interrupted before its update; %s", stop.reason, step + 1, stop.last_step_seconds,
+    # after a resume no step of this process has ended yet: its length is unknown, and a step of unknown
+    # length is not begun within the grace budget (StopControl.step_fits)
+    length = (f"the last step took {stop.last_step_seconds:.1f} s" if stop.last_step_seconds > 0 else
+              "no step has ended in this process yet, so its length is unknown")
+    log.warning("stop: %s during step %d, which cannot end within the grace budget (%s): "
+                "interrupted before its update; %s", stop.reason, step + 1, length,
                 f"saving checkpoint-{step}, the last finished step" if step else "no step finished, nothing to save",
                 extra={"step": step})
     if step == 0 or (output_dir / f"checkpoint-{step}").exists():
