@@ -350,3 +350,35 @@ def test_evaluation_data_path_not_there_yet_is_a_machine_problem_not_a_form_erro
     s = load_settings(overrides=[f"--evaluation.data_path={tmp_path / 'mydd' / 'test'}"])
     [problem] = [p for p in environment.problems(s) if p.startswith("evaluation.data_path")]
     assert "does not exist on this machine" in problem
+
+
+def test_lists_and_objects_arrow_would_change_are_kept_as_json_text(tmp_path, caplog):
+    """A json_schema task whose schemas differ across rows passed `check` and the preflight, then crashed at the
+    first training step: the trainer's Arrow table gave every row the union of the keys, missing ones null
+    (`"nickname": null`, no valid JSON Schema). What the data check, the preflight and the trainer read must be
+    the same values (new-user trial)."""
+    from datasets import Dataset
+
+    plain = {"type": "object", "properties": {"name": {"type": "string"}}}
+    optional = {"type": "object", "properties": {"name": {"type": "string"}, "nickname": {"type": "string"}}}
+    rows = [{"prompt": f"Who is person {i}?", "answer": {"name": f"P{i}"}, "schema": optional if i == 3 else plain,
+             "tests": ["assert f() == 1"] if i % 2 else "assert f() == 1", "meta": {"source": "mine", "n": i}}
+            for i in range(8)]
+    path = tmp_path / "people.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, heldout, _ = data.prepare(DataSettings(path=str(path), task="plain", eval_fraction=0.25), tmp_path / "c")
+    prepared = train + heldout
+    by_id = {r["prompt"][-1]["content"]: r for r in prepared}
+    for i, row in enumerate(rows):
+        got = by_id[row["prompt"]]
+        assert json.loads(got["schema"]) == row["schema"]  # JSON text: every key as written, none added
+        assert got["tests"] == (json.dumps(row["tests"]) if i % 2 else row["tests"])  # strings stay strings
+        assert got["meta"] == row["meta"]  # one shape in every row: Arrow keeps it, so it stays an object
+    assert "'schema'" in caplog.text and "'tests'" in caplog.text and "'meta'" not in caplog.text
+    # what the trainer gets (train.py: Dataset.from_list) is what the checks read
+    assert Dataset.from_list(train).to_list() == train
+    # and the rewards read it: the optional property is no null there
+    from grpo_job.rewards import json_schema_reward
+
+    row = by_id["Who is person 3?"]
+    assert json_schema_reward(['{"name": "P3"}'], answer=[row["answer"]], schema=[row["schema"]]) == [1.0]

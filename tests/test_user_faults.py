@@ -541,15 +541,23 @@ def test_log_format_is_read_in_any_case(monkeypatch, value, expected):
     assert load_settings().log_format == expected
 
 
-def test_a_column_of_mixed_shapes_is_told_to_hold_json_text(tmp_path):
-    """Found by a new user's trial: the code reward's tests in two forms across rows were refused with no
-    word of the way out (every value as JSON text, which the reward decodes)."""
+def test_a_column_of_mixed_shapes_is_kept_as_json_text_and_mixed_scalars_are_refused(tmp_path):
+    """Found by new users' trials: the code reward's tests in two forms across rows were refused (the way out was
+    to rewrite every value as JSON text); the job now keeps each list as its JSON text, which the reward decodes.
+    Numbers in some rows and text in others stay an error: which one was meant is not the job's to guess."""
     import json
+
+    from grpo_job.rewards.code import read_tests
 
     f = tmp_path / "code.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in [{"prompt": "p", "answer": "a", "tests": "assert f() == 1"},
                                                       {"prompt": "q", "answer": "b", "tests": ["assert f() == 2"]}]))
-    with pytest.raises(SettingsError, match="mixes value types across rows .*JSON text"):
+    train, _, _ = data.prepare(DataSettings(path=str(f), task="plain", eval_fraction=0), tmp_path / "cache")
+    assert sorted(r["tests"] for r in train) == ['["assert f() == 2"]', "assert f() == 1"]
+    assert sorted(read_tests(r["tests"])[1][0] for r in train) == ["assert f() == 1", "assert f() == 2"]
+    f.write_text("\n".join(json.dumps(r) for r in [{"prompt": "p", "answer": "a", "level": 1},
+                                                      {"prompt": "q", "answer": "b", "level": "hard"}]))
+    with pytest.raises(SettingsError, match="column 'level' .*mixes value types across rows .*one type in every row"):
         data.prepare(DataSettings(path=str(f), task="plain"), tmp_path / "cache")
 
 

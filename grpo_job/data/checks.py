@@ -77,8 +77,8 @@ def check_column_types(rows: list[Row], where: str) -> None:
             pa.array([r.get(col) for r in rows])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise SettingsError(f"column {col!r} of {where} mixes value types across rows ({e}); "
-                                "give it one type in every row (a column of mixed shapes, such as the code reward's "
-                                "tests, can hold each value as JSON text: the code and json_schema rewards decode it)"
+                                "give it one type in every row (e.g. numbers in every row, or text in every row; lists and "
+                                "objects of mixed shapes are kept as JSON text by the job itself)"
                                 ) from None
 
 

@@ -108,6 +108,40 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
 
 
 
+def keep_shapes_as_text(rows: list[Row], where: str) -> list[str]:
+    """Columns whose lists or objects Arrow would not keep as they are, made JSON text in place; returns them.
+
+    The trainer builds an Arrow table of the rows (`Dataset.from_list`), which holds one type per column: objects
+    of different keys get every key, missing ones null (a JSON schema with an optional property in one row gave
+    every other row's schema `"nickname": null`, which jsonschema refuses: a crash at the first step, after the
+    data check and the preflight had read the rows as written), and a column of lists in some rows and strings
+    in others fails. Each list or object of such a column becomes its JSON text (strings and nulls stay), so the
+    data check, the preflight and training all read the same values; the code and json_schema rewards decode
+    JSON text. The prompt column is left alone (TRL reads it as messages)."""
+    import pyarrow as pa
+
+    changed = []
+    for col in dict.fromkeys(k for r in rows for k in r):
+        values = [r.get(col) for r in rows]
+        if col == "prompt" or not any(isinstance(v, (list, dict)) for v in values):
+            continue
+        try:
+            if pa.array(values).to_pylist() == values:
+                continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+        for r in rows:
+            if isinstance(r.get(col), (list, dict)):
+                r[col] = json.dumps(r[col], ensure_ascii=False, default=str)
+        changed.append(col)
+    if changed:
+        log.warning("data: column(s) %s of %s hold lists or objects of different shapes across rows, which the "
+                    "trainer's Arrow table would fill with nulls or refuse; each list or object there is kept as its "
+                    "JSON text (the code and json_schema rewards decode it; a reward of your own gets the text: "
+                    "json.loads it)", changed, where)
+    return changed
+
+
 def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
     """The rows of `evaluation.data_path` (a local file), read and mapped by `data.task` as the training
     rows are: what the evaluate stages score, and what the data check reads before any model is loaded.
@@ -121,6 +155,7 @@ def evaluation_rows(path: str, settings: DataSettings) -> list[Row]:
         raise SettingsError(f"{e}. The evaluation file is mapped as the training data is (data.task, "
                             "data.prompt_column, data.answer_column): give it the training data's columns") from None
     # checked as the training rows are: one type per column, references the answer checker can read
+    keep_shapes_as_text(rows, where)
     check_column_types(rows, where)
     try:
         check_references(rows, settings, where)
@@ -212,6 +247,7 @@ def prepare(settings: DataSettings, cache_dir: Path) -> tuple[list[Row], list[Ro
         eval_raw = eval_raw[: settings.eval_samples]
     train = map_rows(train_raw, settings, where)
     heldout = map_rows(eval_raw, settings, f"{where} (held-out rows)")
+    keep_shapes_as_text(train + heldout, where)
     check_column_types(train + heldout, where)
     prompt_col, answer_col = columns_of(settings, train_raw[0].keys())
     if note := trl_columns_note(settings, train_raw[0].keys()):
