@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from grpo_job import rewards, sandbox
+from grpo_job.errors import SettingsError
 from grpo_job.rewards import code as code_mod
 from tests.job_env import job_env
 
@@ -201,3 +202,48 @@ def test_limits_that_would_score_every_program_0_are_refused_when_the_reward_is_
     with pytest.raises(TypeError) as factory:  # a factory's (TRL's get_soft_overlong_punishment) alike
         build("soft_overlong", {"max_completion_len": "abc", "soft_punish_cache": 3, "bogus_arg": 1})
     assert "unknown argument(s) ['bogus_arg']" in str(factory.value) and "max_completion_len='abc'" in str(factory.value)
+
+
+def _check_data(tmp_path, rows, rewards_json):
+    import json
+
+    from grpo_job import preflight
+    from grpo_job.settings import load_settings
+
+    f = tmp_path / "tasks.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = load_settings(None, [f"--data.path={f}", "--data.task=plain", f"--rewards={rewards_json}",
+                             "--evaluation.enabled=false"])
+    return preflight.load_and_check_data(s, tmp_path / "cache", lambda: None)
+
+
+def test_every_row_s_tests_and_schema_are_read_before_any_model_loads(tmp_path):
+    """`check` called the rewards on 3 rows: 9 of 12 rows with tests in no form the reward reads passed it, and
+    stopped `run` only at the preflight, after the model was loaded; one such row would have stopped training
+    (new-user trial). Every row is read now."""
+    good = {"prompt": "Write f.", "answer": "def f():\n    return 1\n", "tests": "assert f() == 1"}
+    rows = [good] * 3 + [{**good, "prompt": f"Write g{i}.", "tests": {"case": i}} for i in range(9)]
+    with pytest.raises(SettingsError, match=r"reward 'code' cannot read 9 of 12 rows .*got dict .*'case'"):
+        _check_data(tmp_path, rows, '{"code": 1.0}')
+    one = [good] * 11 + [{**good, "prompt": "Write h.", "tests": [1, 2]}]
+    with pytest.raises(SettingsError, match=r"cannot read 1 of 12 rows .*got list '\[1, 2\]'"):
+        _check_data(tmp_path, one, '{"code": 1.0}')
+    schema = '{"type": "object", "required": ["name"]}'
+    person = {"prompt": "Who?", "answer": '{"name": "Ava"}', "schema": schema}
+    broken = [person] * 5 + [{**person, "prompt": "Who else?", "schema": '{"type": "objekt"}'}]
+    with pytest.raises(SettingsError, match=r"reward 'json_schema' cannot read 1 of 6 rows .*not valid"):
+        _check_data(tmp_path, broken, '{"json_schema": 1.0}')
+    train, heldout, _ = _check_data(tmp_path, [person] * 6, '{"json_schema": 1.0}')
+    assert len(train) + len(heldout) == 6
+
+
+def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path, caplog):
+    """The dry call scored the reference solution 0 against its row's tests and said nothing: no model can earn
+    that row (new-user trial)."""
+    wrong = {"prompt": "Write add.", "answer": "def add(a, b):\n    return a + b\n", "tests": "assert add(1, 2) == 4"}
+    right = {**wrong, "prompt": "Write add again.", "tests": "assert add(1, 2) == 3"}
+    _check_data(tmp_path, [wrong, right, right, right], '{"code": 1.0}')
+    assert "'code' scored 0 on the reference answer itself" in caplog.text and "add(1, 2) == 4" in caplog.text
+    caplog.clear()
+    _check_data(tmp_path, [right] * 4, '{"code": 1.0}')
+    assert "scored 0 on the reference answer" not in caplog.text

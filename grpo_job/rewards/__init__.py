@@ -29,6 +29,7 @@ from typing import Any
 import pydantic
 
 from grpo_job import answers
+from grpo_job.rewards import code, structured
 from grpo_job.rewards.builtin import (
     RewardFunc,
     completion_text,
@@ -55,6 +56,10 @@ REGISTRY: dict[str, RewardFunc] = {
     "code": code_reward,
     "json_schema": json_schema_reward,
 }
+
+# The job's rewards that read columns of their own, with the check of every row they read: (rows, the entry's
+# arguments) -> [(row index, what is wrong)], run before any model is loaded (calls.check_reward_rows).
+ROW_CHECKS: dict[Any, Any] = {code_reward: code.unreadable_rows, json_schema_reward: structured.unreadable_rows}
 
 # TRL's built-in rewards (trl.rewards, trl 1.15), usable by their TRL name; `get_*` are factories.
 TRL_REWARDS = (

@@ -6,6 +6,7 @@ is a SettingsError (exit 2) naming `rewards.<name>` and the completion that brok
 - `check_rewards`: every reward on given completions (the preflight stage, and the dry call);
 - `dry_call`: every reward on two synthetic completions of the first `DRY_ROWS` data rows (`check` and
   prepare_data, before any model is loaded);
+- `check_reward_rows`: every row the job's own rewards read columns of (code tests, JSON schemas) is readable;
 - `check_reward_columns`: the dataset columns each reward's signature asks for are there.
 """
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import functools
 import inspect
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -23,6 +26,8 @@ from grpo_job import data
 from grpo_job import rewards as R
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.rewards import limits
+
+log = logging.getLogger(__name__)
 
 _SHOWN = 600  # characters of an offending completion shown in an error
 
@@ -215,11 +220,25 @@ def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
             return list(text.encode())
         return tokenizer.encode(text, add_special_tokens=False).ids + ([eos] if eos is not None else [])
 
-    return check_rewards(rewards, [r for r in picked for _ in range(2)], texts, [ids(t) for t in texts],
-                         found_by=f"the data check's dry call of every reward, before any model is loaded, on "
-                                  f"{len(texts)} synthetic completions of {len(picked)} data rows: the reference "
-                                  "answer in the <reasoning>/<answer> format, and an empty one", light=True,
-                         time_limit=time_limit)
+    scores = check_rewards(rewards, [r for r in picked for _ in range(2)], texts, [ids(t) for t in texts],
+                           found_by=f"the data check's dry call of every reward, before any model is loaded, on "
+                                    f"{len(texts)} synthetic completions of {len(picked)} data rows: the reference "
+                                    "answer in the <reasoning>/<answer> format, and an empty one", light=True,
+                           time_limit=time_limit)
+    for name, got in scores.items():
+        # the job's rewards that compare with the row's reference: its own answer scoring 0 means a row no model
+        # can earn (a code task's reference solution failing its tests, a reference the schema refuses)
+        if _underlying(rewards[name])[0] in _REFERENCE_REWARDS:
+            zero = [picked[i // 2] for i in range(0, len(got), 2) if got[i] == 0]
+            if zero:
+                log.warning("rewards: %r scored 0 on the reference answer itself (written as a completion) in %d of %d "
+                            "rows tried, e.g. %s: a model that answers as the reference does earns nothing there; check "
+                            "that those rows' reference answers pass their own tests or schema", name, len(zero),
+                            len(picked), data.excerpt(zero[0], ("prompt",)))
+    return scores
+
+
+_REFERENCE_REWARDS = (R.code_reward, R.json_schema_reward)  # correctness: check_references reads every row
 
 
 def _trainer_state() -> Any:
@@ -227,6 +246,39 @@ def _trainer_state() -> Any:
     from transformers import TrainerState
 
     return TrainerState()
+
+
+def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str = "the data") -> None:
+    """Every row a reward of the job reads columns of (`rewards.ROW_CHECKS`: the code reward's tests, the
+    json_schema reward's schema and reference) is one it can read: the dry call tries a few rows, and one row it
+    cannot read stops training at the first batch that holds it (exit 1, retried in vain). `rewards`: the built
+    rewards by name. Raises SettingsError naming each such reward, how many rows, and the first row."""
+    found = []
+    for name, func in rewards.items():
+        base, arguments = _underlying(func)
+        check = R.ROW_CHECKS.get(base)
+        bad = check(rows, **arguments) if check is not None else []
+        if bad:
+            i, what = bad[0]
+            found.append(f"reward {name!r} cannot read {len(bad)} of {len(rows)} rows of {where}: e.g. {what}, in row "
+                         f"{data.excerpt(rows[i], ('prompt',))}")
+    if found:
+        raise SettingsError("; ".join(found) + ". Training would stop at the first batch holding such a row: fix or "
+                            "remove those rows in the data (GRPO_DATA__PATH), or point the reward at the right column")
+
+
+def _underlying(func: Any) -> tuple[Any, dict[str, Any]]:
+    """A built reward's function and the arguments its entry bound: through `functools.partial` (`build`) and
+    `__wrapped__` (the time limit's wrapper)."""
+    arguments: dict[str, Any] = {}
+    while True:
+        if isinstance(func, functools.partial):
+            arguments = {**func.keywords, **arguments}
+            func = func.func
+        elif hasattr(func, "__wrapped__"):
+            func = func.__wrapped__
+        else:
+            return func, arguments
 
 
 def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[str]) -> None:

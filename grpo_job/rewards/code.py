@@ -63,6 +63,22 @@ def read_tests(value: Any) -> tuple[str, list[Any]] | None:
                      f'{{"input", "output"}} cases; got {type(value).__name__} {str(value)[:200]!r}')
 
 
+def unreadable_rows(rows: list[dict[str, Any]], tests_column: str = "tests", **_: Any) -> list[tuple[int, str]]:
+    """(row index, what is wrong) for every row whose tests value `read_tests` cannot read: the check of every
+    row before any model is loaded (`rewards.calls.check_reward_rows`); the reward itself would raise on it at
+    the first training batch that holds the row."""
+    bad = []
+    for i, row in enumerate(rows):
+        if tests_column not in row:
+            bad.append((i, f"no column {tests_column!r} (the reward's tests_column)"))
+            continue
+        try:
+            read_tests(row[tests_column])
+        except ValueError as e:
+            bad.append((i, f"column {tests_column!r}: {e}"))
+    return bad
+
+
 def _text(value: Any) -> str:
     if isinstance(value, list):  # some datasets keep input lines as a list
         return "\n".join(map(str, value)) + "\n"

@@ -70,6 +70,23 @@ def _validator(schema_json: str) -> Any:
     return cls(schema)
 
 
+def unreadable_rows(rows: list[dict[str, Any]], json_schema: Any = None, **_: Any) -> list[tuple[int, str]]:
+    """(row index, what is wrong) for every row whose schema (the `json_schema` argument, else the row's `schema`
+    column) is no valid JSON Schema, or whose reference answer is neither JSON nor a Python literal: the check of
+    every row before any model is loaded (`rewards.calls.check_reward_rows`)."""
+    bad = []
+    for i, row in enumerate(rows):
+        schema = json_schema if json_schema is not None else row.get("schema")
+        try:
+            if schema is None:
+                raise ValueError("no JSON Schema: the row has no `schema` value and the reward no json_schema argument")
+            _validator(json.dumps(_load(schema, "JSON Schema"), sort_keys=True))
+            _load(row.get("answer"), "reference answer")
+        except ValueError as e:
+            bad.append((i, str(e)))
+    return bad
+
+
 def _normal(value: Any) -> Any:
     if isinstance(value, bool):
         return ("bool", value)  # True == 1 in Python; a JSON boolean is never a number
