@@ -136,8 +136,11 @@ def test_resolve_registry_and_user_functions(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="No module named 'no_such_dependency'") as dep:
         rewards.resolve("needs_dep:f")
     assert "PYTHONPATH" not in str(dep.value)
-    with pytest.raises(ImportError, match="has no function 'nope'"):
+    with pytest.raises(ImportError, match="has no function 'nope'; its functions: length"):
         rewards.resolve("my_rewards:nope")
+    # a misspelt function gets its close name, as a misspelt argument does (new-user trial)
+    with pytest.raises(ImportError, match="has no function 'lenght'; did you mean my_rewards:length"):
+        rewards.resolve("my_rewards:lenght")
     with pytest.raises(LookupError, match="unknown reward 'nope'"):
         rewards.resolve("nope")
 

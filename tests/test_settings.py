@@ -555,3 +555,15 @@ def test_generation_kwargs_of_vllm_alone_pass_to_grpo_config(tmp_path):
                       ['--train.extra={"generation_kwargs": {"detokenize": false, "logprobs": 0}}'])
     args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
     assert args.generation_kwargs == {"detokenize": False, "logprobs": 0}
+
+
+def test_a_dict_setting_set_key_by_key_names_every_key_s_variable(monkeypatch):
+    """`(where: GRPO_REWARDS is rewards, which this run sets by GRPO_REWARDS__JSON_SCHEMA__WEIGHT)` blamed one
+    key's variable for another key's problem (new-user trial)."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_REWARDS__JSON_SCHEMA__WEIGHT", "1")
+    monkeypatch.setenv("GRPO_REWARDS__MyRewards:brevity", "1")
+    told = where_set("rewards [GRPO_REWARDS]: reward 'myrewards:brevity': cannot import module 'myrewards'", None, [])
+    assert told.endswith("(where: GRPO_REWARDS is rewards, which this run sets key by key: "
+                         "GRPO_REWARDS__JSON_SCHEMA__WEIGHT, GRPO_REWARDS__MyRewards:brevity)"), told

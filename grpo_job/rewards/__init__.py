@@ -97,7 +97,11 @@ def resolve(name: str) -> RewardFunc:
         raise ImportError(f"reward {name!r}: cannot import module {module_name!r} ({type(e).__name__}: {e}){where}") from e
     func = getattr(module, attr, None)
     if not callable(func):
-        raise ImportError(f"reward {name!r}: module {module_name!r} has no function {attr!r}")
+        there = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
+        close = difflib.get_close_matches(attr, there, n=1)
+        hint = f"; did you mean {module_name}:{close[0]}?" if close else (
+            f"; its functions: {', '.join(sorted(there)[:12])}" if there else "")
+        raise ImportError(f"reward {name!r}: module {module_name!r} has no function {attr!r}{hint}")
     return func
 
 

@@ -81,7 +81,11 @@ def _where_notes(message: str, sources: dict[str, Any]) -> str:
         if (loc := by_variable.get(variable)) is None:
             continue
         label = source_label(loc, **sources)
-        if label.upper() != variable:  # the command line or the config file set it
+        if label.upper().startswith(variable + "__"):
+            # a dict setting set key by key: every key's variable, not one of them as if it were the culprit
+            keys = sorted(k for k in os.environ if k.upper().startswith(variable + "__"))
+            notes.append(f"{variable} is {'.'.join(loc)}, which this run sets key by key: {', '.join(keys)}")
+        elif label.upper() != variable:  # the command line or the config file set it
             notes.append(f"{variable} is {'.'.join(loc)}, which this run sets by {label}")
     return f"(where: {'; '.join(notes)})" if notes else ""
 
