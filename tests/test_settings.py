@@ -567,3 +567,45 @@ def test_a_dict_setting_set_key_by_key_names_every_key_s_variable(monkeypatch):
     told = where_set("rewards [GRPO_REWARDS]: reward 'myrewards:brevity': cannot import module 'myrewards'", None, [])
     assert told.endswith("(where: GRPO_REWARDS is rewards, which this run sets key by key: "
                          "GRPO_REWARDS__JSON_SCHEMA__WEIGHT, GRPO_REWARDS__MyRewards:brevity)"), told
+
+
+def test_extra_values_reach_grpo_config_as_their_type(monkeypatch, tmp_path):
+    """`GRPO_TRAIN__EXTRA__EPSILON_HIGH=3e-1` stayed the text '3e-1' (YAML 1.1 reads no exponent without a dot):
+    `check` passed it and TRL added it to a number at the first loss step; `"false"` reached
+    mask_truncated_completions as a true string; a key of a key stayed text (new-user trial)."""
+    from trl import GRPOConfig
+
+    from grpo_job.training.train import grpo_config_kwargs
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__EPSILON_HIGH", "3e-1")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_TOKENS", "4")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__CHAT_TEMPLATE_KWARGS__ENABLE_THINKING", "false")
+    s = load_settings(ROOT / "examples" / "smoke.yaml")
+    assert s.train.extra == {"epsilon_high": 0.3, "generation_kwargs": {"min_tokens": 4},
+                             "chat_template_kwargs": {"enable_thinking": False}}
+    assert environment.problems(s) == []
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    assert args.epsilon_high == 0.3 and args.chat_template_kwargs == {"enable_thinking": False}
+    # a JSON document's text value (no environment variable involved): converted to the argument's type
+    monkeypatch.delenv("GRPO_TRAIN__EXTRA__EPSILON_HIGH")
+    s = load_settings(ROOT / "examples" / "smoke.yaml", ['--train.extra={"mask_truncated_completions": "false"}'])
+    assert GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True).mask_truncated_completions is False
+
+
+@pytest.mark.parametrize("extra, says", [
+    ('{"importance_sampling_level": "seq"}', "importance_sampling_level='seq' does not fit GRPOConfig's "
+                                             "importance_sampling_level ('token' or 'sequence')"),
+    ('{"multi_objective_aggregation": "mean"}', "'sum_then_normalize' or 'normalize_then_sum'"),
+    ('{"top_p": 1.5}', "top_p=1.5 does not fit GRPOConfig's top_p (float): Input should be less than or equal to 1"),
+    ('{"min_p": 2}', "min_p=2"),
+    ('{"repetition_penalty": 0}', "repetition_penalty=0"),
+    ('{"num_iterations": 0}', "num_iterations=0"),
+    ('{"importance_sampling_level": "sequence", "top_p": 0.95, "min_p": null, "num_iterations": 2}', None),
+])
+def test_extra_values_trl_documents_a_set_or_range_for_are_checked(extra, says):
+    """Each passed `check` and failed mid-run (TRL at the first loss step, after 6 minutes; transformers'
+    GenerationConfig or vLLM's SamplingParams), new-user trial."""
+    found = environment.problems(load_settings(overrides=[f"--train.extra={extra}"]))
+    assert (found == []) if says is None else (len(found) == 1 and says in found[0]), found

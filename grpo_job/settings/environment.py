@@ -13,7 +13,9 @@ import dataclasses
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from grpo_job.settings.data import is_local_data_path, saved_dataset
 
@@ -136,10 +138,44 @@ def grpo_config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(_grpo_config()) if f.init}
 
 
-# GRPOConfig arguments whose annotation differs from what TRL documents and accepts (its docstring:
-# "scale_rewards (`str` or `bool`)": "group", "batch", "none", True or False; any other value raised only
-# at the first training step).
-_DOCUMENTED_TYPES: dict[str, object] = {"scale_rewards": Literal["group", "batch", "none"] | bool}
+# GRPOConfig arguments whose annotation says less than what TRL documents and accepts: "scale_rewards (`str` or
+# `bool`)" takes "group", "batch", "none", True or False; the strings with a documented set of values; the
+# sampling and clipping numbers with a range. Any other value passed `check` and raised only mid-run (TRL at the
+# first loss step, vLLM's SamplingParams, transformers' GenerationConfig), or did nothing (new-user trials).
+_DOCUMENTED_TYPES: dict[str, Any] = {
+    "scale_rewards": Literal["group", "batch", "none"] | bool,
+    "importance_sampling_level": Literal["token", "sequence"],
+    "multi_objective_aggregation": Literal["sum_then_normalize", "normalize_then_sum"],
+    "vllm_importance_sampling_mode": Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"],
+    "top_p": Annotated[float, Field(gt=0, le=1)],
+    "min_p": Annotated[float, Field(ge=0, le=1)] | None,
+    "repetition_penalty": Annotated[float, Field(gt=0)],
+    "num_iterations": Annotated[int, Field(ge=1)],
+    "epsilon": Annotated[float, Field(ge=0)],
+    "epsilon_high": Annotated[float, Field(ge=0)] | None,
+}
+
+
+def _extra_types() -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(_grpo_config()) | _DOCUMENTED_TYPES
+
+
+def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """`train.extra` as GRPOConfig gets it: each value converted to its argument's type (`"3e-1"` -> 0.3,
+    `"false"` -> False, as `check` validated it; a dataclass converts nothing, so TRL would add a string to a
+    number at the first loss step, and read the string "false" as true). Names GRPOConfig lacks stay as given
+    (`check` refuses them)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    types, out = _extra_types(), {}
+    for name, value in extra.items():
+        try:
+            out[name] = TypeAdapter(types[name]).validate_python(value) if name in types else value
+        except ValidationError:
+            out[name] = value  # `check` names it; GRPOConfig's own error follows
+    return out
 
 
 def _grpo_config_extra(s: JobSettings) -> list[str]:
@@ -158,11 +194,9 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
             out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name!r} is not a GRPOConfig argument of the installed "
                        f"TRL {trl.__version__}{hint}")
     # the values against GRPOConfig's own annotations (a dataclass does not check them; vLLM would, mid-run)
-    import typing
-
     from pydantic import TypeAdapter, ValidationError
 
-    hints = typing.get_type_hints(_grpo_config()) | _DOCUMENTED_TYPES
+    hints = _extra_types()
     for name, value in s.train.extra.items():
         if name not in hints:
             continue
@@ -176,4 +210,15 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
 
 
 def _type_name(tp: object) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """`float`, `float | None`, `'token' or 'sequence'`: an annotation as a message names it (no metadata)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return " or ".join(map(repr, args))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    return "None" if tp is type(None) else getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

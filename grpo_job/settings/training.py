@@ -3,6 +3,7 @@ training is spread over processes and GPUs (`distributed`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -105,11 +106,10 @@ class TrainSettings(Section):
     @field_validator("extra", mode="before")
     @classmethod
     def _extra_scalars(cls, v: Any) -> Any:
-        # GRPO_TRAIN__EXTRA__TOP_P=0.95 arrives as the text "0.95": read text values as YAML scalars,
-        # as a YAML file would have them (0.95, true, null, batch).
-        if isinstance(v, dict):
-            return {k: yaml.safe_load(x) if isinstance(x, str) and x.strip() else x for k, x in v.items()}
-        return v
+        # GRPO_TRAIN__EXTRA__TOP_P=0.95 arrives as the text "0.95", and a key of a key
+        # (GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_P) too: text values, at any depth of dicts, are read as
+        # YAML scalars, as a YAML file would have them (0.95, true, null, batch)
+        return _scalars(v) if isinstance(v, dict) else v
 
     def resolved_world_size(self) -> int:
         from grpo_job import distributed
@@ -160,3 +160,23 @@ class DistributedSettings(Section):
     nproc_per_node: int | None = Field(None, ge=1)
     """`entrypoint.py launch`: training processes on each node; None is one per visible GPU, less
     the vLLM server's."""
+
+
+# a number in exponent form without a dot (`3e-1`, `1E5`): YAML 1.1 (PyYAML) reads it as text
+_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _scalars(value: Any) -> Any:
+    """Text values of a dict (and of the dicts in it) read as YAML (`0.95`, `true`, `[a, b]`), exponent forms as
+    numbers; text that is no YAML stays as it is."""
+    if isinstance(value, dict):
+        return {k: _scalars(x) for k, x in value.items()}
+    if not isinstance(value, str) or not value.strip():
+        return value
+    if _EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    try:
+        read = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return read

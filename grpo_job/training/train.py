@@ -21,7 +21,7 @@ from grpo_job import rewards as reward_registry
 from grpo_job.artifacts import report
 from grpo_job.errors import JobError, SettingsError, StoppedEarly
 from grpo_job.rewards import limits
-from grpo_job.settings import JobSettings
+from grpo_job.settings import JobSettings, environment
 from grpo_job.store import checkpoints
 from grpo_job.training import engines, health
 
@@ -37,7 +37,8 @@ _NOT_GRPO_ARGS = {"max_prompt_length", "world_size", "save_minutes", "steps_per_
 def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -> dict[str, Any]:
     """GRPOConfig arguments from the settings; the field names are GRPOConfig's own."""
     kwargs = s.train.model_dump(exclude=_NOT_GRPO_ARGS | {"extra"})
-    kwargs.update(s.train.extra)  # any other GRPOConfig argument (names checked by settings.environment)
+    # any other GRPOConfig argument, converted to its type (names and values checked by settings.environment)
+    kwargs.update(environment.grpo_config_extra(s.train.extra))
     kwargs.update(
         output_dir=str(output_dir),
         reward_weights=[reward_registry.weight(v) for v in s.rewards.values()],
