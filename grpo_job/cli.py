@@ -43,8 +43,10 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         if d.get("columns_note"):
             print(f"  columns: {d['columns_note']}")
         held = d.get("unparsable_held_out_answers")
+        unparsable = ("not checked: no correctness reward and no evaluation compare them"
+                      if d["unparsable_answers"] is None else d["unparsable_answers"])
         print(f"  {d['train_rows']} train rows, {d['eval_rows']} held-out rows; reference answers the checker "
-              f"cannot parse (answer_type {settings.data.answer_type}): {d['unparsable_answers']}"
+              f"cannot parse (answer_type {settings.data.answer_type}): {unparsable}"
               f"{'' if held is None else f', held out {held}'}; "
               f"chat template: {d['chat_template']}; prompt format: {d.get('prompt_format', 'resolved at prepare_data')}")
         if d.get("prompt_tokens_max") is not None:

@@ -205,7 +205,10 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     built = rewards.build_all(s.rewards, s.data.answer_type) if built is None else built
     calls.check_reward_columns(built, summary["columns"])
     calls.check_reward_rows(built, train + heldout)
-    summary.update(data.check_references(train, s.data))
+    if "correctness" in s.rewards or s.evaluation.enabled:
+        summary.update(data.check_references(train, s.data))
+    else:  # nothing compares answers (a code task scored by its tests, evaluation off): any reference will do
+        summary["unparsable_answers"] = None
     if heldout and s.evaluation.enabled and not s.evaluation.data_path:  # what the evaluate stages will score
         held = data.check_references(heldout, s.data, "the held-out rows")
         summary["unparsable_held_out_answers"] = held["unparsable_answers"]

@@ -247,3 +247,13 @@ def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path,
     caplog.clear()
     _check_data(tmp_path, [right] * 4, '{"code": 1.0}')
     assert "scored 0 on the reference answer" not in caplog.text
+
+
+def test_a_code_task_without_reference_solutions_needs_no_parsable_answers(tmp_path):
+    """Empty answers in a code task scored by its tests alone (no correctness reward, evaluation off) were refused:
+    "the correctness reward could never score these rows" (recipe trial). They are checked only where compared."""
+    rows = [{"prompt": f"Write f{i}.", "answer": "", "tests": f"assert f{i}() == {i}"} for i in range(6)]
+    train, heldout, summary = _check_data(tmp_path, rows, '{"code": 1.0}')
+    assert len(train) + len(heldout) == 6 and summary["unparsable_answers"] is None
+    with pytest.raises(SettingsError, match="correctness reward could never score these rows"):
+        _check_data(tmp_path, rows, '{"code": 1.0, "correctness": 1.0}')

@@ -229,7 +229,8 @@ def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
         # the job's rewards that compare with the row's reference: its own answer scoring 0 means a row no model
         # can earn (a code task's reference solution failing its tests, a reference the schema refuses)
         if _underlying(rewards[name])[0] in _REFERENCE_REWARDS:
-            zero = [picked[i // 2] for i in range(0, len(got), 2) if got[i] == 0]
+            zero = [picked[i // 2] for i in range(0, len(got), 2)
+                    if got[i] == 0 and str(picked[i // 2].get(data.ANSWER, "")).strip()]  # none given: none to try
             if zero:
                 log.warning("rewards: %r scored 0 on the reference answer itself (written as a completion) in %d of %d "
                             "rows tried, e.g. %s: a model that answers as the reference does earns nothing there; check "
