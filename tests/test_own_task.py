@@ -110,6 +110,14 @@ def test_every_column_reaches_the_rewards_and_a_missing_one_is_named(tmp_path):
     with pytest.raises(SettingsError) as e:
         reward_calls.check_reward_columns(["tests.reward_fixtures:by_difficulty"], ["question", "answer", "prompt"])
     assert "['difficulty']" in str(e.value) and "tests.reward_fixtures:by_difficulty" in str(e.value)
+    # every reward short of a column in one message; TRL's `solution` is told where the reference is (recipe trial)
+    with pytest.raises(SettingsError) as e:
+        reward_calls.check_reward_columns(["tests.reward_fixtures:by_difficulty", "accuracy_reward",
+                                           "think_format_reward"], ["question", "answer", "prompt"])
+    assert all(f"reward {name!r} needs" in str(e.value) for name in ("tests.reward_fixtures:by_difficulty",
+                                                                       "accuracy_reward"))
+    assert "think_format_reward" not in str(e.value)
+    assert "use the job's `correctness` reward" in str(e.value)
 
 
 @pytest.mark.parametrize("row, words", [

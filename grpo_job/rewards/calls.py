@@ -268,6 +268,16 @@ def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str =
                             "remove those rows in the data (GRPO_DATA__PATH), or point the reward at the right column")
 
 
+def _built_by_name(name: str) -> Any:
+    """A reward by name as `build` makes it with no arguments: a `get_*` factory's product (its parameters are
+    no columns); a factory that needs arguments, left out (its entry's check names them)."""
+    func = R.resolve(name)
+    try:
+        return R.build(name) if R.is_factory(func) else func
+    except TypeError:
+        return lambda completions, **kwargs: None
+
+
 def _underlying(func: Any) -> tuple[Any, dict[str, Any]]:
     """A built reward's function and the arguments its entry bound: through `functools.partial` (`build`) and
     `__wrapped__` (the time limit's wrapper)."""
@@ -290,7 +300,8 @@ def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[s
     import inspect
 
     trl_args = set(data.TRL_REWARD_ARGS) | {"prompts"}
-    built = rewards if isinstance(rewards, Mapping) else {name: R.resolve(name) for name in rewards}
+    built = rewards if isinstance(rewards, Mapping) else {name: _built_by_name(name) for name in rewards}
+    found = []  # every reward short of a column, in one message
     for name, func in built.items():
         try:
             params = inspect.signature(func).parameters.values()
@@ -300,8 +311,14 @@ def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[s
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in trl_args]
         missing = [c for c in needed if c not in columns]
         if missing:
-            raise SettingsError(
-                f"reward {name!r} needs the dataset column(s) {missing}, but the prepared rows have {columns}; "
-                "TRL passes each column to the rewards under its own name (the reference answer as `answer`). "
-                "Point GRPO_DATA__PATH at data with that column, or fix the reward's parameter names"
-            )
+            # TRL's math rewards read the reference from `solution`, which the prepared rows call `answer`
+            trl_solution = missing == ["solution"] and data.ANSWER in columns
+            found.append(f"reward {name!r} needs the dataset column(s) {missing}" + (
+                " (TRL's name for the reference solution; the job passes the reference answer as `answer`: use the "
+                "job's `correctness` reward, which reads it, or give the data a `solution` column too)"
+                if trl_solution else ""))
+    if found:
+        raise SettingsError(
+            f"{'; '.join(found)}; the prepared rows have {columns}. TRL passes each column to the rewards under its "
+            "own name (the reference answer as `answer`). Point GRPO_DATA__PATH at data with those columns, or fix "
+            "the reward's parameter names")
