@@ -81,3 +81,19 @@ def test_built_by_name_and_the_generated_task_is_solved_by_its_references():
     assert reward(refs, answer=[r["answer"] for r in rows], schema=[r["schema"] for r in rows]) == [1.0] * 10
     wrong = [json.dumps({**json.loads(r["answer"]), "age": 0}) for r in rows]
     assert reward(wrong, answer=[r["answer"] for r in rows], schema=[r["schema"] for r in rows]) == [0.75] * 10
+
+
+def test_the_schema_column_may_have_another_name():
+    """With the column named `spec`, the message said "point the reward at the right column" and there was no
+    argument to do so: `{json_schema: spec}` was read as a schema (recipe trial)."""
+    from grpo_job import rewards
+    from grpo_job.rewards import calls
+    from grpo_job.rewards.structured import unreadable_rows
+
+    spec = '{"type": "object", "required": ["name"]}'
+    reward = rewards.build("json_schema", {"schema_column": "spec"})
+    assert reward(['{"name": "Ava"}', '{"age": 3}'], answer=['{"name": "Ava"}'] * 2, spec=[spec] * 2) == [1.0, 0.0]
+    rows = [{"prompt": "p", "answer": '{"name": "Ava"}', "spec": spec}]
+    assert unreadable_rows(rows, schema_column="spec") == []
+    assert "no 'schema' value" in unreadable_rows(rows)[0][1]
+    calls.check_reward_rows({"json_schema": reward}, rows)

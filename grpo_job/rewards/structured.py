@@ -2,7 +2,8 @@
 
 The completion's JSON is read from its answer block when it has one, else from its last ```json block,
 else from its last ```-fenced block of any tag, else from the whole text (from its first `{` or `[`). It must parse and validate against the
-schema (the `json_schema` argument, else the row's `schema` column; JSON text or an object), checked
+schema (the `json_schema` argument, else the row's `schema` column, or the one `schema_column` names;
+JSON text or an object), checked
 with the `jsonschema` library; otherwise it scores 0. A valid object then earns the share of the
 reference object's fields (the answer column: JSON text, or a Python literal as a dict column arrives)
 it matches: with `strict_types` a field matches when it is the same JSON value of the same type (`1`
@@ -70,16 +71,18 @@ def _validator(schema_json: str) -> Any:
     return cls(schema)
 
 
-def unreadable_rows(rows: list[dict[str, Any]], json_schema: Any = None, **_: Any) -> list[tuple[int, str]]:
-    """(row index, what is wrong) for every row whose schema (the `json_schema` argument, else the row's `schema`
-    column) is no valid JSON Schema, or whose reference answer is neither JSON nor a Python literal: the check of
-    every row before any model is loaded (`rewards.calls.check_reward_rows`)."""
+def unreadable_rows(rows: list[dict[str, Any]], json_schema: Any = None, schema_column: str = "schema",
+                    **_: Any) -> list[tuple[int, str]]:
+    """(row index, what is wrong) for every row whose schema (the `json_schema` argument, else the row's
+    `schema_column`) is no valid JSON Schema, or whose reference answer is neither JSON nor a Python literal: the
+    check of every row before any model is loaded (`rewards.calls.check_reward_rows`)."""
     bad = []
     for i, row in enumerate(rows):
-        schema = json_schema if json_schema is not None else row.get("schema")
+        schema = json_schema if json_schema is not None else row.get(schema_column)
         try:
             if schema is None:
-                raise ValueError("no JSON Schema: the row has no `schema` value and the reward no json_schema argument")
+                raise ValueError(f"no JSON Schema: the row has no {schema_column!r} value (the reward's schema_column) "
+                                 "and the reward no json_schema argument")
             _validator(json.dumps(_load(schema, "JSON Schema"), sort_keys=True))
             _load(row.get("answer"), "reference answer")
         except ValueError as e:
@@ -123,15 +126,16 @@ def same(got: Any, want: Any, strict_types: bool) -> bool:
 
 def json_schema_reward(
     completions: list[Any], answer: list[Any] | None = None, json_schema: Any = None,
-    strict_types: bool = False, **kwargs: Any,
+    strict_types: bool = False, schema_column: str = "schema", **kwargs: Any,
 ) -> list[float]:
     """Per completion: 0 when its JSON does not parse or fails the schema, else the share of the reference
     object's fields it matches (see the module docstring). `json_schema`: one schema for every row (else
-    the `schema` column); `strict_types`: compare values with their JSON types."""
-    schemas = [json_schema] * len(completions) if json_schema is not None else kwargs.get("schema")
+    the `schema_column` column, `schema` by default); `strict_types`: compare values with their JSON types."""
+    schemas = [json_schema] * len(completions) if json_schema is not None else kwargs.get(schema_column)
     if schemas is None:
-        raise ValueError("the json_schema reward needs a JSON Schema: a `schema` column in the data, or the "
-                         "reward's json_schema argument (rewards.json_schema.json_schema)")
+        raise ValueError(f"the json_schema reward needs a JSON Schema: a {schema_column!r} column in the data (another "
+                         "column: the reward's schema_column argument), or one schema for every row in its "
+                         "json_schema argument (rewards.json_schema.json_schema)")
     if answer is None:
         raise ValueError("the json_schema reward compares with the reference object in the answer column, and the "
                          "rows have none")
