@@ -350,3 +350,21 @@ def test_an_overlong_penalty_that_can_never_punish_is_an_error(name, top, cache,
         return
     with pytest.raises(SettingsError, match=re.escape(found)):
         _settings(entry, "--train.max_completion_length=256")
+
+
+def test_trl_rewards_that_cannot_work_with_these_settings_are_named():
+    """Passed `check` silently (recipe trial): a repetition penalty over 400-word n-grams on 48-token completions
+    (always 0), a cosine schedule over 4,096 tokens on 48, TRL's <think> format reward under the job's
+    <reasoning> system prompt (0 on every completion)."""
+    with pytest.raises(SettingsError, match=r"rewards.repetition_penalty.ngram_size=400 is longer than any completion"):
+        _settings('{"correctness": 1.0, "repetition_penalty": {"ngram_size": 400, "max_penalty": -1.0}}',
+                  "--train.max_completion_length=48")
+    assert _settings('{"correctness": 1.0, "repetition_penalty": {"ngram_size": 3, "max_penalty": -1.0}}',
+                     "--train.max_completion_length=48").rewards["repetition_penalty"].kwargs["ngram_size"] == 3
+    warned = _settings('{"correctness": 1.0, "cosine_scaled": {"max_len": 4096}}', "--train.max_completion_length=48"
+                       ).warnings()
+    assert any("rewards.cosine_scaled.max_len=4096 differs from train.max_completion_length=48" in w and "1%" in w
+               for w in warned), warned
+    assert any("think_format_reward scores the <think>" in w for w in _settings('{"think_format_reward": 1.0}').warnings())
+    asks = _settings('{"think_format_reward": 1.0}', "--data.system_prompt=Think in <think></think>, then answer.")
+    assert not any("think_format_reward" in w for w in asks.warnings())

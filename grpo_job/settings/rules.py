@@ -240,6 +240,20 @@ def one_answer_type(s: Settings) -> list[str]:
     return []
 
 
+def repetition_penalty_can_penalise(s: Settings) -> list[str]:
+    """TRL's repetition penalty counts repeated n-grams of words: with `ngram_size` above the completion limit in
+    tokens (a word is at least one token) no completion has one n-gram, so the reward is 0 for every completion."""
+    out = []
+    for name, entry in s.rewards.items():
+        size = getattr(entry, "kwargs", {}).get("ngram_size")
+        if name in ("repetition_penalty", "get_repetition_penalty_reward") and isinstance(size, int) \
+                and not isinstance(size, bool) and size > s.train.max_completion_length:
+            out.append(f"rewards.{name}.ngram_size={size} is longer than any completion (train.max_completion_length="
+                       f"{s.train.max_completion_length} tokens), so this reward would be 0 for every completion; "
+                       "open-r1's recipes use 3")
+    return out
+
+
 def overlong_punishment_can_punish(s: Settings) -> list[str]:
     """TRL's soft overlong punishment (DAPO, eq. 13) is 0 up to `max_completion_len - soft_punish_cache` tokens,
     then falls to -1 at `max_completion_len`. Completions stop at `train.max_completion_length` tokens, so past
@@ -286,6 +300,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     some_reward_trains,
     one_answer_type,
     overlong_punishment_can_punish,
+    repetition_penalty_can_penalise,
 )
 
 
@@ -343,6 +358,19 @@ def warnings(s: Settings) -> list[str]:
                 f"{s.train.max_completion_length}: DAPO's overlong penalty is meant for the generation limit "
                 f"(above it, it never applies; below it, it penalises completions the limit allows); set both alike"
             )
+        max_len = getattr(entry, "kwargs", {}).get("max_len")
+        if name in ("cosine_scaled", "get_cosine_scaled_reward") and isinstance(max_len, int) \
+                and max_len != s.train.max_completion_length:
+            out.append(
+                f"rewards.{name}.max_len={max_len} differs from train.max_completion_length="
+                f"{s.train.max_completion_length}: the cosine schedule scales by length / max_len, so completions "
+                f"use only {min(s.train.max_completion_length / max_len, 1):.0%} of its range; set both alike")
+    if "think_format_reward" in s.rewards and "<think>" not in " ".join(
+            filter(None, (s.data.system_prompt, s.data.prompt_template))):
+        out.append("rewards.think_format_reward scores the <think>...</think> format (TRL's), but data.system_prompt "
+                   "does not ask for it (the job's default asks for <reasoning>/<answer>), so it would score 0 unless "
+                   "the model thinks in <think> on its own (e.g. Qwen3); ask for <think> in GRPO_DATA__SYSTEM_PROMPT, "
+                   "or use the job's `format` reward")
     for name, entry in s.rewards.items():
         w = _weight(entry)
         if w == 0 and any(_weight(e) != 0 for e in s.rewards.values()):
