@@ -382,3 +382,21 @@ def test_lists_and_objects_arrow_would_change_are_kept_as_json_text(tmp_path, ca
 
     row = by_id["Who is person 3?"]
     assert json_schema_reward(['{"name": "P3"}'], answer=[row["answer"]], schema=[row["schema"]]) == [1.0]
+
+
+def test_a_conversational_prompt_held_as_json_text_is_sent_as_its_messages(tmp_path):
+    """A CSV cell holds a conversational prompt as JSON text; it was sent as one user message quoting the JSON,
+    under the default system prompt (recipe trial). Text that only looks like a list stays text."""
+    import csv
+
+    messages = [{"role": "system", "content": "Answer in LaTeX."}, {"role": "user", "content": "What is 1/2 + 1/4?"}]
+    f = tmp_path / "chat.csv"
+    with f.open("w", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(["prompt", "answer"])
+        w.writerow([json.dumps(messages), "\\frac{3}{4}"])
+        w.writerow(["[1, 2, 3] sums to what?", "6"])
+    train, _, _ = data.prepare(DataSettings(path=str(f), task="plain", eval_fraction=0), tmp_path / "c")
+    by_answer = {r["answer"]: r["prompt"] for r in train}
+    assert by_answer["\\frac{3}{4}"] == messages  # its own system message, no default one in front
+    assert by_answer["6"][-1] == {"role": "user", "content": "[1, 2, 3] sums to what?"}

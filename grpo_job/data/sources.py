@@ -26,9 +26,23 @@ def _is_messages(value: Any) -> bool:
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
 
 
+def _messages_text(value: str) -> Any:
+    """The messages a text holds as JSON (`[{"role": ..., "content": ...}]`: how a CSV cell, or a Hub dataset that
+    stores lists as strings, carries a conversational prompt); None for any other text."""
+    if not value.lstrip().startswith("["):
+        return None
+    try:
+        read = json.loads(value)
+    except ValueError:
+        return None
+    return read if _is_messages(read) else None
+
+
 def build_prompt(value: Any, settings: DataSettings) -> list[dict[str, str]]:
-    """Chat messages for one row's prompt value (text or messages): system prompt (unless the messages
-    have one), few-shot turns, then the prompt. Raises ValueError for any other value."""
+    """Chat messages for one row's prompt value (text, messages, or messages as JSON text): system prompt (unless
+    the messages have one), few-shot turns, then the prompt. Raises ValueError for any other value."""
+    if isinstance(value, str) and (held := _messages_text(value)) is not None:
+        value = held  # sent as the messages it holds, not as a user message quoting their JSON
     if isinstance(value, str):
         text = settings.prompt_template.replace("{prompt}", value) if settings.prompt_template else value
         messages = [{"role": "user", "content": text}]
