@@ -367,3 +367,11 @@ def test_trls_message_rewards_on_plain_text_prompts_say_why(name):
         reward_calls.check_rewards([name], rows, ["<think>a</think>4"])
     chat_rows = [{**rows[0], "prompt": [{"role": "user", "content": "q1"}]}]
     assert len(reward_calls.check_rewards([name], chat_rows, ["<think>a</think>4"])[name]) == 1
+
+
+def test_masking_most_of_the_batch_away_is_said():
+    """With mask_truncated_completions the preflight logged clipped_rate 0.625 and said nothing (recipe trial)."""
+    masked = load_settings(SMOKE, ['--train.extra={"mask_truncated_completions": "true"}'])
+    assert "62% of the sampled completions were cut off" in health.masked_share_note(masked, 0.625)
+    assert health.masked_share_note(masked, 0.25) is None
+    assert health.masked_share_note(load_settings(SMOKE), 0.9) is None

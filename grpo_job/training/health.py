@@ -115,9 +115,22 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
             ", ".join(verdict["trained"]) or "none", what, len(texts), guard_outlook(s), advice(s, report, clipped),
             examples,
         )
+    if texts and (note := masked_share_note(s, clipped)):
+        log.warning("REWARD PREFLIGHT: %s", note)
     return {"samples": len(texts), "reward_means": {k: r["mean"] for k, r in report.items()}, "rewards": report,
             "clipped_rate": clipped, "all_zero": all_zero, "no_variance": no_variance,
             "example": texts[0] if texts else None}
+
+
+def masked_share_note(s: JobSettings, clipped: float) -> str | None:
+    """With `mask_truncated_completions` TRL leaves a cut-off completion out of the loss: when the preflight saw
+    half or more of its samples cut off (`clipped`, a share), most of each batch would train nothing."""
+    if s.train.extra.get("mask_truncated_completions") is not True or clipped < 0.5:
+        return None
+    return (f"{clipped:.0%} of the sampled completions were cut off at train.max_completion_length="
+            f"{s.train.max_completion_length}, and train.extra.mask_truncated_completions leaves those out of the loss, "
+            "so most of each batch would not train; raise GRPO_TRAIN__MAX_COMPLETION_LENGTH, or turn the masking off "
+            "until the model writes shorter answers")
 
 
 def guard_outlook(s: JobSettings) -> str:
