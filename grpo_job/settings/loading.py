@@ -306,12 +306,30 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     if secrets:  # never validated, so no error message can quote the value
         yaml_values, overrides = _without_secrets(yaml_values, overrides or [])
     settings, found = _validate(yaml_values, list(overrides or []), path)
+    if settings is not None:
+        settings._source_notes = _replaced_dicts(yaml_values, settings, overrides or [], path)
     # a misspelt section field in the environment (data.answer_colum) is also a field pydantic refused: say it once
     problems = found + [p for p in problems if f"[{p.split()[3]}]" not in "\n".join(found)]
     if problems:
         n = sum(line.startswith("  - ") for line in problems)
         raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))
     return settings
+
+
+def _replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides: list[str], path: str | None) -> list[str]:
+    """The config file's keys of `rewards` and `train.extra` that a higher source dropped: a dict setting is taken
+    whole from the highest source that sets it, so one `GRPO_TRAIN__EXTRA__TOP_P` drops the file's other keys."""
+    notes = []
+    for loc in (("rewards",), ("train", "extra")):
+        given, value = yaml_values, settings
+        for part in loc:
+            given, value = given.get(part) if isinstance(given, dict) else None, getattr(value, part)
+        dropped = sorted(set(given) - set(value)) if isinstance(given, dict) else []
+        if dropped:
+            label = source_label(loc, tuple(overrides), yaml_values, path)
+            notes.append(f"{'.'.join(loc)} from {label} replaces the config file's whole: its {', '.join(dropped)} "
+                         "are not used (a dict setting is taken whole from the highest source; set them there too)")
+    return notes
 
 
 def _validate(yaml_values: dict[str, Any], overrides: list[str], path: str | None) -> tuple[JobSettings | None, list[str]]:

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from grpo_job.settings import rules
@@ -128,9 +128,11 @@ class JobSettings(BaseSettings):
             raise ValueError("\n".join(found))
         return self
 
+    _source_notes: list[str] = PrivateAttr(default_factory=list)  # what loading saw of the sources (loading.py)
+
     def warnings(self) -> list[str]:
         """Known traps that are legal but usually wrong: logged by `check` and `run`, never fatal."""
-        return rules.warnings(self)
+        return [*rules.warnings(self), *self._source_notes]
 
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able data with secrets masked: what logs and saved configs get."""
