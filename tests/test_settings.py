@@ -622,9 +622,11 @@ def test_a_dict_setting_a_higher_source_replaces_says_which_file_keys_are_droppe
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.9")
     s = load_settings(config, ['--rewards={"correctness": 2.0}'])
     assert s.train.extra == {"top_p": 0.9}
-    notes = [w for w in s.warnings() if "replaces the config file's whole" in w]
+    notes = [w for w in s.warnings() if "replaces the config file's" in w]
     assert len(notes) == 2, s.warnings()
-    assert "train.extra from GRPO_TRAIN__EXTRA__TOP_P" in notes[1] and "epsilon_high, num_iterations" in notes[1]
-    assert "rewards from --rewards on the command line" in notes[0] and "its format are not used" in notes[0]
+    assert notes[1].startswith("train.extra set by GRPO_TRAIN__EXTRA__TOP_P replaces the config file's train.extra "
+                               "whole, so the file's epsilon_high, num_iterations are not used"), notes[1]
+    assert notes[0].startswith("rewards set by --rewards on the command line replaces the config file's rewards whole, "
+                               "so the file's format is not used"), notes[0]
     monkeypatch.delenv("GRPO_TRAIN__EXTRA__TOP_P")
     assert not any("replaces" in w for w in load_settings(config).warnings())

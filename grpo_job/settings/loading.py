@@ -327,8 +327,10 @@ def _replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, override
         dropped = sorted(set(given) - set(value)) if isinstance(given, dict) else []
         if dropped:
             label = source_label(loc, tuple(overrides), yaml_values, path)
-            notes.append(f"{'.'.join(loc)} from {label} replaces the config file's whole: its {', '.join(dropped)} "
-                         "are not used (a dict setting is taken whole from the highest source; set them there too)")
+            name = ".".join(loc)
+            notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
+                         f"{', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} not used (a dict setting is taken "
+                         "whole from the highest source that sets it; set them there too)")
     return notes
 
 
