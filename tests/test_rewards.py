@@ -356,8 +356,18 @@ def test_trl_rewards_that_cannot_work_with_these_settings_are_named():
     """Passed `check` silently (recipe trial): a repetition penalty over 400-word n-grams on 48-token completions
     (always 0), a cosine schedule over 4,096 tokens on 48, TRL's <think> format reward under the job's
     <reasoning> system prompt (0 on every completion)."""
-    with pytest.raises(SettingsError, match=r"rewards.repetition_penalty.ngram_size=400 is longer than any completion"):
-        _settings('{"correctness": 1.0, "repetition_penalty": {"ngram_size": 400, "max_penalty": -1.0}}',
+    for size in (400, 48):  # 48 words in 48 tokens at most: no n-gram of 48 can repeat (second trial: off by one)
+        with pytest.raises(SettingsError, match=rf"rewards.repetition_penalty.ngram_size={size} leaves no room"):
+            _settings(f'{{"correctness": 1.0, "repetition_penalty": {{"ngram_size": {size}, "max_penalty": -1.0}}}}',
+                      "--train.max_completion_length=48")
+    # max_len 0 divided by zero in `check` itself (exit 1, a traceback), -5 gave "-960% of its range" (second trial)
+    for max_len in (0, -5):
+        with pytest.raises(SettingsError, match=rf"rewards.cosine_scaled.max_len={max_len} must be at least 1"):
+            _settings(f'{{"correctness": 1.0, "cosine_scaled": {{"max_len": {max_len}}}}}',
+                      "--train.max_completion_length=48")
+    # a ramp of 0 tokens ending at the limit: the fix is a ramp, not the limit it already has (second trial)
+    with pytest.raises(SettingsError, match=r"give rewards.soft_overlong.soft_punish_cache a ramp, e.g. 6"):
+        _settings('{"correctness": 1.0, "soft_overlong": {"max_completion_len": 48, "soft_punish_cache": 0}}',
                   "--train.max_completion_length=48")
     assert _settings('{"correctness": 1.0, "repetition_penalty": {"ngram_size": 3, "max_penalty": -1.0}}',
                      "--train.max_completion_length=48").rewards["repetition_penalty"].kwargs["ngram_size"] == 3

@@ -60,3 +60,68 @@ def _weight_or_entry(value: Any, handler: Any) -> float | RewardEntry:
 
 RewardValue = Annotated[float | RewardEntry, WrapValidator(_weight_or_entry)]
 """One `rewards` value: its weight, or a RewardEntry."""
+
+
+def _arguments(rewards: Mapping[str, Any], *names: str) -> list[tuple[str, dict[str, Any]]]:
+    """(name, arguments) of the `rewards` entries that are TRL's reward `names` (by either name)."""
+    return [(n, dict(e.kwargs)) for n, e in rewards.items() if n in names and isinstance(e, RewardEntry)]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def trl_reward_problems(rewards: Mapping[str, Any], max_completion_length: int) -> list[str]:
+    """TRL's parameterised rewards whose arguments make them score 0 on every completion, or fail, given that
+    completions stop at `max_completion_length` tokens (`train.max_completion_length`). Mistyped or missing
+    arguments are left to the reward's argument check (settings.environment)."""
+    out, limit = [], max_completion_length
+    for name, kw in _arguments(rewards, "soft_overlong", "get_soft_overlong_punishment"):
+        # DAPO eq. 13: 0 up to max_completion_len - soft_punish_cache tokens, then down to -1 at max_completion_len
+        top, cache = kw.get("max_completion_len"), kw.get("soft_punish_cache")
+        if not (_whole(top) and _whole(cache)):
+            continue
+        if not 0 <= cache <= top:
+            out.append(f"rewards.{name}.soft_punish_cache={cache} must be between 0 and its max_completion_len "
+                       f"({top}): the punishment ramps from 0 to -1 over the last soft_punish_cache tokens; set it "
+                       f"to a share of max_completion_len, e.g. {max(top // 8, 1)}")
+        elif top - cache >= limit:
+            fix = (f"set rewards.{name}.max_completion_len to {limit} (DAPO's L_max is the generation limit)"
+                   if top > limit else f"give rewards.{name}.soft_punish_cache a ramp, e.g. {max(limit // 8, 1)}")
+            out.append(f"rewards.{name} punishes completions longer than max_completion_len - soft_punish_cache = "
+                       f"{top - cache} tokens, but no completion is longer than train.max_completion_length ({limit}), "
+                       f"so this reward would be 0 for every completion; {fix}")
+    for name, kw in _arguments(rewards, "repetition_penalty", "get_repetition_penalty_reward"):
+        # repeated n-grams of words: one needs at least ngram_size + 1 words, and a word is at least one token
+        if _whole(size := kw.get("ngram_size")) and size >= limit:
+            out.append(f"rewards.{name}.ngram_size={size} leaves no room for a repeated n-gram in a completion of at "
+                       f"most train.max_completion_length={limit} tokens, so this reward would be 0 for every "
+                       "completion; open-r1's recipes use 3")
+    for name, kw in _arguments(rewards, "cosine_scaled", "get_cosine_scaled_reward"):
+        if _whole(max_len := kw.get("max_len")) and max_len < 1:
+            out.append(f"rewards.{name}.max_len={max_len} must be at least 1: the reward scales by completion length / "
+                       f"max_len; set it to train.max_completion_length ({limit})")
+    return out
+
+
+def trl_reward_warnings(rewards: Mapping[str, Any], max_completion_length: int, system_prompt: str | None,
+                        prompt_template: str | None) -> list[str]:
+    """TRL's rewards set up for another length than the generation limit, or for a format the prompts do not ask
+    for: legal, usually wrong."""
+    out, limit = [], max_completion_length
+    for name, kw in _arguments(rewards, "soft_overlong", "get_soft_overlong_punishment"):
+        if _whole(top := kw.get("max_completion_len")) and top != limit:
+            out.append(f"rewards.{name}.max_completion_len={top} differs from train.max_completion_length={limit}: "
+                       "DAPO's overlong penalty is meant for the generation limit (above it, it never applies; below "
+                       "it, it penalises completions the limit allows); set both alike")
+    for name, kw in _arguments(rewards, "cosine_scaled", "get_cosine_scaled_reward"):
+        if _whole(max_len := kw.get("max_len")) and max_len >= 1 and max_len != limit:
+            out.append(f"rewards.{name}.max_len={max_len} differs from train.max_completion_length={limit}: the cosine "
+                       f"schedule scales by length / max_len, so completions use only {min(limit / max_len, 1):.0%} "
+                       "of its range; set both alike")
+    if "think_format_reward" in rewards and "<think>" not in f"{system_prompt or ''} {prompt_template or ''}":
+        out.append("rewards.think_format_reward scores the <think>...</think> format (TRL's), but data.system_prompt "
+                   "does not ask for it (the job's default asks for <reasoning>/<answer>), so it would score 0 unless "
+                   "the model thinks in <think> on its own (e.g. Qwen3); ask for <think> in GRPO_DATA__SYSTEM_PROMPT, "
+                   "or use the job's `format` reward")
+    return out

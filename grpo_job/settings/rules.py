@@ -18,7 +18,7 @@ from grpo_job.settings.data import DataSettings, eval_fraction_applies
 from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings
 from grpo_job.settings.model import LoraSettings, ModelSettings
 from grpo_job.settings.outputs import StopSettings
-from grpo_job.settings.rewards import RewardValue
+from grpo_job.settings.rewards import RewardValue, trl_reward_problems, trl_reward_warnings
 from grpo_job.settings.training import DistributedSettings, TrainSettings
 
 
@@ -240,44 +240,9 @@ def one_answer_type(s: Settings) -> list[str]:
     return []
 
 
-def repetition_penalty_can_penalise(s: Settings) -> list[str]:
-    """TRL's repetition penalty counts repeated n-grams of words: with `ngram_size` above the completion limit in
-    tokens (a word is at least one token) no completion has one n-gram, so the reward is 0 for every completion."""
-    out = []
-    for name, entry in s.rewards.items():
-        size = getattr(entry, "kwargs", {}).get("ngram_size")
-        if name in ("repetition_penalty", "get_repetition_penalty_reward") and isinstance(size, int) \
-                and not isinstance(size, bool) and size > s.train.max_completion_length:
-            out.append(f"rewards.{name}.ngram_size={size} is longer than any completion (train.max_completion_length="
-                       f"{s.train.max_completion_length} tokens), so this reward would be 0 for every completion; "
-                       "open-r1's recipes use 3")
-    return out
-
-
-def overlong_punishment_can_punish(s: Settings) -> list[str]:
-    """TRL's soft overlong punishment (DAPO, eq. 13) is 0 up to `max_completion_len - soft_punish_cache` tokens,
-    then falls to -1 at `max_completion_len`. Completions stop at `train.max_completion_length` tokens, so past
-    that a reward is 0 for every completion (a recipe copied with open-r1's 4,096), and a cache outside
-    0..max_completion_len makes no ramp at all."""
-    out = []
-    for name, entry in s.rewards.items():
-        kwargs = getattr(entry, "kwargs", {})
-        if name not in ("soft_overlong", "get_soft_overlong_punishment") or not kwargs:
-            continue
-        top, cache = kwargs.get("max_completion_len"), kwargs.get("soft_punish_cache")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (top, cache)):
-            continue  # missing or mistyped: the reward's argument check names it (settings.environment)
-        if not 0 <= cache <= top:
-            out.append(f"rewards.{name}.soft_punish_cache={cache} must be between 0 and its max_completion_len "
-                       f"({top}): the punishment ramps from 0 to -1 over the last soft_punish_cache tokens; set it "
-                       f"to a share of max_completion_len, e.g. {max(top // 8, 1)}")
-        elif top - cache >= s.train.max_completion_length:
-            out.append(f"rewards.{name} punishes completions longer than max_completion_len - soft_punish_cache = "
-                       f"{top - cache} tokens, but no completion is longer than train.max_completion_length "
-                       f"({s.train.max_completion_length}), so this reward would be 0 for every completion; set "
-                       f"rewards.{name}.max_completion_len to {s.train.max_completion_length} (DAPO's L_max is the "
-                       f"generation limit) or lower it")
-    return out
+def trl_rewards_can_score(s: Settings) -> list[str]:
+    """TRL's parameterised rewards with arguments under which they score nothing, or fail (settings.rewards)."""
+    return trl_reward_problems(s.rewards, s.train.max_completion_length)
 
 
 def warmup_steps_of(s: Settings) -> int:
@@ -299,8 +264,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     exempt_rewards_exist,
     some_reward_trains,
     one_answer_type,
-    overlong_punishment_can_punish,
-    repetition_penalty_can_penalise,
+    trl_rewards_can_score,
 )
 
 
@@ -349,28 +313,7 @@ def warnings(s: Settings) -> list[str]:
             "data.eval_fraction=0 holds out no rows, so evaluate_base and evaluate_trained have nothing to "
             "score; set evaluation.data_path to a file of held-out rows, or evaluation.enabled=false"
         )
-    for name, entry in s.rewards.items():
-        limit = getattr(entry, "kwargs", {}).get("max_completion_len")
-        if name in ("soft_overlong", "get_soft_overlong_punishment") and isinstance(limit, int) \
-                and limit != s.train.max_completion_length:
-            out.append(
-                f"rewards.{name}.max_completion_len={limit} differs from train.max_completion_length="
-                f"{s.train.max_completion_length}: DAPO's overlong penalty is meant for the generation limit "
-                f"(above it, it never applies; below it, it penalises completions the limit allows); set both alike"
-            )
-        max_len = getattr(entry, "kwargs", {}).get("max_len")
-        if name in ("cosine_scaled", "get_cosine_scaled_reward") and isinstance(max_len, int) \
-                and max_len != s.train.max_completion_length:
-            out.append(
-                f"rewards.{name}.max_len={max_len} differs from train.max_completion_length="
-                f"{s.train.max_completion_length}: the cosine schedule scales by length / max_len, so completions "
-                f"use only {min(s.train.max_completion_length / max_len, 1):.0%} of its range; set both alike")
-    if "think_format_reward" in s.rewards and "<think>" not in " ".join(
-            filter(None, (s.data.system_prompt, s.data.prompt_template))):
-        out.append("rewards.think_format_reward scores the <think>...</think> format (TRL's), but data.system_prompt "
-                   "does not ask for it (the job's default asks for <reasoning>/<answer>), so it would score 0 unless "
-                   "the model thinks in <think> on its own (e.g. Qwen3); ask for <think> in GRPO_DATA__SYSTEM_PROMPT, "
-                   "or use the job's `format` reward")
+    out += trl_reward_warnings(s.rewards, s.train.max_completion_length, s.data.system_prompt, s.data.prompt_template)
     for name, entry in s.rewards.items():
         w = _weight(entry)
         if w == 0 and any(_weight(e) != 0 for e in s.rewards.values()):
