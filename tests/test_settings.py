@@ -392,6 +392,9 @@ def test_steps_per_generation_enters_the_batch_rule():
         load_settings(overrides=['--train.extra={"steps_per_generation": 2}'])
     with pytest.raises(SettingsError, match="alternatives"):
         load_settings(overrides=["--train.steps_per_generation=2", '--train.extra={"generation_batch_size": 128}'])
+    for written in ("10", "10.0", "1e1"):  # 1e1 and 10.0 passed `check`; GRPOConfig got 10 (second trial)
+        with pytest.raises(SettingsError, match=r"generation_batch_size \(10\) must be a multiple"):
+            load_settings(overrides=[f'--train.extra={{"generation_batch_size": "{written}"}}'])
     # auto defers to generation_batch_size
     assert load_settings(overrides=['--train.extra={"generation_batch_size": 128}']).train.steps_per_generation == "auto"
     with pytest.raises(SettingsError, match="steps_per_generation"):
@@ -536,6 +539,9 @@ def test_another_field_of_the_section_in_the_environment_is_not_blamed(tmp_path,
     ('{"n": 4}', ["'n'", "GRPO_TRAIN__NUM_GENERATIONS"]),
     ('{"max_new_tokens": 64}', ["'max_new_tokens'", "GRPO_TRAIN__MAX_COMPLETION_LENGTH"]),
     ('{"logprobs": null}', ["logprobs=null", "importance-sampling"]),
+    ('{"min_p": 2}', ["'min_p'", "GRPO_TRAIN__EXTRA__MIN_P"]),  # second trial: passed check, failed mid-run
+    ('{"top_p": -0.5}', ["'top_p'", "GRPO_TRAIN__EXTRA__TOP_P"]),
+    ('{"do_sample": false}', ["do_sample=false", "no group has reward variance"]),
 ])
 def test_generation_kwargs_that_trl_sets_itself_are_refused(kwargs, names):
     """TRL puts `generation_kwargs` over its own sampling arguments: a temperature there trains on log-probs of

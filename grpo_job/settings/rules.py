@@ -67,8 +67,11 @@ def generation_batch_holds_groups(s: Settings) -> list[str]:
         return [f"train.extra.generation_batch_size and train.steps_per_generation={t.steps_per_generation} are "
                 "alternatives in GRPOConfig; keep one of them (GRPO_TRAIN__STEPS_PER_GENERATION=auto defers to "
                 "generation_batch_size)"]
-    if isinstance(t.extra.get("generation_batch_size"), int):
-        generation_batch, how = t.extra["generation_batch_size"], "train.extra.generation_batch_size"
+    given = t.extra.get("generation_batch_size")
+    if isinstance(given, float) and given.is_integer():  # `1e1`, `10.0`: GRPOConfig gets 10 (settings.environment)
+        given = int(given)
+    if isinstance(given, int) and not isinstance(given, bool):
+        generation_batch, how = given, "train.extra.generation_batch_size"
         if generation_batch % per_step:
             return [f"{how} ({generation_batch}) must be a multiple of per_device_train_batch_size x world_size "
                     f"({per_step}), because GRPOConfig splits it into whole steps; set it to a multiple of {per_step}"]
@@ -132,6 +135,9 @@ _GENERATION_KWARGS_OF_TRL = {
                    "completions into model.max_seq_length by that setting"),
     "max_new_tokens": ("train.max_completion_length (GRPO_TRAIN__MAX_COMPLETION_LENGTH)", "the job fits prompts "
                        "and completions into model.max_seq_length by that setting"),
+    **{key: (f"train.extra.{key} (GRPO_TRAIN__EXTRA__{key.upper()})", f"TRL passes GRPOConfig's {key} to the "
+             "sampler, and two values would disagree in silence; there `check` also checks its range")
+       for key in ("top_p", "top_k", "min_p", "repetition_penalty")},
 }
 
 
@@ -144,6 +150,9 @@ def generation_kwargs_leave_trl_its_own(s: Settings) -> list[str]:
     out = [f"train.extra.generation_kwargs sets {key!r}, which TRL sets itself from {setting}: {why}; set "
            f"{setting.split(' ')[0]} and remove {key!r} from generation_kwargs"
            for key, (setting, why) in _GENERATION_KWARGS_OF_TRL.items() if key in kwargs]
+    if kwargs.get("do_sample") is False:
+        out.append("train.extra.generation_kwargs sets do_sample=false: every completion of a group would be the same "
+                   "greedy one, so no group has reward variance and GRPO learns nothing; remove 'do_sample'")
     if "logprobs" in kwargs and kwargs["logprobs"] is None:
         out.append("train.extra.generation_kwargs sets logprobs=null: TRL (1.15) reads the sampled token's "
                    "log-prob of every vLLM completion for its importance-sampling correction and fails at the first "
