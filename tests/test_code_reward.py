@@ -228,6 +228,13 @@ def test_every_row_s_tests_and_schema_are_read_before_any_model_loads(tmp_path):
     one = [good] * 11 + [{**good, "prompt": "Write h.", "tests": [1, 2]}]
     with pytest.raises(SettingsError, match=r"cannot read 1 of 12 rows .*got list '\[1, 2\]'"):
         _check_data(tmp_path, one, '{"code": 1.0}')
+    # test code that does not compile, APPS cases of unequal lengths (a bare zip() error before): second trial
+    typo = [good] * 5 + [{**good, "prompt": "Write k.", "tests": "assert f(1) == == 1"}]
+    with pytest.raises(SettingsError, match=r"cannot read 1 of 6 rows .*the test code is not valid Python \(invalid syntax"):
+        _check_data(tmp_path, typo, '{"code": 1.0}')
+    apps = [good] * 5 + [{**good, "prompt": "Write m.", "tests": {"inputs": ["1\n", "2\n"], "outputs": ["1\n"]}}]
+    with pytest.raises(SettingsError, match=r"one output per input; got 2 inputs and 1 outputs"):
+        _check_data(tmp_path, apps, '{"code": 1.0}')
     schema = '{"type": "object", "required": ["name"]}'
     person = {"prompt": "Who?", "answer": '{"name": "Ava"}', "schema": schema}
     broken = [person] * 5 + [{**person, "prompt": "Who else?", "schema": '{"type": "objekt"}'}]

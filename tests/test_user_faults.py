@@ -557,7 +557,9 @@ def test_a_column_of_mixed_shapes_is_kept_as_json_text_and_mixed_scalars_are_ref
     assert sorted(read_tests(r["tests"])[1][0] for r in train) == ["assert f() == 1", "assert f() == 2"]
     f.write_text("\n".join(json.dumps(r) for r in [{"prompt": "p", "answer": "a", "level": 1},
                                                       {"prompt": "q", "answer": "b", "level": "hard"}]))
-    with pytest.raises(SettingsError, match="column 'level' .*mixes value types across rows .*one type in every row"):
+    # the odd rows are counted and one is shown (second trial: "Expected bytes, got a 'int' object", no row)
+    with pytest.raises(SettingsError, match=r"column 'level' .*mixes value types across rows \(1 int, 1 str; 1 row\(s\) "
+                                            r"of (int|str), e\.g\. .*one type in every row"):
         data.prepare(DataSettings(path=str(f), task="plain"), tmp_path / "cache")
 
 

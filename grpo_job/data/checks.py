@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,8 +76,13 @@ def check_column_types(rows: list[Row], where: str) -> None:
     for col in dict.fromkeys(k for r in rows for k in r):
         try:
             pa.array([r.get(col) for r in rows])
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise SettingsError(f"column {col!r} of {where} mixes value types across rows ({e}); "
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            kinds = Counter(type(r[col]).__name__ for r in rows if r.get(col) is not None)
+            rare = min(kinds, key=lambda k: kinds[k])
+            odd = [r for r in rows if r.get(col) is not None and type(r[col]).__name__ == rare]
+            raise SettingsError(f"column {col!r} of {where} mixes value types across rows "
+                                f"({', '.join(f'{n} {k}' for k, n in kinds.most_common())}; {len(odd)} row(s) of "
+                                f"{rare}, e.g. {excerpt(odd[0], ('prompt',))}); "
                                 "give it one type in every row (e.g. numbers in every row, or text in every row; lists and "
                                 "objects of mixed shapes are kept as JSON text by the job itself)"
                                 ) from None

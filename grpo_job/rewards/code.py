@@ -54,6 +54,9 @@ def read_tests(value: Any) -> tuple[str, list[Any]] | None:
     if isinstance(value, str):
         return "asserts", [value]
     if isinstance(value, dict) and isinstance(value.get("inputs"), list) and isinstance(value.get("outputs"), list):
+        if len(value["inputs"]) != len(value["outputs"]):
+            raise ValueError(f"APPS-style tests need one output per input; got {len(value['inputs'])} inputs and "
+                             f"{len(value['outputs'])} outputs")
         value = [{"input": i, "output": o} for i, o in zip(value["inputs"], value["outputs"], strict=True)]
     if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
         return "asserts", list(value)
@@ -64,8 +67,8 @@ def read_tests(value: Any) -> tuple[str, list[Any]] | None:
 
 
 def unreadable_rows(rows: list[dict[str, Any]], tests_column: str = "tests", **_: Any) -> list[tuple[int, str]]:
-    """(row index, what is wrong) for every row whose tests value `read_tests` cannot read: the check of every
-    row before any model is loaded (`rewards.calls.check_reward_rows`); the reward itself would raise on it at
+    """(row index, what is wrong) for every row whose tests value `read_tests` cannot read, or whose test code does
+    not compile: the check of every row before any model is loaded (`rewards.calls.check_reward_rows`); the reward itself would raise on it at
     the first training batch that holds the row."""
     bad = []
     for i, row in enumerate(rows):
@@ -73,7 +76,12 @@ def unreadable_rows(rows: list[dict[str, Any]], tests_column: str = "tests", **_
             bad.append((i, f"no column {tests_column!r} (the reward's tests_column)"))
             continue
         try:
-            read_tests(row[tests_column])
+            tests = read_tests(row[tests_column])
+            if tests is not None and tests[0] == "asserts":
+                for code in tests[1]:  # test code that is no Python fails every program, the right one too
+                    compile(code, "<tests>", "exec")
+        except SyntaxError as e:
+            bad.append((i, f"column {tests_column!r}: the test code is not valid Python ({e.msg}, line {e.lineno})"))
         except ValueError as e:
             bad.append((i, f"column {tests_column!r}: {e}"))
     return bad
