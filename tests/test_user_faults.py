@@ -585,3 +585,18 @@ def test_a_second_config_file_is_refused_not_silently_dropped(capsys):
         cli.main(["check", "--config", "base.yaml", "--config", "steps.yaml"])
     assert e.value.code == 2
     assert "--config given twice ('base.yaml' and 'steps.yaml')" in capsys.readouterr().err
+
+
+def test_check_shows_the_grpo_config_arguments_the_run_passes(tmp_path, monkeypatch, capsys):
+    """`train.extra` showed nowhere but settings.json (second trial): the plan has it, as GRPOConfig gets it."""
+    import os
+
+    from grpo_job import cli
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    for k, v in {"GRPO_CONFIG": str(ROOT / "examples" / "smoke.yaml"), "GRPO_STORE__URI": str(tmp_path / "runs"),
+                 "GRPO_WORK_DIR": str(tmp_path / "work"), "GRPO_TRAIN__EXTRA__EPSILON_HIGH": "2.8e-1"}.items():
+        monkeypatch.setenv(k, v)
+    assert cli.main(["check", "--log_format=text"]) == 0
+    assert 'extra  : {"epsilon_high": 0.28}' in capsys.readouterr().out
