@@ -636,3 +636,16 @@ def test_a_dict_setting_a_higher_source_replaces_says_which_file_keys_are_droppe
                                "so the file's format is not used"), notes[0]
     monkeypatch.delenv("GRPO_TRAIN__EXTRA__TOP_P")
     assert not any("replaces" in w for w in load_settings(config).warnings())
+
+
+def test_a_dict_setting_from_a_whole_variable_and_its_keys_at_once_is_refused(monkeypatch):
+    """GRPO_TRAIN__EXTRA='{"top_p": 0.95}' beside GRPO_TRAIN__EXTRA__EPSILON_HIGH=0.28 dropped the key in silence
+    (second trial)."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA", '{"top_p": 0.95}')
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__EPSILON_HIGH", "0.28")
+    with pytest.raises(SettingsError, match="GRPO_TRAIN__EXTRA and GRPO_TRAIN__EXTRA__EPSILON_HIGH both set"):
+        load_settings()
+    monkeypatch.delenv("GRPO_TRAIN__EXTRA")
+    assert load_settings().train.extra == {"epsilon_high": 0.28}

@@ -18,15 +18,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from pydantic_settings import SettingsError as SourceError
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings.root import JobSettings
-from grpo_job.settings.sources import ENV_PREFIX, current_cli_args, current_yaml, is_section
+from grpo_job.settings.sources import CONFIG_ENV, ENV_PREFIX, current_cli_args, current_yaml, is_section, read_yaml
 
-CONFIG_ENV = "GRPO_CONFIG"
 # GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests (which pass
 # their environment on to the job).
 RESERVED_ENV = frozenset({CONFIG_ENV, "GRPO_EXIT_CODE_DIR", "GRPO_GPU_TEST_MODEL", "GRPO_GPU_QWEN_MODEL", "GRPO_GPU_RUNS",
@@ -184,6 +182,12 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
         if len(parts) > 1 and any(upper.startswith(v + "__") and _is_dict_setting(v) for v in valid):
             continue
         problems.append(f"environment variable {name} names no setting{did_you_mean(upper, sorted(valid))}")
+    uppers = {n.upper() for n in environ}
+    for var in sorted(v for v in valid & uppers if _is_dict_setting(v)):
+        keys = sorted(n for n in environ if n.upper().startswith(var + "__"))
+        if keys:  # pydantic-settings keeps the whole JSON and drops the keys without a word (second trial)
+            problems.append(f"environment variables {var} and {', '.join(keys)} both set {var}: the whole one would "
+                            "drop the others; put those keys in its JSON, or set every key on its own")
     return problems
 
 
@@ -193,48 +197,6 @@ def _is_dict_setting(env_name: str) -> bool:
     if field is not None and len(parts) == 2 and _is_section(parts[0]):
         field = field.annotation.model_fields.get(parts[1])
     return field is not None and getattr(field.annotation, "__origin__", None) is dict
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML keeps the last of two equal keys without a word; a settings file must not."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise SettingsError(
-                    f"config file {self.name!r}: key {key!r} appears twice (lines {seen[key]} and {line}); "
-                    "YAML would keep only the last one silently: remove one of them"
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(path: str) -> dict[str, Any]:
-    """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
-    if not Path(path).is_file():
-        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
-    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
-    try:
-        loader = _UniqueKeyLoader(text)
-        loader.name = path
-        try:
-            loaded = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        # without the quoted line: it may hold a secret (an unclosed quote on a token's line)
-        for mark in (getattr(e, "context_mark", None), getattr(e, "problem_mark", None)):
-            if mark is not None:
-                mark.buffer = None
-        raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
-    return loaded
 
 
 # Settings that hold a secret, and the only variable each comes from.

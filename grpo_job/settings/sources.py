@@ -4,18 +4,23 @@ environment (`GRPO_` prefix, `__` for nesting) > YAML file > defaults.
 `JobSettings.settings_customise_sources` (`settings.root`) builds them with `layered_source`;
 `load_settings` (`settings.loading`) hands over the YAML file's mapping and the CLI overrides of one call
 through the context variables `current_yaml` and `current_cli_args`. Below both modules, so that neither
-imports the other for them.
+imports the other for them. `read_yaml` reads the YAML file (a repeated key is an error).
 """
 
 from __future__ import annotations
 
 import contextvars
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, CliSettingsSource, InitSettingsSource, PydanticBaseSettingsSource
 
+from grpo_job.errors import SettingsError
+
 ENV_PREFIX = "GRPO_"
+CONFIG_ENV = "GRPO_CONFIG"  # the settings file, when --config does not name one
 NONE_STR = "null"  # an env or CLI value that means None (YAML has its own `null`)
 
 # The sources of one load_settings call: the YAML file's mapping and the CLI overrides.
@@ -64,3 +69,45 @@ def layered_source(settings_cls: type[BaseSettings], init_settings: PydanticBase
     layers = [init_settings, cli(args=list(current_cli_args.get())), env_settings,
               InitSettingsSource(settings_cls, init_kwargs=current_yaml.get() or {})]
     return LayeredSource(settings_cls, layers)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; a settings file must not."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SettingsError(
+                    f"config file {self.name!r}: key {key!r} appears twice (lines {seen[key]} and {line}); "
+                    "YAML would keep only the last one silently: remove one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
+    if not Path(path).is_file():
+        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
+    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = path
+        try:
+            loaded = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        # without the quoted line: it may hold a secret (an unclosed quote on a token's line)
+        for mark in (getattr(e, "context_mark", None), getattr(e, "problem_mark", None)):
+            if mark is not None:
+                mark.buffer = None
+        raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
+    return loaded
