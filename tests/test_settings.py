@@ -649,3 +649,11 @@ def test_a_dict_setting_from_a_whole_variable_and_its_keys_at_once_is_refused(mo
         load_settings()
     monkeypatch.delenv("GRPO_TRAIN__EXTRA")
     assert load_settings().train.extra == {"epsilon_high": 0.28}
+
+
+def test_log_completions_in_extra_is_told_it_stays_off():
+    """It said "change log_format instead", but no log_format turns it on (second trial)."""
+    with pytest.raises(SettingsError, match="'log_completions', which the job keeps off"):
+        load_settings(overrides=['--train.extra={"log_completions": true}'])
+    with pytest.raises(SettingsError, match="'output_dir', which the job sets itself from work_dir"):
+        load_settings(overrides=['--train.extra={"output_dir": "/x"}'])

@@ -96,7 +96,7 @@ def generation_batch_holds_groups(s: Settings) -> list[str]:
 JOB_SETS = {
     "output_dir": "work_dir", "reward_weights": "rewards", "save_strategy": "train.save_steps",
     "save_total_limit": "store.keep_last", "report_to": "report.report_to", "disable_tqdm": "log_format",
-    "log_completions": "log_format", "resume_from_checkpoint": "run_id (a run resumes by itself)",
+    "log_completions": None, "resume_from_checkpoint": "run_id (a run resumes by itself)",
     "use_vllm": "model.engine", "vllm_mode": "distributed.vllm_mode",
     "vllm_gpu_memory_utilization": "model.gpu_memory_utilization", "vllm_max_model_length": "model.max_seq_length",
     "vllm_tensor_parallel_size": "distributed.vllm_tensor_parallel_size",
@@ -114,6 +114,9 @@ def extra_is_not_a_setting(s: Settings) -> list[str]:
         if name in own:
             out.append(f"train.extra sets {name!r}, which is a setting of its own: set train.{name} "
                        f"(GRPO_TRAIN__{name.upper()}) instead")
+        elif name in JOB_SETS and JOB_SETS[name] is None:  # off whatever the settings (second trial)
+            out.append(f"train.extra sets {name!r}, which the job keeps off: TRL would print completion tables to "
+                       "the log stream (not JSON); the preflight and the report show completions. Remove it")
         elif name in JOB_SETS:
             out.append(f"train.extra sets {name!r}, which the job sets itself from {JOB_SETS[name]}: "
                        f"remove it from GRPO_TRAIN__EXTRA and change {JOB_SETS[name]} instead")
