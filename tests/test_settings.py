@@ -657,3 +657,12 @@ def test_log_completions_in_extra_is_told_it_stays_off():
         load_settings(overrides=['--train.extra={"log_completions": true}'])
     with pytest.raises(SettingsError, match="'output_dir', which the job sets itself from work_dir"):
         load_settings(overrides=['--train.extra={"output_dir": "/x"}'])
+
+
+def test_a_flag_for_a_key_of_a_dict_setting_is_told_the_json_form():
+    """`--train.extra.num_iterations=2` was answered "did you mean --train.num_generations" (second trial)."""
+    with pytest.raises(SettingsError) as e:
+        load_settings(overrides=["--train.extra.num_iterations=2"])
+    assert """--train.extra='{"num_iterations": 2}'""" in str(e.value) and "GRPO_TRAIN__EXTRA__NUM_ITERATIONS" in str(e.value)
+    with pytest.raises(SettingsError, match="did you mean '--train.max_steps'"):
+        load_settings(overrides=["--train.max_stepz=2"])

@@ -355,7 +355,18 @@ def _cli_error(message: str) -> str:
     if "unrecognized arguments:" in message:
         unknown = message.split("unrecognized arguments:", 1)[1].split()
         choices = [f"--{p}" for p in setting_paths()] + ["--config", "--print-settings"]  # the CLI's own options
-        hints = [f"{u.split('=')[0]} names no setting{did_you_mean(u.split('=')[0], choices)}"
-                 for u in unknown if u.startswith("--")]
+        hints = [_unknown_flag(u, choices) for u in unknown if u.startswith("--")]
         return "invalid command line: " + ("; ".join(hints) or message)
     return f"invalid command line: {message}"
+
+
+def _unknown_flag(arg: str, choices: list[str]) -> str:
+    """`--train.extra.top_p=0.9` is a key of a dict setting, which the CLI takes only whole, as JSON."""
+    flag, _, value = arg.partition("=")
+    whole = next((c for c in choices if flag.startswith(c + ".") and _is_dict_setting(env_var_name(
+        tuple(c[2:].split("."))))), None)
+    if whole is not None:
+        key = flag[len(whole) + 1:]
+        return (f"{flag} names a key of the dict setting {whole[2:]}, which the command line takes whole, as JSON: "
+                f"{whole}='{{\"{key}\": {value or '...'}}}' (or the variable {env_var_name(tuple(flag[2:].split('.')))})")
+    return f"{flag} names no setting{did_you_mean(flag, choices)}"
