@@ -186,6 +186,16 @@ TABLE = [
     ("1.5 billion", "1.5 million", False),
     ("1.5", "$1.5 million", False),
     ("1500000", "$1.5 million", True),
+    # short scale forms (answer-checker trial: `3k`, `$1.5M`, `2bn` earned 3, 1.5, 2); `1.5 m` is metres, `1.5 M`
+    # without a currency sign may be molar
+    ("3k", "3", False), ("3k", "3000", True), ("$3K", "3000", True), ("$1.5M", "1.5", False),
+    ("$1.5M", "1500000", True), ("1.5 M", "1.5", True), ("2bn", "2", False), ("2bn", "2000000000", True),
+    ("3 mil", "3", False), ("3 lakh", "300000", True), ("1.5 m", "1.5", True), ("3 thousandths", "3", False),
+    # a bound is not the number (`at least 42` never was; its symbols were: answer-checker trial)
+    ("≠ 42", "42", False), ("\\neq 42", "42", False), ("x < 42", "42", False), ("$x \\geq 42$", "42", False),
+    ("\\le 42", "42", False), ("> 42", "42", False),
+    # an equation states the value of its left side: the value asked for (`a + b = 7` for "find a + b")
+    ("a + b = 7", "7", True), ("f(2) = 5", "5", True), ("x = 42", "42", True),
     ("2 thousand", "2000", True),
     # bare algebra, matrices, sets
     ("x+1", "1+x", True),

@@ -267,9 +267,10 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
                     return (_formula(_unwrap(str(prediction))) or _exact(str(prediction), fold=False)) == gold
                 return _exact(str(prediction), fold=False) == gold
             return _exact(str(prediction)) == gold
-        if isinstance(gold, Fraction) and _left_to_do(str(prediction)):
+        if isinstance(gold, Fraction) and (_left_to_do(str(prediction)) or _not_a_value(str(prediction))):
             # the model must state the number: `17 + 25` is the question of "What is 17 + 25?" copied, and a
-            # reward for it is one GRPO finds (a worked line, `17 + 25 = 42`, states it and counts)
+            # reward for it is one GRPO finds (a worked line, `17 + 25 = 42`, states it and counts); `≠ 42` and
+            # `< 42` bound it, as `at least 42` does
             return False
         if (exact_gold := _as_fraction(gold)) is not None and (share := _percentage(str(prediction))) is not None:
             # `12.5%` answers 12.5 (a question asking the percentage) and 0.125 (asking the share), as `12%` does
@@ -320,6 +321,17 @@ def _left_to_do(text: str) -> bool:
         text = text[1:-1].strip()
     text = _SIGNED_IN_BRACKETS.sub(r"\1", text)  # `2 * (-3)` is left to do as `2 * -3` is
     return bool(_UNEVALUATED.fullmatch(_strip_unit(text) or text))
+
+
+# a relation other than equality (`≠ 42`, `x < 42`, `\\geq 42`): against a number it states a bound, not the number.
+# An equation is left alone: `a + b = 7`, `f(2) = 5`, `x^2 = 42` state the value asked for, and an equation copied
+# from the question (`x + 39 = 42`) has the question's number on its right, not the answer's.
+_RELATION = re.compile(r"≠|<|>|≤|≥|!=|\\(?:neq?|leq?|geq?|lt|gt|leqslant|geqslant)(?![A-Za-z])")
+
+
+def _not_a_value(text: str) -> bool:
+    """A bound (`≠ 42`, `x < 42`, `\\le 42`), whatever wraps it."""
+    return bool(_RELATION.search(_exact(text, fold=False)))
 
 
 _PERCENTAGE = re.compile(r"(?P<number>.+?)\s*(?:%|percent\b)[.!]?", re.IGNORECASE)

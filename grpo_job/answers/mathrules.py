@@ -16,6 +16,7 @@ from grpo_job.answers.patterns import (
     _ARITHMETIC,
     _BRACKETED,
     _CURRENCY,
+    _CURRENCY_FIRST,
     _EMPHASIS,
     _HUGE_EXPONENT,
     _LATEX_DELIMS,
@@ -25,12 +26,14 @@ from grpo_job.answers.patterns import (
     _LONG_NAME,
     _MATH_NAME,
     _MATH_SPANS,
+    _MONEY_SUFFIXES,
     _NUM,
     _NUMBERS,
     _OPERATION,
     _OPERATOR,
     _PLAIN,
     _QUALIFIER,
+    _SCALE_SUFFIXES,
     _SCALES,
     _SPACED_THOUSANDS,
     _WORKED_TAIL,
@@ -57,7 +60,9 @@ def _plain_number(text: str) -> Fraction | None:
     if m["unit"]:
         if _QUALIFIER.search(m["unit"]) or _is_math(m["unit"]):
             return None  # `3 pi` is 3π and `3x` a product, not 3 of something
-        value *= _SCALES.get(m["unit"].split()[0].casefold().rstrip("s"), 1)
+        word = m["unit"].split()[0]
+        value *= _SCALE_SUFFIXES.get(word) or (_MONEY_SUFFIXES.get(word) if _CURRENCY_FIRST.match(text) else None) \
+            or _SCALES.get(word.casefold().rstrip("s"), 1)
     return -value if m["sign"] == "-" else value
 
 

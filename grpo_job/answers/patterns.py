@@ -21,7 +21,11 @@ _PLAIN = re.compile(
 
 # A unit word that is a multiplier: `1.5 million` is 1500000, not 1.5 (nor 1.5 billion).
 _SCALES = {"dozen": 12, "hundred": 10**2, "thousand": 10**3, "million": 10**6, "billion": 10**9,
-           "trillion": 10**12}
+           "trillion": 10**12, "lakh": 10**5, "crore": 10**7}
+# Their short forms, case kept (`3k`, `2bn`, `$1.5M`; `1.5 m` is metres): `3k` is 3000, never 3.
+_SCALE_SUFFIXES = {"k": 10**3, "K": 10**3, "mn": 10**6, "mil": 10**6, "bn": 10**9, "tn": 10**12}
+_MONEY_SUFFIXES = {"M": 10**6, "B": 10**9, "T": 10**12}  # after a currency sign only (`1.5 M` may be molar)
+_CURRENCY_FIRST = re.compile(rf"^[-+]?\s*{_CURRENCY}", re.IGNORECASE)
 
 # A parenthesised remark after a number may show the working (`12 (3 x 4)`), not another number
 # (`12 (13)`, `12 (actually 13)`).
@@ -83,7 +87,7 @@ _LONE_LETTER = re.compile(r"[A-Za-z]")
 # `5 squared`, `2 and a half`): free text holding one is not that number.
 _QUALIFIER = re.compile(r"(?<!\\)\b(?:not|no|never|neither|nor|wrong|incorrect|false|except|excluding|least|most|more|"
                         r"less|fewer|over|under|above|below|almost|nearly|negative|squared|cubed|halfs?|halves|"
-                        r"quarters?|thirds?|from)\b|n't\b", re.IGNORECASE)
+                        r"quarters?|thirds?|(?:ten|hundred|thousand|million)ths?|from)\b|n't\b", re.IGNORECASE)
 
 # After a choice label, words that take it back (`(C) is wrong`); option text may bound numbers freely.
 _DENIAL = re.compile(r"\b(?:not|no|never|wrong|incorrect|false)\b|n't\b", re.IGNORECASE)
