@@ -194,6 +194,11 @@ TABLE = [
     # a bound is not the number (`at least 42` never was; its symbols were: answer-checker trial)
     ("≠ 42", "42", False), ("\\neq 42", "42", False), ("x < 42", "42", False), ("$x \\geq 42$", "42", False),
     ("\\le 42", "42", False), ("> 42", "42", False),
+    # a decimal of 6 or more places against a value it can only round: math-verify's 6-decimal reading, which
+    # the docstring promised and the exact path refused (answer-checker trial)
+    ("0.333333", "\\frac{1}{3}", True), ("0.666667", "2/3", False), ("3.141593", "\\pi", True),
+    ("1.414214", "\\sqrt{2}", True), ("0.33", "\\frac{1}{3}", False), ("3.14", "\\pi", False),
+    ("0.333334", "\\frac{1}{3}", False), ("3.141592", "\\pi", False), ("0.3333333", "0.333333", False),
     # an equation states the value of its left side: the value asked for (`a + b = 7` for "find a + b")
     ("a + b = 7", "7", True), ("f(2) = 5", "5", True), ("x = 42", "42", True),
     ("2 thousand", "2000", True),

@@ -44,6 +44,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -289,8 +290,16 @@ def verify(prediction: str, reference: str, answer_type: AnswerType = "auto") ->
         # two numbers, however written (`110`, `1.1 \\times 10^{2}`, `6.02e23`): exactly, as fractions; sympy's
         # floats would compare the binary doubles (1.1 * 10**2 is 110.00000000000001). A LaTeX reference without
         # a finite decimal (`\\frac{1}{3}`) is left to math-verify, whose rounding takes 0.333333.
-        if (exact_gold := _as_fraction(gold)) is not None and (exact := _as_fraction(pred)) is not None and (
-                isinstance(gold, Fraction) or _finite_decimal(exact_gold)):
+        exact_gold, exact = _as_fraction(gold), _as_fraction(pred)
+        if isinstance(pred, Fraction) and not isinstance(gold, (Fraction, frozenset)) and (places := _places(pred)) >= 6 \
+                and (exact_gold is None or ("\\" in str(reference) and not _finite_decimal(exact_gold))):
+            # a decimal of 6 or more places against math it can only round (`0.333333` for `\frac{1}{3}`, `3.141593`
+            # for `\pi`): equal when it is that value rounded at its places, math-verify's 6-decimal reading. A
+            # reference written without LaTeX (`1/3`) stays exact, as plain numbers compare.
+            if exact_gold is not None:
+                return abs(exact_gold - pred) <= Fraction(1, 2 * 10**places)
+            return _mv_verify(_sympy(gold), _float(pred))
+        if exact_gold is not None and exact is not None and (isinstance(gold, Fraction) or _finite_decimal(exact_gold)):
             return _same_number(exact_gold, exact)
         if isinstance(gold, (Fraction, frozenset)) or isinstance(pred, (Fraction, frozenset)):
             if type(gold) is type(pred):
@@ -348,6 +357,21 @@ def _percentage(text: str) -> Fraction | None:
         return None
     value = _parse_math(m["number"])
     return _as_fraction(value) if value is not None and not isinstance(value, frozenset) else None
+
+
+def _places(value: Fraction) -> int:
+    """The decimal places of a finite decimal (`0.333333`: 6), 0 for an integer or any other fraction."""
+    for places in range(21):
+        if (value * 10**places).denominator == 1:
+            return places
+    return 0
+
+
+def _float(value: Fraction) -> Any:
+    """A finite decimal as a sympy Float of its digits (math-verify rounds Floats, not Rationals)."""
+    import sympy
+
+    return sympy.Float(str(Decimal(value.numerator) / Decimal(value.denominator)), 30)
 
 
 def _finite_decimal(value: Fraction) -> bool:
