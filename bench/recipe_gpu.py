@@ -11,9 +11,11 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
   acceptance test tests/test_gpu_vllm.py::test_default_recipe_learns runs the same; its folder in
   tests/gpu_device.sh's results.tgz reads the same way.
 - `trl`: TRL's defaults for colocate: one generation per optimizer step (`steps_per_generation` =
-  gradient_accumulation_steps = 1) and `vllm_gpu_memory_utilization` 0.3.
-- `job-nodetok`: the defaults, with vLLM told not to detokenize (`generation_kwargs: {detokenize: false}`;
-  TRL decodes the token ids itself): does vLLM's per-sequence CPU work set the generation step's pace?
+  gradient_accumulation_steps = 1), `vllm_gpu_memory_utilization` 0.3 and vLLM's own outputs (text
+  detokenized step by step, a Logprob object per token: `generation_kwargs: {detokenize: true,
+  flat_logprobs: false}` puts back what the job leaves out).
+- `job-text`: the defaults with vLLM's own outputs as in `trl` (the job before its lean vLLM outputs,
+  grpo_job.training.engines.LEAN_VLLM_OUTPUTS): what the lean outputs save.
 
 `--fixed-length STEPS` times the system alone: every completion runs to `max_completion_length` (vLLM's
 `ignore_eos`, through `train.extra.generation_kwargs`), evaluation and preflight off, STEPS optimizer
@@ -43,10 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "job": {},
     "trl": {"GRPO_TRAIN__STEPS_PER_GENERATION": "1", "GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.3"},
-    "job-nodetok": {},
+    "job-text": {},
 }
-# vLLM SamplingParams a variant adds (TRL merges `generation_kwargs` over its own)
-GENERATION_KWARGS = {"job-nodetok": {"detokenize": False}}
+# vLLM SamplingParams a variant adds (TRL merges `generation_kwargs` over its own, the job's over TRL's)
+VLLM_OWN_OUTPUTS = {"detokenize": True, "flat_logprobs": False}
+GENERATION_KWARGS = {"trl": VLLM_OWN_OUTPUTS, "job-text": VLLM_OWN_OUTPUTS}
 
 
 def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed_steps: int | None = None,

@@ -9,9 +9,12 @@ The engine is built with TRL 1.15's colocate arguments (trl/generation/vllm_gene
 processed_logprobs. Prompts: GSM8K train questions through the model's chat template, each repeated 8
 times (8 generations per prompt, as GRPO samples). Every completion runs to `--tokens` (`ignore_eos`),
 temperature 1.0. Each case runs `--repeats` times after one warm-up; the table gives the median wall
-seconds and completion tokens/s for three output modes: what TRL asks for (per-token log-probs, `logprobs=0`,
+seconds and completion tokens/s for four output modes: what TRL asks for (per-token log-probs, `logprobs=0`,
 for its importance-sampling correction; text detokenized step by step, vLLM's default), the same without
-detokenizing (`detokenize=False`: TRL decodes the token ids itself), and neither. A 0.5B model's decode
+detokenizing (`detokenize=False`: TRL decodes the token ids itself), the job's (no text, log-probs in vLLM's
+flat lists: `flat_logprobs=True`, grpo_job.training.engines.LEAN_VLLM_OUTPUTS), and neither. `extract s` is
+TRL's own `extract_logprobs` on the batch's outputs (where flat log-probs become per-position dicts again):
+part of what the trainer pays, after `generate`. A 0.5B model's decode
 step is short enough that vLLM's per-sequence work on the CPU (scheduling, detokenizing, log-prob objects)
 can set its pace: this is what the three modes separate.
 
@@ -70,10 +73,13 @@ def main() -> int:
               logprobs_mode="processed_logprobs", seed=0, **engine_kwargs)
     start_s = time.monotonic() - t0
     rows = []
-    print("| completions | logprobs | detokenize | tokens each | wall s | completion tokens/s |\n| --- | --- | --- | --- | --- | --- |")
-    for logprobs, detokenize in ((0, True), (0, False), (None, False)):
+    from trl.generation.vllm_generation import extract_logprobs
+
+    print("| completions | logprobs | detokenize | flat_logprobs | tokens each | wall s | extract s | completion tokens/s |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for logprobs, detokenize, flat in ((0, True, False), (0, False, False), (0, False, True), (None, False, False)):
         params = SamplingParams(n=1, temperature=1.0, max_tokens=a.tokens, ignore_eos=True, logprobs=logprobs,
-                                detokenize=detokenize)
+                                detokenize=detokenize, flat_logprobs=flat)
         for n in sizes:
             batch = [{"prompt_token_ids": prompts[i // 8 % len(prompts)]} for i in range(n)]
             llm.generate(batch, sampling_params=params, use_tqdm=False)  # warm-up
@@ -82,12 +88,17 @@ def main() -> int:
                 t = time.monotonic()
                 outs = llm.generate(batch, sampling_params=params, use_tqdm=False)
                 walls.append(time.monotonic() - t)
+            t = time.monotonic()
+            extracted, _ = extract_logprobs(outs)
+            extract_s = time.monotonic() - t
+            assert (extracted is None) == (logprobs is None)
             toks = sum(len(o.outputs[0].token_ids) for o in outs)
             wall = statistics.median(walls)
-            rows.append({"completions": n, "logprobs": logprobs, "detokenize": detokenize, "tokens_each": toks // n,
-                         "wall_s": round(wall, 3),
+            rows.append({"completions": n, "logprobs": logprobs, "detokenize": detokenize, "flat_logprobs": flat,
+                         "tokens_each": toks // n, "wall_s": round(wall, 3), "extract_s": round(extract_s, 3),
                          "completion_tokens_per_s": round(toks / wall), "walls": [round(w, 3) for w in walls]})
-            print(f"| {n} | {logprobs} | {detokenize} | {toks // n} | {wall:.3f} | {toks / wall:.0f} |", flush=True)
+            print(f"| {n} | {logprobs} | {detokenize} | {flat} | {toks // n} | {wall:.3f} | {extract_s:.3f} | "
+                  f"{toks / wall:.0f} |", flush=True)
     print(f"engine start {start_s:.1f} s")
     if a.json:
         a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "launcher": a.launcher,

@@ -25,6 +25,43 @@ def test_vllm_max_model_len(max_seq_length, model_positions, expected):
     assert engines.vllm_max_model_len(max_seq_length, model_positions) == expected
 
 
+@pytest.mark.parametrize(("user", "expected"), [
+    (None, {"detokenize": False, "flat_logprobs": True}),
+    ({"ignore_eos": True}, {"detokenize": False, "flat_logprobs": True, "ignore_eos": True}),
+    # the user's own win, key by key
+    ({"detokenize": True}, {"detokenize": True, "flat_logprobs": True}),
+    ({"flat_logprobs": False}, {"detokenize": False, "flat_logprobs": False}),
+    # vLLM matches stop strings on the text: SamplingParams refuses `stop` with detokenize=False
+    ({"stop": ["</answer>"]}, {"flat_logprobs": True, "stop": ["</answer>"]}),
+    ({"stop": []}, {"detokenize": False, "flat_logprobs": True, "stop": []}),
+])
+def test_vllm_generation_kwargs(user, expected):
+    assert engines.vllm_generation_kwargs(user) == expected
+
+
+def test_colocated_vllm_gets_lean_outputs_under_the_users_kwargs(monkeypatch):
+    # the process-group variables grpo_args sets for one process, set here so the test leaves none behind
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "29999"}.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings(overrides=['--train.extra={"generation_kwargs": {"ignore_eos": "true"}, "top_k": 20}'])
+    engine = engines.TrlEngine()
+    engine.cuda = engine.vllm = True  # as on a GPU machine with vLLM
+    args = engine.grpo_args(s)
+    assert args["use_vllm"] is True and args["vllm_mode"] == "colocate"
+    assert args["generation_kwargs"] == {"detokenize": False, "flat_logprobs": True, "ignore_eos": True}
+    # and train.py's merge keeps them: the engine's dict replaces the settings' own
+    from grpo_job.training.train import grpo_config_kwargs
+
+    kwargs = grpo_config_kwargs(s, Path("/tmp/unused"), True)
+    assert kwargs["generation_kwargs"] == {"ignore_eos": True} and kwargs["top_k"] == 20
+    kwargs.update(args)
+    assert kwargs["generation_kwargs"]["detokenize"] is False and kwargs["top_k"] == 20
+    # the server mode sends generation_kwargs over HTTP to `trl vllm-serve`: left as the user wrote them
+    s = load_settings(overrides=["--distributed.vllm_mode=server"])
+    assert "generation_kwargs" not in engine.grpo_args(s)
+
+
 def test_model_max_positions_reads_the_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
     assert engines.model_max_positions(str(tmp_path)) == 8192

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from grpo_job import distributed, machine
-from grpo_job.settings import JobSettings
+from grpo_job.settings import JobSettings, environment
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,29 @@ def pick_engine(settings: JobSettings) -> str:
 # vLLM for at least this many positions. Generation stays bounded by train.max_completion_length, and
 # vLLM hands out KV-cache blocks as sequences grow, so a longer limit costs no memory.
 VLLM_MIN_MODEL_LEN = 1024
+
+
+# vLLM SamplingParams the job sets for TRL's colocated engine, under the user's own `generation_kwargs`.
+# TRL 1.15 reads only the token ids and the sampled tokens' log-probs of vLLM's outputs and decodes the
+# completions itself, yet vLLM by default detokenizes every sequence step by step and builds a dict and a
+# Logprob object per generated token, in the one Python thread that also schedules the next decode step
+# (colocate runs vLLM's engine core in the trainer's process). For a 0.5B model at 256 completions that
+# per-token work, not the model, set the pace: 7.0 s per batch with text and log-prob objects, 4.6 s without
+# the text (docs/benchmarks.md, "Sixth device session"). `flat_logprobs` keeps the same numbers in a few flat
+# lists (vLLM's FlatLogprobs, a sequence of per-position dicts to its readers, as TRL's `extract_logprobs`
+# iterates it). Neither changes what is sampled or the log-probs TRL gets.
+LEAN_VLLM_OUTPUTS: dict[str, Any] = {"detokenize": False, "flat_logprobs": True}
+
+
+def vllm_generation_kwargs(user: dict[str, Any] | None) -> dict[str, Any]:
+    """The `generation_kwargs` TRL's colocated vLLM gets: LEAN_VLLM_OUTPUTS under the user's own
+    (`train.extra.generation_kwargs`, already converted); text is kept when the user asks for `stop`
+    strings, which vLLM matches on the detokenized text (SamplingParams refuses `stop` without it)."""
+    user = dict(user or {})
+    lean = dict(LEAN_VLLM_OUTPUTS)
+    if user.get("stop"):
+        lean.pop("detokenize")
+    return {**lean, **user}
 
 
 def model_max_positions(model_path: str) -> int | None:
@@ -210,7 +233,9 @@ class TrlEngine:
                         os.environ.setdefault(k, v)
                 args.update(vllm_gpu_memory_utilization=s.model.gpu_memory_utilization,
                             vllm_tensor_parallel_size=d.vllm_tensor_parallel_size,
-                            vllm_enable_sleep_mode=d.vllm_enable_sleep_mode)
+                            vllm_enable_sleep_mode=d.vllm_enable_sleep_mode,
+                            generation_kwargs=vllm_generation_kwargs(
+                                environment.grpo_config_extra(s.train.extra).get("generation_kwargs")))
             else:
                 args.update(vllm_server_host=d.vllm_server_host, vllm_server_port=d.vllm_server_port,
                             vllm_server_timeout=d.vllm_server_timeout)

@@ -222,7 +222,9 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     quiet = logs.resolve_format(s.log_format) == "json"
     # Built before the model: it starts the process group of a multi-process launch (accelerate),
     # and ZeRO-3 must be configured before the model is loaded.
-    args = GRPOConfig(**grpo_config_kwargs(s, output_dir, quiet), **engine.grpo_args(s))
+    kwargs = grpo_config_kwargs(s, output_dir, quiet)
+    kwargs.update(engine.grpo_args(s))  # the engine's generation_kwargs already hold the user's on top
+    args = GRPOConfig(**kwargs)
     if launch.multi and args.device.type == "cpu":
         distributed.allow_indexed_cpu_locations()
     with args.main_process_first(local=True, desc="model cache"):  # one writer per node's disk
