@@ -16,6 +16,11 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
   flat_logprobs: false}` puts back what the job leaves out).
 - `job-text`: the defaults with vLLM's own outputs as in `trl` (the job before its lean vLLM outputs,
   grpo_job.training.engines.LEAN_VLLM_OUTPUTS): what the lean outputs save.
+- `job-noflat`: the defaults with the text off but vLLM's per-token log-prob dicts (`flat_logprobs: false`):
+  which half of the lean outputs pays inside the trainer's process.
+- `job-nogc`: the defaults without gradient checkpointing (TRL's default is on) and vLLM at 0.25 of the card
+  (its KV cache needs under 2 GiB here; the activations of 64 full sequences need the room).
+- `job-spg8`: one vLLM batch of 512 feeds 8 optimizer steps (`train.steps_per_generation: 8`).
 
 `--fixed-length STEPS` times the system alone: every completion runs to `max_completion_length` (vLLM's
 `ignore_eos`, through `train.extra.generation_kwargs`), evaluation and preflight off, STEPS optimizer
@@ -42,14 +47,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {
+VARIANTS = {  # GRPO_* settings of each variant
     "job": {},
     "trl": {"GRPO_TRAIN__STEPS_PER_GENERATION": "1", "GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.3"},
     "job-text": {},
+    "job-noflat": {},
+    "job-nogc": {"GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.25"},
+    "job-spg8": {"GRPO_TRAIN__STEPS_PER_GENERATION": "8"},
 }
 # vLLM SamplingParams a variant adds (TRL merges `generation_kwargs` over its own, the job's over TRL's)
 VLLM_OWN_OUTPUTS = {"detokenize": True, "flat_logprobs": False}
-GENERATION_KWARGS = {"trl": VLLM_OWN_OUTPUTS, "job-text": VLLM_OWN_OUTPUTS}
+GENERATION_KWARGS = {"trl": VLLM_OWN_OUTPUTS, "job-text": VLLM_OWN_OUTPUTS, "job-noflat": {"flat_logprobs": False}}
+# other GRPOConfig arguments a variant adds (train.extra)
+EXTRA = {"job-nogc": {"gradient_checkpointing": False}}
 
 
 def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed_steps: int | None = None,
@@ -69,8 +79,11 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed
     if fixed_steps:
         env.update(GRPO_TRAIN__MAX_STEPS=str(fixed_steps), GRPO_EVALUATION__ENABLED="false")
         generation_kwargs["ignore_eos"] = True
+    extra = dict(EXTRA.get(variant, {}))
     if generation_kwargs:
-        env["GRPO_TRAIN__EXTRA"] = json.dumps({"generation_kwargs": generation_kwargs})
+        extra["generation_kwargs"] = generation_kwargs
+    if extra:
+        env["GRPO_TRAIN__EXTRA"] = json.dumps(extra)
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader",
                             "-lms", "500"], stdout=open(base / "gpu-memory.csv", "w"))
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run"]
