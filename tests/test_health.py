@@ -375,3 +375,6 @@ def test_masking_most_of_the_batch_away_is_said():
     assert "62% of the sampled completions were cut off" in health.masked_share_note(masked, 0.625)
     assert health.masked_share_note(masked, 0.25) is None
     assert health.masked_share_note(load_settings(SMOKE), 0.9) is None
+    # YAML 1.1's other spellings of true reach TRL as True (environment.grpo_config_extra): said too
+    on = load_settings(SMOKE, ['--train.extra={"mask_truncated_completions": "on"}'])
+    assert "62% of the sampled completions were cut off" in health.masked_share_note(on, 0.625)

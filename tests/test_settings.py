@@ -600,6 +600,39 @@ def test_extra_values_reach_grpo_config_as_their_type(monkeypatch, tmp_path):
     assert GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True).mask_truncated_completions is False
 
 
+def test_an_unquoted_no_reaches_a_strategy_as_no_and_a_boolean_as_false(monkeypatch, tmp_path):
+    """`GRPO_TRAIN__EXTRA__LOGGING_STRATEGY=no` was read as YAML 1.1's false and refused ("Input should be 'no',
+    'steps' or 'epoch'"): transformers' strategies spell "off" as "no". An argument's own text keeps YAML 1.1's
+    other booleans as text, converted by the argument's type; a YAML file has made them booleans already and is
+    told to quote them."""
+    from trl import GRPOConfig
+
+    from grpo_job.training.train import grpo_config_kwargs
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__LOGGING_STRATEGY", "no")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__MASK_TRUNCATED_COMPLETIONS", "Off")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__USE_LIGER_KERNEL", "false")
+    # a key of a key has no type to convert by: YAML's reading stays (vLLM's detokenize gets False, not "no")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__DETOKENIZE", "no")
+    s = load_settings(ROOT / "examples" / "smoke.yaml")
+    assert s.train.extra == {"logging_strategy": "no", "mask_truncated_completions": "Off", "use_liger_kernel": False,
+                             "generation_kwargs": {"detokenize": False}}
+    assert environment.problems(s) == []
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    assert args.logging_strategy == "no" and args.mask_truncated_completions is False
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "job.yaml"
+    config.write_text("train:\n  extra:\n    logging_strategy: no\n")
+    told = environment.problems(load_settings(config))
+    assert any("logging_strategy=False does not fit" in m and 'quote the value in the file (logging_strategy: "no")'
+               in m for m in told), told
+    config.write_text("train:\n  extra:\n    logging_strategy: \"no\"\n")
+    assert not [m for m in environment.problems(load_settings(config)) if "logging_strategy" in m]
+
+
 @pytest.mark.parametrize("extra, says", [
     ('{"importance_sampling_level": "seq"}', "importance_sampling_level='seq' does not fit GRPOConfig's "
                                              "importance_sampling_level ('token' or 'sequence')"),

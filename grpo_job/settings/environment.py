@@ -204,6 +204,9 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
             TypeAdapter(hints[name]).validate_python(value)
         except ValidationError as e:
             why = e.errors(include_url=False)[0]["msg"]
+            if isinstance(value, bool):  # a YAML file's unquoted no/off/yes/on is a boolean before we see it
+                why += (f"; YAML reads an unquoted no, off, yes or on as a boolean: quote the value in the file "
+                        f"({name}: \"no\")")
             out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name}={value!r} does not fit GRPOConfig's {name} "
                        f"({_type_name(hints[name])}): {why}")
     return out

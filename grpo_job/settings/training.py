@@ -108,8 +108,12 @@ class TrainSettings(Section):
     def _extra_scalars(cls, v: Any) -> Any:
         # GRPO_TRAIN__EXTRA__TOP_P=0.95 arrives as the text "0.95", and a key of a key
         # (GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_P) too: text values, at any depth of dicts, are read as
-        # YAML scalars, as a YAML file would have them (0.95, true, null, batch)
-        return _scalars(v) if isinstance(v, dict) else v
+        # YAML scalars, as a YAML file would have them (0.95, true, null, batch). A GRPOConfig argument's own
+        # text (top level) keeps YAML 1.1's other booleans as text: `GRPO_TRAIN__EXTRA__LOGGING_STRATEGY=no` is
+        # transformers' "no", and environment.grpo_config_extra converts "no" to False for a boolean argument.
+        if not isinstance(v, dict):
+            return v
+        return {k: x if _yaml11_only_boolean(x) else _scalars(x) for k, x in v.items()}
 
     def resolved_world_size(self) -> int:
         from grpo_job import distributed
@@ -166,6 +170,19 @@ class DistributedSettings(Section):
 _EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+def _yaml11_only_boolean(value: Any) -> bool:
+    """Text YAML 1.1 (PyYAML) reads as a boolean that YAML 1.2 and JSON read as text: yes, no, on, off, y, n."""
+    return (isinstance(value, str) and value.strip().lower() not in ("true", "false")
+            and isinstance(_read_yaml(value), bool))
+
+
+def _read_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def _scalars(value: Any) -> Any:
     """Text values of a dict (and of the dicts in it) read as YAML (`0.95`, `true`, `[a, b]`), exponent forms as
     numbers; text that is no YAML stays as it is."""
@@ -175,8 +192,4 @@ def _scalars(value: Any) -> Any:
         return value
     if _EXPONENT.fullmatch(value.strip()):
         return float(value)
-    try:
-        read = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    return read
+    return _read_yaml(value)

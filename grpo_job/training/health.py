@@ -125,7 +125,10 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
 def masked_share_note(s: JobSettings, clipped: float) -> str | None:
     """With `mask_truncated_completions` TRL leaves a cut-off completion out of the loss: when the preflight saw
     half or more of its samples cut off (`clipped`, a share), most of each batch would train nothing."""
-    if s.train.extra.get("mask_truncated_completions") is not True or clipped < 0.5:
+    from grpo_job.settings import environment
+
+    masked = environment.grpo_config_extra(s.train.extra).get("mask_truncated_completions")  # "on" -> True
+    if masked is not True or clipped < 0.5:
         return None
     return (f"{clipped:.0%} of the sampled completions were cut off at train.max_completion_length="
             f"{s.train.max_completion_length}, and train.extra.mask_truncated_completions leaves those out of the loss, "
