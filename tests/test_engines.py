@@ -44,7 +44,7 @@ def test_colocated_vllm_gets_lean_outputs_under_the_users_kwargs(monkeypatch):
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": "29999"}.items():
         monkeypatch.setenv(k, v)
-    s = load_settings(overrides=['--train.extra={"generation_kwargs": {"ignore_eos": "true"}, "top_k": 20}'])
+    s = load_settings(overrides=['--train.extra={"generation_kwargs": {"ignore_eos": true}, "top_k": 20}'])
     engine = engines.TrlEngine()
     engine.cuda = engine.vllm = True  # as on a GPU machine with vLLM
     args = engine.grpo_args(s)

@@ -600,37 +600,58 @@ def test_extra_values_reach_grpo_config_as_their_type(monkeypatch, tmp_path):
     assert GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True).mask_truncated_completions is False
 
 
-def test_an_unquoted_no_reaches_a_strategy_as_no_and_a_boolean_as_false(monkeypatch, tmp_path):
+def test_an_argument_s_own_no_takes_its_type_and_a_variable_s_text_stays_text(monkeypatch, tmp_path):
     """`GRPO_TRAIN__EXTRA__LOGGING_STRATEGY=no` was read as YAML 1.1's false and refused ("Input should be 'no',
-    'steps' or 'epoch'"): transformers' strategies spell "off" as "no". An argument's own text keeps YAML 1.1's
-    other booleans as text, converted by the argument's type; a YAML file has made them booleans already and is
-    told to quote them."""
+    'steps' or 'epoch'"); `stop: "###"` from a file or JSON was read as YAML again (a comment: null), `Question:` as a
+    mapping, `2024` refused for a text argument (new-user trials). A variable's text is read as a YAML scalar, an
+    argument's own yes/no/on/off converted by its type; a file's and JSON's values stay as written."""
     from trl import GRPOConfig
 
     from grpo_job.training.train import grpo_config_kwargs
 
-    for k in [k for k in os.environ if k.startswith("GRPO_")]:
-        monkeypatch.delenv(k)
-    monkeypatch.setenv("GRPO_TRAIN__EXTRA__LOGGING_STRATEGY", "no")
-    monkeypatch.setenv("GRPO_TRAIN__EXTRA__MASK_TRUNCATED_COMPLETIONS", "Off")
-    monkeypatch.setenv("GRPO_TRAIN__EXTRA__USE_LIGER_KERNEL", "false")
-    # a key of a key has no type to convert by: YAML's reading stays (vLLM's detokenize gets False, not "no")
-    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__DETOKENIZE", "no")
+    def clear():
+        for k in [k for k in os.environ if k.startswith("GRPO_")]:
+            monkeypatch.delenv(k)
+
+    clear()
+    for name, text in {"RUN_NAME": "no", "MASK_TRUNCATED_COMPLETIONS": "Off", "USE_LIGER_KERNEL": "false",
+                       "EVAL_STRATEGY": "no", "HUB_MODEL_ID": "2024",
+                       # a key of a key has no type to convert by: YAML's reading stays (skip_special_tokens gets False)
+                       "GENERATION_KWARGS__SKIP_SPECIAL_TOKENS": "no", "GENERATION_KWARGS__STOP": "###",
+                       "GENERATION_KWARGS__MIN_TOKENS": "4", "CHAT_TEMPLATE_KWARGS": "{enable_thinking: false}"}.items():
+        monkeypatch.setenv(f"GRPO_TRAIN__EXTRA__{name}", text)
     s = load_settings(ROOT / "examples" / "smoke.yaml")
-    assert s.train.extra == {"logging_strategy": "no", "mask_truncated_completions": "Off", "use_liger_kernel": False,
-                             "generation_kwargs": {"detokenize": False}}
+    assert s.train.extra == {"run_name": "no", "mask_truncated_completions": "Off", "use_liger_kernel": False,
+                             "eval_strategy": "no", "hub_model_id": 2024,
+                             "generation_kwargs": {"skip_special_tokens": False, "stop": "###", "min_tokens": 4},
+                             "chat_template_kwargs": {"enable_thinking": False}}
     assert environment.problems(s) == []
     args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
-    assert args.logging_strategy == "no" and args.mask_truncated_completions is False
-    for k in [k for k in os.environ if k.startswith("GRPO_")]:
-        monkeypatch.delenv(k)
+    assert (args.run_name, args.mask_truncated_completions, args.hub_model_id) == ("no", False, "2024")
+    clear()
     config = tmp_path / "job.yaml"
-    config.write_text("train:\n  extra:\n    logging_strategy: no\n")
+    config.write_text('train:\n  extra:\n    run_name: "2024"\n    generation_kwargs: {stop: "###", seed: "7"}\n'
+                      "    chat_template_kwargs: {enable_thinking: false}\n")
+    s = load_settings(config)
+    assert s.train.extra["run_name"] == "2024" and s.train.extra["generation_kwargs"] == {"stop": "###", "seed": "7"}
+    s = load_settings(overrides=['--train.extra={"generation_kwargs": {"stop": "Question:"}, "run_name": "#exp"}'])
+    assert s.train.extra == {"generation_kwargs": {"stop": "Question:"}, "run_name": "#exp"}
+    # a YAML file has made an unquoted no a boolean before the job sees it: told to quote it
+    config.write_text("train:\n  extra:\n    run_name: no\n")
     told = environment.problems(load_settings(config))
-    assert any("logging_strategy=False does not fit" in m and 'quote the value in the file (logging_strategy: "no")'
-               in m for m in told), told
-    config.write_text("train:\n  extra:\n    logging_strategy: \"no\"\n")
-    assert not [m for m in environment.problems(load_settings(config)) if "logging_strategy" in m]
+    assert any("run_name=False does not fit" in m and 'quote the value in the file (run_name: \"no\")' in m
+               for m in told), told
+
+
+@pytest.mark.parametrize("extra, says", [
+    ('{"eval_strategy": "steps"}', "the job evaluates in stages of its own"),
+    ('{"logging_strategy": "no"}', "read TRL's per-step logs"),
+    ('{"generation_kwargs": {"stop": ["###"], "detokenize": "no"}}', "vLLM matches stop strings on the text"),
+    ('{"generation_kwargs": {"do_sample": 0}}', "do_sample=false"),
+])
+def test_extra_values_the_job_cannot_work_with_are_refused(extra, says):
+    with pytest.raises(SettingsError, match=says):
+        load_settings(overrides=[f"--train.extra={extra}"])
 
 
 @pytest.mark.parametrize("extra, says", [

@@ -153,13 +153,45 @@ _DOCUMENTED_TYPES: dict[str, Any] = {
     "num_iterations": Annotated[int, Field(ge=1)],
     "epsilon": Annotated[float, Field(ge=0)],
     "epsilon_high": Annotated[float, Field(ge=0)] | None,
+    "top_k": Annotated[int, Field(ge=0)],  # 0 turns it off (TRL); -1 is vLLM's spelling, refused by transformers
+    # TRL also takes a JSON text for these (`dict | str`); text that is no JSON failed mid-run (the job's own
+    # reader turns a variable's `{...}` into a mapping already)
+    "generation_kwargs": dict[str, Any] | None,
+    "chat_template_kwargs": dict[str, Any] | None,
 }
+
+
+def _values_not_any_text(tp: Any) -> Any:
+    """transformers annotates its strategies `IntervalStrategy | str` (any text passes; `No` or `stepz` raised
+    when GRPOConfig was built, mid-`run`): the enum's own values instead."""
+    import enum
+    import types
+    import typing
+
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return tp
+    args = typing.get_args(tp)
+    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if not enums or str not in args:
+        return tp
+    values = tuple(m.value for e in enums for m in e)
+    rest = [a for a in args if a is not str and a not in enums]
+    return typing.Union[Literal[values], *rest] if rest else Literal[values]  # noqa: UP007 - built from a tuple
 
 
 def _extra_types() -> dict[str, Any]:
     import typing
 
-    return typing.get_type_hints(_grpo_config()) | _DOCUMENTED_TYPES
+    hints = {name: _values_not_any_text(tp) for name, tp in typing.get_type_hints(_grpo_config()).items()}
+    return hints | _DOCUMENTED_TYPES
+
+
+def _adapter(tp: Any) -> Any:
+    """A validator of `tp` that also takes a number for text (`run_name: 2024`, a YAML file's or a variable's
+    number), as GRPOConfig would have it."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    return TypeAdapter(tp, config=ConfigDict(coerce_numbers_to_str=True))
 
 
 def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
@@ -167,12 +199,12 @@ def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
     `"false"` -> False, as `check` validated it; a dataclass converts nothing, so TRL would add a string to a
     number at the first loss step, and read the string "false" as true). Names GRPOConfig lacks stay as given
     (`check` refuses them)."""
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
     types, out = _extra_types(), {}
     for name, value in extra.items():
         try:
-            out[name] = TypeAdapter(types[name]).validate_python(value) if name in types else value
+            out[name] = _adapter(types[name]).validate_python(value) if name in types else value
         except ValidationError:
             out[name] = value  # `check` names it; GRPOConfig's own error follows
     return out
@@ -194,14 +226,14 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
             out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name!r} is not a GRPOConfig argument of the installed "
                        f"TRL {trl.__version__}{hint}")
     # the values against GRPOConfig's own annotations (a dataclass does not check them; vLLM would, mid-run)
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
     hints = _extra_types()
     for name, value in s.train.extra.items():
         if name not in hints:
             continue
         try:
-            TypeAdapter(hints[name]).validate_python(value)
+            _adapter(hints[name]).validate_python(value)
         except ValidationError as e:
             why = e.errors(include_url=False)[0]["msg"]
             if isinstance(value, bool):  # a YAML file's unquoted no/off/yes/on is a boolean before we see it

@@ -286,14 +286,26 @@ def _replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, override
         given, value = yaml_values, settings
         for part in loc:
             given, value = given.get(part) if isinstance(given, dict) else None, getattr(value, part)
-        dropped = sorted(set(given) - set(value)) if isinstance(given, dict) else []
-        if dropped:
-            label = source_label(loc, tuple(overrides), yaml_values, path)
-            name = ".".join(loc)
-            notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
-                         f"{', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} not used (a dict setting is taken "
-                         "whole from the highest source that sets it; set them there too)")
+        if not isinstance(given, dict) or given == value:
+            continue
+        label = source_label(loc, tuple(overrides), yaml_values, path)
+        # and a key's own dict (train.extra.generation_kwargs): GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED
+        # replaced the file's whole generation_kwargs too (new-user trial)
+        places = [(".".join(loc), given, value, label)] + [
+            (f"{'.'.join(loc)}.{k}", given[k], value[k], _variables(loc + (k,)) or label)
+            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and isinstance(value[k], dict)]
+        for name, was, now, label in places:
+            if dropped := sorted(set(was) - set(now)):
+                notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
+                             f"{', '.join(map(str, dropped))} {'is' if len(dropped) == 1 else 'are'} not used (a dict "
+                             "setting is taken whole from the highest source that sets it; set them there too)")
     return notes
+
+
+def _variables(loc: tuple[str, ...]) -> str:
+    """The environment variables that set keys under `loc` (GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED), by name."""
+    prefix = ENV_PREFIX + "__".join(loc).upper() + "__"
+    return ", ".join(sorted(n for n in os.environ if n.upper().startswith(prefix)))
 
 
 def _validate(yaml_values: dict[str, Any], overrides: list[str], path: str | None) -> tuple[JobSettings | None, list[str]]:

@@ -68,6 +68,11 @@ def generation_batch_holds_groups(s: Settings) -> list[str]:
                 "alternatives in GRPOConfig; keep one of them (GRPO_TRAIN__STEPS_PER_GENERATION=auto defers to "
                 "generation_batch_size)"]
     given = t.extra.get("generation_batch_size")
+    if isinstance(given, str):  # a JSON text ("10", "1e1"): GRPOConfig gets its number (settings.environment)
+        try:
+            given = float(given)
+        except ValueError:
+            pass  # `check` names the type
     if isinstance(given, float) and given.is_integer():  # `1e1`, `10.0`: GRPOConfig gets 10 (settings.environment)
         given = int(given)
     if isinstance(given, int) and not isinstance(given, bool):
@@ -120,7 +125,25 @@ def extra_is_not_a_setting(s: Settings) -> list[str]:
         elif name in JOB_SETS:
             out.append(f"train.extra sets {name!r}, which the job sets itself from {JOB_SETS[name]}: "
                        f"remove it from GRPO_TRAIN__EXTRA and change {JOB_SETS[name]} instead")
+        elif name in _ONLY_VALUE and str(s.train.extra[name]).lower() not in (_ONLY_VALUE[name][0], "none"):
+            value, why = _ONLY_VALUE[name]
+            out.append(f"train.extra sets {name}={s.train.extra[name]!r}: {why}; remove it (TRL's default is {value!r})")
     return out
+
+
+# GRPOConfig arguments with one value the job works with, and why (new-user trial: both passed `check`)
+_ONLY_VALUE = {
+    "eval_strategy": ("no", "the job evaluates in stages of its own (evaluation.*) and hands TRL's trainer no eval "
+                      "dataset, so transformers' Trainer would refuse to start the train stage"),
+    "logging_strategy": ("steps", "the job's metrics, its health guards and the report read TRL's per-step logs, "
+                         "which another strategy turns off (train.extra.logging_steps sets how often)"),
+}
+
+
+def _reads_false(value: object) -> bool:
+    """false as vLLM or transformers would read it: False, 0, or the text false/no/off/0."""
+    return value is False or (type(value) is int and value == 0) or (
+        isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"))
 
 
 # generation_kwargs keys TRL sets itself from GRPOConfig (trl/trainer/grpo_trainer.py, vllm_generation.py:
@@ -153,13 +176,17 @@ def generation_kwargs_leave_trl_its_own(s: Settings) -> list[str]:
     out = [f"train.extra.generation_kwargs sets {key!r}, which TRL sets itself from {setting}: {why}; set "
            f"{setting.split(' ')[0]} and remove {key!r} from generation_kwargs"
            for key, (setting, why) in _GENERATION_KWARGS_OF_TRL.items() if key in kwargs]
-    if kwargs.get("do_sample") is False:
+    if "do_sample" in kwargs and _reads_false(kwargs["do_sample"]):
         out.append("train.extra.generation_kwargs sets do_sample=false: every completion of a group would be the same "
                    "greedy one, so no group has reward variance and GRPO learns nothing; remove 'do_sample'")
     if "logprobs" in kwargs and kwargs["logprobs"] is None:
         out.append("train.extra.generation_kwargs sets logprobs=null: TRL (1.15) reads the sampled token's "
                    "log-prob of every vLLM completion for its importance-sampling correction and fails at the first "
                    "generation step without them; remove 'logprobs' from generation_kwargs")
+    if kwargs.get("stop") and "detokenize" in kwargs and _reads_false(kwargs["detokenize"]):
+        out.append("train.extra.generation_kwargs sets stop strings with detokenize=false: vLLM matches stop strings "
+                   "on the text and refuses them without it; remove 'detokenize' (the job turns the text off only "
+                   "where no stop strings are set)")
     return out
 
 

@@ -10,6 +10,8 @@ imports the other for them. `read_yaml` reads the YAML file (a repeated key is a
 from __future__ import annotations
 
 import contextvars
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,70 @@ def layered_source(settings_cls: type[BaseSettings], init_settings: PydanticBase
     """Keyword arguments > CLI overrides (`current_cli_args`) > environment > YAML (`current_yaml`)."""
     cli = CliSettingsSource(settings_cls, cli_parse_none_str=NONE_STR, cli_implicit_flags=False,
                             cli_exit_on_error=False, cli_avoid_json=False)
-    layers = [init_settings, cli(args=list(current_cli_args.get())), env_settings,
+    layers = [init_settings, cli(args=list(current_cli_args.get())), _KeyByKeyText(env_settings),
               InitSettingsSource(settings_cls, init_kwargs=current_yaml.get() or {})]
     return LayeredSource(settings_cls, layers)
+
+
+EXTRA_ENV = f"{ENV_PREFIX}TRAIN__EXTRA__"
+# a number in exponent form without a dot (`3e-1`, `1E5`): YAML 1.1 (PyYAML) reads it as text
+_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def read_env_text(text: str, *, typed: bool) -> Any:
+    """A `GRPO_TRAIN__EXTRA__<KEY>[__<KEY>...]` variable's text as its value: what a YAML file would hold for
+    it unquoted (`0.95`, `3e-1`, `true`, `null`, `[a, b]`, `{k: v}`), except where YAML would turn plain text
+    into something else: `###` (a comment: null), `Question:` (a mapping), `2024-01-01` (a date) stay text.
+    `typed`: the value is a GRPOConfig argument's own (top level), converted later by the argument's type
+    (`settings.environment.grpo_config_extra`), so YAML 1.1's other booleans stay text there: `no` is
+    transformers' `logging_strategy` "no", and "no" still becomes False for a boolean argument. A key of a
+    key (`generation_kwargs.detokenize`) has no type to convert by, and takes YAML's reading."""
+    stripped = text.strip()
+    if _EXPONENT.fullmatch(stripped):
+        return float(stripped)
+    try:
+        read = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if read is None:
+        return None if stripped in _NULLS else text
+    if isinstance(read, (dict, list)):
+        return read if stripped[:1] in "[{" else text
+    if isinstance(read, bool):
+        return text if typed and stripped.lower() not in ("true", "false") else read
+    return read if isinstance(read, (int, float, str)) else text
+
+
+class _KeyByKeyText:
+    """The environment source, with the text of each `GRPO_TRAIN__EXTRA__...` variable read by `read_env_text`
+    (pydantic-settings leaves a free-form dict's values as the variables' text). Only those: a JSON value
+    (`GRPO_TRAIN__EXTRA='{...}'`), a file's or the command line's keep their quoted text as text."""
+
+    def __init__(self, env_settings: PydanticBaseSettingsSource):
+        self.env_settings = env_settings
+
+    def __call__(self) -> dict[str, Any]:
+        values = self.env_settings()
+        train = values.get("train")
+        extra = train.get("extra") if isinstance(train, dict) else None
+        if not isinstance(extra, dict):
+            return values
+        extra = _copy_dicts(extra)
+        for name, text in os.environ.items():
+            if not name.upper().startswith(EXTRA_ENV) or len(name) == len(EXTRA_ENV):
+                continue
+            path = name[len(EXTRA_ENV):].lower().split("__")
+            parent = extra
+            for key in path[:-1]:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if isinstance(parent, dict) and parent.get(path[-1]) == text:
+                parent[path[-1]] = read_env_text(text, typed=len(path) == 1)
+        return {**values, "train": {**train, "extra": extra}}
+
+
+def _copy_dicts(value: Any) -> Any:
+    return {k: _copy_dicts(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -3,11 +3,9 @@ training is spread over processes and GPUs (`distributed`)."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from grpo_job.settings.base import Section
 
@@ -97,23 +95,13 @@ class TrainSettings(Section):
     scale_rewards: batch, mask_truncated_completions: true, num_iterations: 2, steps_per_generation: 4}`.
     Names are checked against the installed GRPOConfig by `check` and `run` (unknown ones are errors);
     a name that has its own field here (e.g. `learning_rate`) must be set there, not in `extra`. From
-    the environment: `GRPO_TRAIN__EXTRA='{"top_p": 0.95}'` or `GRPO_TRAIN__EXTRA__TOP_P=0.95`."""
+    the environment: `GRPO_TRAIN__EXTRA='{"top_p": 0.95}'` or `GRPO_TRAIN__EXTRA__TOP_P=0.95`, whose text is
+    read as a YAML scalar (`settings.sources.read_env_text`); values from a file or JSON stay as written. Each
+    value reaches GRPOConfig as its argument's type (`settings.environment.grpo_config_extra`)."""
 
     world_size: int | None = Field(None, ge=1)
     """Training processes in all, used to check the batch; None takes the launcher's WORLD_SIZE
     (torchrun, `accelerate launch`, `entrypoint.py launch`), or 1 when not launched."""
-
-    @field_validator("extra", mode="before")
-    @classmethod
-    def _extra_scalars(cls, v: Any) -> Any:
-        # GRPO_TRAIN__EXTRA__TOP_P=0.95 arrives as the text "0.95", and a key of a key
-        # (GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_P) too: text values, at any depth of dicts, are read as
-        # YAML scalars, as a YAML file would have them (0.95, true, null, batch). A GRPOConfig argument's own
-        # text (top level) keeps YAML 1.1's other booleans as text: `GRPO_TRAIN__EXTRA__LOGGING_STRATEGY=no` is
-        # transformers' "no", and environment.grpo_config_extra converts "no" to False for a boolean argument.
-        if not isinstance(v, dict):
-            return v
-        return {k: x if _yaml11_only_boolean(x) else _scalars(x) for k, x in v.items()}
 
     def resolved_world_size(self) -> int:
         from grpo_job import distributed
@@ -164,32 +152,3 @@ class DistributedSettings(Section):
     nproc_per_node: int | None = Field(None, ge=1)
     """`entrypoint.py launch`: training processes on each node; None is one per visible GPU, less
     the vLLM server's."""
-
-
-# a number in exponent form without a dot (`3e-1`, `1E5`): YAML 1.1 (PyYAML) reads it as text
-_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _yaml11_only_boolean(value: Any) -> bool:
-    """Text YAML 1.1 (PyYAML) reads as a boolean that YAML 1.2 and JSON read as text: yes, no, on, off, y, n."""
-    return (isinstance(value, str) and value.strip().lower() not in ("true", "false")
-            and isinstance(_read_yaml(value), bool))
-
-
-def _read_yaml(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _scalars(value: Any) -> Any:
-    """Text values of a dict (and of the dicts in it) read as YAML (`0.95`, `true`, `[a, b]`), exponent forms as
-    numbers; text that is no YAML stays as it is."""
-    if isinstance(value, dict):
-        return {k: _scalars(x) for k, x in value.items()}
-    if not isinstance(value, str) or not value.strip():
-        return value
-    if _EXPONENT.fullmatch(value.strip()):
-        return float(value)
-    return _read_yaml(value)
