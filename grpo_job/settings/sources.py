@@ -84,9 +84,9 @@ def read_env_text(text: str, *, typed: bool) -> Any:
     it unquoted (`0.95`, `3e-1`, `true`, `null`, `[a, b]`, `{k: v}`), except where YAML would turn plain text
     into something else: `###` (a comment: null), `Question:` (a mapping), `2024-01-01` (a date) stay text.
     `typed`: the value is a GRPOConfig argument's own (top level), converted later by the argument's type
-    (`settings.environment.grpo_config_extra`), so YAML 1.1's other booleans stay text there: `no` is
-    transformers' `logging_strategy` "no", and "no" still becomes False for a boolean argument. A key of a
-    key (`generation_kwargs.detokenize`) has no type to convert by, and takes YAML's reading."""
+    (`settings.environment.grpo_config_extra`), so YAML 1.1's other booleans stay text there: `run_name=no` is
+    the text "no", `eval_strategy=no` transformers' "no", and "no" still becomes False for a boolean argument. A
+    key of a key (`generation_kwargs.detokenize`) has no type to convert by, and takes YAML's reading."""
     stripped = text.strip()
     if _EXPONENT.fullmatch(stripped):
         return float(stripped)
