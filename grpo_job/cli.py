@@ -58,8 +58,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         print(f"  evaluation: {d['evaluation_rows']} rows from evaluation.data_path {settings.evaluation.data_path} "
               "(instead of the held-out rows)")
     print("rewards: " + ", ".join(f"{k} x{rewards.weight(v):g}" for k, v in p["rewards"].items()))
-    if settings.train.extra:  # GRPOConfig's other arguments, as the run passes them (second trial: shown nowhere)
-        print(f"extra  : {json.dumps(settings.train.extra, default=str)}")
+    if p.get("extra"):  # GRPOConfig's other arguments, as the run passes them (second trial: shown nowhere)
+        print(f"extra  : {json.dumps(p['extra'], default=str)}")
     if "code" in p["rewards"]:  # the code reward runs model-written programs: say what confines them
         from grpo_job import sandbox
 

@@ -123,6 +123,8 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         "data": settings.data.path,
         "data_report": data_report,
         "rewards": settings.rewards,
+        # GRPOConfig's other arguments as the run passes them, converted to their types (trials: shown nowhere)
+        "extra": environment.grpo_config_extra(settings.train.extra) if settings.train.extra else {},
         "stages": shown,
         "restart": [] if restart is None else restart.notes,
         # the newest complete checkpoint the train stage will resume from (None: it starts at step 0)

@@ -345,7 +345,8 @@ def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
     monkeypatch.setenv("GRPO_REWARDS__FORMAT", "1.0")
     monkeypatch.setenv("GRPO_EXIT_CODE_DIR", "/tmp/x")
     s = load_settings()
-    assert s.train.extra == {"top_p": 0.95, "mask_truncated_completions": True}  # env text read as YAML scalars
+    # a variable's text, taken by each argument's type
+    assert environment.grpo_config_extra(s.train.extra) == {"top_p": 0.95, "mask_truncated_completions": True}
     assert s.rewards["format"] == 1.0
 
 
@@ -589,7 +590,7 @@ def test_extra_values_reach_grpo_config_as_their_type(monkeypatch, tmp_path):
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_TOKENS", "4")
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__CHAT_TEMPLATE_KWARGS__ENABLE_THINKING", "false")
     s = load_settings(ROOT / "examples" / "smoke.yaml")
-    assert s.train.extra == {"epsilon_high": 0.3, "generation_kwargs": {"min_tokens": 4},
+    assert environment.grpo_config_extra(s.train.extra) == {"epsilon_high": 0.3, "generation_kwargs": {"min_tokens": 4},
                              "chat_template_kwargs": {"enable_thinking": False}}
     assert environment.problems(s) == []
     args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
@@ -621,8 +622,12 @@ def test_an_argument_s_own_no_takes_its_type_and_a_variable_s_text_stays_text(mo
                        "GENERATION_KWARGS__MIN_TOKENS": "4", "CHAT_TEMPLATE_KWARGS": "{enable_thinking: false}"}.items():
         monkeypatch.setenv(f"GRPO_TRAIN__EXTRA__{name}", text)
     s = load_settings(ROOT / "examples" / "smoke.yaml")
-    assert s.train.extra == {"run_name": "no", "mask_truncated_completions": "Off", "use_liger_kernel": False,
-                             "eval_strategy": "no", "hub_model_id": 2024,
+    # an argument's own text stays as written until its type takes it
+    assert {k: s.train.extra[k] for k in ("use_liger_kernel", "hub_model_id")} == {"use_liger_kernel": "false",
+                                                                                  "hub_model_id": "2024"}
+    assert environment.grpo_config_extra(s.train.extra) == {
+                             "run_name": "no", "mask_truncated_completions": False, "use_liger_kernel": False,
+                             "eval_strategy": "no", "hub_model_id": "2024",
                              "generation_kwargs": {"skip_special_tokens": False, "stop": "###", "min_tokens": 4},
                              "chat_template_kwargs": {"enable_thinking": False}}
     assert environment.problems(s) == []
@@ -639,8 +644,41 @@ def test_an_argument_s_own_no_takes_its_type_and_a_variable_s_text_stays_text(mo
     # a YAML file has made an unquoted no a boolean before the job sees it: told to quote it
     config.write_text("train:\n  extra:\n    run_name: no\n")
     told = environment.problems(load_settings(config))
-    assert any("run_name=False does not fit" in m and 'quote the value in the file (run_name: \"no\")' in m
+    assert any("run_name=False does not fit" in m and 'quote it in the file (run_name: \"no\")' in m
                for m in told), told
+
+
+@pytest.mark.parametrize(("text", "top", "nested"), [
+    ("0.95", "0.95", 0.95), ("3e-1", "3e-1", 0.3), ("4", "4", 4), ("null", "null", None),
+    ("no", "no", False), ("True", "True", True),
+    # YAML 1.1 would change these (second trial): octal, base 60, hex, digit groups, a comment, a date, a mapping
+    ("010", "010", "010"), ("12:30", "12:30", "12:30"), ("0x1F", "0x1F", "0x1F"), ("1_000", "1_000", "1_000"),
+    ("run #3", "run #3", "run #3"), ("###", "###", "###"), ("2024-01-01", "2024-01-01", "2024-01-01"),
+    ("Question:", "Question:", "Question:"), ("1.10", "1.10", 1.1),
+    ("[a, b]", ["a", "b"], ["a", "b"]), ('{"k": "#v"}', {"k": "#v"}, {"k": "#v"}),
+])
+def test_a_variable_s_text_is_read_as_a_scalar_only_where_it_is_one(text, top, nested):
+    from grpo_job.settings.sources import read_env_text
+
+    assert read_env_text(text, typed=True) == top and read_env_text(text, typed=False) == nested
+
+
+def test_stop_strings_stay_text_and_generation_kwargs_types_are_checked(monkeypatch, tmp_path):
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__STOP", "no")  # the stop string "no", not false
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__RUN_NAME", "010")
+    s = load_settings(ROOT / "examples" / "smoke.yaml")
+    assert environment.grpo_config_extra(s.train.extra) == {"generation_kwargs": {"stop": "no"}, "run_name": "010"}
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_TOKENS", "-3")
+    told = environment.problems(load_settings(ROOT / "examples" / "smoke.yaml"))
+    assert any("generation_kwargs.min_tokens=-3 does not fit vLLM's min_tokens" in m for m in told), told
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "job.yaml"
+    config.write_text("train:\n  extra:\n    generation_kwargs: {stop: [User:, no], skip_special_tokens: off}\n")
+    told = environment.problems(load_settings(config))
+    assert any("generation_kwargs.stop=[{'User': None}, False] does not fit vLLM's stop" in m for m in told), told
 
 
 @pytest.mark.parametrize("extra, says", [
@@ -681,7 +719,7 @@ def test_a_dict_setting_a_higher_source_replaces_says_which_file_keys_are_droppe
                       "rewards:\n  format: 0.5\n  correctness: 2.0\n")
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.9")
     s = load_settings(config, ['--rewards={"correctness": 2.0}'])
-    assert s.train.extra == {"top_p": 0.9}
+    assert environment.grpo_config_extra(s.train.extra) == {"top_p": 0.9}
     notes = [w for w in s.warnings() if "replaces the config file's" in w]
     assert len(notes) == 2, s.warnings()
     assert notes[1].startswith("train.extra set by GRPO_TRAIN__EXTRA__TOP_P replaces the config file's train.extra "
@@ -702,7 +740,7 @@ def test_a_dict_setting_from_a_whole_variable_and_its_keys_at_once_is_refused(mo
     with pytest.raises(SettingsError, match="GRPO_TRAIN__EXTRA and GRPO_TRAIN__EXTRA__EPSILON_HIGH both set"):
         load_settings()
     monkeypatch.delenv("GRPO_TRAIN__EXTRA")
-    assert load_settings().train.extra == {"epsilon_high": 0.28}
+    assert environment.grpo_config_extra(load_settings().train.extra) == {"epsilon_high": 0.28}
 
 
 def test_log_completions_in_extra_is_told_it_stays_off():

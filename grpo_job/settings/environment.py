@@ -10,6 +10,7 @@ Each problem is worded as the schema's are: what is wrong, why, what to set.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import importlib.util
 import os
 from pathlib import Path
@@ -186,12 +187,54 @@ def _extra_types() -> dict[str, Any]:
     return hints | _DOCUMENTED_TYPES
 
 
+# The common keys of `generation_kwargs` (vLLM's SamplingParams, transformers' GenerationConfig), checked and
+# converted like GRPOConfig's own arguments: neither checks a value's type (a msgspec struct, a config object),
+# so the text "no" would have been a true `skip_special_tokens` and a stop string of False passed (trials).
+_GENERATION_KWARGS_TYPES: dict[str, Any] = {
+    "stop": str | list[str], "bad_words": list[str], "stop_token_ids": list[int],
+    "min_tokens": Annotated[int, Field(ge=0)], "seed": int | None, "logprobs": Annotated[int, Field(ge=0)],
+    **{key: bool for key in ("ignore_eos", "detokenize", "skip_special_tokens", "include_stop_str_in_output",
+                             "spaces_between_special_tokens", "flat_logprobs", "do_sample")},
+}
+
+
 def _adapter(tp: Any) -> Any:
-    """A validator of `tp` that also takes a number for text (`run_name: 2024`, a YAML file's or a variable's
-    number), as GRPOConfig would have it."""
+    """A validator of `tp` that also takes a number for text (`run_name: 2024`, a YAML file's number), as
+    GRPOConfig would have it."""
     from pydantic import ConfigDict, TypeAdapter
 
     return TypeAdapter(tp, config=ConfigDict(coerce_numbers_to_str=True))
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    """`value` as type `tp` (pydantic's ValidationError when it is none of it). A variable's text
+    (`settings.sources.read_env_text` leaves a top-level one as written) is taken as it is where the type
+    takes it (`0.95`, `no`, `010` for text), as `null` where the type takes None, else as YAML would read it
+    (`2.0` for an integer)."""
+    from pydantic import ValidationError
+
+    from grpo_job.settings.sources import NULLS, read_env_text
+
+    adapter = _adapter(tp)
+    if isinstance(value, str) and value.strip() in NULLS:
+        try:
+            return adapter.validate_python(None)
+        except ValidationError:
+            pass
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        read = read_env_text(value, typed=False) if isinstance(value, str) else value
+        if read is value or read == value:
+            raise
+        return adapter.validate_python(read)
+
+
+def _convert_generation_kwargs(kwargs: Any) -> Any:
+    if not isinstance(kwargs, dict):
+        return kwargs
+    return {k: _convert(_GENERATION_KWARGS_TYPES[k], v) if k in _GENERATION_KWARGS_TYPES else v
+            for k, v in kwargs.items()}
 
 
 def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +247,9 @@ def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
     types, out = _extra_types(), {}
     for name, value in extra.items():
         try:
-            out[name] = _adapter(types[name]).validate_python(value) if name in types else value
+            out[name] = _convert(types[name], value) if name in types else value
+            if name == "generation_kwargs":
+                out[name] = _convert_generation_kwargs(out[name])
         except ValidationError:
             out[name] = value  # `check` names it; GRPOConfig's own error follows
     return out
@@ -229,18 +274,20 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
     from pydantic import ValidationError
 
     hints = _extra_types()
-    for name, value in s.train.extra.items():
-        if name not in hints:
-            continue
+    kwargs = s.train.extra.get("generation_kwargs")
+    checks = [(name, value, hints[name]) for name, value in s.train.extra.items() if name in hints] + [
+        (f"generation_kwargs.{k}", v, _GENERATION_KWARGS_TYPES[k]) for k, v in (kwargs or {}).items()
+        if isinstance(kwargs, dict) and k in _GENERATION_KWARGS_TYPES]
+    for name, value, tp in checks:
         try:
-            _adapter(hints[name]).validate_python(value)
+            _convert(tp, value)
         except ValidationError as e:
             why = e.errors(include_url=False)[0]["msg"]
-            if isinstance(value, bool):  # a YAML file's unquoted no/off/yes/on is a boolean before we see it
-                why += (f"; YAML reads an unquoted no, off, yes or on as a boolean: quote the value in the file "
-                        f"({name}: \"no\")")
-            out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name}={value!r} does not fit GRPOConfig's {name} "
-                       f"({_type_name(hints[name])}): {why}")
+            if isinstance(value, (bool, datetime.date)):  # a YAML file's unquoted no, on, 2024-01-01, before we see it
+                why += (f"; YAML reads an unquoted no, off, yes, on or a date as a {type(value).__name__}: quote it "
+                        f"in the file ({name.split('.')[-1]}: \"{value if not isinstance(value, bool) else 'no'}\")")
+            out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name}={value!r} does not fit "
+                       f"{'vLLM' if '.' in name else 'GRPOConfig'}'s {name.split('.')[-1]} ({_type_name(tp)}): {why}")
     return out
 
 

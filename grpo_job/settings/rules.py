@@ -143,7 +143,7 @@ _ONLY_VALUE = {
 def _reads_false(value: object) -> bool:
     """false as vLLM or transformers would read it: False, 0, or the text false/no/off/0."""
     return value is False or (type(value) is int and value == 0) or (
-        isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"))
+        isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0", "n", "f"))
 
 
 # generation_kwargs keys TRL sets itself from GRPOConfig (trl/trainer/grpo_trainer.py, vllm_generation.py:

@@ -74,33 +74,40 @@ def layered_source(settings_cls: type[BaseSettings], init_settings: PydanticBase
 
 
 EXTRA_ENV = f"{ENV_PREFIX}TRAIN__EXTRA__"
-# a number in exponent form without a dot (`3e-1`, `1E5`): YAML 1.1 (PyYAML) reads it as text
-_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-_NULLS = ("null", "Null", "NULL", "~")
+# a number as JSON writes it, and exponent forms without a dot (`3e-1`, which YAML 1.1 leaves as text); not YAML
+# 1.1's other numbers (`010` octal, `0x1F`, `1_000`, `12:30` base 60), which stay text
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|-?(?:0|[1-9]\d*)?\.\d+(?:[eE][-+]?\d+)?")
+NULLS = ("null", "Null", "NULL", "~")
+# YAML 1.1's booleans (PyYAML's): what a YAML file would make of them
+_BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+# keys of keys whose value is text (vLLM's SamplingParams): `stop=no` is the stop string "no"
+TEXT_KEYS = {("generation_kwargs", "stop"), ("generation_kwargs", "bad_words")}
 
 
 def read_env_text(text: str, *, typed: bool) -> Any:
-    """A `GRPO_TRAIN__EXTRA__<KEY>[__<KEY>...]` variable's text as its value: what a YAML file would hold for
-    it unquoted (`0.95`, `3e-1`, `true`, `null`, `[a, b]`, `{k: v}`), except where YAML would turn plain text
-    into something else: `###` (a comment: null), `Question:` (a mapping), `2024-01-01` (a date) stay text.
-    `typed`: the value is a GRPOConfig argument's own (top level), converted later by the argument's type
-    (`settings.environment.grpo_config_extra`), so YAML 1.1's other booleans stay text there: `run_name=no` is
-    the text "no", `eval_strategy=no` transformers' "no", and "no" still becomes False for a boolean argument. A
-    key of a key (`generation_kwargs.detokenize`) has no type to convert by, and takes YAML's reading."""
+    """A `GRPO_TRAIN__EXTRA__<KEY>[__<KEY>...]` variable's text as its value. A list or mapping (`[a, b]`,
+    `{k: v}`) is read as YAML flow. `typed`: a GRPOConfig argument's own (top level) stays text otherwise, and
+    `settings.environment.grpo_config_extra` converts it by the argument's type (`0.95` for a float, `no` for a
+    boolean or transformers' "no", `010` for a text `run_name`). A key of a key (`generation_kwargs.min_tokens`)
+    has no type to convert by: `null`, YAML 1.1's booleans (`true`, `no`, `off`...) and numbers as JSON writes
+    them (and `3e-1`) are read, every other text stays text (`###`, `Question:`, `run #3`, `2024-01-01`, `010`,
+    `12:30`); so do TEXT_KEYS (`stop=no`)."""
     stripped = text.strip()
-    if _EXPONENT.fullmatch(stripped):
-        return float(stripped)
-    try:
-        read = yaml.safe_load(text)
-    except yaml.YAMLError:
+    if stripped[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    if typed:
         return text
-    if read is None:
-        return None if stripped in _NULLS else text
-    if isinstance(read, (dict, list)):
-        return read if stripped[:1] in "[{" else text
-    if isinstance(read, bool):
-        return text if typed and stripped.lower() not in ("true", "false") else read
-    return read if isinstance(read, (int, float, str)) else text
+    if stripped in NULLS:
+        return None
+    if stripped.lower() in _BOOLEANS:
+        return _BOOLEANS[stripped.lower()]
+    if _NUMBER.fullmatch(stripped):
+        number = float(stripped)
+        return int(number) if number.is_integer() and not any(c in stripped for c in ".eE") else number
+    return text
 
 
 class _KeyByKeyText:
@@ -126,7 +133,8 @@ class _KeyByKeyText:
             for key in path[:-1]:
                 parent = parent.get(key) if isinstance(parent, dict) else None
             if isinstance(parent, dict) and parent.get(path[-1]) == text:
-                parent[path[-1]] = read_env_text(text, typed=len(path) == 1)
+                parent[path[-1]] = (text if tuple(path) in TEXT_KEYS and text.strip()[:1] != "[" else
+                                    read_env_text(text, typed=len(path) == 1))
         return {**values, "train": {**train, "extra": extra}}
 
 
