@@ -49,6 +49,11 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         problems.append("model.engine=unsloth needs an NVIDIA GPU and none is visible; set GRPO_MODEL__ENGINE=trl")
     if engine == "unsloth" and not importlib.util.find_spec("unsloth"):
         problems.append("model.engine=unsloth but Unsloth is not installed: pip install '.[gpu]' or use engine trl")
+    vllm_generates = gpu and (engine == "unsloth" or machine.probe().vllm)
+    named, unused = environment.generation_kwargs_names(settings, vllm=vllm_generates)
+    problems.extend(named)
+    for note in unused:
+        log.warning("%s", note)
     if "8bit" in settings.train.optim and not gpu:
         problems.append(
             f"train.optim={settings.train.optim} needs a CUDA GPU (bitsandbytes); on CPU set GRPO_TRAIN__OPTIM=adamw_torch"

@@ -681,6 +681,25 @@ def test_stop_strings_stay_text_and_generation_kwargs_types_are_checked(monkeypa
     assert any("generation_kwargs.stop=[{'User': None}, False] does not fit vLLM's stop" in m for m in told), told
 
 
+def test_generation_kwargs_transformers_ignores_are_said_and_chat_template_flags_are_checked(monkeypatch):
+    """Under transformers' generate (no vLLM) `min_tokens`, `seed`, `stop` did nothing in silence, and
+    `enable_thinking: flase` reached the chat template as true text (third trial)."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    s = load_settings(ROOT / "examples" / "smoke.yaml", ['--train.extra={"generation_kwargs": {"min_tokens": 4, '
+                                                         '"stop": ["</answer>"], "min_new_tokens": 4}}'])
+    problems, notes = environment.generation_kwargs_names(s, vllm=False)
+    assert problems == [] and len(notes) == 1 and "'min_tokens', 'stop' do nothing here" in notes[0], notes
+    assert "min_new_tokens" not in notes[0].split("do nothing")[0]
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__CHAT_TEMPLATE_KWARGS__ENABLE_THINKING", "flase")
+    told = environment.problems(load_settings(ROOT / "examples" / "smoke.yaml"))
+    assert any("chat_template_kwargs.enable_thinking='flase' does not fit the chat template's enable_thinking" in m
+               for m in told), told
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__CHAT_TEMPLATE_KWARGS__ENABLE_THINKING", "no")
+    s = load_settings(ROOT / "examples" / "smoke.yaml")
+    assert environment.grpo_config_extra(s.train.extra) == {"chat_template_kwargs": {"enable_thinking": False}}
+
+
 @pytest.mark.parametrize("extra, says", [
     ('{"eval_strategy": "steps"}', "the job evaluates in stages of its own"),
     ('{"logging_strategy": "no"}', "read TRL's per-step logs"),

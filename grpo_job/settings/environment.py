@@ -198,6 +198,42 @@ _GENERATION_KWARGS_TYPES: dict[str, Any] = {
 }
 
 
+# chat_template_kwargs keys the common chat templates read, checked the same way (`enable_thinking: flase` passed)
+_CHAT_TEMPLATE_KWARGS_TYPES: dict[str, Any] = {"enable_thinking": bool}
+
+
+def generation_kwargs_names(s: JobSettings, *, vllm: bool) -> tuple[list[str], list[str]]:
+    """(problems, warnings) for the names in `train.extra.generation_kwargs`. `vllm`: vLLM generates (the trl
+    engine on a GPU with vLLM, unsloth): a name that is no SamplingParams field is refused, with the closest
+    one (vLLM raises at the first generation step). Else transformers' generate gets them through a
+    GenerationConfig, which keeps any name and uses only its own: the others are warned of (vLLM's `stop`,
+    `min_tokens`, `seed` do nothing there; its names are `stop_strings`, `min_new_tokens`)."""
+    import difflib
+
+    kwargs = s.train.extra.get("generation_kwargs")
+    if not isinstance(kwargs, dict) or not kwargs:
+        return [], []
+    if vllm:
+        from vllm import SamplingParams
+
+        known = set(SamplingParams.__struct_fields__)
+        out = []
+        for name in sorted(set(kwargs) - known):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out.append(f"train.extra.generation_kwargs: {name!r} is not an argument of vLLM's SamplingParams"
+                       f"{f'; did you mean {close[0]!r}?' if close else ''} (vLLM would refuse it at the first "
+                       "generation step)")
+        return out, []
+    from transformers import GenerationConfig
+
+    unused = sorted(set(kwargs) - set(GenerationConfig().to_dict()))
+    if not unused:
+        return [], []
+    return [], [f"train.extra.generation_kwargs: {', '.join(map(repr, unused))} do nothing here: transformers' "
+                "generate runs (no vLLM on this machine or engine), and its GenerationConfig ignores names it does "
+                "not know (its own: stop_strings, min_new_tokens, ...); under vLLM they are SamplingParams arguments"]
+
+
 def _adapter(tp: Any) -> Any:
     """A validator of `tp` that also takes a number for text (`run_name: 2024`, a YAML file's number), as
     GRPOConfig would have it."""
@@ -230,11 +266,10 @@ def _convert(tp: Any, value: Any) -> Any:
         return adapter.validate_python(read)
 
 
-def _convert_generation_kwargs(kwargs: Any) -> Any:
+def _convert_kwargs(kwargs: Any, types: dict[str, Any]) -> Any:
     if not isinstance(kwargs, dict):
         return kwargs
-    return {k: _convert(_GENERATION_KWARGS_TYPES[k], v) if k in _GENERATION_KWARGS_TYPES else v
-            for k, v in kwargs.items()}
+    return {k: _convert(types[k], v) if k in types else v for k, v in kwargs.items()}
 
 
 def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +284,9 @@ def grpo_config_extra(extra: dict[str, Any]) -> dict[str, Any]:
         try:
             out[name] = _convert(types[name], value) if name in types else value
             if name == "generation_kwargs":
-                out[name] = _convert_generation_kwargs(out[name])
+                out[name] = _convert_kwargs(out[name], _GENERATION_KWARGS_TYPES)
+            elif name == "chat_template_kwargs":
+                out[name] = _convert_kwargs(out[name], _CHAT_TEMPLATE_KWARGS_TYPES)
         except ValidationError:
             out[name] = value  # `check` names it; GRPOConfig's own error follows
     return out
@@ -274,10 +311,12 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
     from pydantic import ValidationError
 
     hints = _extra_types()
-    kwargs = s.train.extra.get("generation_kwargs")
-    checks = [(name, value, hints[name]) for name, value in s.train.extra.items() if name in hints] + [
-        (f"generation_kwargs.{k}", v, _GENERATION_KWARGS_TYPES[k]) for k, v in (kwargs or {}).items()
-        if isinstance(kwargs, dict) and k in _GENERATION_KWARGS_TYPES]
+    checks = [(name, value, hints[name]) for name, value in s.train.extra.items() if name in hints]
+    for key, types in (("generation_kwargs", _GENERATION_KWARGS_TYPES), ("chat_template_kwargs",
+                                                                       _CHAT_TEMPLATE_KWARGS_TYPES)):
+        given = s.train.extra.get(key)
+        if isinstance(given, dict):
+            checks += [(f"{key}.{k}", v, types[k]) for k, v in given.items() if k in types]
     for name, value, tp in checks:
         try:
             _convert(tp, value)
@@ -286,8 +325,10 @@ def _grpo_config_extra(s: JobSettings) -> list[str]:
             if isinstance(value, (bool, datetime.date)):  # a YAML file's unquoted no, on, 2024-01-01, before we see it
                 why += (f"; YAML reads an unquoted no, off, yes, on or a date as a {type(value).__name__}: quote it "
                         f"in the file ({name.split('.')[-1]}: \"{value if not isinstance(value, bool) else 'no'}\")")
-            out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name}={value!r} does not fit "
-                       f"{'vLLM' if '.' in name else 'GRPOConfig'}'s {name.split('.')[-1]} ({_type_name(tp)}): {why}")
+            whose = {"generation_kwargs": "vLLM's", "chat_template_kwargs": "the chat template's"}.get(
+                name.split(".")[0], "GRPOConfig's")
+            out.append(f"train.extra [GRPO_TRAIN__EXTRA]: {name}={value!r} does not fit {whose} "
+                       f"{name.split('.')[-1]} ({_type_name(tp)}): {why}")
     return out
 
 
