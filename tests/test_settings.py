@@ -775,5 +775,9 @@ def test_a_flag_for_a_key_of_a_dict_setting_is_told_the_json_form():
     with pytest.raises(SettingsError) as e:
         load_settings(overrides=["--train.extra.num_iterations=2"])
     assert """--train.extra='{"num_iterations": 2}'""" in str(e.value) and "GRPO_TRAIN__EXTRA__NUM_ITERATIONS" in str(e.value)
+    # a value with a space: the hint was cut at it (`{"min_tokens":}`, third trial)
+    with pytest.raises(SettingsError) as e:
+        load_settings(overrides=['--train.extra.generation_kwargs={"min_tokens": 4}'])
+    assert """--train.extra='{"generation_kwargs": {"min_tokens": 4}}'""" in str(e.value), str(e.value)
     with pytest.raises(SettingsError, match="did you mean '--train.max_steps'"):
         load_settings(overrides=["--train.max_stepz=2"])

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +319,7 @@ def _validate(yaml_values: dict[str, Any], overrides: list[str], path: str | Non
         sources = {"cli_args": tuple(overrides), "yaml_values": yaml_values, "yaml_path": path}
         return None, format_validation_error(e, sources).splitlines()[1:]
     except SourceError as e:
-        first = f"  - {_env_error(e) or _cli_error(str(e))}"
+        first = f"  - {_env_error(e) or _cli_error(str(e), overrides)}"
         known = _without_unknown(overrides, str(e))
         return None, [first, *(_validate(yaml_values, known, path)[1] if known is not None else [])]
     finally:
@@ -361,11 +361,13 @@ def _env_error(error: SourceError) -> str | None:
     return f"environment variable {' or '.join(names) or stem} cannot be read{why}"
 
 
-def _cli_error(message: str) -> str:
-    """pydantic-settings' CLI error, with the closest setting for an unknown `--name`."""
+def _cli_error(message: str, args: Sequence[str] = ()) -> str:
+    """pydantic-settings' CLI error, with the closest setting for an unknown `--name`. `args`: the command line,
+    whose whole arguments replace the error's words (it joins them with spaces: a JSON value was cut at one)."""
     message = message.removeprefix("error parsing CLI: ")
     if "unrecognized arguments:" in message:
         unknown = message.split("unrecognized arguments:", 1)[1].split()
+        unknown = [next((a for a in args if a.startswith(u)), u) if u.startswith("--") else u for u in unknown]
         choices = [f"--{p}" for p in setting_paths()] + ["--config", "--print-settings"]  # the CLI's own options
         hints = [_unknown_flag(u, choices) for u in unknown if u.startswith("--")]
         return "invalid command line: " + ("; ".join(hints) or message)
