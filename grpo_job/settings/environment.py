@@ -214,9 +214,8 @@ def generation_kwargs_names(s: JobSettings, *, vllm: bool) -> tuple[list[str], l
     if not isinstance(kwargs, dict) or not kwargs:
         return [], []
     if vllm:
-        from vllm import SamplingParams
-
-        known = set(SamplingParams.__struct_fields__)
+        known = sampling_params_fields((Path(importlib.util.find_spec("vllm").origin).parent /
+                                        "sampling_params.py").read_text())
         out = []
         for name in sorted(set(kwargs) - known):
             close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -232,6 +231,19 @@ def generation_kwargs_names(s: JobSettings, *, vllm: bool) -> tuple[list[str], l
     return [], [f"train.extra.generation_kwargs: {', '.join(map(repr, unused))} do nothing here: transformers' "
                 "generate runs (no vLLM on this machine or engine), and its GenerationConfig ignores names it does "
                 "not know (its own: stop_strings, min_new_tokens, ...); under vLLM they are SamplingParams arguments"]
+
+
+def sampling_params_fields(source: str) -> set[str]:
+    """The fields of vLLM's `SamplingParams` (a msgspec struct: its annotated class attributes), read from the
+    source of `vllm/sampling_params.py`: importing vLLM in `check` would cost seconds and start its platform
+    detection in the job's process."""
+    import ast
+
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == "SamplingParams":
+            return {a.target.id for a in node.body if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+                    and not a.target.id.startswith("_")}
+    return set()
 
 
 def _adapter(tp: Any) -> Any:
