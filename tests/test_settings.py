@@ -781,3 +781,25 @@ def test_a_flag_for_a_key_of_a_dict_setting_is_told_the_json_form():
     assert """--train.extra='{"generation_kwargs": {"min_tokens": 4}}'""" in str(e.value), str(e.value)
     with pytest.raises(SettingsError, match="did you mean '--train.max_steps'"):
         load_settings(overrides=["--train.max_stepz=2"])
+
+
+def test_sampling_params_fields_are_read_from_vllm_s_source():
+    # vLLM 0.26's SamplingParams is a msgspec struct: its fields are the annotated class attributes
+    source = '''
+class RequestOutputKind:
+    pass
+
+
+class SamplingParams(PydanticMsgspecMixin, msgspec.Struct, omit_defaults=True):
+    """doc"""
+    n: int = 1
+    stop: str | list[str] | None = None
+    _eos_token_id: int | None = None
+    min_tokens: int = 0
+
+    def clone(self) -> "SamplingParams":
+        x: int = 1
+        return self
+'''
+    assert environment.sampling_params_fields(source) == {"n", "stop", "min_tokens"}
+    assert environment.sampling_params_fields("x = 1\n") == set()
