@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -180,7 +181,9 @@ def _values_not_any_text(tp: Any) -> Any:
     return typing.Union[Literal[values], *rest] if rest else Literal[values]  # noqa: UP007 - built from a tuple
 
 
+@functools.cache
 def _extra_types() -> dict[str, Any]:
+    """GRPOConfig's argument types as `check` and the conversion hold values to (read once per process)."""
     import typing
 
     hints = {name: _values_not_any_text(tp) for name, tp in typing.get_type_hints(_grpo_config()).items()}
@@ -273,7 +276,7 @@ def _convert(tp: Any, value: Any) -> Any:
         return adapter.validate_python(value)
     except ValidationError:
         read = read_env_text(value, typed=False) if isinstance(value, str) else value
-        if read is value or read == value:
+        if read == value:
             raise
         return adapter.validate_python(read)
 

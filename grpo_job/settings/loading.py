@@ -304,7 +304,7 @@ def _replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, override
 
 def _variables(loc: tuple[str, ...]) -> str:
     """The environment variables that set keys under `loc` (GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED), by name."""
-    prefix = ENV_PREFIX + "__".join(loc).upper() + "__"
+    prefix = env_var_name(loc) + "__"
     return ", ".join(sorted(n for n in os.environ if n.upper().startswith(prefix)))
 
 

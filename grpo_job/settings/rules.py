@@ -141,9 +141,14 @@ _ONLY_VALUE = {
 
 
 def _reads_false(value: object) -> bool:
-    """false as vLLM or transformers would read it: False, 0, or the text false/no/off/0."""
-    return value is False or (type(value) is int and value == 0) or (
-        isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0", "n", "f"))
+    """false as the job converts it for TRL (pydantic's lax bool, settings.environment): False, 0, or the text
+    false/no/off/f/n/0 in any case."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(bool).validate_python(value.strip() if isinstance(value, str) else value) is False
+    except ValidationError:
+        return False
 
 
 # generation_kwargs keys TRL sets itself from GRPOConfig (trl/trainer/grpo_trainer.py, vllm_generation.py:
