@@ -21,6 +21,7 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
 - `job-nogc`: the defaults without gradient checkpointing (TRL's default is on) and vLLM at 0.25 of the card
   (its KV cache needs under 2 GiB here; the activations of 64 full sequences need the room).
 - `job-spg8`: one vLLM batch of 512 feeds 8 optimizer steps (`train.steps_per_generation: 8`).
+- `job-noflat-spg8`: `job-noflat` and `job-spg8` together.
 
 `--fixed-length STEPS` times the system alone: every completion runs to `max_completion_length` (vLLM's
 `ignore_eos`, through `train.extra.generation_kwargs`), evaluation and preflight off, STEPS optimizer
@@ -54,10 +55,12 @@ VARIANTS = {  # GRPO_* settings of each variant
     "job-noflat": {},
     "job-nogc": {"GRPO_MODEL__GPU_MEMORY_UTILIZATION": "0.25"},
     "job-spg8": {"GRPO_TRAIN__STEPS_PER_GENERATION": "8"},
+    "job-noflat-spg8": {"GRPO_TRAIN__STEPS_PER_GENERATION": "8"},
 }
 # vLLM SamplingParams a variant adds (TRL merges `generation_kwargs` over its own, the job's over TRL's)
 VLLM_OWN_OUTPUTS = {"detokenize": True, "flat_logprobs": False}
-GENERATION_KWARGS = {"trl": VLLM_OWN_OUTPUTS, "job-text": VLLM_OWN_OUTPUTS, "job-noflat": {"flat_logprobs": False}}
+GENERATION_KWARGS = {"trl": VLLM_OWN_OUTPUTS, "job-text": VLLM_OWN_OUTPUTS, "job-noflat": {"flat_logprobs": False},
+                     "job-noflat-spg8": {"flat_logprobs": False}}
 # other GRPOConfig arguments a variant adds (train.extra)
 EXTRA = {"job-nogc": {"gradient_checkpointing": False}}
 
