@@ -88,7 +88,9 @@ def vllm_max_model_len(max_seq_length: int, model_max_positions: int | None) -> 
 
 # Optimizer steps one vLLM generation batch feeds under `train.steps_per_generation: auto`: measured on an
 # H200 (Qwen 0.5B, 64 completions per step) at about 1.0 s per optimizer step against 2.2 s with one
-# generation per step (docs/benchmarks.md). Further apart, the samples of the last steps grow stale.
+# generation per step (docs/benchmarks.md). Further apart, the samples of the last steps grow stale, and 8
+# did not pay on an H200 (a 512 batch took over twice a 256 one in vLLM; 0.237 accuracy after 100 steps
+# against 0.248-0.299 at 4: docs/benchmarks.md, ninth session).
 AUTO_STEPS_PER_GENERATION = 4
 _GIB = 1024**3
 
