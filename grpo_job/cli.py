@@ -66,9 +66,9 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
         print(f"sandbox: {sandbox.describe()}")
     t = settings.train
     print(
-        f"train  : {t.max_steps} steps, lr {t.learning_rate:g} {t.lr_scheduler_type}, {t.num_generations} generations, "
-        f"batch {t.per_device_train_batch_size}x{t.gradient_accumulation_steps}, completions <= {t.max_completion_length} "
-        f"tokens, save every {t.save_steps}"
+        f"train  : {t.max_steps} steps, lr {t.learning_rate:g} {t.lr_scheduler_type} ({t.optim}), loss {t.loss_type}, "
+        f"beta {t.beta:g}, {t.num_generations} generations, batch {t.per_device_train_batch_size}x"
+        f"{t.gradient_accumulation_steps}, completions <= {t.max_completion_length} tokens, save every {t.save_steps}"
     )
     for note in p["restart"]:
         print(f"restart: {note}")

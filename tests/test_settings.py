@@ -121,6 +121,12 @@ def test_cross_field_rules_mirror_trl():
         ('--rewards={"correctness": {"weight": 2, "answer_type": "exact"}}',
          "rewards.correctness.answer_type='exact' differs from data.answer_type='auto'.*GRPO_DATA__ANSWER_TYPE=exact"),
         ("--data.eval_fraction=ten%", "valid number"),
+        # a number that is not one: YAML's .inf, a float's 1e400, nan (trial: epsilon_high 1e400 ran as inf)
+        ("--train.warmup_steps=inf", "train.warmup_steps.*finite number"),
+        ("--train.max_grad_norm=nan", "train.max_grad_norm.*finite number"),
+        # a dict setting given what is no mapping (trial: Python's "not enough values to unpack")
+        ("--train.extra=null", "--train.extra takes a mapping \\(got 'null'\\).*--train.extra='\\{\\}' for none"),
+        ("--rewards=[1]", "--rewards takes a mapping \\(got '\\[1\\]'\\): JSON"),
     ],
 )
 def test_bad_values_say_what_is_wrong(override, fragment):

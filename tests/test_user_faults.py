@@ -599,4 +599,25 @@ def test_check_shows_the_grpo_config_arguments_the_run_passes(tmp_path, monkeypa
                  "GRPO_WORK_DIR": str(tmp_path / "work"), "GRPO_TRAIN__EXTRA__EPSILON_HIGH": "2.8e-1"}.items():
         monkeypatch.setenv(k, v)
     assert cli.main(["check", "--log_format=text"]) == 0
-    assert 'extra  : {"epsilon_high": 0.28}' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'extra  : {"epsilon_high": 0.28}' in out
+    # the loss's own settings beside it (trial: beta, optim and loss_type were in settings.json only)
+    assert "lr 0.0001 cosine (adamw_torch), loss dapo, beta 0," in out
+
+
+def test_a_grpo_config_number_that_is_not_finite_is_refused(tmp_path, monkeypatch, capsys):
+    """`epsilon_high: 1e400` is inf to a float and passed `check` (trial); TRL would clip with it."""
+    import os
+
+    from grpo_job import cli
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    for k, v in {"GRPO_CONFIG": str(ROOT / "examples" / "smoke.yaml"), "GRPO_STORE__URI": str(tmp_path / "runs"),
+                 "GRPO_WORK_DIR": str(tmp_path / "work"), "GRPO_TRAIN__EXTRA__EPSILON_HIGH": "1e400",
+                 "GRPO_TRAIN__EXTRA__DELTA": "nan"}.items():
+        monkeypatch.setenv(k, v)
+    assert cli.main(["check", "--log_format=text"]) == 2
+    err = capsys.readouterr().err
+    assert "epsilon_high='1e400' does not fit GRPOConfig's epsilon_high (float | None): Input should be a finite" in err
+    assert "delta='nan' does not fit GRPOConfig's delta (float | None): Input should be a finite" in err

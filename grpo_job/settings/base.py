@@ -16,8 +16,9 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class Section(BaseModel):
-    # A typo in a YAML key or an env var must fail, not be silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # A typo in a YAML key or an env var must fail, not be silently ignored; `inf`, `nan` and 1e400 (inf to
+    # a float) are no setting's value, and would reach the trainer's arithmetic as they are.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def _percent(value: Any) -> Any:

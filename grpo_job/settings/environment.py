@@ -251,10 +251,10 @@ def sampling_params_fields(source: str) -> set[str]:
 
 def _adapter(tp: Any) -> Any:
     """A validator of `tp` that also takes a number for text (`run_name: 2024`, a YAML file's number), as
-    GRPOConfig would have it."""
+    GRPOConfig would have it, and no `inf` or `nan` for a number (as every section's own fields)."""
     from pydantic import ConfigDict, TypeAdapter
 
-    return TypeAdapter(tp, config=ConfigDict(coerce_numbers_to_str=True))
+    return TypeAdapter(tp, config=ConfigDict(coerce_numbers_to_str=True, allow_inf_nan=False))
 
 
 def _convert(tp: Any, value: Any) -> Any:

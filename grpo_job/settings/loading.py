@@ -371,6 +371,15 @@ def _cli_error(message: str, args: Sequence[str] = ()) -> str:
         choices = [f"--{p}" for p in setting_paths()] + ["--config", "--print-settings"]  # the CLI's own options
         hints = [_unknown_flag(u, choices) for u in unknown if u.startswith("--")]
         return "invalid command line: " + ("; ".join(hints) or message)
+    field = re.match(r"Parsing error encountered for ([\w.]+): ", message)
+    if field and _is_dict_setting(env_var_name(tuple(field[1].split(".")))):
+        # pydantic-settings' own words here are Python's ("not enough values to unpack (expected 2, got 1)")
+        flag = f"--{field[1]}"
+        given = next((a.partition("=")[2] if a != flag else (args[i + 1] if i + 1 < len(args) else None)
+                      for i, a in enumerate(args) if a == flag or a.startswith(flag + "=")), None)
+        got = f" (got {given!r})" if given is not None else ""
+        return (f"invalid command line: {flag} takes a mapping{got}: JSON, {flag}='{{\"key\": 0.5}}', or "
+                f"key=value pairs, {flag}=key=0.5,other=1; {flag}='{{}}' for none")
     return f"invalid command line: {message}"
 
 
