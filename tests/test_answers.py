@@ -148,6 +148,9 @@ TABLE = [
     # free text with several numbers: one of them is not the answer (math-verify alone would keep it)
     ("5:31", "5:30", False),  # times and ratios compare whole
     ("5:30", "5:30", True),
+    ("3 : 4", "3:4", True),  # spacing around a ratio's colon (trial)
+    ("3:4", "3 : 4", True),
+    ("3 : 4", "4:3", False),
     ("3:2", "3:1", False),
     ("5:30 AM", "5:30 PM", False),
     ("2024-01-06", "2024-01-05", False),  # dates are not a subtraction

@@ -95,11 +95,15 @@ class CaseSensitive(str):
     """A reference compared as text with its case kept: `answer_type=exact`, and chemical formulas."""
 
 
+_RATIO_SPACES = re.compile(r"(?<=\d) ?: ?(?=\d)")
+
+
 def _exact(text: str, fold: bool = True) -> str:
     """Case (with `fold`), whitespace, LaTeX wrapping, quotes, Markdown emphasis and final punctuation
     normalised: `  Yes `, `\\text{Yes}`, `$\\boxed{yes}$`, `**Yes**`, `"yes"`, `Answer: yes` and `Yes!` -> `yes`
     (`Yes` without `fold`: `answer_type=exact` keeps case, `Co` is not `CO`)."""
     text = " ".join(_unwrap(text).split())
+    text = _RATIO_SPACES.sub(":", text)  # `3 : 4` is the ratio `3:4` (and `5 : 30` the time)
     text = text.casefold() if fold else text
     return text.rstrip(_END_PUNCTUATION) or text
 
