@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from grpo_job.errors import SettingsError
-from grpo_job.settings import ModelSettings
+from grpo_job.settings import DEFAULT_SYSTEM_PROMPT, ModelSettings
 
 # The tokenizer files `from_pretrained` reads (no weights): enough to render and count.
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -285,6 +285,35 @@ def check_opening_tag(s: Any, render: PromptRenderer, messages: list[dict[str, A
             f"the chat template of {render.chat.source} ends the generation prompt with an opening <{tag}> tag, so "
             f"every completion starts inside it, but reward {name!r} scores a completion only when it starts with "
             f"<{want}>: it would score 0 on every well-formed completion (trl#6966). To fix: {remedy}")
+
+
+# Rewards that score a completion only by its `<answer>` block (grpo_job.rewards.builtin), which a model writes
+# when a prompt asks for it: data.system_prompt does, unless a row's own system message replaces it.
+ANSWER_FORMAT_REWARDS = ("format", "partial_format", "correctness", "integer_answer")
+
+
+def check_format_asked(s: Any, rows: list[dict[str, Any]]) -> None:
+    """Stop (SettingsError) when a configured reward reads the `<answer>` format but no training prompt (its
+    system message, few-shot turns or text, `rows`: prepared rows) mentions `<answer>`: the model is never
+    asked for the format, so the reward could score only by chance (trial: a dataset's own system message
+    replaced data.system_prompt without a word)."""
+    readers = [name for name, entry in s.rewards.items() if reward_name(name, entry) in ANSWER_FORMAT_REWARDS]
+    if not readers or not rows or any("<answer>" in m["content"] for r in rows for m in r["prompt"]):
+        return
+    own = sum(r["prompt"][0]["role"] == "system" and r["prompt"][0]["content"] != s.data.system_prompt for r in rows)
+    if own:
+        why = (f"{own} of {len(rows)} rows bring their own system message, which replaces data.system_prompt (the "
+               "instruction that asks for the format)")
+        ask = "in the rows' system messages (or drop those, so that data.system_prompt is sent)"
+    else:
+        why = ("data.system_prompt is " + ("off" if s.data.system_prompt is None else "set without it")
+               + " and neither data.prompt_template nor data.few_shot shows it")
+        ask = "in GRPO_DATA__SYSTEM_PROMPT or GRPO_DATA__PROMPT_TEMPLATE"
+    raise SettingsError(
+        f"rewards {', '.join(readers)} score the <reasoning>/<answer> format (correctness reads the <answer> block), "
+        f"but no training prompt mentions <answer>: {why}, so the model is never asked for it. Ask for the format "
+        f"{ask} (data.system_prompt's default: {DEFAULT_SYSTEM_PROMPT!r}), show it with data.few_shot examples "
+        "(GRPO_DATA__FEW_SHOT), or use rewards that read the completion as it is")
 
 
 def check_lengths(s: Any, positions: int | None, where: str) -> None:

@@ -201,7 +201,7 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     every reward on synthetic completions of a few rows, and the rows of `evaluation.data_path` when it
     is evaluated. `built`: the run's rewards (`RunContext.rewards`), else built here for `check`.
     (train rows, held-out rows, summary); raises SettingsError."""
-    from grpo_job import rewards
+    from grpo_job import chat, rewards
 
     train, heldout, summary = data.prepare(s.data, cache_dir)
     note = data.hold_out_note(s.data, s.evaluation, summary["source_rows"]["train"],
@@ -212,6 +212,7 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
     built = rewards.build_all(s.rewards, s.data.answer_type) if built is None else built
     calls.check_reward_columns(built, summary["columns"])
     calls.check_reward_rows(built, train + heldout)
+    chat.check_format_asked(s, train)
     if "correctness" in s.rewards or s.evaluation.enabled:
         summary.update(data.check_references(train, s.data))
     else:  # nothing compares answers (a code task scored by its tests, evaluation off): any reference will do
@@ -224,8 +225,6 @@ def load_and_check_data(s: JobSettings, cache_dir: Path, template: Callable[[], 
         summary["chat_template"] = "not checked: the tokenizer is not downloaded yet (prepare_data checks it)"
         calls.dry_call(built, train, None, time_limit=s.health.reward_time_limit)
     else:
-        from grpo_job import chat
-
         render = chat.renderer(s, chat_template)
         summary.update(data.check_prompts(train, render, s.data, s.train.max_prompt_length))
         if train:

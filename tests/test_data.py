@@ -400,3 +400,47 @@ def test_a_conversational_prompt_held_as_json_text_is_sent_as_its_messages(tmp_p
     by_answer = {r["answer"]: r["prompt"] for r in train}
     assert by_answer["\\frac{3}{4}"] == messages  # its own system message, no default one in front
     assert by_answer["6"][-1] == {"role": "user", "content": "[1, 2, 3] sums to what?"}
+
+
+def test_a_prompt_ending_with_the_assistant_turn_that_answers_is_refused():
+    """A chat dataset's `messages` taken whole as the prompt showed the model its answer, and passed `check`
+    (trial). An assistant turn that does not hold the answer is TRL's prefilled start and stays."""
+    s = DataSettings(task="plain", prompt_column="messages", answer_column="final")
+    ask = {"role": "user", "content": "A bed is 3 m by 4 m. Its area?"}
+    answered = [{"messages": [ask, {"role": "assistant", "content": "12 m^2"}], "final": "12"},
+                {"messages": [ask], "final": "12"}]
+    with pytest.raises(SettingsError, match=r"1 of 2 prompts of f end with an assistant turn that holds the row's "
+                                            r"reference answer \(e.g. '12 m\^2' for answer '12'\).*column 'messages'"):
+        data.map_rows(answered, s, "f")
+    prefilled = [{"messages": [ask, {"role": "assistant", "content": "Let me think."}], "final": "12"}]
+    assert data.map_rows(prefilled, s, "f")[0]["prompt"][-1] == {"role": "assistant", "content": "Let me think."}
+
+
+@pytest.mark.parametrize("settings, rewards, words", [
+    # the rows' own system message replaces data.system_prompt, which asks for the format
+    ({"prompt_column": "messages"}, {"format": 0.5, "correctness": 2.0},
+     "rewards format, correctness score the <reasoning>/<answer> format.*4 of 4 rows bring their own system message"),
+    ({"prompt_column": "q", "system_prompt": None}, {"correctness": 2.0}, "data.system_prompt is off"),
+    ({"prompt_column": "q", "system_prompt": "Be brief."}, {"correctness": 2.0}, "data.system_prompt is set without it"),
+    ({"prompt_column": "messages"}, {"repetition_penalty": 1.0}, None),  # nothing reads the format
+    ({"prompt_column": "q"}, {"correctness": 2.0}, None),  # the default system prompt asks for it
+    ({"prompt_column": "messages", "few_shot": [{"prompt": "1+1?", "completion": "<reasoning>1+1</reasoning>"
+                                                 "<answer>2</answer>"}]}, {"correctness": 2.0}, None),
+])
+def test_a_reward_that_reads_the_answer_format_needs_a_prompt_that_asks_for_it(tmp_path, settings, rewards, words):
+    from grpo_job.settings import load_settings
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({
+        "messages": [{"role": "system", "content": "You are a careful tutor."},
+                     {"role": "user", "content": f"What is {i} plus 3?"}],
+        "q": f"What is {i} plus 3?", "final": str(i + 3)}) + "\n" for i in range(4)))
+    s = load_settings(overrides=[f"--data.path={path}", "--data.task=plain", "--data.answer_column=final",
+                                 "--data.eval_fraction=0", f"--work_dir={tmp_path}", f"--rewards={json.dumps(rewards)}",
+                                 *(f"--data.{k}={json.dumps(v) if v is None or not isinstance(v, str) else v}"
+                                   for k, v in settings.items())])
+    if words is None:
+        preflight.load_and_check_data(s, tmp_path / "cache", lambda: None)
+        return
+    with pytest.raises(SettingsError, match=words):
+        preflight.load_and_check_data(s, tmp_path / "cache", lambda: None)

@@ -121,6 +121,29 @@ def check_references(rows: list[Row], settings: DataSettings, where: str = "the 
     return {"unparsable_answers": len(bad)}
 
 
+def check_answer_not_in_prompt(rows: list[Row], settings: DataSettings, where: str = "the data") -> None:
+    """Raise SettingsError when a conversational prompt ends with an assistant turn that holds the row's reference
+    answer (a chat dataset's `messages` taken whole as the prompt): the model would be shown the answer it is
+    scored on. An assistant turn that does not hold it stays (TRL continues it: a prefilled start)."""
+    from grpo_job import answers
+
+    def leaks(row: Row) -> bool:
+        last, reference = row["prompt"][-1], str(row[ANSWER]).strip()
+        return last["role"] == "assistant" and bool(reference) and (
+            reference in last["content"] or answers.verify(last["content"], reference,
+                                                           row.get("answer_type", settings.answer_type)))
+
+    leaked = [r for r in rows if leaks(r)]
+    if leaked:
+        prompt_col, _ = columns_of(settings, rows[0].keys())
+        raise SettingsError(
+            f"{len(leaked)} of {len(rows)} prompts of {where} end with an assistant turn that holds the row's reference "
+            f"answer (e.g. {leaked[0]['prompt'][-1]['content'][:120]!r} for answer {str(leaked[0][ANSWER])[:60]!r}), "
+            f"so the model would be shown the answer it is scored on. A GRPO prompt ends with the user's turn (TRL's "
+            f"prompt-only format): drop the final assistant turns from column {prompt_col!r} (a chat dataset's "
+            "'messages' holds the whole conversation), keeping the answer in the answer column (GRPO_DATA__ANSWER_COLUMN)")
+
+
 def check_prompts(rows: list[Row], render: Any, settings: DataSettings, max_prompt_length: int) -> dict[str, Any]:
     """Render every prompt with the job's prompt renderer (`grpo_job.chat.PromptRenderer`: the chat template
     with the trainer's `chat_template_kwargs`, or plain text) and count its tokens as TRL will.

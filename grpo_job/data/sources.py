@@ -10,7 +10,14 @@ import random
 from pathlib import Path
 from typing import Any
 
-from grpo_job.data.checks import check_column_types, check_columns, check_references, excerpt, trl_columns_note
+from grpo_job.data.checks import (
+    check_answer_not_in_prompt,
+    check_column_types,
+    check_columns,
+    check_references,
+    excerpt,
+    trl_columns_note,
+)
 from grpo_job.data.files import DATA_PATH, EVALUATION_DATA_PATH, read_rows, read_saved
 from grpo_job.data.generated import BUILTIN_DATASETS
 from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of
@@ -118,6 +125,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
                     "JSON text (right for the json_schema reward). The correctness reward and the evaluation compare "
                     "one answer: for a list of accepted answers, keep one per row as text, or score with a reward "
                     "of your own", structured, len(raw), answer_col, where)
+    check_answer_not_in_prompt(out, settings, where)
     return out
 
 
