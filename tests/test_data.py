@@ -185,7 +185,10 @@ def test_local_jsonl_mapped_and_held_out(tmp_path):
     (40, 0.25, [], (30, 10), None),
     (40, 0.0, [], (40, 0), None),  # 0 holds out nothing
     (2, 0.05, [], (1, 1), "set data.eval_fraction=0 to train on every row"),  # half of a 2-row file, said out loud
-    (10, 0.05, [], (9, 1), None),  # 10% for 5% is within rounding
+    # 10% for 5% is within rounding, but one row is no accuracy (trial: 28 rows held out 1)
+    (10, 0.05, [], (9, 1), "the evaluate stages score 1 held-out row (1 of 10 rows held out (10%) for "
+                           "data.eval_fraction=0.05): one row moves the accuracy by 100 points"),
+    (200, 0.05, [], (190, 10), None),
     (10, 0.01, [], (9, 1), "1 of 10 rows held out (10%)"),
     # one row cannot be split: it already trains; what is missing is something to evaluate
     (1, 0.05, [], (1, 0), "the evaluate stages have nothing to score; set evaluation.data_path"),
@@ -444,3 +447,16 @@ def test_a_reward_that_reads_the_answer_format_needs_a_prompt_that_asks_for_it(t
         return
     with pytest.raises(SettingsError, match=words):
         preflight.load_and_check_data(s, tmp_path / "cache", lambda: None)
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_file_separated_otherwise_than_by_commas_is_read(tmp_path, sep):
+    """A spreadsheet saves `;` where the decimal mark is a comma: its header was read as one column (trial).
+    A comma file whose text holds semicolons stays a comma file."""
+    f = tmp_path / "d.csv"
+    f.write_text(f"question{sep}answer\nWhat is 1,5 + 1?{sep}2,5\n", encoding="utf-8-sig")
+    assert data.peek_columns(f) == ["question", "answer"]
+    assert data.read_rows(f) == [{"question": "What is 1,5 + 1?", "answer": "2,5"}]
+    g = tmp_path / "e.csv"
+    g.write_text('question,answer\n"a; b; c?",1\n')
+    assert data.read_rows(g) == [{"question": "a; b; c?", "answer": "1"}]

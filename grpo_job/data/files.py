@@ -166,7 +166,7 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
             rows = _json_rows(json.loads(path.read_text(encoding=TEXT_ENCODING)), path, setting)
         elif suffix == ".csv":
             with path.open(newline="", encoding=TEXT_ENCODING) as f:
-                rows = list(csv.DictReader(f))
+                rows = list(csv.DictReader(f, delimiter=_csv_delimiter(f)))
         else:
             import pyarrow.parquet as pq
 
@@ -177,6 +177,15 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
     if not rows:
         raise _no_rows(path, setting)
     return rows
+
+
+def _csv_delimiter(f: Any) -> str:
+    """A CSV file's delimiter, from its header line: `,` unless that line has none and holds `;`, a tab or `|` (a
+    spreadsheet saves `;` where the decimal mark is a comma; read as commas, the whole header was one column).
+    Leaves `f` at its start."""
+    header = f.readline()
+    f.seek(0)
+    return "," if "," in header else next((d for d in ";\t|" if d in header), ",")
 
 
 def peek_columns(path: Path) -> list[str]:
@@ -191,7 +200,7 @@ def peek_columns(path: Path) -> list[str]:
             return list(json.loads(first))
         if suffix == ".csv":
             with path.open(newline="", encoding=TEXT_ENCODING) as f:
-                header = next(csv.reader(f), None)
+                header = next(csv.reader(f, delimiter=_csv_delimiter(f)), None)
             if not header:
                 raise _no_rows(path, DATA_PATH)
             return header
