@@ -123,10 +123,13 @@ def test_cross_field_rules_mirror_trl():
         ("--data.eval_fraction=ten%", "valid number"),
         # a number that is not one: YAML's .inf, a float's 1e400, nan (trial: epsilon_high 1e400 ran as inf)
         ("--train.warmup_steps=inf", "train.warmup_steps.*finite number"),
+        # numpy's seed range: -1 passed `check`, then crashed the train stage with exit 1 (trial)
+        ("--train.seed=-1", "train.seed.*greater than or equal to 0"),
+        ("--data.seed=99999999999999999999", "data.seed.*less than or equal to 4294967295"),
         ("--train.max_grad_norm=nan", "train.max_grad_norm.*finite number"),
         # a dict setting given what is no mapping (trial: Python's "not enough values to unpack")
         ("--train.extra=null", "--train.extra takes a mapping \\(got 'null'\\).*--train.extra='\\{\\}' for none"),
-        ("--rewards=[1]", "--rewards takes a mapping \\(got '\\[1\\]'\\): JSON"),
+        ("--rewards=[1]", "--rewards takes a mapping \\(got '\\[1\\]'\\): JSON.*other=1$"),  # no '{}': a run needs one
     ],
 )
 def test_bad_values_say_what_is_wrong(override, fragment):
@@ -166,6 +169,7 @@ def test_a_share_may_be_written_as_a_percentage(monkeypatch):
     monkeypatch.setenv("GRPO_DATA__EVAL_FRACTION", "10%")
     s = load_settings(overrides=["--model.gpu_memory_utilization=45 %", "--lora.lora_dropout=0.05"])
     assert (s.data.eval_fraction, s.model.gpu_memory_utilization, s.lora.lora_dropout) == (0.1, 0.45, 0.05)
+    assert load_settings(overrides=["--train.warmup_steps=5%"]).train.warmup_steps == 0.05  # the README's "5% warm-up"
 
 
 def test_known_traps_warn_but_pass():
@@ -175,6 +179,10 @@ def test_known_traps_warn_but_pass():
     assert "high even for a LoRA" in text and "small group" in text and "out-of-memory" in text
     assert "full-fine-tuning rate" in " ".join(load_settings(overrides=["--train.learning_rate=5e-6"]).warnings())
     assert load_settings(overrides=["--train.learning_rate=2e-4"]).warnings() == []
+    # warm-up as long as the run: the peak rate is never reached (trial: 100 warm-up steps of 4)
+    assert "the learning rate never reaches train.learning_rate=0.0001" in " ".join(load_settings(
+        overrides=["--train.warmup_steps=100", "--train.max_steps=4"]).warnings())
+    assert "never reaches" not in " ".join(load_settings(overrides=["--train.warmup_steps=3", "--train.max_steps=4"]).warnings())
 
 
 def test_secret_never_dumped(monkeypatch):
@@ -766,6 +774,39 @@ def test_a_dict_setting_from_a_whole_variable_and_its_keys_at_once_is_refused(mo
         load_settings()
     monkeypatch.delenv("GRPO_TRAIN__EXTRA")
     assert environment.grpo_config_extra(load_settings().train.extra) == {"epsilon_high": 0.28}
+    # a level down: a key holding a dict of its own, whole and key by key (trial: min_tokens dropped in silence)
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS", '{"stop": ["x"]}')
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_TOKENS", "3")
+    with pytest.raises(SettingsError, match="GRPO_TRAIN__EXTRA__GENERATION_KWARGS and "
+                                            "GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_TOKENS both set"):
+        load_settings()
+
+
+@pytest.mark.parametrize("text, value", [("010", 10), ("+010", 10), ("0o10", 8), ("0x10", 16), ("1:30", "1:30"),
+                                         ("'010'", "010"), ("[010, 2]", [10, 2])])
+def test_a_yaml_file_reads_integers_as_yaml_1_2_and_the_environment_do(tmp_path, text, value):
+    """PyYAML reads YAML 1.1: `max_steps: 010` ran 8 steps and `1:30` was 90 (trial), where the environment's 010 is
+    ten."""
+    from grpo_job.settings.sources import read_yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"train:\n  extra: {{v: {text}}}\n")
+    assert read_yaml(str(cfg)) == {"train": {"extra": {"v": value}}}
+
+
+def test_a_blank_or_non_utf8_config_file_setting_is_an_error_not_the_defaults(tmp_path, monkeypatch):
+    """An empty GRPO_CONFIG (a manifest's unfilled template) ran on every default without a word; a UTF-16 file
+    crashed with a traceback (trial)."""
+    monkeypatch.setenv("GRPO_CONFIG", "")
+    with pytest.raises(SettingsError, match="GRPO_CONFIG is set but empty: name a settings file, or unset it"):
+        load_settings()
+    with pytest.raises(SettingsError, match="--config is set but empty: name a settings file, or leave it out"):
+        load_settings(" ")
+    monkeypatch.delenv("GRPO_CONFIG")
+    cfg = tmp_path / "u16.yaml"
+    cfg.write_text("train:\n  max_steps: 3\n", encoding="utf-16")
+    with pytest.raises(SettingsError, match="config file .*u16.yaml' is not UTF-8 text .*: save it as UTF-8"):
+        load_settings(cfg)
 
 
 def test_log_completions_in_extra_is_told_it_stays_off():

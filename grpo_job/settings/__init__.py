@@ -24,14 +24,13 @@ from grpo_job.settings.loading import (
     env_var_name,
     format_validation_error,
     load_settings,
-    read_yaml,
     unknown_env_names,
 )
 from grpo_job.settings.model import LoraSettings, ModelSettings
 from grpo_job.settings.outputs import ExportSettings, HubSettings, StopSettings, StoreSettings
 from grpo_job.settings.root import JobSettings
 from grpo_job.settings.rules import deferred_world_checks
-from grpo_job.settings.sources import ENV_PREFIX
+from grpo_job.settings.sources import ENV_PREFIX, read_yaml
 from grpo_job.settings.training import DistributedSettings, TrainSettings
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -32,6 +32,8 @@ def _percent(value: Any) -> Any:
 
 
 Share = Annotated[float, BeforeValidator(_percent)]
+# numpy's and torch's seeds: transformers' set_seed refuses others mid-run (trial: seed -1 crashed the train stage)
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 """A share of something (0.05, or written `5%`): its range is the field's own constraint."""
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from grpo_job.settings.base import Section, Share, check_s3_uri, check_uri_scheme
+from grpo_job.settings.base import Section, Seed, Share, check_s3_uri, check_uri_scheme
 
 DEFAULT_SYSTEM_PROMPT = (
     "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
@@ -116,7 +116,7 @@ class DataSettings(Section):
     eval_samples: int | None = Field(None, ge=1)
     """Keep at most this many held-out rows; None keeps all."""
 
-    seed: int = 0
+    seed: Seed = 0
     """Shuffle seed of the training rows."""
 
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT

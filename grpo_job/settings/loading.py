@@ -23,7 +23,7 @@ from pydantic_settings import SettingsError as SourceError
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings.root import JobSettings
-from grpo_job.settings.sources import CONFIG_ENV, ENV_PREFIX, current_cli_args, current_yaml, is_section, read_yaml
+from grpo_job.settings.sources import CONFIG_ENV, ENV_PREFIX, current_cli_args, current_yaml, is_section, read_config
 
 # GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests (which pass
 # their environment on to the job).
@@ -61,11 +61,10 @@ def where_set(message: str, config: str | Path | None, overrides: list[str]) -> 
     """`message` (an error found after loading: a file, a package, the data) with a last line naming, for
     each GRPO_* variable it names whose setting this run took from the config file or the command line,
     where: the job's messages name settings by their variables, which a run configured by a file never set."""
-    path = str(config) if config else os.environ.get(CONFIG_ENV)
     try:
-        yaml_values = read_yaml(path) if path else {}
+        path, yaml_values = read_config(config)
     except SettingsError:
-        yaml_values = {}
+        path, yaml_values = None, {}
     notes = _where_notes(message, {"cli_args": tuple(overrides), "yaml_values": yaml_values, "yaml_path": path})
     return f"{message}\n{notes}" if notes else message
 
@@ -182,8 +181,10 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
         if len(parts) > 1 and any(upper.startswith(v + "__") and _is_dict_setting(v) for v in valid):
             continue
         problems.append(f"environment variable {name} names no setting{did_you_mean(upper, sorted(valid))}")
-    uppers = {n.upper() for n in environ}
-    for var in sorted(v for v in valid & uppers if _is_dict_setting(v)):
+    dicts = {v for v in valid if _is_dict_setting(v)}
+    # a dict setting, or a key of one holding a dict of its own (GRPO_TRAIN__EXTRA__GENERATION_KWARGS: trial)
+    wholes = {n.upper() for n in environ if n.upper() in dicts or any(n.upper().startswith(d + "__") for d in dicts)}
+    for var in sorted(wholes):
         keys = sorted(n for n in environ if n.upper().startswith(var + "__"))
         if keys:  # pydantic-settings keeps the whole JSON and drops the keys without a word (second trial)
             problems.append(f"environment variables {var} and {', '.join(keys)} both set {var}: the whole one would "
@@ -261,8 +262,7 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     `null` for None. Pure: reads the values and the environment's GRPO_* names, never files other than
     the YAML, packages or the network (see `grpo_job.settings.environment` for those checks).
     """
-    path = str(config) if config else os.environ.get(CONFIG_ENV)
-    yaml_values = read_yaml(path) if path else {}
+    path, yaml_values = read_config(config)
     secrets = _secrets_outside_env(yaml_values, overrides or [], path)
     problems = [f"  - {p}" for p in [*unknown_env_names(), *secrets]]
     if secrets:  # never validated, so no error message can quote the value
@@ -378,8 +378,9 @@ def _cli_error(message: str, args: Sequence[str] = ()) -> str:
         given = next((a.partition("=")[2] if a != flag else (args[i + 1] if i + 1 < len(args) else None)
                       for i, a in enumerate(args) if a == flag or a.startswith(flag + "=")), None)
         got = f" (got {given!r})" if given is not None else ""
+        none = f"; {flag}='{{}}' for none" if field[1] != "rewards" else ""  # a run needs a reward
         return (f"invalid command line: {flag} takes a mapping{got}: JSON, {flag}='{{\"key\": 0.5}}', or "
-                f"key=value pairs, {flag}=key=0.5,other=1; {flag}='{{}}' for none")
+                f"key=value pairs, {flag}=key=0.5,other=1{none}")
     return f"invalid command line: {message}"
 
 

@@ -371,6 +371,10 @@ def warnings(s: Settings) -> list[str]:
         out.append(f"train.warmup_steps={s.train.warmup_steps:g} with train.max_steps=1: linear warm-up trains its first "
                    "step at learning rate 0, so a 1-step run would learn nothing; the job trains it without warm-up. "
                    "Set GRPO_TRAIN__WARMUP_STEPS=0 to say so, or more steps")
+    elif s.train.max_steps > 1 and warmup_steps_of(s) >= s.train.max_steps and s.train.lr_scheduler_type != "constant":
+        out.append(f"train.warmup_steps={s.train.warmup_steps:g} >= train.max_steps={s.train.max_steps}: the learning "
+                   f"rate never reaches train.learning_rate={s.train.learning_rate:g}; a share (0.05, 5%) scales "
+                   "with max_steps (GRPO_TRAIN__WARMUP_STEPS)")
     if s.train.save_steps > s.train.max_steps:
         out.append(
             f"train.save_steps={s.train.save_steps} > train.max_steps={s.train.max_steps}: no "

@@ -159,11 +159,39 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2's integers, not 1.1's (PyYAML's): `010` is ten, not octal eight, and `1:30` is text, not ninety, as the
+# environment reads them (trial: `max_steps: 010` ran 8 steps); `0o10` and `0x10` stay octal and hexadecimal.
+_INT = "tag:yaml.org,2002:int"
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _INT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_UniqueKeyLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                       list("-+0123456789"))
+_UniqueKeyLoader.add_constructor(_INT, lambda loader, node: int(
+    text := loader.construct_scalar(node), 0 if text[:2] in ("0o", "0x") else 10))
+
+
+def read_config(config: str | Path | None) -> tuple[str | None, dict[str, Any]]:
+    """The settings file `--config` names, else `GRPO_CONFIG`, and its values (`read_yaml`); (None, {}) when neither
+    is given. SettingsError for a blank one: an empty variable (a manifest's unfilled template) ran on every default
+    without a word (trial)."""
+    given, where = (str(config), "--config") if config is not None else (os.environ.get(CONFIG_ENV), CONFIG_ENV)
+    if given is not None and not given.strip():
+        raise SettingsError(f"{where} is set but empty: name a settings file, or "
+                            f"{'leave it out' if where == '--config' else 'unset it'} to configure the job by GRPO_* "
+                            "variables and the command line alone")
+    return given, read_yaml(given) if given else {}
+
+
 def read_yaml(path: str) -> dict[str, Any]:
     """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
     if not Path(path).is_file():
         raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
-    text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"config file {path!r} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8 "
+                            "(an editor's UTF-16 or Latin-1 is not read)") from None
     try:
         loader = _UniqueKeyLoader(text)
         loader.name = path

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from grpo_job.settings.base import Section
+from grpo_job.settings.base import Section, Seed, Share
 
 
 class TrainSettings(Section):
@@ -21,8 +21,9 @@ class TrainSettings(Section):
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     """Learning-rate schedule after warm-up."""
 
-    warmup_steps: float = Field(0.05, ge=0.0)
-    """Linear warm-up: a float in [0, 1) is a share of `max_steps`, a whole number is a step count."""
+    warmup_steps: Share = Field(0.05, ge=0.0)
+    """Linear warm-up: a float in [0, 1) (or a percentage, `5%`) is a share of `max_steps`, a whole number is a
+    step count."""
 
     optim: str = "adamw_8bit"
     """Optimizer name as transformers knows it; `adamw_8bit` needs a CUDA GPU (bitsandbytes)."""
@@ -87,7 +88,7 @@ class TrainSettings(Section):
     logging_steps: int = Field(1, ge=1)
     """Log metrics every this many steps."""
 
-    seed: int = 3407
+    seed: Seed = 3407
     """Seed of sampling, LoRA initialisation and data order."""
 
     extra: dict[str, Any] = Field(default_factory=dict)
