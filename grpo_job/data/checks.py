@@ -129,9 +129,10 @@ def check_answer_not_in_prompt(rows: list[Row], settings: DataSettings, where: s
 
     def leaks(row: Row) -> bool:
         last, reference = row["prompt"][-1], str(row[ANSWER]).strip()
-        return last["role"] == "assistant" and bool(reference) and (
-            reference in last["content"] or answers.verify(last["content"], reference,
-                                                           row.get("answer_type", settings.answer_type)))
+        # as written or by the answer checker (`12 m^2` for 12); a prefilled start holding the answer by chance
+        # (`Step 1:` for 1) is refused too, a rare price for never training on a shown answer
+        return last["role"] == "assistant" and bool(reference) and (reference in last["content"] or answers.verify(
+            last["content"], reference, row.get("answer_type", settings.answer_type)))
 
     leaked = [r for r in rows if leaks(r)]
     if leaked:

@@ -167,8 +167,14 @@ _UniqueKeyLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _UniqueKeyLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
                                        list("-+0123456789"))
-_UniqueKeyLoader.add_constructor(_INT, lambda loader, node: int(
-    text := loader.construct_scalar(node), 0 if text[:2] in ("0o", "0x") else 10))
+
+
+def _yaml_1_2_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    return int(text, 0 if text[:2] in ("0o", "0x") else 10)
+
+
+_UniqueKeyLoader.add_constructor(_INT, _yaml_1_2_int)
 
 
 def read_config(config: str | Path | None) -> tuple[str | None, dict[str, Any]]:
