@@ -123,6 +123,9 @@ def test_cross_field_rules_mirror_trl():
         ("--data.eval_fraction=ten%", "valid number"),
         # a number that is not one: YAML's .inf, a float's 1e400, nan (trial: epsilon_high 1e400 ran as inf)
         ("--train.warmup_steps=inf", "train.warmup_steps.*finite number"),
+        # a boolean is no weight: YAML's `format: yes` became 1 where the environment's `on` was refused (trial)
+        ('--rewards={"format": true}', "rewards.format.*its weight \\(a number\\).*\\(got True\\)"),
+        ('--rewards={"format": {"weight": false}}', "rewards.format.*a weight is a number, not a boolean"),
         # numpy's seed range: -1 passed `check`, then crashed the train stage with exit 1 (trial)
         ("--train.seed=-1", "train.seed.*greater than or equal to 0"),
         ("--data.seed=99999999999999999999", "data.seed.*less than or equal to 4294967295"),

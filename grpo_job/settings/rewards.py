@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, WrapValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 
 # Reward names grpo_job.rewards knows, kept here so validating settings imports no reward code
@@ -19,6 +19,16 @@ BUILTIN_REWARDS = (
 )
 
 
+def _not_bool(value: Any) -> Any:
+    # YAML's `format: yes` became weight 1, where the environment's `on` was refused (trial): a weight is a number
+    if isinstance(value, bool):
+        raise ValueError("a weight is a number, not a boolean")
+    return value
+
+
+Weight = Annotated[float, BeforeValidator(_not_bool)]
+
+
 class RewardEntry(BaseModel):
     """One `rewards` entry with arguments (open-r1's parameterised rewards), e.g.
     `soft_overlong: {weight: 1.0, max_completion_len: 384, soft_punish_cache: 48}`: `weight` is
@@ -27,7 +37,7 @@ class RewardEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    weight: float = 1.0
+    weight: Weight = 1.0
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -35,7 +45,7 @@ class RewardEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
-_WEIGHT = TypeAdapter(float)
+_WEIGHT = TypeAdapter(Weight)
 _ENTRY_EXAMPLE = "{weight: 1.0, <argument>: <value>, ...}"
 
 
