@@ -241,7 +241,11 @@ def _check(args: argparse.Namespace, settings: JobSettings, fmt: str) -> int:
     p = preflight.plan(settings, stages.stages())
     if fmt == "json":
         redacted = settings.redacted()
-        out = {**p, "rewards": redacted["rewards"], **({"settings": redacted} if args.print_settings else {})}
+        # the train section as the text plan's `train` line gives it (trial: JSON mode, the default, had none); its
+        # `extra` is the plan's own, as GRPOConfig gets it
+        train = {k: v for k, v in redacted["train"].items() if k != "extra"}
+        out = {**p, "rewards": redacted["rewards"], "train": train,
+               **({"settings": redacted} if args.print_settings else {})}
         print(json.dumps(out, default=str), flush=True)
         return errors.EXIT_OK
     if args.print_settings:

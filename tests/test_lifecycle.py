@@ -384,6 +384,8 @@ def test_check_in_json_mode_prints_its_plan_as_one_json_object(tmp_path, extra):
     plan = json.loads(line)
     assert [s["stage"] for s in plan["stages"]][:2] == ["prepare_data", "reward_preflight"]
     assert plan["data_report"]["train_rows"] > 0 and plan["rewards"]
+    # what the text plan's train line says (trial: the JSON plan had no train section)
+    assert plan["train"]["max_steps"] == 4 and plan["train"]["loss_type"] == "dapo" and "extra" not in plan["train"]
     assert ("settings" in plan) == bool(extra) and all(json.loads(e) for e in done.stderr.splitlines())
 
 
