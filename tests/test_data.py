@@ -460,3 +460,28 @@ def test_a_csv_file_separated_otherwise_than_by_commas_is_read(tmp_path, sep):
     g = tmp_path / "e.csv"
     g.write_text('question,answer\n"a; b; c?",1\n')
     assert data.read_rows(g) == [{"question": "a; b; c?", "answer": "1"}]
+
+
+def test_a_nested_field_is_a_column_by_its_dotted_name(tmp_path):
+    """`data.prompt_column: input.text` (datasets' `flatten()` name) read no nested field: the file had to be
+    rewritten (trial). JSONL objects and Parquet structs alike; a misspelt field names what the object holds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": i, "input": {"text": f"What is {i} plus 3?"}, "target": {"value": str(i + 3)}} for i in range(4)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    for name in ("d.jsonl", "d.parquet"):
+        s = DataSettings(path=str(tmp_path / name), task="plain", prompt_column="input.text",
+                         answer_column="target.value", eval_fraction=0)
+        data.check_columns(data.peek_columns(tmp_path / name), s, name)
+        train, _, _ = data.prepare(s, tmp_path / "c")
+        by_answer = {r["answer"]: r for r in train}
+        assert by_answer["5"]["prompt"][-1] == {"role": "user", "content": "What is 2 plus 3?"}
+        assert by_answer["5"]["input"] == {"text": "What is 2 plus 3?"}  # the column itself reaches the rewards
+    s = DataSettings(task="plain", prompt_column="input.txt", answer_column="target.value")
+    with pytest.raises(SettingsError, match=r"no value in column\(s\) \['input.txt'\] \('input' holds \['text'\]\)"):
+        data.map_rows(rows, s, "f")
+    with pytest.raises(SettingsError, match=r"lacks column\(s\) \['inputs.text'\]"):
+        data.check_columns(["id", "input", "target"], DataSettings(task="plain", prompt_column="inputs.text",
+                                                                    answer_column="target.value"), "f")

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from grpo_job.data.tasks import ANSWER, TASKS, TRL_REWARD_ARGS, Row, columns_of
+from grpo_job.data.tasks import ANSWER, TASKS, TRL_REWARD_ARGS, Row, columns_of, has_column
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings, EvaluationSettings
 from grpo_job.settings.data import eval_fraction_applies
@@ -43,7 +43,7 @@ def check_columns(columns: Iterable[str], settings: DataSettings, where: str) ->
     Raises SettingsError naming what was found and the settings to change."""
     found = list(columns)
     prompt_col, answer_col = columns_of(settings, found)
-    missing = [c for c in (prompt_col, answer_col) if c not in found]
+    missing = [c for c in (prompt_col, answer_col) if not has_column(found, c)]
     if missing:
         raise SettingsError(
             f"dataset {where} lacks column(s) {missing}; it has {found}. Task {settings.task!r} reads the prompt from "

@@ -20,7 +20,7 @@ from grpo_job.data.checks import (
 )
 from grpo_job.data.files import DATA_PATH, EVALUATION_DATA_PATH, read_rows, read_saved
 from grpo_job.data.generated import BUILTIN_DATASETS
-from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of
+from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of, field_of
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings
 from grpo_job.settings.data import saved_dataset
@@ -89,15 +89,18 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     out, stringified, structured, unmarked = [], set(), 0, 0
     for row in raw:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
-        if row.get(prompt_col) is None or row.get(answer_col) is None:
-            missing = [c for c in (prompt_col, answer_col) if row.get(c) is None]
-            raise SettingsError(f"a row of {where} has no value in column(s) {missing}: {excerpt(row)}; fill or "
-                                "remove that row")
+        if field_of(row, prompt_col) is None or field_of(row, answer_col) is None:
+            missing = [c for c in (prompt_col, answer_col) if field_of(row, c) is None]
+            # a nested field's name (`input.txt`): what the object it reaches into holds
+            held = [f"{c.rsplit('.', 1)[0]!r} holds {sorted(v)}" for c in missing if "." in c
+                    and isinstance(v := field_of(row, c.rsplit(".", 1)[0]), dict)]
+            raise SettingsError(f"a row of {where} has no value in column(s) {missing}"
+                                f"{' (' + '; '.join(held) + ')' if held else ''}: {excerpt(row)}; fill or remove that row")
         clash = [c for c in row if c in TRL_REWARD_ARGS]
         if clash:
             check_columns(row.keys(), settings, f"{where} (row {excerpt(row)})")
         try:
-            prompt = build_prompt(row[prompt_col], settings)
+            prompt = build_prompt(field_of(row, prompt_col), settings)
         except ValueError as e:
             raise SettingsError(f"a row of {where}, column {prompt_col!r}: {e}: {excerpt(row)}") from None
         kept = {}
@@ -105,7 +108,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
             kept[k], ok = _jsonable(v)
             if not ok:
                 stringified.add(k)
-        value = row[answer_col]
+        value = field_of(row, answer_col)
         if isinstance(value, (list, dict)):
             structured += 1
             value = json.dumps(value, ensure_ascii=False, default=str)  # JSON text, not Python's ['yes']

@@ -71,6 +71,26 @@ TRL_PROMPT_COLUMN = "prompt"
 TRL_REFERENCE_COLUMNS = ("solution", "answer")
 
 
+def field_of(row: Row, column: str) -> Any:
+    """`row[column]`; for a column the row lacks named `a.b` (datasets' `flatten()` name of a nested field), the
+    field `b` of the object in column `a` (trial: JSONL with `{"input": {"text": ...}}` needed rewriting). None
+    when absent."""
+    if column in row or "." not in column:
+        return row.get(column)
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def has_column(found: Iterable[str], column: str) -> bool:
+    """`column` is one of `found`, or a nested field's name (`a.b`) under one of them (`field_of` reads it)."""
+    found = set(found)
+    return column in found or ("." in column and column.split(".")[0] in found)
+
+
 def columns_of(settings: DataSettings, found: Iterable[str] | None = None) -> tuple[str, str]:
     """(prompt column, answer column): the settings' or else the task's. Given the data's columns
     (`found`), a column the settings leave to the task and the data lacks falls back to TRL's standard
