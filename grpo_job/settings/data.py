@@ -90,11 +90,12 @@ class DataSettings(Section):
 
     prompt_column: str | None = None
     """Column holding the prompt: text (TRL's standard format; sent as the user message) or a list of
-    `{"role", "content"}` messages (TRL's conversational format; sent as they are). None: the task's."""
+    `{"role", "content"}` messages (TRL's conversational format; sent as they are). None: the task's. A nested
+    field by its dotted name (`input.text`: field `text` of column `input`, as `datasets`' `flatten()` names it)."""
 
     answer_column: str | None = None
     """Column holding the reference solution/answer (read by the task, passed to the rewards as `answer`).
-    None: the task's."""
+    None: the task's. A nested field by its dotted name, as for `prompt_column`."""
 
     prompt_template: str | None = None
     """Text around a text prompt, with `{prompt}` where the prompt goes (other braces are kept as
