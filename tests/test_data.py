@@ -460,6 +460,19 @@ def test_a_csv_file_separated_otherwise_than_by_commas_is_read(tmp_path, sep):
     g = tmp_path / "e.csv"
     g.write_text('question,answer\n"a; b; c?",1\n')
     assert data.read_rows(g) == [{"question": "a; b; c?", "answer": "1"}]
+    # a header name holding a comma does not make it a comma file (second trial: three false alarms)
+    h = tmp_path / "h.csv"
+    h.write_text(f'question{sep}answer{sep}"note, free text"\nWhat is 2?{sep}2{sep}x\n')
+    assert data.peek_columns(h) == ["question", "answer", "note, free text"]
+
+
+def test_a_csv_column_named_twice_is_an_error(tmp_path):
+    """csv.DictReader keeps the last of two equal names' values without a word: the answer was another column's
+    text (trial)."""
+    f = tmp_path / "d.csv"
+    f.write_text("prompt;answer;answer\nWhat is 2+2?;4;rope\n")
+    with pytest.raises(SettingsError, match=r"column\(s\) \['answer'\] appear twice in the header"):
+        data.read_rows(f)
 
 
 def test_a_nested_field_is_a_column_by_its_dotted_name(tmp_path):

@@ -166,7 +166,7 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
             rows = _json_rows(json.loads(path.read_text(encoding=TEXT_ENCODING)), path, setting)
         elif suffix == ".csv":
             with path.open(newline="", encoding=TEXT_ENCODING) as f:
-                rows = list(csv.DictReader(f, delimiter=_csv_delimiter(f)))
+                rows = _csv_rows(f, _file(path, setting))
         else:
             import pyarrow.parquet as pq
 
@@ -180,12 +180,24 @@ def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
 
 
 def _csv_delimiter(f: Any) -> str:
-    """A CSV file's delimiter, from its header line: `,` unless that line has none and holds `;`, a tab or `|` (a
-    spreadsheet saves `;` where the decimal mark is a comma; read as commas, the whole header was one column).
-    Leaves `f` at its start."""
+    """A CSV file's delimiter: of `,`, `;`, tab and `|`, the one that splits the header line (quotes kept, as the
+    csv module reads them) into the most columns, `,` on a tie. A spreadsheet saves `;` where the decimal mark is a
+    comma; read as commas, the whole header was one column (trial), and a header name holding a comma (`"note, free
+    text"`) must not make it a comma file. Leaves `f` at its start."""
     header = f.readline()
     f.seek(0)
-    return "," if "," in header else next((d for d in ";\t|" if d in header), ",")
+    return max(",;\t|", key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
+
+
+def _csv_rows(f: Any, where: str) -> list[Row]:
+    """The rows of an open CSV file; SettingsError for a column name given twice (DictReader keeps the last
+    column's values under it without a word: trial)."""
+    reader = csv.DictReader(f, delimiter=_csv_delimiter(f))
+    names = reader.fieldnames or []
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SettingsError(f"{where}: column(s) {twice} appear twice in the header {names}; rename one of each")
+    return list(reader)
 
 
 def peek_columns(path: Path) -> list[str]:
