@@ -308,7 +308,7 @@ def check_format_asked(s: Any, rows: list[dict[str, Any]]) -> None:
     else:
         why = ("data.system_prompt is " + ("off" if s.data.system_prompt is None else "set without it")
                + " and neither data.prompt_template nor data.few_shot shows it")
-        ask = "in GRPO_DATA__SYSTEM_PROMPT or GRPO_DATA__PROMPT_TEMPLATE"
+        ask = "in GRPO_DATA__SYSTEM_PROMPT (or GRPO_DATA__PROMPT_TEMPLATE, which wraps text prompts only)"
     raise SettingsError(
         f"rewards {', '.join(readers)} score the <reasoning>/<answer> format (correctness reads the <answer> block), "
         f"but no training prompt mentions <answer>: {why}, so the model is never asked for it. Ask for the format "

@@ -498,3 +498,11 @@ def test_a_nested_field_is_a_column_by_its_dotted_name(tmp_path):
     with pytest.raises(SettingsError, match=r"lacks column\(s\) \['inputs.text'\]"):
         data.check_columns(["id", "input", "target"], DataSettings(task="plain", prompt_column="inputs.text",
                                                                     answer_column="target.value"), "f")
+
+
+def test_references_with_a_decimal_comma_are_warned_of(caplog):
+    """`57,00` from a `;` spreadsheet is the list {57, 0} to the checker: 57 and 57.00 scored 0 (trial)."""
+    rows = [{"answer": a, "prompt": []} for a in ("57,00", "3,5", "1,234", "3, 5", "12")]
+    with caplog.at_level("WARNING"):
+        data.check_references(rows, DataSettings(task="plain"))
+    assert "2 of 5 reference answers of the data look like decimals written with a comma (e.g. '57,00')" in caplog.text

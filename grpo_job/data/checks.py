@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -94,6 +95,9 @@ def excerpt(row: Row, leave_out: tuple[str, ...] = ()) -> str:
     return json.dumps({k: v for k, v in row.items() if k not in leave_out}, ensure_ascii=False, default=str)[:300]
 
 
+_DECIMAL_COMMA = re.compile(r"-?\d+,\d{1,2}$")  # 57,00 or 3,5; not 1,234 (thousands) nor 3, 5 (a list)
+
+
 def check_references(rows: list[Row], settings: DataSettings, where: str = "the data") -> dict[str, Any]:
     """Parse every reference answer with the correctness reward's checker (`answers.parse_reference`, as
     the row's `answer_type` column gives it, else `data.answer_type`). Returns {"unparsable_answers": n};
@@ -107,6 +111,12 @@ def check_references(rows: list[Row], settings: DataSettings, where: str = "the 
         except answers.UnknownAnswerType as e:
             raise SettingsError(f"a row of {where}, column 'answer_type': {e}; an unknown type is not compared as "
                                 f"math: fix that row's answer_type: {excerpt(r, ('prompt',))}") from None
+    comma = [r for r in rows if _DECIMAL_COMMA.match(str(r[ANSWER]).strip())]
+    if comma:  # a `;` spreadsheet's `57,00`: read as the list {57, 0}, so 57 and 57.00 score 0 (trial)
+        log.warning("data: %d of %d reference answers of %s look like decimals written with a comma (e.g. %r), which "
+                    "the answer checker reads as a list of numbers (57,00 is 57 and 0): write them with a point "
+                    "(57.00), or, if they are lists, with a space after the comma (3, 5)", len(comma), len(rows), where,
+                    str(comma[0][ANSWER]))
     bad = [r for r in rows if answers.parse_reference(str(r[ANSWER]), r.get("answer_type", settings.answer_type)) is None]
     if not bad:
         return {"unparsable_answers": 0}
@@ -124,7 +134,8 @@ def check_references(rows: list[Row], settings: DataSettings, where: str = "the 
 def check_answer_not_in_prompt(rows: list[Row], settings: DataSettings, where: str = "the data") -> None:
     """Raise SettingsError when a conversational prompt ends with an assistant turn that holds the row's reference
     answer (a chat dataset's `messages` taken whole as the prompt): the model would be shown the answer it is
-    scored on. An assistant turn that does not hold it stays (TRL continues it: a prefilled start)."""
+    scored on. An assistant turn that does not hold it stays (a conversation the model answers after; TRL 1.15
+    renders it closed, then the generation prompt)."""
     from grpo_job import answers
 
     def leaks(row: Row) -> bool:

@@ -211,8 +211,9 @@ def read_yaml(path: str) -> dict[str, Any]:
             if mark is not None:
                 mark.buffer = None
         raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
-    if loaded is None:
-        return {}
+    if loaded is None:  # as a blank GRPO_CONFIG: a run on every default is never what a file named meant (trial)
+        raise SettingsError(f"config file {path!r} holds no settings (it is empty, or comments and `~` only): write "
+                            "its sections, or leave it out to configure the job by GRPO_* variables alone")
     if not isinstance(loaded, dict):
         raise SettingsError(f"config file {path!r} must hold a mapping of sections, not {type(loaded).__name__}")
     return loaded
