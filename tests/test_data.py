@@ -506,3 +506,10 @@ def test_references_with_a_decimal_comma_are_warned_of(caplog):
     with caplog.at_level("WARNING"):
         data.check_references(rows, DataSettings(task="plain"))
     assert "2 of 5 reference answers of the data look like decimals written with a comma (e.g. '57,00')" in caplog.text
+
+
+def test_a_column_the_first_row_lacks_is_found_in_the_others():
+    """A first row without `answer` made the whole file "lack column(s) ['answer']" (trial): that row is named."""
+    s = DataSettings(task="plain")
+    with pytest.raises(SettingsError, match=r'a row of f has no value in column\(s\) \[\'answer\'\]: \{"prompt": "a"\}'):
+        data.map_rows([{"prompt": "a"}, {"prompt": "b", "answer": "1"}], s, "f")

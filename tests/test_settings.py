@@ -810,6 +810,8 @@ def test_a_blank_or_non_utf8_config_file_setting_is_an_error_not_the_defaults(tm
     cfg.write_text("train:\n  max_steps: 3\n", encoding="utf-16")
     with pytest.raises(SettingsError, match="config file .*u16.yaml' is not UTF-8 text .*: save it as UTF-8"):
         load_settings(cfg)
+    with pytest.raises(SettingsError, match="config file .* is a folder, not a file"):
+        load_settings(tmp_path)
     for text in ("", "# only a comment\n", "~\n"):  # a file that names no setting ran on every default (trial)
         cfg.write_text(text)
         with pytest.raises(SettingsError, match="u16.yaml' holds no settings"):

@@ -80,8 +80,11 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     answer is missing or of the wrong kind."""
     if not raw:
         return []
-    check_columns(raw[0].keys(), settings, where)
-    prompt_col, answer_col = columns_of(settings, raw[0].keys())
+    # every row's columns, not the first row's: a first row without `answer` named the column missing from data
+    # whose other rows have it (trial); a row without a value is then named on its own below
+    found = list(dict.fromkeys(k for row in raw for k in row))
+    check_columns(found, settings, where)
+    prompt_col, answer_col = columns_of(settings, found)
     task = TASKS[settings.task]
     # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
     # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it

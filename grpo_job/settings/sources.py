@@ -192,7 +192,8 @@ def read_config(config: str | Path | None) -> tuple[str | None, dict[str, Any]]:
 def read_yaml(path: str) -> dict[str, Any]:
     """The settings file as a mapping; SettingsError for a missing file, bad YAML or a repeated key."""
     if not Path(path).is_file():
-        raise SettingsError(f"config file {path!r} does not exist (from --config or {CONFIG_ENV})")
+        what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise SettingsError(f"config file {path!r} {what} (from --config or {CONFIG_ENV})")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not YAML
     except UnicodeDecodeError as e:
