@@ -74,6 +74,16 @@ def _jsonable(value: Any) -> tuple[Any, bool]:
         return str(value), False
 
 
+def _fields_held(row: Row, missing: list[str]) -> str:
+    """For a missing nested field's name (`input.txt`): what the object it reaches into holds, as ` (...)`."""
+    held = []
+    for column in missing:
+        parent = column.rsplit(".", 1)[0] if "." in column else None
+        if parent is not None and isinstance(value := field_of(row, parent), dict):
+            held.append(f"{parent!r} holds {sorted(value)}")
+    return f" ({'; '.join(held)})" if held else ""
+
+
 def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     """Prepared rows: every source column (values JSON cannot hold become text, with a warning), the
     chat `prompt` and the reference `answer`. Raises SettingsError naming the row when a prompt or
@@ -94,11 +104,8 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
         if field_of(row, prompt_col) is None or field_of(row, answer_col) is None:
             missing = [c for c in (prompt_col, answer_col) if field_of(row, c) is None]
-            # a nested field's name (`input.txt`): what the object it reaches into holds
-            held = [f"{c.rsplit('.', 1)[0]!r} holds {sorted(v)}" for c in missing if "." in c
-                    and isinstance(v := field_of(row, c.rsplit(".", 1)[0]), dict)]
-            raise SettingsError(f"a row of {where} has no value in column(s) {missing}"
-                                f"{' (' + '; '.join(held) + ')' if held else ''}: {excerpt(row)}; fill or remove that row")
+            raise SettingsError(f"a row of {where} has no value in column(s) {missing}{_fields_held(row, missing)}: "
+                                f"{excerpt(row)}; fill or remove that row")
         clash = [c for c in row if c in TRL_REWARD_ARGS]
         if clash:
             check_columns(row.keys(), settings, f"{where} (row {excerpt(row)})")
