@@ -513,3 +513,22 @@ def test_a_column_the_first_row_lacks_is_found_in_the_others():
     s = DataSettings(task="plain")
     with pytest.raises(SettingsError, match=r'a row of f has no value in column\(s\) \[\'answer\'\]: \{"prompt": "a"\}'):
         data.map_rows([{"prompt": "a"}, {"prompt": "b", "answer": "1"}], s, "f")
+
+
+@pytest.mark.parametrize("prompt", [
+    [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "What is 2 plus 3?"}],  # ShareGPT
+    [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+     {"role": "user", "content": [{"type": "text", "text": "What is 2 "}, {"type": "text", "text": "plus 3?"}]}],
+    json.dumps([{"from": "system", "value": "Be brief."}, {"from": "human", "value": "What is 2 plus 3?"}]),  # a CSV cell
+])
+def test_sharegpt_turns_and_text_content_parts_are_conversational_prompts(prompt):
+    """Both were refused as "not text nor a list of {role, content} messages" (trial)."""
+    row = data.map_rows([{"conversation": prompt, "answer": "5"}], DataSettings(task="plain", prompt_column="conversation"),
+                        "f")[0]
+    assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 plus 3?"}]
+
+
+def test_an_image_content_part_is_refused():
+    image = [{"role": "user", "content": [{"type": "image", "url": "a.png"}, {"type": "text", "text": "What is it?"}]}]
+    with pytest.raises(SettingsError, match="not text nor a list of \\{role, content\\} messages"):
+        data.map_rows([{"p": image, "answer": "cat"}], DataSettings(task="plain", prompt_column="p"), "f")

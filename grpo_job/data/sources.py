@@ -28,9 +28,28 @@ from grpo_job.settings.data import saved_dataset
 log = logging.getLogger(__name__)
 
 
-def _is_messages(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+# ShareGPT's speaker names (`{"from": "human", "value": ...}`), as TRL's role names
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _as_messages(value: Any) -> list[dict[str, str]] | None:
+    """`{"role", "content"}` messages from TRL's conversational form, from ShareGPT's `{"from", "value"}` turns, or
+    from turns whose content is a list of text parts (`[{"type": "text", "text": ...}]`, joined); None for anything
+    else (an image part among them: the job trains text models). Trial: the last two were refused."""
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        return None
+    out = []
+    for m in value:
+        role = m["role"] if "role" in m else _SHAREGPT_ROLES.get(str(m.get("from", "")).lower())
+        content = m.get("content", m.get("value"))
+        if isinstance(content, list) and content and all(
+                isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                for part in content):
+            content = "".join(part["text"] for part in content)
+        if not isinstance(role, str) or not isinstance(content, str):
+            return None
+        out.append({"role": role, "content": content})
+    return out
 
 
 def _messages_text(value: str) -> Any:
@@ -42,7 +61,7 @@ def _messages_text(value: str) -> Any:
         read = json.loads(value)
     except ValueError:
         return None
-    return read if _is_messages(read) else None
+    return read if _as_messages(read) is not None else None
 
 
 def build_prompt(value: Any, settings: DataSettings) -> list[dict[str, str]]:
@@ -53,10 +72,9 @@ def build_prompt(value: Any, settings: DataSettings) -> list[dict[str, str]]:
     if isinstance(value, str):
         text = settings.prompt_template.replace("{prompt}", value) if settings.prompt_template else value
         messages = [{"role": "user", "content": text}]
-    elif _is_messages(value):
-        messages = [{"role": m["role"], "content": m["content"]} for m in value]
-    else:
-        raise ValueError(f"the prompt is {type(value).__name__}, not text nor a list of {{role, content}} messages")
+    elif (messages := _as_messages(value)) is None:
+        raise ValueError(f"the prompt is {type(value).__name__}, not text nor a list of {{role, content}} messages "
+                         "(ShareGPT's {from, value} turns and text content parts are read too)")
     head = messages[:1] if messages[0]["role"] == "system" else []
     rest = messages[len(head):]
     if not head and settings.system_prompt:
