@@ -812,6 +812,10 @@ def test_a_blank_or_non_utf8_config_file_setting_is_an_error_not_the_defaults(tm
         load_settings(cfg)
     with pytest.raises(SettingsError, match="config file .* is a folder, not a file"):
         load_settings(tmp_path)
+    cfg.write_text("run_id: 010\n")  # a number for text: quote it (trial: "valid string (got 10)" alone)
+    with pytest.raises(SettingsError, match=r"run_id \[config file .*: Input should be a valid string; YAML and JSON "
+                                            r"read an unquoted number, yes or no as one: quote the text .* \(got 10\)"):
+        load_settings(cfg)
     for text in ("", "# only a comment\n", "~\n"):  # a file that names no setting ran on every default (trial)
         cfg.write_text(text)
         with pytest.raises(SettingsError, match="u16.yaml' holds no settings"):

@@ -160,6 +160,8 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
         elif e["type"] == "extra_forbidden":
             choices = list(JobSettings.model_fields) if len(loc) == 1 else setting_paths()
             msg = "no such setting" + did_you_mean(where, choices)
+        elif e["type"] == "string_type" and isinstance(e.get("input"), (bool, int, float)):  # `run_id: 010` (trial)
+            msg += "; YAML and JSON read an unquoted number, yes or no as one: quote the text (\"010\")"
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"
         label = source_label(loc, **sources) if sources is not None else env_var_name(loc)
         lines.append(f"  - {where} [{label}]: {msg}{shown}")
