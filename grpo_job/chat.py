@@ -292,12 +292,17 @@ def check_opening_tag(s: Any, render: PromptRenderer, messages: list[dict[str, A
 ANSWER_FORMAT_REWARDS = ("format", "partial_format", "correctness", "integer_answer")
 
 
+def answer_format_readers(s: Any) -> list[str]:
+    """The `rewards` entries (settings names) that read the `<answer>` format (ANSWER_FORMAT_REWARDS)."""
+    return [name for name, entry in s.rewards.items() if reward_name(name, entry) in ANSWER_FORMAT_REWARDS]
+
+
 def check_format_asked(s: Any, rows: list[dict[str, Any]]) -> None:
     """Stop (SettingsError) when a configured reward reads the `<answer>` format but no training prompt (its
     system message, few-shot turns or text, `rows`: prepared rows) mentions `<answer>`: the model is never
     asked for the format, so the reward could score only by chance (trial: a dataset's own system message
     replaced data.system_prompt without a word)."""
-    readers = [name for name, entry in s.rewards.items() if reward_name(name, entry) in ANSWER_FORMAT_REWARDS]
+    readers = answer_format_readers(s)
     if not readers or not rows or any("<answer>" in m["content"] for r in rows for m in r["prompt"]):
         return
     own = sum(r["prompt"][0]["role"] == "system" and r["prompt"][0]["content"] != s.data.system_prompt for r in rows)

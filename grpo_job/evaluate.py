@@ -1,10 +1,15 @@
 """The evaluate stages: greedy answers of the base model (before training) and of base + adapter
 (after) on held-out prompts, scored by the correctness reward itself.
 
-Measured per stage: accuracy (the `<answer>` block equals the reference by `grpo_job.answers`, with
-`data.answer_type`: the correctness reward is called, so training signal and accuracy agree), format compliance (the whole completion is the reasoning/answer format,
-as `format` scores it), the partial-format score, the share of answers cut off at `max_new_tokens`,
-and the mean completion length in tokens. Results go to `eval/<which>.json` in the run store.
+Measured per stage: every configured reward's mean on the completions, called as TRL calls it (the rows'
+columns as keyword arguments), and their weighted total per completion (`reward`, TRL's sum); the share
+of answers cut off at `max_new_tokens` and the mean completion length in tokens. When a reward reads the
+`<answer>` format (`chat.ANSWER_FORMAT_REWARDS`), also: accuracy (the `<answer>` block equals the
+reference by `grpo_job.answers`, with `data.answer_type`: the correctness reward is called, so training
+signal and accuracy agree), format compliance (the whole completion is the reasoning/answer format, as
+`format` scores it) and the partial-format score. A task in another format (`\boxed{}`, code, JSON) gets
+no `<answer>` numbers: they would read 0 whatever the model learned. Results go to `eval/<which>.json`
+in the run store.
 
 Generation is greedy (deterministic). On a CUDA GPU with vLLM installed it runs through vLLM in a
 child process (`python -m grpo_job.evaluate`): the child merges the trained adapter into a bf16 copy of the
@@ -24,12 +29,13 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpo_job import data, machine, models
+from grpo_job import chat, data, machine, models
 from grpo_job import rewards as R
 from grpo_job.answers import AnswerType
 from grpo_job.training import engines
@@ -81,8 +87,6 @@ def free(model: Any) -> None:
 def prompt_renderer(s: JobSettings, ctx: RunContext) -> Any:
     """The job's one prompt renderer (`grpo_job.chat.PromptRenderer`) for the model the stage loads: the
     same text and token ids the trainer builds (chat template with chat_template_kwargs, or plain)."""
-    from grpo_job import chat
-
     return chat.renderer(s, chat.for_run(s.model, ctx.cache_dir))
 
 
@@ -246,18 +250,42 @@ def _leave_now(code: int) -> None:
 
 
 def score(texts: list[str], lengths: list[int], answers: list[str], max_new_tokens: int,
-          answer_type: AnswerType = "auto") -> dict[str, float]:
+          answer_type: AnswerType = "auto", answer_format: bool = True) -> dict[str, float]:
     """The evaluation numbers for completions (`lengths` in tokens) and their reference answers;
-    accuracy is the correctness reward's mean with the same `answer_type` (`data.answer_type`)."""
+    accuracy is the correctness reward's mean with the same `answer_type` (`data.answer_type`).
+    `answer_format` false (no reward reads the `<answer>` format): length numbers only."""
     n = max(len(texts), 1)
-    return {
+    out = {
         "accuracy": sum(R.correctness_reward(texts, answer=answers, answer_type=answer_type)) / n,
         "format_rate": sum(R.format_reward(texts)) / n,
         "partial_format": sum(R.partial_format_reward(texts)) / n,
         "answer_tag_rate": sum(R.extract_answer(t) is not None for t in texts) / n,
-        "clipped_rate": sum(n_tok >= max_new_tokens for n_tok in lengths) / n,
-        "mean_length": sum(lengths) / n,
-    }
+    } if answer_format else {}
+    return {**out, "clipped_rate": sum(n_tok >= max_new_tokens for n_tok in lengths) / n,
+            "mean_length": sum(lengths) / n}
+
+
+def reward_scores(ctx: RunContext, rows: list[dict], texts: list[str], ids: list[list[int]],
+                  which: str) -> dict[str, list[float]]:
+    """Every configured reward's scores of the completions (NaN: not scored), called as the trainer calls
+    it (`calls.check_rewards`, under `health.reward_time_limit`); a reward that fails is a SettingsError."""
+    from grpo_job.rewards import calls
+
+    s = ctx.settings
+    return calls.check_rewards(ctx.rewards, prompt_renderer(s, ctx).for_trainer(rows), texts, ids,
+                               found_by=f"evaluate_{which}'s greedy completions",
+                               time_limit=s.health.reward_time_limit)
+
+
+def reward_means(scores: dict[str, list[float]], settings_rewards: dict[str, Any]) -> dict[str, Any]:
+    """`reward`: the mean over completions of the weighted sum of the scores (TRL's `reward`: a skipped
+    score counts 0); `rewards`: each reward's mean over the completions it scored (None: none)."""
+    n = len(next(iter(scores.values()), []))
+    total = [sum(R.weight(settings_rewards[k]) * v[i] for k, v in scores.items() if not math.isnan(v[i]))
+             for i in range(n)]
+    means = {k: (sum(got) / len(got) if (got := [x for x in v if not math.isnan(x)]) else None)
+             for k, v in scores.items()}
+    return {"reward": sum(total) / n if n else None, "rewards": means}
 
 
 def eval_rows(ctx: RunContext) -> list[dict]:
@@ -298,19 +326,36 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     texts, ids = [g[0] for g in gens], [g[1] for g in gens]
     answers = [str(r["answer"]) for r in rows]
-    metrics = score(texts, [len(i) for i in ids], answers, max_new, s.data.answer_type)
-    correct = R.correctness_reward(texts, answer=answers, answer_type=s.data.answer_type)
+    answer_format = bool(chat.answer_format_readers(s))
+    metrics = score(texts, [len(i) for i in ids], answers, max_new, s.data.answer_type, answer_format)
+    scores = reward_scores(ctx, rows, texts, ids, which)
+    by_reward = reward_means(scores, s.rewards)
     samples = [
-        {"question": r["prompt"][-1]["content"], "answer": a, "completion": t, "correct": bool(c)}
-        for r, a, t, c in list(zip(rows, answers, texts, correct, strict=True))[:SAMPLES_KEPT]
+        {"question": r["prompt"][-1]["content"], "answer": a, "completion": t,
+         "rewards": {k: v[i] for k, v in scores.items()}}
+        for i, (r, a, t) in enumerate(list(zip(rows, answers, texts, strict=True))[:SAMPLES_KEPT])
     ]
+    if answer_format:
+        correct = R.correctness_reward(texts[:SAMPLES_KEPT], answer=answers[:SAMPLES_KEPT],
+                                       answer_type=s.data.answer_type)
+        for sample, c in zip(samples, correct, strict=True):
+            sample["correct"] = bool(c)
     summary = {"which": which, "n": len(rows), "max_new_tokens": max_new, "device": device,
-               "generate_seconds": round(seconds, 1), **{k: round(v, 4) for k, v in metrics.items()}}
+               "generate_seconds": round(seconds, 1), **{k: round(v, 4) for k, v in metrics.items()},
+               "reward": _rounded(by_reward["reward"]),
+               "rewards": {k: _rounded(v) for k, v in by_reward["rewards"].items()}}
     ctx.store.write_text(ctx.keys.evaluation(which), json.dumps({**summary, "samples": samples}, indent=1))
-    log.info("evaluate %s on %d examples: accuracy %.3f, format %.3f, partial format %.3f, mean length %.1f tokens",
-             which, len(rows), metrics["accuracy"], metrics["format_rate"], metrics["partial_format"],
-             metrics["mean_length"], extra={"evaluation": summary})
+    numbers = [f"{label} {metrics[k]:.3f}" for k, label in (("accuracy", "accuracy"), ("format_rate", "format"),
+                                                            ("partial_format", "partial format")) if k in metrics]
+    rewards_text = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in by_reward["rewards"].items())
+    log.info("evaluate %s on %d examples: %sreward %s (%s), mean length %.1f tokens", which, len(rows),
+             "".join(f"{x}, " for x in numbers), "-" if by_reward["reward"] is None else f"{by_reward['reward']:.3f}",
+             rewards_text, metrics["mean_length"], extra={"evaluation": summary})
     return summary
+
+
+def _rounded(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
 
 
 if __name__ == "__main__":  # the vLLM child of `generate_vllm`

@@ -3,6 +3,7 @@ or `evaluation.data_path`, capped; greedy generation on the real model is determ
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,24 @@ def test_score_uses_the_answer_type():
     assert evaluate.score(texts, [1, 1], ["72", "YES"], 32, answer_type="exact")["accuracy"] == 0.5
     assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="exact")["accuracy"] == 0.0
     assert evaluate.score(texts, [1, 1], ["72", "yes"], 32, answer_type="math")["accuracy"] == 0.5
+
+
+def test_score_leaves_out_the_answer_numbers_when_no_reward_reads_the_format():
+    texts = ["\\boxed{72}", "<answer>72</answer>"]
+    m = evaluate.score(texts, [4, 32], ["72", "72"], 32, answer_format=False)
+    assert m == {"clipped_rate": 0.5, "mean_length": 18.0}
+
+
+@pytest.mark.parametrize(("scores", "weights", "want"), [
+    # TRL's `reward`: the weighted sum per completion, a skipped (NaN) score counting 0, then the mean
+    ({"a": [1.0, 0.0], "b": [0.5, 0.5]}, {"a": 2.0, "b": 1.0}, {"reward": 1.5, "rewards": {"a": 0.5, "b": 0.5}}),
+    ({"a": [1.0, math.nan]}, {"a": 1.0}, {"reward": 0.5, "rewards": {"a": 1.0}}),
+    ({"a": [math.nan, math.nan], "b": [0.0, 1.0]}, {"a": 1.0, "b": {"weight": 0.5}},
+     {"reward": 0.25, "rewards": {"a": None, "b": 0.5}}),
+    ({"a": [1.0, 1.0]}, {"a": 0.0}, {"reward": 0.0, "rewards": {"a": 1.0}}),  # weight 0: logged only
+])
+def test_reward_means_weigh_as_trl_and_skip_what_was_not_scored(scores, weights, want):
+    assert evaluate.reward_means(scores, weights) == want
 
 
 def test_eval_rows_from_a_data_file_capped_by_max_samples(tmp_path):
@@ -150,8 +169,11 @@ def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_p
     summary = out["evaluate_base"]
     assert summary["n"] == 3 and summary["max_new_tokens"] == 12 and summary["device"] == "cpu"
     assert 0 < summary["mean_length"] <= 12 and 0 <= summary["accuracy"] <= 1
+    # every configured reward scored the completions, as the trainer calls it
+    assert set(summary["rewards"]) == set(s.rewards) and isinstance(summary["reward"], float)
     saved = json.loads((tmp_path / "runs" / "ev" / "eval" / "base.json").read_text())
     assert len(saved["samples"]) == 3 and all(smp["completion"] for smp in saved["samples"])
+    assert all(set(smp["rewards"]) == set(s.rewards) and "correct" in smp for smp in saved["samples"])
     # greedy: generating again gives the very same completions
     ctx = open_run(s)
     model, tok = evaluate.load_model(s, ctx, adapter=False)
@@ -159,6 +181,28 @@ def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_p
     again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2,
                               render=evaluate.prompt_renderer(s, ctx))
     assert [g[0] for g in again] == [smp["completion"] for smp in saved["samples"]]
+
+
+@pytest.mark.slow
+def test_a_task_in_another_format_is_scored_by_its_own_rewards_only(tmp_path, tmp_path_factory):
+    """No reward reads `<answer>` (trial: a `\\boxed{}` task's report compared an `<answer>` accuracy of 0 with 0):
+    the evaluation gives the run's rewards and no `<answer>` numbers, and the report shows what was measured."""
+    from grpo_job.artifacts import report
+    from grpo_job.store import LocalStore
+
+    work = tmp_path_factory.getbasetemp() / "grpo-work"
+    s = load_settings(SMOKE, [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={work}", "--run_id=own",
+                              "--evaluation.max_samples=3", "--evaluation.max_new_tokens=12",
+                              '--rewards={"tests.reward_fixtures:length_reward": 1.0, "tests.reward_fixtures:weighted_length": 0.0}'])
+    summary = pipeline.run(s, [st for st in all_stages() if st.name in ("prepare_data", "evaluate_base")])["evaluate_base"]
+    assert not {"accuracy", "format_rate", "partial_format", "answer_tag_rate"} & set(summary)
+    mean = summary["rewards"]["tests.reward_fixtures:length_reward"]
+    assert 0 < mean <= 1 and summary["reward"] == pytest.approx(mean, abs=1e-4)  # weighted_length weighs 0
+    saved = json.loads((tmp_path / "runs" / "own" / "eval" / "base.json").read_text())
+    assert all("correct" not in smp and len(smp["rewards"]) == 2 for smp in saved["samples"])
+    md = report.report_markdown(LocalStore(tmp_path / "runs" / "own"))
+    assert f"| reward tests.reward_fixtures:length_reward | {mean:.3f} | – | – |" in md
+    assert "| reward (weighted total) |" in md and "| accuracy |" not in md and "<answer>` block" not in md
 
 
 def test_merge_adapter_writes_base_plus_the_lora_update(tmp_path):

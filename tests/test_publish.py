@@ -154,7 +154,7 @@ def test_push_mirrors_the_run_stale_files_go_in_the_same_commit(tmp_path_factory
     # evaluation summaries as the evaluate stages write them (hand-written here, like the train marker)
     for which, acc in (("base", 0.125), ("trained", 0.5)):
         ctx.store.write_text(f"stages/evaluate_{which}.json", json.dumps(
-            {"which": which, "n": 8, "accuracy": acc, "format_rate": acc, "mean_length": 30.0,
+            {"which": which, "n": 8, "reward": 2 * acc, "accuracy": acc, "format_rate": acc, "mean_length": 30.0,
              "note": "written by test_publish.py"}))
     old = {"model-00001-of-00002.safetensors": b"old shard 1", "model-00002-of-00002.safetensors": b"old shard 2",
            "model.safetensors.index.json": b'{"weight_map": {}}', "grpo-smollm2-test-Q5_K_M.gguf": b"GGUF old",
@@ -183,8 +183,16 @@ def test_push_mirrors_the_run_stale_files_go_in_the_same_commit(tmp_path_factory
     marker = json.loads(ctx.store.read_text("stages/publish.json"))
     assert sorted(marker["deleted"]) == sorted(k for k in old if not k.startswith("images/"))
     results = {e.metric_type: e.metric_value for e in card.data.eval_results}
-    assert results["accuracy"] == 0.5 and card.data.model_name == "grpo-smollm2-test"
-    assert "| accuracy | 0.125 | 0.5 |" in card.text
+    assert results["accuracy"] == 0.5 and results["reward"] == 1.0 and card.data.model_name == "grpo-smollm2-test"
+    assert "| accuracy | 0.125 | 0.5 |" in card.text and "| reward (weighted total) | 0.25 | 1.0 |" in card.text
+
+
+def test_the_card_shows_only_the_evaluation_numbers_measured():
+    """A task in another format has no `<answer>` numbers: the card shows its reward, not rows of n/a."""
+    lines = publish.evaluation_table({"base": {"n": 4, "reward": 0.0, "mean_length": 9.0},
+                                      "trained": {"n": 4, "reward": 0.5, "mean_length": 7.0}})
+    assert "| reward (weighted total) | 0.0 | 0.5 |" in lines and "| mean length (tokens) | 9.0 | 7.0 |" in lines
+    assert not any("accuracy" in line or "format" in line for line in lines)
 
 
 def test_stale_files_are_what_the_repo_holds_beyond_this_push():

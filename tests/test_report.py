@@ -43,6 +43,30 @@ def test_plots_and_markdown_from_synthetic_metrics(tmp_path):
     assert "![rewards per step](report/rewards.png)" in md and "| max_steps | 40 |" in md
 
 
+@pytest.mark.parametrize(("base", "trained", "want", "absent"), [
+    # the rewards first (their weighted total, then each), then the <answer> numbers where measured
+    ({"n": 4, "reward": 0.5, "rewards": {"code": 0.25}, "accuracy": 0.1, "mean_length": 50.0},
+     {"n": 4, "reward": 1.0, "rewards": {"code": 0.75}, "accuracy": 0.4, "mean_length": 40.0},
+     ["| reward (weighted total) | 0.500 | 1.000 | 0.500 |", "| reward code | 0.250 | 0.750 | 0.500 |",
+      "| accuracy | 0.100 | 0.400 | 0.300 |", "accuracy uses the correctness reward's extraction"], ["| format compliance"]),
+    # a task in another format: no <answer> numbers, no sentence about them
+    ({"n": 4, "reward": 0.0, "rewards": {"json_schema": 0.0}, "mean_length": 50.0},
+     {"n": 4, "reward": 0.5, "rewards": {"json_schema": 0.5}, "mean_length": 40.0},
+     ["| reward json_schema | 0.000 | 0.500 | 0.500 |"], ["| accuracy", "<answer>` block", "| has an <answer>"]),
+    # a reward that scored nothing, and an evaluation written before the rewards were measured
+    ({"n": 4, "accuracy": 0.2, "mean_length": 50.0},
+     {"n": 4, "reward": 0.0, "rewards": {"mine": None}, "accuracy": 0.3, "mean_length": 40.0},
+     ["| reward (weighted total) | – | 0.000 | – |", "| accuracy | 0.200 | 0.300 | 0.100 |"], ["| reward mine"]),
+])
+def test_the_evaluation_table_shows_what_was_measured(tmp_path, base, trained, want, absent):
+    store = LocalStore(tmp_path / "run")
+    store.write_text("eval/base.json", json.dumps(base))
+    store.write_text("eval/trained.json", json.dumps(trained))
+    md = report.report_markdown(store)
+    assert all(line in md for line in want), md
+    assert not any(line in md for line in absent), md
+
+
 def test_step_timer_gives_step_time_tokens_per_second_and_eta(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(report.time, "monotonic", lambda: now[0])

@@ -253,7 +253,9 @@ def final_metrics(ctx: RunContext) -> dict[str, float]:
     return out
 
 
-EVAL_METRICS = {"accuracy": "accuracy", "format_rate": "format rate", "mean_length": "mean length (tokens)"}
+# the evaluation numbers on the card; the <answer> ones only where the run measured them (its rewards read it)
+EVAL_METRICS = {"reward": "reward (weighted total)", "accuracy": "accuracy", "format_rate": "format rate",
+                "mean_length": "mean length (tokens)"}
 
 
 def card_metadata(s: JobSettings, tags: list[str], trained: dict[str, Any] | None) -> Any:
@@ -268,7 +270,7 @@ def card_metadata(s: JobSettings, tags: list[str], trained: dict[str, Any] | Non
         results = [EvalResult(task_type="text-generation", dataset_type=dataset, dataset_name=f"{d.path} (held out)",
                               dataset_split="eval", metric_type=key, metric_name=f"{name}, greedy, {trained['n']} prompts",
                               metric_value=trained[key])
-                   for key, name in EVAL_METRICS.items() if key in trained]
+                   for key, name in EVAL_METRICS.items() if trained.get(key) is not None]
     return ModelCardData(
         model_name=s.hub.repo_id.split("/")[1], library_name="transformers", tags=tags,
         base_model=m.name_or_path if _hub_id(m.name_or_path) else None,
@@ -285,7 +287,8 @@ def evaluation_table(evals: dict[str, dict[str, Any] | None]) -> list[str]:
     lines = ["", "### Evaluation", "", f"Greedy decoding on {n} held-out prompts, before and after training:", "",
              "| metric | base model | trained |", "|---|---|---|"]
     for key, name in EVAL_METRICS.items():
-        lines.append(f"| {name} | {base.get(key, 'n/a')} | {trained.get(key, 'n/a')} |")
+        if base.get(key) is not None or trained.get(key) is not None:
+            lines.append(f"| {name} | {base.get(key, 'n/a')} | {trained.get(key, 'n/a')} |")
     return lines
 
 

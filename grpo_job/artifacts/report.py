@@ -139,6 +139,24 @@ def _f(v: Any, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+# The evaluation numbers after the rewards (eval/<which>.json keys), with their labels
+EVAL_ROWS = (("accuracy", "accuracy"), ("format_rate", "format compliance (whole format)"),
+             ("partial_format", "partial format score (0-1)"), ("answer_tag_rate", "has an <answer> block"),
+             ("clipped_rate", "cut off at max tokens"), ("mean_length", "mean completion length (tokens)"))
+
+
+def evaluation_table_rows(base: dict, trained: dict) -> list[tuple[str, Any, Any, int]]:
+    """(label, base value, trained value, digits) of the evaluation table: the rewards' weighted total, each
+    reward's mean, then EVAL_ROWS; a number neither evaluation measured (the `<answer>` numbers of a task in
+    another format, or an older run's missing rewards) is left out."""
+    names = dict.fromkeys(k for e in (base, trained) for k in e.get("rewards") or {})
+    rows = [("reward (weighted total)", base.get("reward"), trained.get("reward"), 3)]
+    rows += [(f"reward {k}", (base.get("rewards") or {}).get(k), (trained.get("rewards") or {}).get(k), 3)
+             for k in names]
+    rows += [(label, base.get(key), trained.get(key), 1 if key == "mean_length" else 3) for key, label in EVAL_ROWS]
+    return [r for r in rows if r[1] is not None or r[2] is not None]
+
+
 def report_markdown(store: RunStore, image_prefix: str = "") -> str:
     """The report as markdown, from what the run store holds (settings, evaluations, metrics).
     `image_prefix` is put before the plot file names (e.g. `report/` in a model card)."""
@@ -153,14 +171,12 @@ def report_markdown(store: RunStore, image_prefix: str = "") -> str:
     if base or trained:
         src = s.get("evaluation", {}).get("data_path") or "the held-out split"
         n = (trained or base or {}).get("n")
-        lines += [f"Greedy decoding on {n} examples of {src}; accuracy uses the correctness reward's extraction "
-                  "(every `<answer>` block equal to the reference, by the job's answer checker).", "",
+        both = (base or {}, trained or {})
+        how = ("; accuracy uses the correctness reward's extraction (every `<answer>` block equal to the reference, "
+               "by the job's answer checker)" if any("accuracy" in e for e in both) else "")
+        lines += [f"Greedy decoding on {n} examples of {src}, scored by the run's rewards{how}.", "",
                   "| metric | base | trained | change |", "|---|---|---|---|"]
-        for key, label in (("accuracy", "accuracy"), ("format_rate", "format compliance (whole format)"),
-                           ("partial_format", "partial format score (0-1)"), ("answer_tag_rate", "has an <answer> block"),
-                           ("clipped_rate", "cut off at max tokens"), ("mean_length", "mean completion length (tokens)")):
-            b, t = (base or {}).get(key), (trained or {}).get(key)
-            d = 1 if key == "mean_length" else 3
+        for label, b, t, d in evaluation_table_rows(*both):
             change = _f(t - b, d) if isinstance(b, (int, float)) and isinstance(t, (int, float)) else "–"
             lines.append(f"| {label} | {_f(b, d)} | {_f(t, d)} | {change} |")
     else:
