@@ -25,7 +25,7 @@ from typing import Any
 
 from grpo_job import distributed, machine, resume, stopping
 from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
-from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly
+from grpo_job.errors import OutOfMemoryLater, SettingsError, StoppedEarly, TrainingUnhealthy
 from grpo_job.preflight import restart_plan
 from grpo_job.settings import JobSettings
 from grpo_job.stages import Stage, stages
@@ -119,6 +119,10 @@ def _run_stages(ctx: RunContext, only: list[Stage] | None, restart: Callable[[],
         t0 = time.monotonic()
         try:
             summary = dict(stage.run(ctx) or {})
+        except TrainingUnhealthy as e:
+            if launch.is_main and settings.report.enabled:
+                _report_stop(ctx, f"The run stopped in stage {stage.name} with exit 3: {e}")
+            raise
         except Exception as e:
             raise _classify_oom(e, ctx) from e
         summary["seconds"] = round(time.monotonic() - t0, 1)
@@ -133,6 +137,18 @@ def _run_stages(ctx: RunContext, only: list[Stage] | None, restart: Callable[[],
                      extra={"stage": stage.name})
             restart()
     return results
+
+
+def _report_stop(ctx: RunContext, ended: str) -> None:
+    """report.md for a run a health guard stopped, saying so: its reward curves are what show why. No marker:
+    the report stage still runs if the run goes on. A report that cannot be written is logged, never raised:
+    the guard's exit 3 is the run's outcome."""
+    from grpo_job.artifacts import report
+
+    try:
+        report.run(ctx, ended=ended)
+    except Exception as e:  # the stop is reported by the caller's raise
+        log.warning("report of the stopped run not written: %s: %s", type(e).__name__, e)
 
 
 def _classify_oom(e: Exception, ctx: RunContext) -> Exception:

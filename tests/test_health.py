@@ -356,6 +356,11 @@ def test_zero_variance_guard_stops_a_cpu_run_with_code_3(tmp_path, work_dir):
     assert not (run / "stages" / "train.json").exists()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 2
+    # the report says why it stopped and shows the curves that led there (no report marker: a later run writes it)
+    md = (run / "report" / "report.md").read_text()
+    assert "**The run stopped in stage train with exit 3: training stopped by a health guard at step 2" in md
+    assert "constant_reward" in md and (run / "report" / "rewards.png").is_file()
+    assert not (run / "stages" / "report.json").exists()
 
 
 @pytest.mark.parametrize("name", ["think_format_reward", "accuracy_reward"])

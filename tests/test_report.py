@@ -40,6 +40,7 @@ def test_plots_and_markdown_from_synthetic_metrics(tmp_path):
     assert "| mean completion length (tokens) | 120.0 | 90.0 | -30.0 |" in md
     # reward change over training: means of the first and last 10 logged steps
     assert "| reward | 0.5500 | 3.5500 |" in md
+    assert "The run stopped" not in md  # said only of a run a guard stopped (test_health.py)
     assert "![rewards per step](report/rewards.png)" in md and "| max_steps | 40 |" in md
 
 
@@ -104,6 +105,8 @@ def test_cpu_run_writes_report_with_plots_and_before_after(cpu_run):
         assert store.read_bytes(f"report/{name}").startswith(PNG)
     md = store.read_text("report/report.md")
     assert "## Evaluation before and after training" in md and "| accuracy |" in md
+    train = json.loads(store.read_text("stages/train.json"))
+    assert f"Training: {train['steps']} optimizer steps in {train['seconds']} s." in md
     base, trained = json.loads(store.read_text("eval/base.json")), json.loads(store.read_text("eval/trained.json"))
     assert base["n"] == trained["n"] == 2
     assert f"| mean completion length (tokens) | {base['mean_length']:.1f} | {trained['mean_length']:.1f} |" in md

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpo_job import rewards
-from grpo_job.context import StoreKeys
+from grpo_job.context import StoreKeys, marker_key
 
 if TYPE_CHECKING:
     from grpo_job.context import RunContext
@@ -157,15 +157,22 @@ def evaluation_table_rows(base: dict, trained: dict) -> list[tuple[str, Any, Any
     return [r for r in rows if r[1] is not None or r[2] is not None]
 
 
-def report_markdown(store: RunStore, image_prefix: str = "") -> str:
+def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None = None) -> str:
     """The report as markdown, from what the run store holds (settings, evaluations, metrics).
-    `image_prefix` is put before the plot file names (e.g. `report/` in a model card)."""
+    `image_prefix` is put before the plot file names (e.g. `report/` in a model card); `ended`: how a run
+    that stopped before its report stage ended (a health guard's message)."""
     saved = _json(store, StoreKeys.SETTINGS) or {}
     s = saved.get("settings", {})
     base, trained = _json(store, StoreKeys.evaluation("base")), _json(store, StoreKeys.evaluation("trained"))
     records = step_records(store)
     lines = ["# GRPO run report", ""]
     lines += [f"Run `{store.uri.rstrip('/').rsplit('/', 1)[-1]}`, settings fingerprint `{saved.get('fingerprint', '?')}`.", ""]
+    if ended:
+        lines += [f"**{ended}**", ""]
+    train = _json(store, marker_key("train"))
+    if train:
+        resumed = f", resumed from checkpoint-{train['resumed_from']}" if train.get("resumed_from") else ""
+        lines += [f"Training: {train.get('steps')} optimizer steps in {train.get('seconds')} s{resumed}.", ""]
 
     lines += ["## Evaluation before and after training", ""]
     if base or trained:
@@ -216,13 +223,13 @@ def report_markdown(store: RunStore, image_prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
-    """Stage body: plots and report.md into `report/` in the run store."""
+def run(ctx: RunContext, ended: str | None = None) -> dict[str, Any]:
+    """Stage body: plots and report.md into `report/` in the run store (`ended`: see report_markdown)."""
     records = step_records(ctx.store)
     out = ctx.work_dir / "report"
     written = plot(records, out) if records else []
     (out / "report.md").parent.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(report_markdown(ctx.store))
+    (out / "report.md").write_text(report_markdown(ctx.store, ended=ended))
     keys = ctx.store.put_dir(out, ctx.keys.REPORT)
     log.info("report written to %s/report/ (%s)", ctx.store.uri, ", ".join(p.name for p in [*written, out / "report.md"]))
     return {"files": keys, "steps": len(records)}
