@@ -1,5 +1,5 @@
 """The evaluate stages: greedy answers of the base model (before training) and of base + adapter
-(after) on held-out prompts, scored by the correctness reward itself.
+(after) on held-out prompts, scored by the run's own rewards.
 
 Measured per stage: every configured reward's mean on the completions, called as TRL calls it (the rows'
 columns as keyword arguments), and their weighted total per completion (`reward`, TRL's sum); the share
@@ -345,12 +345,13 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
                "reward": _rounded(by_reward["reward"]),
                "rewards": {k: _rounded(v) for k, v in by_reward["rewards"].items()}}
     ctx.store.write_text(ctx.keys.evaluation(which), json.dumps({**summary, "samples": samples}, indent=1))
-    numbers = [f"{label} {metrics[k]:.3f}" for k, label in (("accuracy", "accuracy"), ("format_rate", "format"),
-                                                            ("partial_format", "partial format")) if k in metrics]
-    rewards_text = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in by_reward["rewards"].items())
-    log.info("evaluate %s on %d examples: %sreward %s (%s), mean length %.1f tokens", which, len(rows),
-             "".join(f"{x}, " for x in numbers), "-" if by_reward["reward"] is None else f"{by_reward['reward']:.3f}",
-             rewards_text, metrics["mean_length"], extra={"evaluation": summary})
+    shown = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    said = [f"{label} {metrics[k]:.3f}" for k, label in (("accuracy", "accuracy"), ("format_rate", "format"),
+                                                          ("partial_format", "partial format")) if k in metrics]
+    said.append(f"reward {shown(by_reward['reward'])} (" + ", ".join(f"{k} {shown(v)}" for k, v in
+                                                                     by_reward["rewards"].items()) + ")")
+    log.info("evaluate %s on %d examples: %s, mean length %.1f tokens", which, len(rows), ", ".join(said),
+             metrics["mean_length"], extra={"evaluation": summary})
     return summary
 
 

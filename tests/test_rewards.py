@@ -183,6 +183,27 @@ def test_callable_objects_are_named_as_trl_names_them():
     assert not rewards.is_async(rewards.build("correctness"))
 
 
+def test_rewards_trl_would_log_under_one_name_keep_their_settings_names(monkeypatch, tmp_path):
+    """Two modules' `length_reward` (trial: `a:has_final_line` and `b:has_final_line`) were one TRL metric,
+    `rewards/length_reward/mean`, and one curve in the report; the rest keep TRL's names."""
+    import asyncio
+    import inspect
+
+    (tmp_path / "mine.py").write_text(
+        "def length_reward(completions, scale=1.0, **kwargs):\n    return [scale * len(c) for c in completions]\n"
+        "async def async_tag_reward(completions, **kwargs):\n    return [2.0 for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    s = _settings('{"tests.reward_fixtures:length_reward": 1.0, "mine:length_reward": {"weight": 0.5, "scale": 2}, '
+                  '"tests.reward_fixtures:async_tag_reward": 1.0, "mine:async_tag_reward": 1.0, "correctness": 1.0}')
+    built = rewards.build_all(s.rewards, s.data.answer_type)
+    assert rewards.log_names(built) == {name: name for name in built if name != "correctness"} | {
+        "correctness": "correctness_reward"}
+    assert built["mine:length_reward"](["ab", "c"]) == [4.0, 2.0]  # its bound arguments kept
+    assert inspect.signature(built["mine:length_reward"]).parameters["scale"].default == 2  # the reward's own, bound
+    assert rewards.is_async(built["mine:async_tag_reward"]) and asyncio.run(built["mine:async_tag_reward"](["x"])) == [2.0]
+    assert built["correctness"] is not None and rewards.callable_name(built["correctness"]) == "correctness_reward"
+
+
 def _settings(rewards_json, *more):
     from grpo_job.settings import load_settings
 

@@ -45,7 +45,7 @@ from grpo_job.rewards.structured import json_schema_reward
 __all__ = [
     "ALIASES", "REGISTRY", "TRL_REWARDS", "RewardFunc", "build", "build_all", "callable_name", "code_reward",
     "completion_text", "correctness_reward", "extract_answer", "format_reward", "integer_answer_reward", "is_async",
-    "is_factory", "json_schema_reward", "partial_format_reward", "resolve", "weight",
+    "is_factory", "json_schema_reward", "named", "partial_format_reward", "resolve", "weight",
 ]
 
 REGISTRY: dict[str, RewardFunc] = {
@@ -242,5 +242,25 @@ def weight(entry: Any) -> float:
 
 
 def build_all(entries: Mapping[str, Any], answer_type: answers.AnswerType = "auto") -> dict[str, RewardFunc]:
-    """Every `rewards` setting entry built (see `build`), by its name in the settings, in order."""
-    return {name: build(name, getattr(entry, "kwargs", None), answer_type) for name, entry in entries.items()}
+    """Every `rewards` setting entry built (see `build`), by its name in the settings, in order. Rewards that
+    TRL would log under one name (functions named alike in two modules: `a:score`, `b:score`) are renamed to
+    their settings names (`named`): TRL keys its metrics by name, so their curves, and the health guards
+    reading them, would have been one (trial). Imports TRL (and torch)."""
+    built = {name: build(name, getattr(entry, "kwargs", None), answer_type) for name, entry in entries.items()}
+    logged = log_names(built)
+    clashing = {n for n in logged.values() if list(logged.values()).count(n) > 1}
+    return {name: named(func, name) if logged[name] in clashing else func for name, func in built.items()}
+
+
+def named(func: RewardFunc, name: str) -> RewardFunc:
+    """`func` as a function called `name` (what TRL logs a function reward under); async stays async, and
+    `inspect.signature` still reads `func`'s parameters (`__wrapped__`)."""
+    if is_async(func):
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **kwargs)
+    else:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+    functools.update_wrapper(call, func)  # __wrapped__: inspect.signature gives the reward's own (as limits.limited)
+    call.__name__ = call.__qualname__ = name
+    return call
