@@ -41,6 +41,9 @@ def test_plots_and_markdown_from_synthetic_metrics(tmp_path):
     # reward change over training: means of the first and last 10 logged steps
     assert "| reward | 0.5500 | 3.5500 |" in md
     assert "The run stopped" not in md  # said only of a run a guard stopped (test_health.py)
+    # TRL's metric names get the settings' names beside them, as the evaluation table uses those
+    named = report.report_markdown(store, settings_names={"format_reward": "format"})
+    assert "| rewards/format_reward/mean (format) | " in named and "| rewards/correctness_reward/mean | " in named
     assert "![rewards per step](report/rewards.png)" in md and "| max_steps | 40 |" in md
 
 

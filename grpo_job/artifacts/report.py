@@ -157,10 +157,13 @@ def evaluation_table_rows(base: dict, trained: dict) -> list[tuple[str, Any, Any
     return [r for r in rows if r[1] is not None or r[2] is not None]
 
 
-def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None = None) -> str:
+def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None = None,
+                    settings_names: dict[str, str] | None = None) -> str:
     """The report as markdown, from what the run store holds (settings, evaluations, metrics).
     `image_prefix` is put before the plot file names (e.g. `report/` in a model card); `ended`: how a run
-    that stopped before its report stage ended (a health guard's message)."""
+    that stopped before its report stage ended (a health guard's message); `settings_names`: the name TRL
+    logs a reward under -> its name in `rewards`, where they differ (`correctness_reward` -> `correctness`),
+    added to the training table's metric names."""
     saved = _json(store, StoreKeys.SETTINGS) or {}
     s = saved.get("settings", {})
     base, trained = _json(store, StoreKeys.evaluation("base")), _json(store, StoreKeys.evaluation("trained"))
@@ -201,7 +204,9 @@ def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None =
         lines += [f"Rewards logged at {len(records)} steps (one per generation; the last at step {records[-1]['step']}). "
                   f"Means over the first and the last {window} of them:", "",
                   f"| metric | first {window} | last {window} |", "|---|---|---|"]
-        lines += [f"| {k} | {_f(first[k], 4)} | {_f(last[k], 4)} |" for k in keys]
+        named = {k: f"{k} ({settings_names[k.split('/')[1]]})" for k in keys
+                 if k.startswith("rewards/") and k.split("/")[1] in (settings_names or {})}
+        lines += [f"| {named.get(k, k)} | {_f(first[k], 4)} | {_f(last[k], 4)} |" for k in keys]
         lines += ["", f"![rewards per step]({image_prefix}{PLOTS[0]})", "",
                   f"![completion length per step]({image_prefix}{PLOTS[1]})", ""]
     else:
@@ -229,7 +234,8 @@ def run(ctx: RunContext, ended: str | None = None) -> dict[str, Any]:
     out = ctx.work_dir / "report"
     written = plot(records, out) if records else []
     (out / "report.md").parent.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(report_markdown(ctx.store, ended=ended))
+    settings_names = {logged: name for name, logged in ctx.reward_log_names.items() if logged != name}
+    (out / "report.md").write_text(report_markdown(ctx.store, ended=ended, settings_names=settings_names))
     keys = ctx.store.put_dir(out, ctx.keys.REPORT)
     log.info("report written to %s/report/ (%s)", ctx.store.uri, ", ".join(p.name for p in [*written, out / "report.md"]))
     return {"files": keys, "steps": len(records)}
