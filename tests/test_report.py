@@ -114,6 +114,8 @@ def test_cpu_run_writes_report_with_plots_and_before_after(cpu_run):
     assert base["n"] == trained["n"] == 2
     assert f"| mean completion length (tokens) | {base['mean_length']:.1f} | {trained['mean_length']:.1f} |" in md
     assert "length_reward" in md and "![rewards per step](rewards.png)" in md
+    assert "| rewards/partial_format_reward/mean (partial_format) |" in md  # the settings' name beside TRL's
+    assert "| reward partial_format |" in md  # the evaluation table's row of the same reward
     # the model card gets the same markdown with its own image paths
     assert "![rewards per step](report/rewards.png)" in report.report_markdown(store, image_prefix="report/")
 
