@@ -262,6 +262,10 @@ def test_settings_entry_errors_are_early_and_name_the_fix(entry, message):
         ('{"correctness": {"weight": 2, "answer_type": ["exact"]}}',
          "set rewards.correctness.answer_type to auto, math or exact"),
         ('{"tests.reward_fixtures:weighted_length": {"scale": "big"}}', "scale='big' does not fit its type float"),
+        # YAML's `yes` (trial): a boolean is no number, annotated or by the default's kind
+        ('{"soft_overlong": {"max_completion_len": true, "soft_punish_cache": 16}}',
+         "max_completion_len=True does not fit its type int"),
+        ('{"tests.reward_fixtures:weighted_length": {"scale": true}}', "scale=True does not fit its type float"),
     ],
 )
 def test_reward_arguments_are_checked_where_the_job_runs(entry, message):

@@ -152,8 +152,9 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
 
 def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` checked against the parameters' annotations and converted by pydantic (lax: `"512"` ->
-    512, as an environment variable gives it). A parameter without an annotation but with a number or
-    bool default converts a string value to that kind; any other value passes as it is.
+    512, as an environment variable gives it; a boolean is never a number). A parameter without an
+    annotation but with a number or bool default converts a string value to that kind, and refuses a
+    boolean for a number; any other value passes as it is.
     Raises TypeError naming the reward and, for every argument that does not fit, the type it takes and
     the value given."""
     target = func if inspect.isroutine(func) or isinstance(func, type) else type(func).__call__
@@ -166,7 +167,7 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key, value in kwargs.items():
         wanted = hints.get(key)
         default = params[key].default if key in params else inspect.Parameter.empty
-        if wanted is None and isinstance(value, str) and isinstance(default, (bool, int, float)):
+        if wanted is None and isinstance(value, (str, bool)) and isinstance(default, (bool, int, float)):
             wanted = {bool: bool, int: int | float, float: float}[type(default)]
         if wanted is None:
             continue
@@ -175,7 +176,8 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         except pydantic.PydanticUserError:  # a type pydantic cannot check (an arbitrary class): pass it on
             continue
         try:
-            out[key] = adapter.validate_python(value)
+            # a boolean is no number (YAML's `yes` passed as 1.0 for a float; weights refuse it too): strict for bools
+            out[key] = adapter.validate_python(value, strict=True if isinstance(value, bool) else None)
         except pydantic.ValidationError as e:
             base = typing.get_args(wanted)[0] if typing.get_origin(wanted) is typing.Annotated else wanted
             kind = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
