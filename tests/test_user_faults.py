@@ -413,6 +413,19 @@ def test_a_set_prompt_column_is_never_replaced():
         data.map_rows([{"prompt": "p", "answer": "#### 1"}], ds, "f")
 
 
+@pytest.mark.parametrize(("columns", "row", "hint"), [
+    # trial: a header's capital letter or a plural, set by hand
+    ({"answer_column": "Expected"}, {"question": "q", "expected": "1"}, "did you mean 'expected' for 'Expected'?"),
+    ({"prompt_column": "querys", "answer_column": "units"}, {"query": "q", "unit": "m"},
+     "did you mean 'query' for 'querys', 'unit' for 'units'?"),
+    ({"answer_column": "solution"}, {"question": "q", "label": "1"}, None),  # nothing close: no guess
+])
+def test_a_missing_column_names_the_close_one(columns, row, hint):
+    with pytest.raises(SettingsError) as e:
+        data.map_rows([row], DataSettings(task="plain", **columns), "f")
+    assert "lacks column(s)" in str(e.value) and (hint in str(e.value) if hint else "did you mean" not in str(e.value))
+
+
 # ---------------------------------------------------------------- 12: the answer checker
 @pytest.mark.parametrize("prediction, reference, answer_type, ok", [
     # a worked line inside a sentence

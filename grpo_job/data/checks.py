@@ -5,6 +5,7 @@ SettingsError (exit 2) saying what to set."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -32,6 +33,18 @@ def trl_columns_note(settings: DataSettings, found: Iterable[str]) -> str | None
     return "; ".join(taken) or None
 
 
+def _close_columns(missing: list[str], found: list[str]) -> str:
+    """`; did you mean 'expected' for 'Expected'?` for each missing column with a close one in the data
+    (by case first: a column typed as its header shows, or as the docs spell it)."""
+    lower = {c.lower(): c for c in found}
+    hints = []
+    for m in missing:
+        close = difflib.get_close_matches(m.lower(), list(lower), n=1, cutoff=0.75)
+        if close:
+            hints.append(f"{lower[close[0]]!r} for {m!r}")
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
+
+
 def _suggestion(found: list[str]) -> str:
     for task, t in TASKS.items():
         if t.prompt_column in found and t.answer_column in found:
@@ -50,7 +63,7 @@ def check_columns(columns: Iterable[str], settings: DataSettings, where: str) ->
             f"dataset {where} lacks column(s) {missing}; it has {found}. Task {settings.task!r} reads the prompt from "
             f"{prompt_col!r} and the reference answer from {answer_col!r}: set GRPO_DATA__PROMPT_COLUMN and "
             f"GRPO_DATA__ANSWER_COLUMN to the columns that hold them (and GRPO_DATA__TASK: gsm8k, math or plain, for "
-            f"how the answer is read){_suggestion(found)}"
+            f"how the answer is read){_close_columns(missing, found)}{_suggestion(found)}"
         )
     clash = [c for c in found if c in TRL_REWARD_ARGS]
     if clash:
