@@ -164,6 +164,21 @@ def test_preflight_advice_names_the_setting_to_change():
     assert "MAX_COMPLETION_LENGTH" not in short and "add a partial-credit reward (partial_format)" in short
 
 
+def test_advice_for_a_task_in_another_format_never_asks_for_partial_format():
+    """partial_format needs prompts asking for <answer>, which `check` then demands (trial: a code task was told to
+    add it, and `check` refused the result); a user reward giving one score to all is named."""
+    s = load_settings(None, ['--rewards={"code": 1.0, "tests.reward_fixtures:length_reward": 0.5}',
+                             "--data.path=builtin:coding", "--data.task=plain"])
+    said = health.advice(s, {"code": {"scored": 1.0, "mean": 0.0, "std": 0.0, "varies": False},
+                             "tests.reward_fixtures:length_reward": {"scored": 1.0, "mean": 0.5, "std": 0.0,
+                                                                    "varies": False}}, clipped=0.0)
+    assert "partial_format" not in said and "a reward of your own that gives partial credit" in said
+    assert "tests.reward_fixtures:length_reward (0.5) gave every completion the same score" in said
+    stop = health.Guards(s, {"code": "code_reward"}).partial
+    assert stop is not None and "partial_format" not in stop
+    assert health.Guards(load_settings(SMOKE), {}).partial is None  # partial_format is configured there
+
+
 @pytest.mark.parametrize("overrides, says", [
     (["--train.max_steps=100", "--health.zero_std_steps=20"], "will stop the run (exit 3) after 20 such steps"),
     (["--train.max_steps=3", "--health.zero_std_steps=20"], "its 3 steps end before the zero-variance guard"),

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from grpo_job import data
+from grpo_job import chat, data
 from grpo_job import rewards as R
 from grpo_job.errors import TrainingUnhealthy
 from grpo_job.rewards import calls
@@ -54,6 +54,16 @@ def reward_report(scores: dict[str, list[float]]) -> dict[str, dict[str, float |
     return out
 
 
+def partial_credit(s: JobSettings) -> str | None:
+    """The partial-credit reward to add when groups get no variance, None when one is there: `partial_format`
+    for a task in the `<answer>` format; a task in another format needs one of its own (partial_format would
+    need prompts that ask for `<answer>`, which `check` then asks for; trial)."""
+    if not chat.answer_format_readers(s):
+        return ("a reward of your own that gives partial credit in your task's format (for a well-formed answer, "
+                "per test passed, per field right)")
+    return None if "partial_format" in s.rewards else "a partial-credit reward (partial_format)"
+
+
 def advice(s: JobSettings, report: dict[str, dict[str, float | bool | None]], clipped: float) -> str:
     """What to change when no reward varies over the sampled completions (`clipped`: share of them cut
     off at `train.max_completion_length`)."""
@@ -63,8 +73,14 @@ def advice(s: JobSettings, report: dict[str, dict[str, float | bool | None]], cl
                     f"{s.train.max_completion_length} tokens before they finished, so no answer is seen: raise "
                     "GRPO_TRAIN__MAX_COMPLETION_LENGTH (and GRPO_MODEL__MAX_SEQ_LENGTH with it), or ask for a shorter "
                     "answer in GRPO_DATA__SYSTEM_PROMPT")
-    if "partial_format" not in s.rewards:
-        tips.append("add a partial-credit reward (partial_format) to GRPO_REWARDS")
+    if tip := partial_credit(s):
+        tips.append(f"add {tip} to GRPO_REWARDS")
+    # a user's reward that gives every completion one nonzero score does not read the completion (trial)
+    same = [f"{name} ({r['mean']:g})" for name, r in report.items()
+            if ":" in chat.reward_name(name, s.rewards.get(name)) and r["scored"] and not r["varies"] and r["mean"]]
+    if same:
+        tips.append(f"{', '.join(same)} gave every completion the same score: a reward must tell completions apart "
+                    "(check that it reads `completions`)")
     skipped = [name for name, r in report.items() if r["scored"] == 0]
     if skipped:
         tips.append(f"{skipped} returned None for every completion (nothing scored): check the dataset columns they read")
@@ -165,6 +181,7 @@ class Guards:
     def __init__(self, s: JobSettings, log_names: Mapping[str, str]):
         """`log_names`: settings name -> the name TRL logs the reward under (`RunContext.reward_log_names`)."""
         self.h = s.health
+        self.partial = partial_credit(s)
         # weight-0 rewards are logged only (not trained on): one that stays 0 is no reason to stop
         trained = set(weighted(s.rewards))
         self.watched = {func: r for r, func in log_names.items()
@@ -192,8 +209,8 @@ class Guards:
             self.zero_std_run = self.zero_std_run + span if logs["frac_reward_zero_std"] >= 1.0 - 1e-9 else 0
             if h.zero_std_steps and self.zero_std_run >= h.zero_std_steps:
                 return (f"every group had zero reward variance for {self.zero_std_run} steps in a row (up to "
-                        f"step {step}, frac_reward_zero_std=1): all advantages are 0, so nothing is learned. Add a "
-                        "partial-credit reward (partial_format), raise GRPO_TRAIN__TEMPERATURE or "
+                        f"step {step}, frac_reward_zero_std=1): all advantages are 0, so nothing is learned. Add "
+                        f"{self.partial or 'a partial-credit reward'} to GRPO_REWARDS, raise GRPO_TRAIN__TEMPERATURE or "
                         "GRPO_TRAIN__NUM_GENERATIONS, check the system prompt asks for the rewarded format; or set "
                         "GRPO_HEALTH__ZERO_STD_STEPS=0 to disable this guard")
         for func, name in self.watched.items():
