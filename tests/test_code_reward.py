@@ -244,6 +244,24 @@ def test_every_row_s_tests_and_schema_are_read_before_any_model_loads(tmp_path):
     assert len(train) + len(heldout) == 6
 
 
+@pytest.mark.parametrize(("key", "rewards_json", "message", "hint"), [
+    # trial: a misspelt column argument blamed the data's rows (GRPO_DATA__PATH), not the setting
+    ("unit_tests", '{"code": {"weight": 1.0, "tests_column": "unit_test"}}',
+     "reward 'code' reads column 'unit_test' (tests_column), which no row of", "did you mean 'unit_tests'"),
+    ("unit_tests", '{"code": 1.0}', "reads column 'tests' (tests_column)", None),  # the default, by the signature
+    ("schema", '{"json_schema": {"weight": 1.0, "schema_column": "shema"}}',
+     "reward 'json_schema' reads column 'shema' (schema_column), which no row of", "did you mean 'schema'"),
+])
+def test_a_column_argument_no_row_has_is_a_setting_to_fix(tmp_path, key, rewards_json, message, hint):
+    row = {"prompt": "Write f.", "answer": '{"name": "Ava"}',
+           key: "assert f() == 1" if key != "schema" else '{"type": "object"}'}
+    with pytest.raises(SettingsError) as e:
+        _check_data(tmp_path, [row] * 6, rewards_json)
+    text = str(e.value)
+    assert message in text and (hint in text if hint else "did you mean" not in text), text
+    assert "set rewards." in text and "GRPO_DATA__PATH" not in text, text
+
+
 def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path, caplog):
     """The dry call scored the reference solution 0 against its row's tests and said nothing: no model can earn
     that row (new-user trial)."""

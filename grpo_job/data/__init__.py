@@ -20,6 +20,7 @@ from grpo_job.data.checks import (  # noqa: F401
     check_columns,
     check_prompts,
     check_references,
+    close_columns,
     excerpt,
     hold_out_note,
     trl_columns_note,

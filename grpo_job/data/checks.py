@@ -33,7 +33,7 @@ def trl_columns_note(settings: DataSettings, found: Iterable[str]) -> str | None
     return "; ".join(taken) or None
 
 
-def _close_columns(missing: list[str], found: list[str]) -> str:
+def close_columns(missing: list[str], found: list[str]) -> str:
     """`; did you mean 'expected' for 'Expected'?` for each missing column with a close one in the data
     (by case first: a column typed as its header shows, or as the docs spell it)."""
     lower = {c.lower(): c for c in found}
@@ -63,7 +63,7 @@ def check_columns(columns: Iterable[str], settings: DataSettings, where: str) ->
             f"dataset {where} lacks column(s) {missing}; it has {found}. Task {settings.task!r} reads the prompt from "
             f"{prompt_col!r} and the reference answer from {answer_col!r}: set GRPO_DATA__PROMPT_COLUMN and "
             f"GRPO_DATA__ANSWER_COLUMN to the columns that hold them (and GRPO_DATA__TASK: gsm8k, math or plain, for "
-            f"how the answer is read){_close_columns(missing, found)}{_suggestion(found)}"
+            f"how the answer is read){close_columns(missing, found)}{_suggestion(found)}"
         )
     clash = [c for c in found if c in TRL_REWARD_ARGS]
     if clash:

@@ -60,6 +60,8 @@ REGISTRY: dict[str, RewardFunc] = {
 # The job's rewards that read columns of their own, with the check of every row they read: (rows, the entry's
 # arguments) -> [(row index, what is wrong)], run before any model is loaded (calls.check_reward_rows).
 ROW_CHECKS: dict[Any, Any] = {code_reward: code.unreadable_rows, json_schema_reward: structured.unreadable_rows}
+# the argument naming the column each of them reads (its default is the parameter's)
+ROW_COLUMNS: dict[Any, str] = {code_reward: "tests_column", json_schema_reward: "schema_column"}
 
 # TRL's built-in rewards (trl.rewards, trl 1.15), usable by their TRL name; `get_*` are factories.
 TRL_REWARDS = (

@@ -259,13 +259,31 @@ def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str =
         base, arguments = _underlying(func)
         check = R.ROW_CHECKS.get(base)
         bad = check(rows, **arguments) if check is not None else []
-        if bad:
+        if bad and len(bad) == len(rows) and (absent := _absent_column(name, base, arguments, rows, where)):
+            found.append(absent)  # a setting to fix, not the rows (trial: `tests_column: unit_test`)
+        elif bad:
             i, what = bad[0]
             found.append(f"reward {name!r} cannot read {len(bad)} of {len(rows)} rows of {where}: e.g. {what}, in row "
                          f"{data.excerpt(rows[i], ('prompt',))}")
     if found:
         raise SettingsError("; ".join(found) + ". Training would stop at the first batch holding such a row: fix or "
-                            "remove those rows in the data (GRPO_DATA__PATH), or point the reward at the right column")
+                            "remove those rows in the data (GRPO_DATA__PATH), or point the reward at the right column"
+                            if any(" cannot read " in f for f in found) else "; ".join(found))
+
+
+def _absent_column(name: str, func: Any, arguments: dict[str, Any], rows: list[dict], where: str) -> str | None:
+    """What is wrong when the column a reward reads (`rewards.ROW_COLUMNS`) is in no row; else None."""
+    import inspect
+
+    arg = R.ROW_COLUMNS.get(func)
+    if arg is None:
+        return None
+    column = arguments.get(arg, inspect.signature(func).parameters[arg].default)
+    if any(column in r for r in rows):
+        return None
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return (f"reward {name!r} reads column {column!r} ({arg}), which no row of {where} has; it has {columns}"
+            f"{data.close_columns([column], columns)}: set rewards.{name}.{arg} to the column that holds it")
 
 
 def _built_by_name(name: str) -> Any:
