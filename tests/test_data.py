@@ -187,8 +187,13 @@ def test_local_jsonl_mapped_and_held_out(tmp_path):
     (2, 0.05, [], (1, 1), "set data.eval_fraction=0 to train on every row"),  # half of a 2-row file, said out loud
     # 10% for 5% is within rounding, but one row is no accuracy (trial: 28 rows held out 1)
     (10, 0.05, [], (9, 1), "the evaluate stages score 1 held-out row (1 of 10 rows held out (10%) for "
-                           "data.eval_fraction=0.05): one row moves the accuracy by 100 points"),
+                           "data.eval_fraction=0.05): one row moves a share (the accuracy, a 0/1 reward's mean) "
+                           "by 100 points"),
     (200, 0.05, [], (190, 10), None),
+    # capped by evaluation.max_samples (trial: "score 3 rows" with max_samples 2): counted, and the cap named
+    (40, 0.25, ["--evaluation.max_samples=2"], (30, 10), "score 2 held-out rows (10 of 40 rows held out (25%) for "
+                                                          "data.eval_fraction=0.25, evaluation.max_samples=2)"),
+    (40, 0.25, ["--evaluation.max_samples=20"], (30, 10), None),
     (10, 0.01, [], (9, 1), "1 of 10 rows held out (10%)"),
     # one row cannot be split: it already trains; what is missing is something to evaluate
     (1, 0.05, [], (1, 0), "the evaluate stages have nothing to score; set evaluation.data_path"),

@@ -251,9 +251,14 @@ def hold_out_note(data: DataSettings, evaluation: EvaluationSettings, n_train: i
     if n_eval / total > 2 * data.eval_fraction:
         return (f"{held}; set data.eval_fraction=0 to train on every row (and evaluation.data_path to evaluate on "
                 "another file), or give more rows")
-    scored = min(n_eval, data.eval_samples or n_eval)
+    capped = evaluation.max_samples is not None and evaluation.max_samples < min(n_eval, data.eval_samples or n_eval)
+    scored = min(n_eval, data.eval_samples or n_eval, evaluation.max_samples or n_eval)
     if scored >= MIN_EVALUATION_ROWS:
         return None
-    return (f"the evaluate stages score {scored} held-out row{'s' if scored > 1 else ''} ({held}): one row moves the "
-            f"accuracy by {100 / scored:.0f} points, too few to tell the trained model from the base; give more rows, "
-            "raise data.eval_fraction (GRPO_DATA__EVAL_FRACTION), or set evaluation.data_path to a file of rows")
+    more = ("raise evaluation.max_samples (GRPO_EVALUATION__MAX_SAMPLES)" if capped else
+            "give more rows, raise data.eval_fraction (GRPO_DATA__EVAL_FRACTION), or set evaluation.data_path to a file "
+            "of rows")
+    return (f"the evaluate stages score {scored} held-out row{'s' if scored > 1 else ''} ({held}"
+            f"{f', evaluation.max_samples={evaluation.max_samples}' if capped else ''}): one row moves a share (the "
+            f"accuracy, a 0/1 reward's mean) by {100 / scored:.0f} points, too few to tell the trained model from the "
+            f"base; {more}")
