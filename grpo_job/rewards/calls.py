@@ -266,9 +266,10 @@ def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str =
             found.append(f"reward {name!r} cannot read {len(bad)} of {len(rows)} rows of {where}: e.g. {what}, in row "
                          f"{data.excerpt(rows[i], ('prompt',))}")
     if found:
-        raise SettingsError("; ".join(found) + ". Training would stop at the first batch holding such a row: fix or "
-                            "remove those rows in the data (GRPO_DATA__PATH), or point the reward at the right column"
-                            if any(" cannot read " in f for f in found) else "; ".join(found))
+        rows_to_fix = any(" cannot read " in f for f in found)
+        raise SettingsError("; ".join(found) + (". Training would stop at the first batch holding such a row: fix or "
+                                                "remove those rows in the data (GRPO_DATA__PATH), or point the reward "
+                                                "at the right column" if rows_to_fix else ""))
 
 
 def _absent_column(name: str, func: Any, arguments: dict[str, Any], rows: list[dict], where: str) -> str | None:
