@@ -89,10 +89,11 @@ class RunContext:
     @cached_property
     def rewards(self) -> dict[str, Any]:
         """The rewards of `rewards`, built once for the run: settings name -> the function TRL calls
-        (`grpo_job.rewards.build_all`; raises SettingsError for a reward that cannot be built)."""
+        (`grpo_job.rewards.build_all`, clashing TRL names made distinct by `distinct_names`; raises SettingsError
+        for a reward that cannot be built)."""
         from grpo_job import rewards
 
-        return rewards.build_all(self.settings.rewards, self.settings.data.answer_type)
+        return rewards.distinct_names(rewards.build_all(self.settings.rewards, self.settings.data.answer_type))
 
     @cached_property
     def reward_log_names(self) -> dict[str, str]:

@@ -195,7 +195,7 @@ def test_rewards_trl_would_log_under_one_name_keep_their_settings_names(monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     s = _settings('{"tests.reward_fixtures:length_reward": 1.0, "mine:length_reward": {"weight": 0.5, "scale": 2}, '
                   '"tests.reward_fixtures:async_tag_reward": 1.0, "mine:async_tag_reward": 1.0, "correctness": 1.0}')
-    built = rewards.build_all(s.rewards, s.data.answer_type)
+    built = rewards.distinct_names(rewards.build_all(s.rewards, s.data.answer_type))  # RunContext.rewards
     assert rewards.log_names(built) == {name: name for name in built if name != "correctness"} | {
         "correctness": "correctness_reward"}
     assert built["mine:length_reward"](["ab", "c"]) == [4.0, 2.0]  # its bound arguments kept

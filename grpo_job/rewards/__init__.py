@@ -44,7 +44,7 @@ from grpo_job.rewards.structured import json_schema_reward
 
 __all__ = [
     "ALIASES", "REGISTRY", "TRL_REWARDS", "RewardFunc", "build", "build_all", "callable_name", "code_reward",
-    "completion_text", "correctness_reward", "extract_answer", "format_reward", "integer_answer_reward", "is_async",
+    "completion_text", "distinct_names", "correctness_reward", "extract_answer", "format_reward", "integer_answer_reward", "is_async",
     "is_factory", "json_schema_reward", "named", "partial_format_reward", "resolve", "weight",
 ]
 
@@ -246,11 +246,15 @@ def weight(entry: Any) -> float:
 
 
 def build_all(entries: Mapping[str, Any], answer_type: answers.AnswerType = "auto") -> dict[str, RewardFunc]:
-    """Every `rewards` setting entry built (see `build`), by its name in the settings, in order. Rewards that
-    TRL would log under one name (functions named alike in two modules: `a:score`, `b:score`) are renamed to
-    their settings names (`named`): TRL keys its metrics by name, so their curves, and the health guards
-    reading them, would have been one (trial). Imports TRL (and torch)."""
-    built = {name: build(name, getattr(entry, "kwargs", None), answer_type) for name, entry in entries.items()}
+    """Every `rewards` setting entry built (see `build`), by its name in the settings, in order."""
+    return {name: build(name, getattr(entry, "kwargs", None), answer_type) for name, entry in entries.items()}
+
+
+def distinct_names(built: dict[str, RewardFunc]) -> dict[str, RewardFunc]:
+    """`built` (by settings name) with the rewards that TRL would log under one name (functions named alike in
+    two modules: `a:score`, `b:score`) renamed to their settings names (`named`): TRL keys its metrics by name,
+    so their curves, and the health guards reading them, would have been one (trial). The run's rewards
+    (`RunContext.rewards`); imports TRL (and torch), which `check` does not need for building them."""
     logged = log_names(built)
     clashing = {n for n in logged.values() if list(logged.values()).count(n) > 1}
     return {name: named(func, name) if logged[name] in clashing else func for name, func in built.items()}
