@@ -102,11 +102,14 @@ def test_default_recipe_learns(runs):
     train = json.loads((run / "stages/train.json").read_text())
     print(f"accuracy {base['accuracy']:.3f} -> {trained['accuracy']:.3f}; format {base['format_rate']:.3f} -> "
           f"{trained['format_rate']:.3f}; {train['steps']} steps, {train['generation_plan']}; "
-          f"{len(raw)} stderr lines not JSON")
+          f"{len(raw)} stderr lines not JSON; reward {base['reward']} -> {trained['reward']} {trained['rewards']}")
     assert base["device"] == trained["device"] == "cuda (vllm)"
     assert base["n"] == trained["n"] == 1319
     assert train["engine"] == "trl" and train["steps"] == 100
     assert trained["accuracy"] >= base["accuracy"] + 0.15, (base["accuracy"], trained["accuracy"])
+    # the evaluation scores the run's own rewards on its answers, keyed by their settings names
+    assert set(base["rewards"]) == set(trained["rewards"]) == {"format", "correctness"}
+    assert trained["reward"] > base["reward"] + 0.3, (base["reward"], trained["reward"])
 
 
 def test_sigterm_then_resume(runs):
