@@ -4,12 +4,17 @@
 import functools
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_answers import TABLE
 
 from grpo_job import rewards
 from grpo_job.errors import SettingsError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = "<reasoning>\n3 + 4 = 7\n</reasoning>\n<answer>\n7\n</answer>"
 
@@ -181,6 +186,54 @@ def test_callable_objects_are_named_as_trl_names_them():
     assert obj(["a", "b"], difficulty=[1, 3]) == pytest.approx([0.1, 0.3])
     assert rewards.is_async(rewards.build("tests.reward_fixtures:async_tag_reward"))
     assert not rewards.is_async(rewards.build("correctness"))
+
+
+class _AsyncCall:
+    async def __call__(self, completions, **kwargs):
+        return [1.0] * len(completions)
+
+
+def _plain(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+async def _coroutine(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+@pytest.mark.parametrize("form", [
+    _plain, _coroutine, functools.partial(_plain), functools.partial(functools.partial(_coroutine)),
+    _AsyncCall(), functools.partial(_AsyncCall()), rewards.named(_plain, "renamed"), rewards.named(_coroutine, "x"),
+    "correctness", ("soft_overlong", {"max_completion_len": 100, "soft_punish_cache": 20}), "think_format_reward",
+    "tests.reward_fixtures:difficulty_bonus", "tests.reward_fixtures:shortness",
+    "tests.reward_fixtures:async_tag_reward", "tests.reward_fixtures:weighted_length",
+], ids=repr)
+def test_reward_names_and_async_match_trls_own(form):
+    """The job names rewards and tells async ones without importing TRL (a 6-15 s import in the fresh
+    evaluation process); TRL's own functions are the reference, for every form a reward takes."""
+    from trl.trainer.utils import get_callable_name, is_async_callable
+
+    func = rewards.build(form) if isinstance(form, str) else rewards.build(*form) if isinstance(form, tuple) else form
+    assert rewards.callable_name(func) == get_callable_name(func)
+    assert rewards.is_async(func) is is_async_callable(func)
+
+
+def test_scoring_the_runs_rewards_imports_no_trl(tmp_path):
+    """The evaluate stages score the run's rewards (`RunContext.rewards`, under the time limit) in the process the
+    job re-executes after training: naming, renaming, timing and calling them imports no TRL (measured on the H100:
+    evaluate_trained spent 14 s after generation, against 1.7 s for evaluate_base, whose process had TRL already)."""
+    code = (
+        "import sys; from grpo_job import rewards; from grpo_job.rewards import calls; "
+        "built = rewards.distinct_names(rewards.build_all({'format': 0.5, 'correctness': 2.0, "
+        "'tests.reward_fixtures:async_tag_reward': 1.0, 'tests.reward_fixtures:difficulty_bonus': 1.0})); "
+        "rows = [{'prompt': 'What is 2+3?', 'answer': '5', 'difficulty': 1}]; "
+        "print(calls.check_rewards(built, rows, ['<reasoning>x</reasoning><answer>5</answer>'], light=True, "
+        "time_limit=30.0)); print('TRL', 'trl' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert "'correctness': [1.0]" in r.stdout and "TRL False" in r.stdout, r.stdout
 
 
 def test_rewards_trl_would_log_under_one_name_keep_their_settings_names(monkeypatch, tmp_path):

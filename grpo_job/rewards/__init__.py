@@ -40,6 +40,7 @@ from grpo_job.rewards.builtin import (
     partial_format_reward,
 )
 from grpo_job.rewards.code import code_reward
+from grpo_job.rewards.limits import callable_name, is_async
 from grpo_job.rewards.structured import json_schema_reward
 
 __all__ = [
@@ -215,26 +216,9 @@ def _parameters(func: Any) -> Mapping[str, inspect.Parameter] | None:
         return None
 
 
-def callable_name(func: Any) -> str:
-    """The name TRL logs a reward under (`rewards/<name>/mean`): TRL's own `get_callable_name` (a
-    partial -> its function's name; a callable object -> its `__name__` or class name).
-    Imports TRL (and torch): call it where training is about to start."""
-    from trl.trainer.utils import get_callable_name
-
-    return get_callable_name(func)
-
-
 def log_names(built: dict[str, Any]) -> dict[str, str]:
     """Settings name -> the name TRL logs the reward under, for rewards built by `build_all`."""
     return {name: callable_name(func) for name, func in built.items()}
-
-
-def is_async(func: Any) -> bool:
-    """True when calling `func` returns a coroutine: TRL's own `is_async_callable` (async functions,
-    partials of them, objects with an async `__call__`). Imports TRL (and torch)."""
-    from trl.trainer.utils import is_async_callable
-
-    return is_async_callable(func)
 
 
 def weight(entry: Any) -> float:
@@ -254,7 +238,7 @@ def distinct_names(built: dict[str, RewardFunc]) -> dict[str, RewardFunc]:
     """`built` (by settings name) with the rewards that TRL would log under one name (functions named alike in
     two modules: `a:score`, `b:score`) renamed to their settings names (`named`): TRL keys its metrics by name,
     so their curves, and the health guards reading them, would have been one (trial). The run's rewards
-    (`RunContext.rewards`); imports TRL (and torch), which `check` does not need for building them."""
+    (`RunContext.rewards`)."""
     logged = log_names(built)
     clashing = {n for n in logged.values() if list(logged.values()).count(n) > 1}
     return {name: named(func, name) if logged[name] in clashing else func for name, func in built.items()}
