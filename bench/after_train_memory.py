@@ -2,7 +2,7 @@
 fresh process (issue 17). Needs an NVIDIA GPU and `nvidia-smi`.
 
     python bench/after_train_memory.py --config examples/gpu-smollm2.yaml [--section.field=value ...] \
-        [--out bench/results/after_train_memory.json]
+        [--out bench/results/after_train_memory.json] [--modes same,fresh]
 
 Each mode is one whole `entrypoint.py run` (its own run id, in a fresh store under --work) with the
 given settings, evaluation on and merge/export/publish off:
@@ -15,6 +15,8 @@ given settings, evaluation on and merge/export/publish off:
 The device's used memory (`nvidia-smi --query-gpu=memory.used`, every 0.2 s, all processes) is
 sampled from this process; the peak between the job's "stage evaluate_trained: start" and "done" log
 lines is reported, with the peak during `train` for scale. Prints a table and writes JSON.
+`--modes same` or `--modes fresh` runs one half (each whole run of Qwen 0.5B takes about 3 minutes on an H100,
+and a device call at most 10).
 """
 
 from __future__ import annotations
@@ -88,12 +90,18 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "bench/results/after_train_memory.json"))
     p.add_argument("--work", default="/tmp/grpo-after-train-memory")
     p.add_argument("--gpu", type=int, default=0)
+    p.add_argument("--modes", default="same,fresh", help="the modes to run, comma-separated, by first word: same, fresh (default: both)")
     args, overrides = p.parse_known_args()
+    wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {name.split()[0] for name in MODES})
+    if unknown or not wanted:
+        p.error(f"--modes {args.modes!r}: each mode is one of {', '.join(n.split()[0] for n in MODES)}")
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     gpu_name = subprocess.run(["nvidia-smi", f"--id={args.gpu}", "--query-gpu=name,memory.total",
                                "--format=csv,noheader"], capture_output=True, text=True, check=True).stdout.strip()
-    rows = [run_mode(name, argv, overrides, work / name.split()[0], args.gpu) for name, argv in MODES.items()]
+    rows = [run_mode(name, argv, overrides, work / name.split()[0], args.gpu) for name, argv in MODES.items()
+            if name.split()[0] in wanted]
     print(f"GPU {args.gpu}: {gpu_name}")
     print(f"{'mode':15s} {'exit':>4s} {'peak MiB train':>15s} {'peak MiB evaluate_trained':>26s} {'eval s':>7s}")
     for r in rows:
