@@ -60,10 +60,8 @@ def _print_plan(p: dict, settings: JobSettings) -> None:
     print("rewards: " + ", ".join(f"{k} x{rewards.weight(v):g}" for k, v in p["rewards"].items()))
     if p.get("extra"):  # GRPOConfig's other arguments, as the run passes them (second trial: shown nowhere)
         print(f"extra  : {json.dumps(p['extra'], default=str)}")
-    if "code" in p["rewards"]:  # the code reward runs model-written programs: say what confines them
-        from grpo_job import sandbox
-
-        print(f"sandbox: {sandbox.describe()}")
+    if p.get("sandbox"):  # the code reward runs model-written programs: what confines them
+        print(f"sandbox: {p['sandbox']}")
     t = settings.train
     print(
         f"train  : {t.max_steps} steps, lr {t.learning_rate:g} {t.lr_scheduler_type} ({t.optim}), loss {t.loss_type}, "

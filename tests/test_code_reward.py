@@ -282,3 +282,21 @@ def test_a_code_task_without_reference_solutions_needs_no_parsable_answers(tmp_p
     assert len(train) + len(heldout) == 6 and summary["unparsable_answers"] is None
     with pytest.raises(SettingsError, match="correctness reward could never score these rows"):
         _check_data(tmp_path, rows, '{"code": 1.0, "correctness": 1.0}')
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_check_says_what_confines_the_code_reward_in_both_log_formats(fmt, tmp_path):
+    """The plan names the sandbox's isolation whenever the code reward is configured: JSON mode (what `auto` picks
+    in a container, read by a CI step) as well as text (trial: only the text plan had the line)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "entrypoint.py"), "check", "--config", str(root / "examples/code.yaml"),
+                        f"--log_format={fmt}", f"--store.uri={tmp_path / 'runs'}"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300, env=job_env(tmp_path, PYTHONPATH=str(root)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = json.loads(r.stdout)["sandbox"] if fmt == "json" else \
+        next(x for x in r.stdout.splitlines() if x.startswith("sandbox: "))
+    assert line.removeprefix("sandbox: ").startswith("network ") and sandbox.describe() in line
