@@ -201,13 +201,21 @@ async def _coroutine(completions, **kwargs):
     return [0.0] * len(completions)
 
 
-@pytest.mark.parametrize("form", [
-    _plain, _coroutine, functools.partial(_plain), functools.partial(functools.partial(_coroutine)),
-    _AsyncCall(), functools.partial(_AsyncCall()), rewards.named(_plain, "renamed"), rewards.named(_coroutine, "x"),
-    "correctness", ("soft_overlong", {"max_completion_len": 100, "soft_punish_cache": 20}), "think_format_reward",
-    "tests.reward_fixtures:difficulty_bonus", "tests.reward_fixtures:shortness",
-    "tests.reward_fixtures:async_tag_reward", "tests.reward_fixtures:weighted_length",
-], ids=repr)
+REWARD_FORMS = {  # every form a reward takes, by a stable test id (pytest-xdist's workers must agree on them)
+    "function": _plain, "async function": _coroutine, "partial": functools.partial(_plain),
+    "partial of a partial of an async function": functools.partial(functools.partial(_coroutine)),
+    "object with an async __call__": _AsyncCall(), "partial of an async object": functools.partial(_AsyncCall()),
+    "renamed function": rewards.named(_plain, "renamed"), "renamed async function": rewards.named(_coroutine, "x"),
+    "builtin correctness": "correctness",
+    "TRL factory soft_overlong": ("soft_overlong", {"max_completion_len": 100, "soft_punish_cache": 20}),
+    "TRL think_format_reward": "think_format_reward",
+    "user object": "tests.reward_fixtures:difficulty_bonus", "user object without __name__": "tests.reward_fixtures:shortness",
+    "user async function": "tests.reward_fixtures:async_tag_reward",
+    "user function with arguments": "tests.reward_fixtures:weighted_length",
+}
+
+
+@pytest.mark.parametrize("form", list(REWARD_FORMS.values()), ids=list(REWARD_FORMS))
 def test_reward_names_and_async_match_trls_own(form):
     """The job names rewards and tells async ones without importing TRL (a 6-15 s import in the fresh
     evaluation process); TRL's own functions are the reference, for every form a reward takes."""
