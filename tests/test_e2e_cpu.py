@@ -39,6 +39,12 @@ def test_smoke_run_trains_checkpoints_and_skips_on_rerun(tmp_path):
     run = tmp_path / "runs" / "smoke"
     assert (run / "checkpoints/checkpoint-2/manifest.json").is_file()
     assert (run / "stages/train.json").is_file() and (run / "adapter/adapter_model.safetensors").is_file()
+    # each reward's settings name leads to its key in the metrics, in the train stage's summary and its log
+    names = {"partial_format": "rewards/partial_format_reward/mean",
+             "tests.reward_fixtures:length_reward": "rewards/length_reward/mean"}
+    assert json.loads((run / "stages/train.json").read_text())["reward_metrics"] == names
+    assert next(rec["reward_metrics"] for rec in records if "reward_metrics" in rec) == names
+    assert all(key in s for s in steps for key in names.values())
 
     # LoRA B starts at zero: any nonzero B means optimizer steps changed the adapter.
     weights = load_file(run / "adapter/adapter_model.safetensors")

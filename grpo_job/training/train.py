@@ -210,6 +210,10 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     machine.probe()
     engine_name = ctx.engine
     log.info("engine: %s (setting %s)%s", engine_name, s.model.engine, f"; {launch}" if launch.multi else "")
+    # TRL names a reward's metrics after its function (rewards/correctness_reward/mean), not its settings name
+    metrics = reward_metrics(ctx.reward_log_names)
+    log.info("rewards in the metrics: %s", ", ".join(f"{k} -> {v}" for k, v in metrics.items()),
+             extra={"reward_metrics": metrics})
     engine = engines.get(engine_name)  # the unsloth engine imports unsloth here, before trl
 
     from datasets import Dataset
@@ -313,10 +317,16 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         "resumed_from": int(resume.name.split("-")[1]) if resume else None,
         "final_reward": last.get("reward"),
         "final_metrics": {k: v for k, v in last.items() if k.startswith("rewards/")},
+        "reward_metrics": reward_metrics(ctx.reward_log_names),
         "steps_per_generation": args.steps_per_generation,
         "generation_batch_size": args.generation_batch_size,
         "generation_plan": generation,
     }
+
+
+def reward_metrics(log_names: dict[str, str]) -> dict[str, str]:
+    """Settings name -> the key of its mean in metrics.jsonl and TRL's logs (`rewards/<TRL's name>/mean`)."""
+    return {name: f"rewards/{logged}/mean" for name, logged in log_names.items()}
 
 
 def _set_steps_per_generation(args: Any, s: JobSettings, model: Any, train_prompts: int) -> str:
