@@ -98,6 +98,31 @@ def test_standard_text_prompts_template_few_shot_and_no_system_prompt(tmp_path):
         DataSettings(path=str(f), prompt_template="no slot")
 
 
+def test_prompt_template_fills_other_columns_of_the_row(tmp_path, caplog):
+    """A multiple-choice task keeps its options in a column of their own: `{choices}` in the template is filled
+    from each row (a list as JSON, a nested field by its dotted name), while LaTeX braces, a prompt that holds
+    `{choices}` itself and a slot no column has stay as written; the last is warned of (trial: `{choices}` was
+    sent to the model as written, without a word)."""
+    rows = [{"question": "Capital of Italy?", "choices": ["Paris", "Rome"], "label": "B", "meta": {"unit": "city"}},
+            {"question": "Literally {choices}?", "choices": ["yes", "no"], "label": "A", "meta": {"unit": "word"}}]
+    f = write_jsonl(tmp_path / "d.jsonl", rows)
+    s = DataSettings(path=str(f), task="plain", prompt_column="question", answer_column="label", eval_fraction=0,
+                     system_prompt="", prompt_template="{prompt}\nOptions: {choices} ({meta.unit}; {choises}) "
+                                                       "in \\frac{a}{b}")
+    with caplog.at_level("WARNING"):
+        train, _, _ = data.prepare(s, tmp_path)
+    texts = {r["label"]: r["prompt"][-1]["content"] for r in train}
+    assert texts["B"] == 'Capital of Italy?\nOptions: ["Paris", "Rome"] (city; {choises}) in \\frac{a}{b}'
+    assert texts["A"] == 'Literally {choices}?\nOptions: ["yes", "no"] (word; {choises}) in \\frac{a}{b}'
+    warned = [r.getMessage() for r in caplog.records if "prompt_template" in r.getMessage()]
+    assert len(warned) == 1 and "{choises}" in warned[0] and "did you mean 'choices'" in warned[0]
+    assert "{a}" not in warned[0] and "{b}" not in warned[0]  # LaTeX's braces are no slots
+
+    rows.append({"question": "No options?", "label": "A", "meta": {"unit": "x"}})
+    with pytest.raises(SettingsError, match=r"no value in column\(s\) \['choices'\]"):
+        data.prepare(s.model_copy(update={"path": str(write_jsonl(tmp_path / "e.jsonl", rows))}), tmp_path)
+
+
 def test_every_column_reaches_the_rewards_and_a_missing_one_is_named(tmp_path):
     rows = [{"question": f"q{i}", "answer": f"#### {i}", "difficulty": i % 3 + 1, "tags": ["a", str(i)]}
             for i in range(8)]

@@ -286,7 +286,14 @@ def test_check_exits_2_naming_math_verify_when_it_cannot_be_imported(tmp_path, s
 
 def test_check_imports_no_ml_library(tmp_path):
     code = (
-        "import sys; from grpo_job.cli import main; rc = main(['check', '--config', {!r}]); "
+        # the first import of a heavy module prints who made it (stderr), so a failure names the culprit
+        "import sys, traceback\n"
+        "class Who:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('torch', 'trl', 'datasets', 'unsloth', 'vllm') and name not in sys.modules:\n"
+        "            print('FIRST IMPORT OF', name, ''.join(traceback.format_stack(limit=30)), file=sys.stderr)\n"
+        "sys.meta_path.insert(0, Who())\n"
+        "from grpo_job.cli import main; rc = main(['check', '--config', {!r}]); "
         # transformers' jinja chat-template renderer (grpo_job.chat) is allowed; its models and torch are not
         "heavy = [m for m in ('torch', 'transformers.modeling_utils', 'trl', 'datasets', 'unsloth', 'vllm') "
         "if m in sys.modules]; "
@@ -295,7 +302,7 @@ def test_check_imports_no_ml_library(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GRPO_STORE__URI": str(tmp_path / "runs")})
     assert r.returncode == 0, r.stderr
-    assert "HEAVY []" in r.stdout
+    assert "HEAVY []" in r.stdout, r.stderr[r.stderr.find("FIRST IMPORT OF"):][:6000]
 
 
 # ---------------------------------------------------------------- issue 12: settings a Kubernetes Job can express

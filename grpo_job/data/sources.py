@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,13 @@ from grpo_job.data.checks import (
     check_column_types,
     check_columns,
     check_references,
+    close_columns,
     excerpt,
     trl_columns_note,
 )
 from grpo_job.data.files import DATA_PATH, EVALUATION_DATA_PATH, read_rows, read_saved
 from grpo_job.data.generated import BUILTIN_DATASETS
-from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of, field_of
+from grpo_job.data.tasks import TASKS, TRL_REWARD_ARGS, Row, columns_of, field_of, has_column
 from grpo_job.errors import SettingsError
 from grpo_job.settings import DataSettings
 from grpo_job.settings.data import saved_dataset
@@ -64,13 +66,52 @@ def _messages_text(value: str) -> Any:
     return read if _as_messages(read) is not None else None
 
 
-def build_prompt(value: Any, settings: DataSettings) -> list[dict[str, str]]:
+# a slot of `data.prompt_template`: `{prompt}` or `{column}` (a dotted name reaches a nested field), unless LaTeX's:
+# after a command (`\\frac{a}`, `\\text{x}`), a group (`}{b}`), `^` or `_` (`x^{n}`)
+_SLOT = re.compile(r"(?<![}^_])\{([A-Za-z_][\w.]*)\}")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+\s*$")
+
+
+def _slots(template: str) -> list[re.Match]:
+    return [m for m in _SLOT.finditer(template) if not _LATEX_COMMAND.search(template, 0, m.start())]
+
+
+def template_columns(settings: DataSettings, found: list[str], where: str) -> list[str]:
+    """The columns of the data (`found`) that `data.prompt_template` names as `{column}` slots, filled from each
+    row. LaTeX's braces are no slots (`_slots`); a `{name}` that is no column stays as written, with a warning."""
+    if not settings.prompt_template:
+        return []
+    names = list(dict.fromkeys(m[1] for m in _slots(settings.prompt_template) if m[1] != "prompt"))
+    unknown = [n for n in names if not has_column(found, n)]
+    if unknown:
+        log.warning("data: data.prompt_template has %s, which no column of %s holds, so %s sent as written; the "
+                    "template fills {prompt} and {column} for the data's columns %s%s", ", ".join(f"{{{n}}}" for n in unknown),
+                    where, "it is" if len(unknown) == 1 else "they are", found, close_columns(unknown, found))
+    return [n for n in names if n not in unknown]
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """`template` with its slots (`_slots`) that `values` names filled, in one pass: a value that holds `{prompt}`
+    or `{column}` itself is not filled again."""
+    out, at = [], 0
+    for m in _slots(template):
+        if m[1] in values:
+            out += [template[at:m.start()], values[m[1]]]
+            at = m.end()
+    return "".join(out) + template[at:]
+
+
+def build_prompt(value: Any, settings: DataSettings, columns: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """Chat messages for one row's prompt value (text, messages, or messages as JSON text): system prompt (unless
-    the messages have one), few-shot turns, then the prompt. Raises ValueError for any other value."""
+    the messages have one), few-shot turns, then the prompt. A text prompt goes into `data.prompt_template`, with
+    `columns` (the row's values of the template's other slots, `template_columns`) in their `{column}` slots:
+    text as it is, other values as JSON. Raises ValueError for any other prompt value."""
     if isinstance(value, str) and (held := _messages_text(value)) is not None:
         value = held  # sent as the messages it holds, not as a user message quoting their JSON
     if isinstance(value, str):
-        text = settings.prompt_template.replace("{prompt}", value) if settings.prompt_template else value
+        slots = {**{k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+                    for k, v in (columns or {}).items()}, "prompt": value}
+        text = _fill(settings.prompt_template, slots) if settings.prompt_template else value
         messages = [{"role": "user", "content": text}]
     elif (messages := _as_messages(value)) is None:
         raise ValueError(f"the prompt is {type(value).__name__}, not text nor a list of {{role, content}} messages "
@@ -113,6 +154,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     found = list(dict.fromkeys(k for row in raw for k in row))
     check_columns(found, settings, where)
     prompt_col, answer_col = columns_of(settings, found)
+    slots = template_columns(settings, found, where)
     task = TASKS[settings.task]
     # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
     # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
@@ -120,15 +162,15 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     out, stringified, structured, unmarked = [], set(), 0, 0
     for row in raw:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
-        if field_of(row, prompt_col) is None or field_of(row, answer_col) is None:
-            missing = [c for c in (prompt_col, answer_col) if field_of(row, c) is None]
+        if any(field_of(row, c) is None for c in (prompt_col, answer_col, *slots)):
+            missing = [c for c in (prompt_col, answer_col, *slots) if field_of(row, c) is None]
             raise SettingsError(f"a row of {where} has no value in column(s) {missing}{_fields_held(row, missing)}: "
                                 f"{excerpt(row)}; fill or remove that row")
         clash = [c for c in row if c in TRL_REWARD_ARGS]
         if clash:
             check_columns(row.keys(), settings, f"{where} (row {excerpt(row)})")
         try:
-            prompt = build_prompt(field_of(row, prompt_col), settings)
+            prompt = build_prompt(field_of(row, prompt_col), settings, {c: field_of(row, c) for c in slots})
         except ValueError as e:
             raise SettingsError(f"a row of {where}, column {prompt_col!r}: {e}: {excerpt(row)}") from None
         kept = {}

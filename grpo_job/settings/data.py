@@ -98,8 +98,10 @@ class DataSettings(Section):
     None: the task's. A nested field by its dotted name, as for `prompt_column`."""
 
     prompt_template: str | None = None
-    """Text around a text prompt, with `{prompt}` where the prompt goes (other braces are kept as
-    written), e.g. `Solve and put the answer in \\boxed{}: {prompt}`. None sends the prompt as it is."""
+    """Text around a text prompt, with `{prompt}` where the prompt goes and `{column}` where another column of
+    the row goes (text as it is, a list or object as JSON; a dotted name reaches a nested field), e.g.
+    `{prompt}\\nOptions: {choices}\\nPut the answer in \\boxed{}.`. Other braces are kept as written: LaTeX's
+    (`\\frac{a}{b}`, `x^{n}`) and a `{name}` that no column has (warned of). None sends the prompt as it is."""
 
     prompt_format: Literal["auto", "chat", "plain"] = "auto"
     """How a prompt becomes the model's text (`grpo_job.chat.PromptRenderer`), in training, the preflight
