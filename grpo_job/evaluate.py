@@ -331,7 +331,7 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
     scores = reward_scores(ctx, rows, texts, ids, which)
     by_reward = reward_means(scores, s.rewards)
     samples = [
-        {"question": r["prompt"][-1]["content"], "answer": a, "completion": t,
+        {"prompt": r["prompt"][-1]["content"], "answer": a, "completion": t,
          "rewards": {k: v[i] for k, v in scores.items()}}
         for i, (r, a, t) in enumerate(list(zip(rows, answers, texts, strict=True))[:SAMPLES_KEPT])
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,11 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         try:  # data the inspection above did not read (a Hub or S3 dataset, or problems found first)
             data_report["evaluation_rows"] = len(data.evaluation_rows(ev.data_path, settings.data))
         except SettingsError as e:
-            problems.append(str(e))
+            # columns the training data lacks too are a setting's fault, already named (trial: the message on the
+            # evaluation file told a user whose file was right to give it the training data's columns)
+            lacks = re.search(r"lacks column\(s\) (\[.*?\]);", str(e))
+            if not (lacks and any(f"lacks column(s) {lacks[1]};" in p for p in problems)):
+                problems.append(str(e))
 
     problems.extend(artifact_problems(settings))
 

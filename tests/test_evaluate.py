@@ -160,6 +160,27 @@ def test_check_counts_the_evaluation_rows_also_for_data_it_does_not_read(tmp_pat
         preflight.plan(load_settings(SMOKE, [*base, f"--evaluation.data_path={f}"]), all_stages())
 
 
+def test_a_column_setting_both_files_lack_is_named_once(tmp_path):
+    """A misspelt answer column is the setting's fault: named on the training data, not again on an evaluation
+    file that has the same columns (trial: that message told the user to give the evaluation file the training
+    data's columns, which it had). An evaluation file that lacks a column the training data has is still named."""
+    from grpo_job.errors import SettingsError
+
+    train, ev = tmp_path / "train.jsonl", tmp_path / "ev.jsonl"
+    for f in (train, ev):
+        f.write_text("".join(json.dumps({"question": f"q{i}", "label": "B"}) + "\n" for i in range(3)))
+    base = [f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'work'}", f"--data.path={train}",
+            "--data.task=plain", "--data.prompt_column=question", f"--evaluation.data_path={ev}"]
+    with pytest.raises(SettingsError) as e:
+        preflight.plan(load_settings(SMOKE, [*base, "--data.answer_column=lable"]), all_stages())
+    assert str(e.value).count("lacks column(s) ['lable']") == 1 and "did you mean 'label'" in str(e.value)
+    assert "evaluation.data_path" not in str(e.value)
+    ev.write_text("".join(json.dumps({"question": f"q{i}", "answer": "B"}) + "\n" for i in range(3)))
+    with pytest.raises(SettingsError, match=r"ev.jsonl' \(evaluation.data_path \[GRPO_EVALUATION__DATA_PATH\]\) lacks "
+                                            r"column\(s\) \['label'\]"):
+        preflight.plan(load_settings(SMOKE, [*base, "--data.answer_column=label", "--data.eval_fraction=0"]), all_stages())
+
+
 @pytest.mark.slow
 def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_path, tmp_path_factory):
     work = tmp_path_factory.getbasetemp() / "grpo-work"  # model cache shared with the other test modules
@@ -178,6 +199,8 @@ def test_evaluate_base_stage_on_the_real_model_is_greedy_and_deterministic(tmp_p
     ctx = open_run(s)
     model, tok = evaluate.load_model(s, ctx, adapter=False)
     rows = evaluate.eval_rows(ctx)
+    # each sample names the prompt text the model answered (the user's message: the prompt inside the template)
+    assert [smp["prompt"] for smp in saved["samples"]] == [r["prompt"][-1]["content"] for r in rows[:3]]
     again = evaluate.generate(model, tok, [r["prompt"] for r in rows], 12, batch_size=2,
                               render=evaluate.prompt_renderer(s, ctx))
     assert [g[0] for g in again] == [smp["completion"] for smp in saved["samples"]]
