@@ -226,6 +226,7 @@ def test_a_task_in_another_format_is_scored_by_its_own_rewards_only(tmp_path, tm
     md = report.report_markdown(LocalStore(tmp_path / "runs" / "own"))
     assert f"| reward tests.reward_fixtures:length_reward | {mean:.3f} | – | – |" in md
     assert "| reward (weighted total) |" in md and "| accuracy |" not in md and "<answer>` block" not in md
+    assert "no reward reads the `<answer>` format, so there is no accuracy row" in md  # says why
 
 
 def test_merge_adapter_writes_base_plus_the_lora_update(tmp_path):

@@ -183,7 +183,10 @@ def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None =
         n = (trained or base or {}).get("n")
         both = (base or {}, trained or {})
         how = ("; accuracy uses the correctness reward's extraction (every `<answer>` block equal to the reference, "
-               "by the job's answer checker)" if any("accuracy" in e for e in both) else "")
+               "by the job's answer checker)" if any("accuracy" in e for e in both) else
+               # (trial: a task scored by its own rewards alone wondered where accuracy went)
+               "; no reward reads the `<answer>` format, so there is no accuracy row: each reward's mean is the "
+               "measure (a reward scoring 0 or 1 per answer is its accuracy)")
         lines += [f"Greedy decoding on {n} examples of {src}, scored by the run's rewards{how}.", "",
                   "| metric | base | trained | change |", "|---|---|---|---|"]
         for label, b, t, d in evaluation_table_rows(*both):
