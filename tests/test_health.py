@@ -80,6 +80,17 @@ def test_check_rewards_catches_a_wrong_length_and_shows_the_completion():
     assert "completion #1" in msg and "'no tags here at all'" in msg
 
 
+def test_check_rewards_says_a_wrong_return_type_is_no_fault_of_one_completion():
+    """A reward that returns one float, not a list, is wrong for any batch: the message says so instead of naming
+    completion #0 (trial: that read as a fault of the first completion)."""
+    texts = ["<answer>4</answer>", "x", "<answer>10</answer>"]
+    with pytest.raises(SettingsError) as e:
+        reward_calls.check_rewards({"mine": lambda completions, **kw: 1.0}, ROWS, texts)
+    msg = str(e.value)
+    assert "reward 'mine' returned float, not a list of floats, for a batch of 3 completions and for one alone alike" in msg
+    assert "completion #" not in msg and "(the first was '<answer>4</answer>')" in msg
+
+
 def test_check_rewards_refuses_an_infinite_score_but_takes_nan_as_not_scored():
     """NaN is TRL's "not scored", as None; inf made the group's advantages and the loss NaN (new-user trial:
     `check` passed it)."""

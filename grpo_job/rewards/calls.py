@@ -110,6 +110,9 @@ def check_rewards(rewards: Mapping[str, Any] | Sequence[str], rows: list[dict], 
         culprit = next((i for i in range(n) if problem(func, [i]) is not None), None)
         if culprit is None:
             detail = f"on a batch of {n} completions (each one alone is fine); the first was {shown(completions[0])}"
+        elif culprit == 0 and not batch_problem.startswith("raised") and problem(func, [0]) == batch_problem:
+            # what it returns is wrong whatever it scores (trial: "on completion #0" read as a fault of that one)
+            detail = f"for a batch of {n} completions and for one alone alike (the first was {shown(completions[0])})"
         else:
             alone = problem(func, [culprit])
             detail = f"on completion #{culprit}{'' if alone == batch_problem else ' ' + str(alone)}: {shown(completions[culprit])}"
