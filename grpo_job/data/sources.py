@@ -67,7 +67,7 @@ def _messages_text(value: str) -> Any:
 
 
 # a slot of `data.prompt_template`: `{prompt}` or `{column}` (a dotted name reaches a nested field), unless LaTeX's:
-# after a command (`\\frac{a}`, `\\text{x}`), a group (`}{b}`), `^` or `_` (`x^{n}`)
+# after a command (`\frac{a}`, `\text{x}`), a group (`}{b}`), `^` or `_` (`x^{n}`)
 _SLOT = re.compile(r"(?<![}^_])\{([A-Za-z_][\w.]*)\}")
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+\s*$")
 
