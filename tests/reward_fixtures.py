@@ -67,3 +67,8 @@ def no_kwargs(completions, k: int = 1):
     """A user reward without `**kwargs`: TRL's call (prompts=, completion_ids=, trainer_state=, the
     dataset columns) raises TypeError; the data check must say so before any model is loaded."""
     return [float(k)] * len(completions)
+
+
+def by_solution(completions, solution, **kwargs):
+    """A user's reward reading TRL's `solution` column (1 when the completion is it)."""
+    return [1.0 if c == s else 0.0 for c, s in zip(completions, solution, strict=True)]

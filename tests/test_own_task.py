@@ -135,14 +135,15 @@ def test_every_column_reaches_the_rewards_and_a_missing_one_is_named(tmp_path):
     with pytest.raises(SettingsError) as e:
         reward_calls.check_reward_columns(["tests.reward_fixtures:by_difficulty"], ["question", "answer", "prompt"])
     assert "['difficulty']" in str(e.value) and "tests.reward_fixtures:by_difficulty" in str(e.value)
-    # every reward short of a column in one message; TRL's `solution` is told where the reference is (recipe trial)
+    # every reward short of a column in one message; TRL's `solution` is told where the reference is (recipe trial);
+    # TRL's own math rewards read the reference from `answer` (trial: a `\boxed{}` task had to add a column)
     with pytest.raises(SettingsError) as e:
-        reward_calls.check_reward_columns(["tests.reward_fixtures:by_difficulty", "accuracy_reward",
-                                           "think_format_reward"], ["question", "answer", "prompt"])
+        reward_calls.check_reward_columns(["tests.reward_fixtures:by_difficulty", "accuracy_reward", "think_format_reward",
+                                           "tests.reward_fixtures:by_solution"], ["question", "answer", "prompt"])
     assert all(f"reward {name!r} needs" in str(e.value) for name in ("tests.reward_fixtures:by_difficulty",
-                                                                       "accuracy_reward"))
-    assert "think_format_reward" not in str(e.value)
-    assert "use the job's `correctness` reward" in str(e.value)
+                                                                       "tests.reward_fixtures:by_solution"))
+    assert "accuracy_reward" not in str(e.value) and "think_format_reward" not in str(e.value)
+    assert "name the reward's parameter `answer`, or give the data a `solution` column" in str(e.value)
 
 
 @pytest.mark.parametrize("row, words", [

@@ -157,11 +157,49 @@ def test_trl_rewards_by_name_and_alias():
     for name in rewards.TRL_REWARDS:
         assert rewards.resolve(name) is getattr(trl.rewards, name)
     acc = rewards.build("accuracy_reward")
-    assert acc is trl.rewards.accuracy_reward
+    assert rewards.callable_name(acc) == "accuracy_reward"  # TRL's metric key, as before the wrapper
     assert acc([[{"content": r"\boxed{\frac{1}{3}}"}]], solution=[r"\frac{1}{3}"]) == [1.0]
     soft = rewards.build("soft_overlong", {"max_completion_len": 100, "soft_punish_cache": 20})
     assert rewards.callable_name(soft) == "soft_overlong_punishment_reward"  # TRL's metric key
     assert soft(completion_ids=[[1] * 50, [1] * 90, [1] * 101]) == [0.0, -0.5, -1.0]
+
+
+BOXED = [  # (completion, reference as the data holds it, TRL's accuracy reward with the job's solution)
+    (r"\boxed{2}", r"2\sqrt{3}", 0.0),  # undelimited, math-verify read the reference as 2 and paid this
+    (r"\boxed{2\sqrt{3}}", r"2\sqrt{3}", 1.0),
+    (r"\boxed{\sqrt{2}}", r"\sqrt{2}", 1.0),  # undelimited: not parsed at all, so skipped (None)
+    (r"\boxed{2}", r"(-2, 2)", 0.0),
+    (r"\boxed{(-2, 2)}", r"(-2, 2)", 1.0),
+    (r"\boxed{[3, 7]}", r"[3, 7]", 1.0),
+    (r"\boxed{(2, \infty)}", r"(2, \infty)", 1.0),
+    (r"\boxed{1}", r"x^2 + 2x + 1", 0.0),
+    (r"\boxed{(x+1)^2}", r"x^2 + 2x + 1", 1.0),
+    (r"\boxed{\frac{\sqrt{3}}{3}}", r"\frac{\sqrt{3}}{3}", 1.0),
+    (r"\boxed{42}", "42", 1.0),
+    (r"\boxed{\frac{3}{4}}", r"The answer is $\frac{3}{4}$.", 1.0),  # a delimited solution is read as written
+    (r"\boxed{5}", r"so the total is \boxed{5}", 1.0),
+]
+
+
+@pytest.mark.parametrize("completion, reference, expected", BOXED, ids=[f"{r} <- {c}" for c, r, _ in BOXED])
+@pytest.mark.parametrize("name", ["accuracy_reward", "reasoning_accuracy_reward"])
+def test_trls_math_rewards_read_a_latex_reference_whole(name, completion, reference, expected):
+    """TRL's math rewards parse `solution` with math-verify's defaults, which read undelimited LaTeX in part: the
+    job gives them each reference delimited, from the data's `solution` or, without one, from `answer`."""
+    reward = rewards.build(name)
+    thought = "<think>\nworked\n</think>\n" if name == "reasoning_accuracy_reward" else ""  # it reads after </think>
+    completions = [[{"role": "assistant", "content": thought + completion}]]
+    assert reward(completions, answer=[reference]) == [expected]
+    assert reward(completions, solution=[reference], answer=["unrelated"]) == [expected]  # the data's solution first
+
+
+def test_trls_cosine_scaled_reward_reads_the_reference_from_answer_too():
+    cosine = rewards.build("cosine_scaled", {"max_len": 100})
+    assert rewards.callable_name(cosine) == rewards.callable_name(
+        __import__("trl.rewards", fromlist=["x"]).get_cosine_scaled_reward(max_len=100))
+    right, wrong = ([[{"role": "assistant", "content": c}]] for c in (r"\boxed{2\sqrt{3}}", r"\boxed{2}"))
+    assert cosine(right, answer=[r"2\sqrt{3}"], completion_ids=[[1] * 50])[0] > 0
+    assert cosine(wrong, answer=[r"2\sqrt{3}"], completion_ids=[[1] * 50])[0] < 0
 
 
 def test_factory_and_function_arguments_are_checked():

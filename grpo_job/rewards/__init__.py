@@ -22,6 +22,7 @@ import difflib
 import functools
 import importlib
 import inspect
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -116,7 +117,44 @@ def is_factory(func: Any) -> bool:
 def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answers.AnswerType = "auto") -> RewardFunc:
     """The reward TRL will call for one `rewards` entry: the factory called with `kwargs`, or the
     function with `kwargs` bound. A reward that takes `answer_type` gets `data.answer_type` unless
-    the entry sets it. Raises TypeError naming the reward when the keyword arguments do not fit."""
+    the entry sets it; TRL's math rewards read their `solution` as `with_solution` gives it. Raises TypeError
+    naming the reward when the keyword arguments do not fit."""
+    built = _build(name, kwargs, answer_type)
+    if ALIASES.get(name, name) in TRL_REWARDS and "solution" in (_parameters(built) or {}):
+        return with_solution(built)
+    return built
+
+
+# math-verify reads a whole expression inside these; without them its default parse reads LaTeX only in part
+_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed")
+
+
+def delimited_solution(text: str) -> str:
+    """`text` as math-verify's default `parse` reads all of it: LaTeX without delimiters (`2\\sqrt{3}`) inside
+    `$...$`; text that has `$`, `\\(`, `\\[` or `\\boxed` as it is (a worked solution, MATH's). Undelimited, math-verify
+    read `2\\sqrt{3}` as 2, `(-2, 2)` as 2, `x^2 + 2x + 1` as 1 and `\\sqrt{2}` as nothing, so TRL's accuracy_reward
+    paid `\\boxed{2}` for `2\\sqrt{3}` and skipped the rest (trial)."""
+    return text if _DELIMITED.search(text) else f"${text.strip()}$"
+
+
+def with_solution(func: RewardFunc) -> RewardFunc:
+    """TRL's math reward `func` (`accuracy_reward`, `reasoning_accuracy_reward`, the cosine-scaled one), reading
+    the data's `solution` column, or the row's reference `answer` (the job's name for it) when the data has none,
+    each as `delimited_solution` gives it. TRL logs it under `func`'s name; its signature takes neither column as
+    required, so `check` asks the data for none of them."""
+    def call(completions: list[Any], solution: list[Any] | None = None, answer: list[Any] | None = None,
+             **kwargs: Any) -> Any:
+        given = solution if solution is not None else answer
+        if given is None:
+            raise TypeError(f"{callable_name(func)} needs the reference solution: a `solution` or `answer` column")
+        return func(completions, solution=[delimited_solution(str(v)) for v in given], **kwargs)
+
+    call.__name__ = call.__qualname__ = callable_name(func)
+    call.__doc__ = getattr(func, "__doc__", None)
+    return call
+
+
+def _build(name: str, kwargs: Mapping[str, Any] | None, answer_type: answers.AnswerType) -> RewardFunc:
     func = resolve(name)
     kwargs = dict(kwargs or {})
     if is_factory(func):

@@ -292,10 +292,10 @@ def _absent_column(name: str, func: Any, arguments: dict[str, Any], rows: list[d
 
 def _built_by_name(name: str) -> Any:
     """A reward by name as `build` makes it with no arguments: a `get_*` factory's product (its parameters are
-    no columns); a factory that needs arguments, left out (its entry's check names them)."""
-    func = R.resolve(name)
+    no columns), TRL's math rewards reading `answer` (`with_solution`); a factory that needs arguments, left out
+    (its entry's check names them)."""
     try:
-        return R.build(name) if R.is_factory(func) else func
+        return R.build(name)
     except TypeError:
         return lambda completions, **kwargs: None
 
@@ -333,11 +333,12 @@ def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[s
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in trl_args]
         missing = [c for c in needed if c not in columns]
         if missing:
-            # TRL's math rewards read the reference from `solution`, which the prepared rows call `answer`
+            # a reward of the user's own reading TRL's `solution`, which the prepared rows call `answer` (TRL's own
+            # math rewards get it from `answer`: rewards.with_solution)
             trl_solution = missing == ["solution"] and data.ANSWER in columns
             found.append(f"reward {name!r} needs the dataset column(s) {missing}" + (
-                " (TRL's name for the reference solution; the job passes the reference answer as `answer`: use the "
-                "job's `correctness` reward, which reads it, or give the data a `solution` column too)"
+                " (TRL's name for the reference solution; the job passes the reference answer as `answer`: name the "
+                "reward's parameter `answer`, or give the data a `solution` column too)"
                 if trl_solution else ""))
     if found:
         raise SettingsError(
