@@ -157,6 +157,17 @@ def evaluation_table_rows(base: dict, trained: dict) -> list[tuple[str, Any, Any
     return [r for r in rows if r[1] is not None or r[2] is not None]
 
 
+def training_line(train: dict[str, Any]) -> str:
+    """The report's line on the train stage (its marker, `stages/train.json`): steps and seconds; after a resume,
+    only the attempt that finished is timed, so the line says which steps those seconds are (trial: "3 optimizer
+    steps in 198.3 s" after a resume at step 2, when steps 1-2 had taken 8 minutes)."""
+    steps, seconds, resumed = train.get("steps"), train.get("seconds"), train.get("resumed_from")
+    if not resumed:
+        return f"Training: {steps} optimizer steps in {seconds} s."
+    return (f"Training: {steps} optimizer steps. The attempt that finished resumed from checkpoint-{resumed} and ran "
+            f"steps {resumed + 1}-{steps} in {seconds} s; the earlier attempts' time is not counted.")
+
+
 def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None = None,
                     settings_names: dict[str, str] | None = None) -> str:
     """The report as markdown, from what the run store holds (settings, evaluations, metrics).
@@ -174,8 +185,7 @@ def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None =
         lines += [f"**{ended}**", ""]
     train = _json(store, marker_key("train"))
     if train:
-        resumed = f", resumed from checkpoint-{train['resumed_from']}" if train.get("resumed_from") else ""
-        lines += [f"Training: {train.get('steps')} optimizer steps in {train.get('seconds')} s{resumed}.", ""]
+        lines += [training_line(train), ""]
 
     lines += ["## Evaluation before and after training", ""]
     if base or trained:
