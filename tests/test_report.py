@@ -74,12 +74,13 @@ def test_the_evaluation_table_shows_what_was_measured(tmp_path, base, trained, w
 @pytest.mark.parametrize("train, want", [
     ({"steps": 100, "seconds": 175.8, "resumed_from": None}, "Training: 100 optimizer steps in 175.8 s."),
     ({"steps": 3, "seconds": 198.3, "resumed_from": 2},
-     "Training: 3 optimizer steps. The attempt that finished resumed from checkpoint-2 and ran steps 3-3 in 198.3 s; "
+     "Training: 3 optimizer steps. The attempt that finished resumed from checkpoint-2 and ran step 3 in 198.3 s; "
      "the earlier attempts' time is not counted."),
+    ({"steps": 12, "seconds": 60.9, "resumed_from": 4}, "resumed from checkpoint-4 and ran steps 5-12 in 60.9 s"),
 ])
 def test_the_training_line_times_only_what_it_timed(train, want):
     """After a resume the train stage's seconds are the last attempt's (trial: "3 optimizer steps in 198.3 s")."""
-    assert report.training_line(train) == want
+    assert want in report.training_line(train) and report.training_line(train).startswith("Training: ")
 
 
 def test_step_timer_gives_step_time_tokens_per_second_and_eta(monkeypatch):

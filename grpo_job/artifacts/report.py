@@ -164,8 +164,9 @@ def training_line(train: dict[str, Any]) -> str:
     steps, seconds, resumed = train.get("steps"), train.get("seconds"), train.get("resumed_from")
     if not resumed:
         return f"Training: {steps} optimizer steps in {seconds} s."
+    ran = f"steps {resumed + 1}-{steps}" if isinstance(steps, int) and steps > resumed + 1 else f"step {steps}"
     return (f"Training: {steps} optimizer steps. The attempt that finished resumed from checkpoint-{resumed} and ran "
-            f"steps {resumed + 1}-{steps} in {seconds} s; the earlier attempts' time is not counted.")
+            f"{ran} in {seconds} s; the earlier attempts' time is not counted.")
 
 
 def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None = None,
