@@ -385,6 +385,21 @@ def test_unknown_yaml_key_suggests_the_setting(tmp_path):
     assert f"train.max_stepz [config file {str(cfg)!r}]: no such setting; did you mean 'train.max_steps'" in msg
 
 
+def test_a_setting_written_outside_its_section_is_named_in_it(tmp_path, monkeypatch):
+    """`save_steps` at the top of the YAML (trial), `GRPO_SAVE_STEPS`, `--save_steps`: the one setting of that name
+    is named in its section, from each source."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("save_steps: 5\ntrain:\n  max_steps: 5\n")
+    with pytest.raises(SettingsError, match=r"save_steps \[config file .*\]: no such setting; did you mean "
+                                            r"'train.save_steps'\?"):
+        load_settings(cfg)
+    with pytest.raises(SettingsError, match=r"--save_steps names no setting; did you mean '--train.save_steps'\?"):
+        load_settings(None, ["--save_steps=5"])
+    monkeypatch.setenv("GRPO_SAVE_STEPS", "5")
+    with pytest.raises(SettingsError, match=r"GRPO_SAVE_STEPS names no setting; did you mean 'GRPO_TRAIN__SAVE_STEPS'\?"):
+        load_settings()
+
+
 @pytest.mark.parametrize("text, key, lines", [
     ("rewards:\n  format: 0.5\n  correctness: 2.0\n  format: 0\n", "'format'", "lines 2 and 4"),
     ("train:\n  max_steps: 5\nmodel:\n  engine: trl\ntrain:\n  seed: 1\n", "'train'", "lines 1 and 5"),

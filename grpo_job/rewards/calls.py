@@ -343,5 +343,5 @@ def check_reward_columns(rewards: Mapping[str, Any] | list[str], columns: list[s
     if found:
         raise SettingsError(
             f"{'; '.join(found)}; the prepared rows have {columns}. TRL passes each column to the rewards under its "
-            "own name (the reference answer as `answer`). Point GRPO_DATA__PATH at data with those columns, or fix "
+            "own name (the reference answer as `answer`). Point data.path [GRPO_DATA__PATH] at data with those columns, or fix "
             "the reward's parameter names")

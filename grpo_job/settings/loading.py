@@ -38,20 +38,13 @@ def _is_section(name: str) -> bool:
 def env_var_name(loc: tuple[Any, ...]) -> str:
     """('train', 'max_steps') -> GRPO_TRAIN__MAX_STEPS, the variable a user would set."""
     parts = [str(p) for p in loc if not isinstance(p, int)]
-    if parts == ["hf_token"]:
-        return "HF_TOKEN"
-    return ENV_PREFIX + "__".join(p.upper() for p in parts)
+    return "HF_TOKEN" if parts == ["hf_token"] else ENV_PREFIX + "__".join(p.upper() for p in parts)
 
 
 def setting_paths() -> list[str]:
     """Every settable name as a dotted path (`train.max_steps`), for suggestions."""
-    out = []
-    for name, field in JobSettings.model_fields.items():
-        if _is_section(name):
-            out += [f"{name}.{sub}" for sub in field.annotation.model_fields]
-        else:
-            out.append(name)
-    return out
+    return [path for name, field in JobSettings.model_fields.items()
+            for path in ([f"{name}.{sub}" for sub in field.annotation.model_fields] if _is_section(name) else [name])]
 
 
 _VARIABLE = re.compile(r"(?<![A-Za-z0-9_])GRPO_[A-Z0-9_]*[A-Z0-9]")
@@ -87,8 +80,15 @@ def _where_notes(message: str, sources: dict[str, Any]) -> str:
     return f"(where: {'; '.join(notes)})" if notes else ""
 
 
+def _leaf(name: str) -> str:
+    return re.split(r"\.|__", name.lstrip("-").removeprefix("GRPO_").lower())[-1]
+
+
 def did_you_mean(wrong: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
+    """`; did you mean 'x'?`: the one setting of that name in a section (trial: `save_steps` at the top of the
+    YAML, meant as `train.save_steps`), else the closest name."""
+    moved = [c for c in choices if _leaf(c) == _leaf(wrong) and c.lower() != wrong.lower()]
+    close = moved if len(moved) == 1 else difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
     secret = close[0].lstrip("-").lower() if close else ""
     if secret in _SECRETS:  # a setting that only its variable may set: name the variable
         return f"; a token comes from the {_SECRETS[secret]} environment variable only"
@@ -158,7 +158,7 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
             msg = (f"no such field: an item of {owner} has {' and '.join(fields)}"
                    f"{_ITEM_SYNONYMS.get(str(loc[-1]).lower(), ('', ''))[0]}")
         elif e["type"] == "extra_forbidden":
-            choices = list(JobSettings.model_fields) if len(loc) == 1 else setting_paths()
+            choices = [*JobSettings.model_fields, *setting_paths()] if len(loc) == 1 else setting_paths()
             msg = "no such setting" + did_you_mean(where, choices)
         elif e["type"] == "string_type" and isinstance(e.get("input"), (bool, int, float)):  # `run_id: 010` (trial)
             msg += "; YAML and JSON read an unquoted number, yes or no as one: quote the text (\"010\")"

@@ -148,7 +148,8 @@ def masked_share_note(s: JobSettings, clipped: float) -> str | None:
         return None
     return (f"{clipped:.0%} of the sampled completions were cut off at train.max_completion_length="
             f"{s.train.max_completion_length}, and train.extra.mask_truncated_completions leaves those out of the loss, "
-            "so most of each batch would not train; raise GRPO_TRAIN__MAX_COMPLETION_LENGTH, or turn the masking off "
+            "so most of each batch would not train; raise train.max_completion_length [GRPO_TRAIN__MAX_COMPLETION_LENGTH], "
+            "or turn the masking off "
             "until the model writes shorter answers")
 
 
