@@ -119,8 +119,16 @@ def test_prompt_template_fills_other_columns_of_the_row(tmp_path, caplog):
     assert "{a}" not in warned[0] and "{b}" not in warned[0]  # LaTeX's braces are no slots
 
     rows.append({"question": "No options?", "label": "A", "meta": {"unit": "x"}})
-    with pytest.raises(SettingsError, match=r"no value in column\(s\) \['choices'\]"):
+    with pytest.raises(SettingsError, match=r"no value in column\(s\) \['choices'\] \(data.prompt_template's "
+                                            r"\{choices\}\)"):
         data.prepare(s.model_copy(update={"path": str(write_jsonl(tmp_path / "e.jsonl", rows))}), tmp_path)
+    # a nested field that no row has is the template's typo, not the rows' fault (trial: `{meta.subject}`)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train, _, _ = data.prepare(s.model_copy(update={"prompt_template": "{prompt} ({meta.units})"}), tmp_path)
+    assert {r["prompt"][-1]["content"] for r in train} == {"Capital of Italy? ({meta.units})",
+                                                             "Literally {choices}? ({meta.units})"}
+    assert any("{meta.units}, which no column of" in r.getMessage() for r in caplog.records)
 
 
 def test_every_column_reaches_the_rewards_and_a_missing_one_is_named(tmp_path):

@@ -76,13 +76,15 @@ def _slots(template: str) -> list[re.Match]:
     return [m for m in _SLOT.finditer(template) if not _LATEX_COMMAND.search(template, 0, m.start())]
 
 
-def template_columns(settings: DataSettings, found: list[str], where: str) -> list[str]:
-    """The columns of the data (`found`) that `data.prompt_template` names as `{column}` slots, filled from each
-    row. LaTeX's braces are no slots (`_slots`); a `{name}` that is no column stays as written, with a warning."""
+def template_columns(settings: DataSettings, raw: list[Row], found: list[str], where: str) -> list[str]:
+    """The columns of the data (`found`, of the rows `raw`) that `data.prompt_template` names as `{column}` slots,
+    filled from each row. LaTeX's braces are no slots (`_slots`); a `{name}` that is no column, or a nested field
+    no row has, stays as written, with a warning."""
     if not settings.prompt_template:
         return []
     names = list(dict.fromkeys(m[1] for m in _slots(settings.prompt_template) if m[1] != "prompt"))
-    unknown = [n for n in names if not has_column(found, n)]
+    unknown = [n for n in names if not has_column(found, n)
+               or (n not in found and all(field_of(row, n) is None for row in raw))]
     if unknown:
         log.warning("data: data.prompt_template has %s, which no column of %s holds, so %s sent as written; the "
                     "template fills {prompt} and {column} for the data's columns %s%s", ", ".join(f"{{{n}}}" for n in unknown),
@@ -154,7 +156,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     found = list(dict.fromkeys(k for row in raw for k in row))
     check_columns(found, settings, where)
     prompt_col, answer_col = columns_of(settings, found)
-    slots = template_columns(settings, found, where)
+    slots = template_columns(settings, raw, found, where)
     task = TASKS[settings.task]
     # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
     # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
@@ -164,7 +166,8 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
         if any(field_of(row, c) is None for c in (prompt_col, answer_col, *slots)):
             missing = [c for c in (prompt_col, answer_col, *slots) if field_of(row, c) is None]
-            raise SettingsError(f"a row of {where} has no value in column(s) {missing}{_fields_held(row, missing)}: "
+            named = f" (data.prompt_template's {', '.join(f'{{{c}}}' for c in missing)})" if set(missing) <= set(slots) else ""
+            raise SettingsError(f"a row of {where} has no value in column(s) {missing}{named}{_fields_held(row, missing)}: "
                                 f"{excerpt(row)}; fill or remove that row")
         clash = [c for c in row if c in TRL_REWARD_ARGS]
         if clash:
