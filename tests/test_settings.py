@@ -385,6 +385,20 @@ def test_unknown_yaml_key_suggests_the_setting(tmp_path):
     assert f"train.max_stepz [config file {str(cfg)!r}]: no such setting; did you mean 'train.max_steps'" in msg
 
 
+def test_yaml_slips_a_user_makes_are_explained(tmp_path):
+    """(trial) A key moved out of the middle of its section breaks the next line, where PyYAML notices it; a
+    nested column written as a YAML mapping is named by its dotted path."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  seed: 1\nmax_steps: 3\n  save_steps: 2\n")
+    with pytest.raises(SettingsError, match=r"(?s)line 4.*indented under a key that already has a value"):
+        load_settings(cfg)
+    cfg.write_text("data:\n  prompt_column: {item: statement}\n  answer_column: {ref: {final: value}}\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(cfg)
+    assert "named by its dotted path, 'item.statement'" in str(e.value)
+    assert "named by its dotted path, 'ref.final.value'" in str(e.value)
+
+
 def test_a_setting_written_outside_its_section_is_named_in_it(tmp_path, monkeypatch):
     """`save_steps` at the top of the YAML (trial), `GRPO_SAVE_STEPS`, `--save_steps`: the one setting of that name
     is named in its section, from each source."""

@@ -133,6 +133,19 @@ class DataSettings(Section):
     (the string, whitespace and final punctuation normalised, case kept: `Yes` = `Yes!`, `yes` != `Yes`),
     `auto` (math when the reference parses as math, else the string with case folded too)."""
 
+    @field_validator("prompt_column", "answer_column", mode="before")
+    @classmethod
+    def _dotted_not_nested(cls, v: object) -> object:
+        # `prompt_column: {item: statement}` in YAML is a mapping; the nested field's name is its dotted path
+        path, value = [], v
+        while isinstance(value, dict) and len(value) == 1:
+            key, value = next(iter(value.items()))
+            path.append(str(key))
+        if path:
+            raise ValueError(f"a nested field is named by its dotted path, {'.'.join([*path, str(value)])!r}, not "
+                             "by a mapping")
+        return v
+
     @field_validator("system_prompt")
     @classmethod
     def _blank_is_none(cls, v: str | None) -> str | None:

@@ -211,7 +211,11 @@ def read_yaml(path: str) -> dict[str, Any]:
         for mark in (getattr(e, "context_mark", None), getattr(e, "problem_mark", None)):
             if mark is not None:
                 mark.buffer = None
-        raise SettingsError(f"config file {path!r} is not valid YAML: {e}") from None
+        hint = ""
+        if "mapping values are not allowed here" in str(e):  # where PyYAML notices it is the line after (trial)
+            hint = ("; this line is indented under a key that already has a value (often the line above: a key "
+                    "moved out of its section ends the section there), or a value holding ': ' needs quotes")
+        raise SettingsError(f"config file {path!r} is not valid YAML: {e}{hint}") from None
     if loaded is None:  # as a blank GRPO_CONFIG: a run on every default is never what a file named meant (trial)
         raise SettingsError(f"config file {path!r} holds no settings (it is empty, or comments and `~` only): write "
                             "its sections, or leave it out to configure the job by GRPO_* variables alone")
