@@ -543,9 +543,10 @@ def test_errors_after_loading_say_where_this_run_set_the_variables_they_name(tmp
     assert "GRPO_MODEL__NAME_OR_PATH is model.name_or_path, which this run sets by --model.name_or_path on the command line" in last
     assert "GRPO_TRAIN__OPTIM" not in last and "GRPO_GPU_RUNS" not in last  # set as the variable; not a setting
     assert where_set(message, None, []) == message  # nothing set outside the environment: nothing to add
-    # the environment wins over the file (its precedence): then the variable is what the user set
+    # the environment wins over the file (its precedence): then the variable is what the user set; a variable the
+    # run leaves at its default is named as the setting the file would set (trial: "raise GRPO_TRAIN__..." in YAML)
     monkeypatch.setenv("GRPO_DATA__PATH", "/other.jsonl")
-    assert where_set(message, config, []) == message
+    assert where_set(message, config, []) == f"{message}\n(where: GRPO_MODEL__NAME_OR_PATH is model.name_or_path)"
 
 
 def test_check_names_the_config_file_behind_a_machine_problem(tmp_path, monkeypatch, capsys):

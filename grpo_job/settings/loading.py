@@ -77,17 +77,16 @@ def _where_notes(message: str, sources: dict[str, Any]) -> str:
             notes.append(f"{variable} is {'.'.join(loc)}, which this run sets key by key: {', '.join(keys)}")
         elif label.upper() != variable:  # the command line or the config file set it
             notes.append(f"{variable} is {'.'.join(loc)}, which this run sets by {label}")
+        elif (sources.get("yaml_path") or sources.get("cli_args")) and variable not in map(str.upper, os.environ):
+            notes.append(f"{variable} is {'.'.join(loc)}")  # a run set up by a file or flags (trial: YAML users)
     return f"(where: {'; '.join(notes)})" if notes else ""
-
-
-def _leaf(name: str) -> str:
-    return re.split(r"\.|__", name.lstrip("-").removeprefix("GRPO_").lower())[-1]
 
 
 def did_you_mean(wrong: str, choices: list[str]) -> str:
     """`; did you mean 'x'?`: the one setting of that name in a section (trial: `save_steps` at the top of the
     YAML, meant as `train.save_steps`), else the closest name."""
-    moved = [c for c in choices if _leaf(c) == _leaf(wrong) and c.lower() != wrong.lower()]
+    leaf = lambda name: re.split(r"\.|__", name.lstrip("-").removeprefix("GRPO_").lower())[-1]  # noqa: E731
+    moved = [c for c in choices if leaf(c) == leaf(wrong) and c.lower() != wrong.lower()]
     close = moved if len(moved) == 1 else difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
     secret = close[0].lstrip("-").lower() if close else ""
     if secret in _SECRETS:  # a setting that only its variable may set: name the variable
