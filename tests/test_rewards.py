@@ -193,6 +193,14 @@ def test_trls_math_rewards_read_a_latex_reference_whole(name, completion, refere
     assert reward(completions, solution=[reference], answer=["unrelated"]) == [expected]  # the data's solution first
 
 
+def test_only_a_bare_final_answer_is_delimited():
+    assert rewards.delimited_solution(r"2\sqrt{3}") == r"$2\sqrt{3}$"
+    assert rewards.delimited_solution(" 42 ") == "$42$"
+    for as_written in (r"$\frac{1}{2}$", r"\(x\)", r"so \boxed{5}", "Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18",
+                       "She had 16 eggs, ate three for breakfast and baked muffins with four more, " * 2):
+        assert rewards.delimited_solution(as_written) == as_written  # delimited, or a worked solution
+
+
 def test_trls_cosine_scaled_reward_reads_the_reference_from_answer_too():
     cosine = rewards.build("cosine_scaled", {"max_len": 100})
     assert rewards.callable_name(cosine) == rewards.callable_name(

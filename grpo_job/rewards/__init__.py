@@ -129,12 +129,18 @@ def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answe
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed")
 
 
+_ANSWER_CHARS = 100  # longer, or on several lines, a solution is a worked one, not a final answer
+
+
 def delimited_solution(text: str) -> str:
-    """`text` as math-verify's default `parse` reads all of it: LaTeX without delimiters (`2\\sqrt{3}`) inside
-    `$...$`; text that has `$`, `\\(`, `\\[` or `\\boxed` as it is (a worked solution, MATH's). Undelimited, math-verify
+    """`text` as math-verify's default `parse` reads all of it: a final answer in LaTeX without delimiters
+    (`2\\sqrt{3}`: one line of at most 100 characters) inside `$...$`; text that has `$`, `\\(`, `\\[` or `\\boxed`
+    (MATH's solutions), or a worked solution, as it is. Undelimited, math-verify
     read `2\\sqrt{3}` as 2, `(-2, 2)` as 2, `x^2 + 2x + 1` as 1 and `\\sqrt{2}` as nothing, so TRL's accuracy_reward
     paid `\\boxed{2}` for `2\\sqrt{3}` and skipped the rest (trial)."""
-    return text if _DELIMITED.search(text) else f"${text.strip()}$"
+    # a final answer, one short line; a worked solution in words stays as TRL would read it
+    short = len(text.strip()) <= _ANSWER_CHARS and "\n" not in text.strip()
+    return f"${text.strip()}$" if short and not _DELIMITED.search(text) else text
 
 
 def with_solution(func: RewardFunc) -> RewardFunc:
