@@ -72,3 +72,18 @@ def no_kwargs(completions, k: int = 1):
 def by_solution(completions, solution, **kwargs):
     """A user's reward reading TRL's `solution` column (1 when the completion is it)."""
     return [1.0 if c == s else 0.0 for c, s in zip(completions, solution, strict=True)]
+
+
+class LabelMatch:
+    """A reward class whose instance is built with the entry's arguments: 1 (+ bonus) when the completion is the
+    label, compared with or without case."""
+
+    def __init__(self, bonus: float = 0.0, case_sensitive: bool = True):
+        self.bonus, self.case_sensitive = bonus, case_sensitive
+
+    def __call__(self, completions, answer, **kwargs):
+        from grpo_job.rewards import completion_text
+
+        same = (lambda a, b: a == b) if self.case_sensitive else (lambda a, b: a.lower() == b.lower())
+        return [1.0 + self.bonus if same(completion_text(c).strip(), str(a)) else 0.0
+                for c, a in zip(completions, answer, strict=True)]

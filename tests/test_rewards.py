@@ -226,6 +226,19 @@ def test_factory_and_function_arguments_are_checked():
         rewards.build("format", {"strict": True})
 
 
+def test_a_reward_class_is_built_with_the_entrys_arguments():
+    """`module:Class` with arguments, from the environment as text (trial: the class itself was called as the
+    reward, and the advice was to add **kwargs to it)."""
+    built = rewards.build("tests.reward_fixtures:LabelMatch", {"bonus": "0.5", "case_sensitive": "false"})
+    assert rewards.callable_name(built) == "LabelMatch"  # TRL logs the instance by its class name
+    assert built(["Positive", "negative"], answer=["positive", "positive"]) == [1.5, 0.0]
+    assert rewards.build("tests.reward_fixtures:LabelMatch")(["x"], answer=["X"]) == [0.0]  # the defaults
+    with pytest.raises(TypeError, match=r"argument bonus='lots' does not fit its type float"):
+        rewards.build("tests.reward_fixtures:LabelMatch", {"bonus": "lots"})
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['bonnus'\] \(did you mean 'bonus'"):
+        rewards.build("tests.reward_fixtures:LabelMatch", {"bonnus": 1})
+
+
 def test_callable_objects_are_named_as_trl_names_them():
     obj = rewards.build("tests.reward_fixtures:difficulty_bonus")
     assert rewards.callable_name(obj) == "DifficultyBonus"

@@ -110,8 +110,10 @@ def resolve(name: str) -> RewardFunc:
 
 
 def is_factory(func: Any) -> bool:
-    """A `get_*` function returns the reward rather than being one (TRL's and open-r1's convention)."""
-    return inspect.isfunction(func) and func.__name__.startswith("get_")
+    """A `get_*` function returns the reward rather than being one (TRL's and open-r1's convention); a class
+    (`my_rewards:LabelMatch`) is built with the entry's arguments, and its instance is the reward (trial: the class
+    itself was called as the reward)."""
+    return inspect.isclass(func) or (inspect.isfunction(func) and func.__name__.startswith("get_"))
 
 
 def build(name: str, kwargs: Mapping[str, Any] | None = None, answer_type: answers.AnswerType = "auto") -> RewardFunc:
@@ -204,7 +206,8 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     boolean for a number; any other value passes as it is.
     Raises TypeError naming the reward and, for every argument that does not fit, the type it takes and
     the value given."""
-    target = func if inspect.isroutine(func) or isinstance(func, type) else type(func).__call__
+    # a class takes its arguments in __init__; an instance in __call__
+    target = func.__init__ if isinstance(func, type) else func if inspect.isroutine(func) else type(func).__call__
     try:
         hints = typing.get_type_hints(target, include_extras=True)  # Annotated bounds (gt=0) are checked too
     except (NameError, TypeError):  # annotations naming what cannot be imported here: the defaults still help
