@@ -131,6 +131,31 @@ def test_prompt_template_fills_other_columns_of_the_row(tmp_path, caplog):
     assert any("{meta.units}, which no column of" in r.getMessage() for r in caplog.records)
 
 
+def test_the_default_system_prompt_given_to_chat_prompts_is_said(tmp_path, caplog):
+    """Conversational prompts without a system message get data.system_prompt; left at its default (the
+    <reasoning>/<answer> instruction), that is said, with how to send them as they are (trial)."""
+    rows = [{"prompt": [{"role": "user", "content": f"Great film {i}! One word?"}], "label": "positive"} for i in range(3)]
+    rows.append({"prompt": [{"role": "system", "content": "Answer with one word."},
+                            {"role": "user", "content": "Awful."}], "label": "negative"})
+    f = write_jsonl(tmp_path / "d.jsonl", rows)
+
+    def warned(**settings):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            train, _, _ = data.prepare(DataSettings(path=str(f), task="plain", answer_column="label", eval_fraction=0,
+                                                    **settings), tmp_path)
+        said = [r.getMessage() for r in caplog.records if "conversational prompts" in r.getMessage()]
+        return train, said
+
+    train, said = warned()
+    assert len(said) == 1 and said[0].startswith("data: 3 of 4 conversational prompts") and "GRPO_DATA__SYSTEM_PROMPT" in said[0]
+    assert sum(r["prompt"][0]["content"] == "Answer with one word." for r in train) == 1  # its own is kept
+    train, said = warned(system_prompt="Answer with one word.")
+    assert said == [] and all(r["prompt"][0]["role"] == "system" for r in train)
+    train, said = warned(system_prompt="")
+    assert said == [] and sum(r["prompt"][0]["role"] == "system" for r in train) == 1  # sent as they are
+
+
 def test_every_column_reaches_the_rewards_and_a_missing_one_is_named(tmp_path):
     rows = [{"question": f"q{i}", "answer": f"#### {i}", "difficulty": i % 3 + 1, "tags": ["a", str(i)]}
             for i in range(8)]

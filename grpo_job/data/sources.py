@@ -127,6 +127,14 @@ def build_prompt(value: Any, settings: DataSettings, columns: dict[str, Any] | N
     return head + shots + rest
 
 
+def _given_system(value: Any, prompt: list[dict[str, str]]) -> bool:
+    """The row's prompt was conversational without a system message, and `build_prompt` gave it one (trial: a
+    classification dataset's own "answer with one word" turns got the default format instruction unsaid)."""
+    held = _messages_text(value) if isinstance(value, str) else value
+    return held is not None and not isinstance(held, str) and prompt[0]["role"] == "system" and not any(
+        m["role"] == "system" for m in (_as_messages(held) or []))
+
+
 def _jsonable(value: Any) -> tuple[Any, bool]:
     try:
         json.dumps(value)
@@ -161,7 +169,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     # a reference taken from TRL's `solution`/`answer` (not the task's column) is the answer itself where the
     # task's reading finds nothing in it (no `\boxed{}` for task math), as TRL's accuracy_reward reads it
     as_written = answer_col != (settings.answer_column or task.answer_column)
-    out, stringified, structured, unmarked = [], set(), 0, 0
+    out, stringified, structured, unmarked, given_system = [], set(), 0, 0, 0
     for row in raw:
         # rows are named by their content: after the seeded shuffle and the hold-out, a position is no line number
         if any(field_of(row, c) is None for c in (prompt_col, answer_col, *slots)):
@@ -176,6 +184,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
             prompt = build_prompt(field_of(row, prompt_col), settings, {c: field_of(row, c) for c in slots})
         except ValueError as e:
             raise SettingsError(f"a row of {where}, column {prompt_col!r}: {e}: {excerpt(row)}") from None
+        given_system += _given_system(field_of(row, prompt_col), prompt)
         kept = {}
         for k, v in row.items():
             kept[k], ok = _jsonable(v)
@@ -189,6 +198,11 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
         unmarked += settings.task == "gsm8k" and not as_written and "####" not in str(value)
         kept.update(prompt=prompt, answer=(reference or str(value).strip()) if as_written else reference)
         out.append(kept)
+    if given_system and "system_prompt" not in settings.model_fields_set:
+        log.warning("data: %d of %d conversational prompts in %s have no system message and get the default "
+                    "data.system_prompt (the <reasoning>/<answer> format the built-in rewards read); set it to your "
+                    "own instruction, or to '' to send them as they are [GRPO_DATA__SYSTEM_PROMPT]",
+                    given_system, len(raw), where)
     if stringified:
         log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
     if unmarked:
