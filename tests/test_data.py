@@ -132,8 +132,12 @@ def test_a_saved_dataset_dict_gives_its_splits_as_a_hub_dataset_does(tmp_path):
     assert all(r["prompt"][-1]["content"].startswith("train") for r in train) and len(train) == 12
     assert all(r["prompt"][-1]["content"].startswith("test") for r in heldout) and len(heldout) == 4
     # no such split: the error names the splits there are and the settings that pick them
-    with pytest.raises(SettingsError, match=r"has splits \['test', 'train'\], not 'validation'.*GRPO_DATA__EVAL_SPLIT"):
+    with pytest.raises(SettingsError, match=r"DatasetDict folder .* has splits \['test', 'train'\], not 'validation', "
+                                            r"which data.eval_split \[GRPO_DATA__EVAL_SPLIT\] names: set it to one"):
         data.prepare(s.model_copy(update={"eval_split": "validation"}), tmp_path / "cache")
+    with pytest.raises(SettingsError, match=r"not 'training', which data.split \[GRPO_DATA__SPLIT\] names") as e:
+        data.prepare(s.model_copy(update={"split": "training"}), tmp_path / "cache")
+    assert "eval_fraction" not in str(e.value)  # the training split's own fix, not the evaluation's
     # eval_split null: the held-out rows come from the training split
     train, heldout, _ = data.prepare(s.model_copy(update={"eval_split": None, "eval_fraction": 0.25}), tmp_path / "cache")
     assert (len(train), len(heldout)) == (9, 3)

@@ -81,16 +81,20 @@ def _load_saved(path: Path, setting: tuple[str, str]) -> Any:
         raise SettingsError(f"cannot read the saved dataset {_file(path, setting)}: {type(e).__name__}: {e}{fix}") from None
 
 
-def _split(saved: Any, split: str | None, path: Path, setting: tuple[str, str]) -> Any:
-    """`saved` itself (a Dataset), or its `split` (a DatasetDict: one of its splits must be named,
-    `data.split` or `data.eval_split`)."""
+# the settings that name the splits `read_saved` is given, in its order
+_SPLIT_SETTINGS = ("data.split [GRPO_DATA__SPLIT]", "data.eval_split [GRPO_DATA__EVAL_SPLIT]")
+
+
+def _split(saved: Any, split: str | None, path: Path, setting: tuple[str, str], named: str) -> Any:
+    """`saved` itself (a Dataset), or its `split` (a DatasetDict: one of its splits must be named, by the setting
+    `named`: data.split or data.eval_split)."""
     if not hasattr(saved, "keys"):
         return saved
     if split not in saved:
-        raise SettingsError(f"the saved DatasetDict {_file(path, setting)} has splits {sorted(saved)}, not "
-                            f"{split!r}: set data.split [GRPO_DATA__SPLIT] and data.eval_split "
-                            "[GRPO_DATA__EVAL_SPLIT] to its splits (eval_split null: hold out data.eval_fraction "
-                            "of the training split)")
+        hold_out = ("; or data.eval_split=null to hold out data.eval_fraction of the training split"
+                    if "eval_split" in named else "")
+        raise SettingsError(f"the saved DatasetDict folder {str(path)!r} ({setting[0]} [{setting[1]}]) has splits "
+                            f"{sorted(saved)}, not {split!r}, which {named} names: set it to one of them{hold_out}")
     return saved[split]
 
 
@@ -100,8 +104,8 @@ def read_saved(path: Path, setting: tuple[str, str], *splits: str) -> list[list[
     there or has no rows, naming the setting to change."""
     saved = _load_saved(path, setting)
     out = []
-    for split in splits or (None,):
-        table = _split(saved, split, path, setting)
+    for split, named in zip(splits or (None,), _SPLIT_SETTINGS, strict=False):
+        table = _split(saved, split, path, setting, named)
         rows = _as_written(table.to_list(), _narrow_floats(table.features))
         if not rows and split is not None:
             raise SettingsError(f"split {split!r} of the saved DatasetDict {_file(path, setting)} has no rows; name "
@@ -144,8 +148,8 @@ def saved_dict_columns(settings: DataSettings) -> list[str]:
     folder = Path(settings.path.removeprefix("file://"))
     saved = _load_saved(folder, DATA_PATH)
     if settings.eval_split:
-        _split(saved, settings.eval_split, folder, DATA_PATH)
-    return list(_split(saved, settings.split, folder, DATA_PATH).column_names)
+        _split(saved, settings.eval_split, folder, DATA_PATH, _SPLIT_SETTINGS[1])
+    return list(_split(saved, settings.split, folder, DATA_PATH, _SPLIT_SETTINGS[0]).column_names)
 
 
 def read_rows(path: Path, setting: tuple[str, str] = DATA_PATH) -> list[Row]:
