@@ -400,6 +400,20 @@ def test_trls_message_rewards_on_plain_text_prompts_say_why(name):
     assert len(reward_calls.check_rewards([name], chat_rows, ["<think>a</think>4"])[name]) == 1
 
 
+def test_bare_reference_answers_that_correctness_cannot_read_are_said():
+    """A sentiment task's model answered `neutral` for `neutral`: correctness reads <answer> blocks only and scored
+    it 0 before and after training, with nothing said (trial). The preflight says so when it samples such answers."""
+    rows = [{"prompt": "Review: fine.", "answer": "neutral"}, {"prompt": "Review: great!", "answer": "positive"},
+            {"prompt": "Review: bad.", "answer": "negative"}]
+    texts = ["Neutral.", "<answer>positive</answer>", "I think this review is rather negative overall."]
+    note = health.bare_answer_note(load_settings(SMOKE, ["--data.answer_type=auto"]), rows, texts)
+    assert note.startswith("1 of 3 sampled completions are the reference answer without an <answer> block (e.g. 'Neutral.')")
+    assert "GRPO_DATA__SYSTEM_PROMPT" in note
+    assert health.bare_answer_note(load_settings(SMOKE), rows, ["<answer>neutral</answer>"] + texts[1:]) is None
+    own = load_settings(SMOKE, ['--rewards={"tests.reward_fixtures:length_reward": 1.0}'])
+    assert health.bare_answer_note(own, rows, texts) is None  # no correctness reward: nothing to say
+
+
 def test_masking_most_of_the_batch_away_is_said():
     """With mask_truncated_completions the preflight logged clipped_rate 0.625 and said nothing (recipe trial)."""
     masked = load_settings(SMOKE, ['--train.extra={"mask_truncated_completions": "true"}'])

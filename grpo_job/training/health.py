@@ -133,9 +133,29 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         )
     if texts and (note := masked_share_note(s, clipped)):
         log.warning("REWARD PREFLIGHT: %s", note)
+    if texts and (note := bare_answer_note(s, rows, texts)):
+        log.warning("REWARD PREFLIGHT: %s", note)
     return {"samples": len(texts), "reward_means": {k: r["mean"] for k, r in report.items()}, "rewards": report,
             "clipped_rate": clipped, "all_zero": all_zero, "no_variance": no_variance,
             "example": texts[0] if texts else None}
+
+
+def bare_answer_note(s: JobSettings, rows: list[dict], texts: list[str]) -> str | None:
+    """When the correctness reward is set and sampled completions are the reference answer itself, without the
+    `<answer>` block it reads: what scores them 0, and what to change (trial: a sentiment task answered
+    `neutral` for `neutral` and scored 0 before and after training, with nothing said)."""
+    if "correctness" not in s.rewards:
+        return None
+    from grpo_job import answers
+
+    bare = [t for r, t in zip(rows, texts, strict=True) if R.extract_answer(t) is None and len(t.strip()) <= 200
+            and answers.verify(t.strip(), str(r.get(data.ANSWER, "")), s.data.answer_type)]
+    if not bare:
+        return None
+    return (f"{len(bare)} of {len(texts)} sampled completions are the reference answer without an <answer> block "
+            f"(e.g. {calls.shown(bare[0])}), and the correctness reward reads only <answer> blocks, so it scores them 0; "
+            "ask for the format in data.system_prompt [GRPO_DATA__SYSTEM_PROMPT] (the default asks for it), or score "
+            "bare answers with a reward of your own")
 
 
 def masked_share_note(s: JobSettings, clipped: float) -> str | None:
