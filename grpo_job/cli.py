@@ -236,7 +236,13 @@ def _check(args: argparse.Namespace, settings: JobSettings, fmt: str) -> int:
     a CI step can read it: `check ... | jq .stages`), the resolved settings in it with `--print-settings`."""
     from grpo_job import preflight, stages
 
-    p = preflight.plan(settings, stages.stages())
+    try:
+        p = preflight.plan(settings, stages.stages())
+    except errors.SettingsError:
+        if args.print_settings:  # the settings are valid; what they meet is not: show them beside the problems (trial)
+            print(json.dumps({"settings": settings.redacted()} if fmt == "json" else settings.redacted(),
+                             indent=None if fmt == "json" else 1, default=str), flush=True)
+        raise
     if fmt == "json":
         redacted = settings.redacted()
         # the train section as the text plan's `train` line gives it (trial: JSON mode, the default, had none); its

@@ -389,6 +389,20 @@ def test_check_in_json_mode_prints_its_plan_as_one_json_object(tmp_path, extra):
     assert ("settings" in plan) == bool(extra) and all(json.loads(e) for e in done.stderr.splitlines())
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_check_prints_the_settings_also_when_the_check_fails(tmp_path, fmt):
+    """Valid settings that meet a problem (here a missing data file): `--print-settings` still shows them, beside
+    the error, exit 2 (trial: nothing was printed when the check failed)."""
+    done = subprocess.run([sys.executable, str(ROOT / "entrypoint.py"), "check", "--config", str(ROOT / "examples/smoke.yaml"),
+                           f"--log_format={fmt}", f"--store.uri={tmp_path / 'runs'}", f"--work_dir={tmp_path / 'w'}",
+                           f"--data.path={tmp_path / 'missing.jsonl'}", "--print-settings"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    shown = json.loads(done.stdout)
+    settings = shown["settings"] if fmt == "json" else shown
+    assert settings["data"]["path"] == str(tmp_path / "missing.jsonl") and "missing.jsonl" in done.stderr
+
+
 def test_an_exception_chain_that_loops_is_read_once():
     """An error whose context loops back to itself (the publish stage's Hub error did) held the job in
     disk_full_message for ever: the chain is walked once."""
