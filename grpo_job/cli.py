@@ -243,6 +243,10 @@ def _check(args: argparse.Namespace, settings: JobSettings, fmt: str) -> int:
             print(json.dumps({"settings": settings.redacted()} if fmt == "json" else settings.redacted(),
                              indent=None if fmt == "json" else 1, default=str), flush=True)
         raise
+    if "code" in settings.rewards:  # the code reward runs model-written programs: what confines them, in both
+        from grpo_job import sandbox  # formats (a probe program: `check` only, not every run's start)
+
+        p["sandbox"] = sandbox.describe()
     if fmt == "json":
         redacted = settings.redacted()
         # the train section as the text plan's `train` line gives it (trial: JSON mode, the default, had none); its

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from grpo_job import data, machine, resume, sandbox
+from grpo_job import data, machine, resume
 from grpo_job.context import RunContext, StoreKeys, marker_key, open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls
@@ -135,8 +135,6 @@ def plan(settings: JobSettings, stages: Sequence[Any], inspect_data: bool = True
         "rewards": settings.rewards,
         # GRPOConfig's other arguments as the run passes them, converted to their types (trials: shown nowhere)
         "extra": environment.grpo_config_extra(settings.train.extra) if settings.train.extra else {},
-        # the code reward runs model-written programs: what confines them (trial: the JSON plan had no such line)
-        "sandbox": sandbox.describe() if "code" in settings.rewards else None,
         "stages": shown,
         "restart": [] if restart is None else restart.notes,
         # the newest complete checkpoint the train stage will resume from (None: it starts at step 0)
