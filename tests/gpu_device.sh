@@ -7,6 +7,10 @@
 # Device, back to back, each call carrying one folder (.gpu/c00 .. .gpu/c09, .gpu/q00 .. .gpu/q08, .gpu/data):
 #               bash tests/gpu_device.sh
 # Device, then: bash tests/gpu_device.sh [pytest arguments, e.g. -k default_recipe]
+#   On a fresh machine run `-k sigterm` before `-k default_recipe`: the machine's first vLLM start compiles
+#   kernels (about 70 s more than a warm start), and the acceptance run then needs 430-560 s of its call. A call
+#   cut off by its timeout leaves the runs' stores in $GRPO_GPU_RUNS; the same command again resumes the
+#   acceptance run where it stopped (the job skips the stages already done), as a Kubernetes Job's retry would.
 #
 # Each call installs or joins what it carries (/tmp survives while the machine is warm). Once the stack
 # and the Qwen GGUF are there it dequantizes the models with the job's own loader (once), then, when
