@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 # Standard variables that hold secrets; their values are masked wherever they appear in a message.
@@ -44,6 +45,28 @@ class RedactSecrets(logging.Filter):
                 if k not in _RESERVED and isinstance(v, str):
                     setattr(record, k, self._scrub(v))
         return True
+
+
+class NoteWarnings(logging.Filter):
+    """Gives each warning record that names a GRPO_* variable `note(message)` instead of its message (cli:
+    the `(where: ...)` line that says which setting a variable is, for a run set up by a file or flags)."""
+
+    def __init__(self, note: Callable[[str], str]) -> None:
+        super().__init__()
+        self.note = note
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "GRPO_" in (message := record.getMessage()):
+            noted = self.note(message)
+            if noted != message:
+                record.msg, record.args = noted, ()
+        return True
+
+
+def note_warnings(note: Callable[[str], str]) -> None:
+    """Install NoteWarnings(note) on the root logger's handlers (after `setup`, which replaces them)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(NoteWarnings(note))
 
 
 class JsonFormatter(logging.Formatter):

@@ -562,6 +562,28 @@ def test_check_names_the_config_file_behind_a_machine_problem(tmp_path, monkeypa
     assert f"GRPO_DATA__PATH is data.path, which this run sets by config file {str(config)!r}" in err
 
 
+def test_a_warning_says_which_setting_the_variable_it_names_is(tmp_path, monkeypatch, capsys):
+    """Warnings name settings by their GRPO_* variables, as errors do; a run set up by a file gets the same
+    `(where: ...)` line (trial: only errors had it)."""
+    from grpo_job import cli
+
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "w.yaml"
+    config.write_text(f"train:\n  max_steps: 4\n  warmup_steps: 8\nstore:\n  uri: {tmp_path / 'runs'}\n"
+                      f"data:\n  path: {tmp_path / 'none.jsonl'}\n")
+    cli.main(["check", "--config", str(config), "--log_format=json"])
+    warned = [json.loads(x)["msg"] for x in capsys.readouterr().err.splitlines() if "never reaches" in x]
+    assert len(warned) == 1 and warned[0].endswith(
+        "(GRPO_TRAIN__WARMUP_STEPS)\n(where: GRPO_TRAIN__WARMUP_STEPS is train.warmup_steps, which this run sets "
+        f"by config file {str(config)!r})"), warned
+    monkeypatch.setenv("GRPO_TRAIN__WARMUP_STEPS", "8")  # set as the variable: the user knows it, no note
+    monkeypatch.setenv("GRPO_TRAIN__MAX_STEPS", "4")
+    cli.main(["check", "--store.uri", str(tmp_path / "runs"), "--data.path", str(tmp_path / "none.jsonl"),
+              "--log_format=text"])
+    assert "(where: GRPO_TRAIN__WARMUP_STEPS" not in capsys.readouterr().err
+
+
 def test_a_cross_field_rule_says_where_this_run_set_the_variable_it_names(tmp_path, monkeypatch):
     for k in [k for k in os.environ if k.startswith("GRPO_")]:
         monkeypatch.delenv(k)
