@@ -187,8 +187,7 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
     def explain(message: str) -> str:  # where this run set the settings an error names (file, flag)
         return where_set(message, args.config, overrides)
 
-    logs.note_warnings(explain)  # warnings name variables too (trial: a YAML user told to set GRPO_...)
-
+    unnote = logs.note_warnings(explain)  # warnings name variables too (trial: a YAML user told to set GRPO_...)
     try:
         for w in settings.warnings():
             log.warning("settings: %s", w)
@@ -205,6 +204,7 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         closing_line(code, settings)
         return code
     finally:
+        unnote()
         logs.restore_streams()
 
 

@@ -63,10 +63,17 @@ class NoteWarnings(logging.Filter):
         return True
 
 
-def note_warnings(note: Callable[[str], str]) -> None:
-    """Install NoteWarnings(note) on the root logger's handlers (after `setup`, which replaces them)."""
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(NoteWarnings(note))
+def note_warnings(note: Callable[[str], str]) -> Callable[[], None]:
+    """Install NoteWarnings(note) on the root logger's handlers (after `setup`, which replaces them); returns
+    what removes it again (the note belongs to one run's settings sources)."""
+    noting, handlers = NoteWarnings(note), list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(noting)
+
+    def remove() -> None:
+        for handler in handlers:
+            handler.removeFilter(noting)
+    return remove
 
 
 class JsonFormatter(logging.Formatter):
