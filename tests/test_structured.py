@@ -97,3 +97,69 @@ def test_the_schema_column_may_have_another_name():
     assert unreadable_rows(rows, schema_column="spec") == []
     assert "no 'schema' value" in unreadable_rows(rows)[0][1]
     calls.check_reward_rows({"json_schema": reward}, rows)
+
+
+def test_the_schema_argument_may_be_a_file_and_is_checked_once_when_built(tmp_path, monkeypatch):
+    """Users keep their schema in a file; a path, a missing file and an invalid schema each got "reads column
+    'schema', which no row of the data has" (trial: the argument was read only row by row)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.json").write_text(json.dumps(SCHEMA))
+    (tmp_path / "s.yaml").write_text("type: object\nrequired: [name, age]\n")
+    answer = [json.dumps(REF)]
+    for path in ("s.json", str(tmp_path / "s.json"), "./s.yaml"):
+        reward = rewards.build("json_schema", {"json_schema": path})
+        assert reward(['{"name": "Ava", "age": 34}'], answer=answer) == [0.5], path
+    assert rewards.json_schema_reward(['{"name": "Ava"}'], answer=answer, json_schema="s.yaml") == [0.0]  # no age
+    for value, said in [
+        ("./schemas/nope.json", f"'./schemas/nope.json' is neither JSON nor the path of a file (working directory {tmp_path})"),
+        ("spec", "a column of schemas is named by the schema_column argument"),
+        ({"type": "obejct"}, "the JSON Schema is not valid ('obejct' is not valid under any of the given schemas, at $.type)"),
+        ('{"required": "name"}', "at $.required"),
+    ]:
+        with pytest.raises(TypeError) as e:
+            rewards.build("json_schema", {"json_schema": value})
+        assert "reward 'json_schema': argument json_schema: " in str(e.value) and said in str(e.value), str(e.value)
+        assert str(e.value).endswith("set rewards.json_schema.json_schema")
+    (tmp_path / "bad.yaml").write_text("type: [object\n")
+    with pytest.raises(TypeError, match=r"the schema file '.*bad.yaml' does not parse as YAML"):
+        rewards.build("json_schema", {"json_schema": "bad.yaml"})
+
+
+def test_with_one_schema_for_every_row_no_column_is_asked_for():
+    """References the reward cannot read, with the schema given as the argument: the message blamed the `schema`
+    column the run never uses (trial)."""
+    from grpo_job.errors import SettingsError
+    from grpo_job.rewards import calls
+
+    reward = rewards.build("json_schema", {"json_schema": SCHEMA})
+    rows = [{"prompt": f"p{i}", "answer": "{oops"} for i in range(3)]
+    with pytest.raises(SettingsError) as e:
+        calls.check_reward_rows({"json_schema": reward}, rows)
+    assert "cannot read 3 of 3 rows" in str(e.value) and "neither JSON nor a Python literal" in str(e.value)
+    assert "schema_column" not in str(e.value)
+
+
+@pytest.mark.parametrize("reference, said", [
+    ({"name": "Ava", "age": 34}, None),
+    ({"name": "Ava", "age": "34"}, "'34' is not of type 'integer' at $.age"),
+    ({"name": "Ava"}, "'age' is a required property at $"),
+    ({"name": "Ava", "age": 3, "nick": "A"}, "Additional properties are not allowed ('nick' was unexpected) at $"),
+], ids=["valid", "wrong-type", "missing", "extra"])
+def test_references_that_fail_their_schema_are_warned_of(reference, said, caplog):
+    """A reference outside its own schema can never be earned in full; the dry call's three rows missed 2 such
+    rows of 40 (trial)."""
+    from grpo_job.rewards import calls
+    from grpo_job.rewards.structured import off_schema_references
+
+    rows = [{"prompt": "ok", "answer": json.dumps(REF), "schema": json.dumps(SCHEMA)},
+            {"prompt": "this one", "answer": json.dumps(reference), "schema": json.dumps(SCHEMA)}]
+    found = off_schema_references(rows)
+    assert found == ([] if said is None else [(1, f"the reference answer fails its JSON Schema ({said})")])
+    with caplog.at_level("WARNING"):
+        calls.check_reward_rows({"json_schema": rewards.build("json_schema")}, rows)
+    warned = [r.getMessage() for r in caplog.records if "whole score" in r.getMessage()]
+    if said is None:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "on 1 of 2 rows of the data" in warned[0] and said in warned[0]
+        assert 'in row {"answer": ' + json.dumps(json.dumps(reference))[:40] in warned[0]  # the row, to find it

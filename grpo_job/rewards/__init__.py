@@ -64,6 +64,10 @@ REGISTRY: dict[str, RewardFunc] = {
 ROW_CHECKS: dict[Any, Any] = {code_reward: code.unreadable_rows, json_schema_reward: structured.unreadable_rows}
 # the argument naming the column each of them reads (its default is the parameter's)
 ROW_COLUMNS: dict[Any, str] = {code_reward: "tests_column", json_schema_reward: "schema_column"}
+# an argument that, given, stands in for that column (one schema for every row): the column is then not read
+ROW_COLUMN_STAND_INS: dict[Any, str] = {json_schema_reward: "json_schema"}
+# rows a reward reads but where no completion can earn its whole score: warned of, not refused
+ROW_NOTES: dict[Any, Any] = {json_schema_reward: structured.off_schema_references}
 
 # TRL's built-in rewards (trl.rewards, trl 1.15), usable by their TRL name; `get_*` are factories.
 TRL_REWARDS = (
@@ -229,9 +233,13 @@ def _typed(name: str, func: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             # a boolean is no number (YAML's `yes` passed as 1.0 for a float; weights refuse it too): strict for bools
             out[key] = adapter.validate_python(value, strict=True if isinstance(value, bool) else None)
         except pydantic.ValidationError as e:
+            error = e.errors()[0]
+            if error["type"] == "value_error":  # the parameter's own validator says what is wrong (json_schema)
+                wrong.append(f"argument {key}: {error['ctx']['error']}; set rewards.{name}.{key}")
+                continue
             base = typing.get_args(wanted)[0] if typing.get_origin(wanted) is typing.Annotated else wanted
             kind = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
-            wrong.append(f"argument {key}={value!r} does not fit its type {kind} ({e.errors()[0]['msg']}); set "
+            wrong.append(f"argument {key}={value!r} does not fit its type {kind} ({error['msg']}); set "
                          f"rewards.{name}.{key} to a value of that type")
     if wrong:  # every argument that does not fit, in one message
         raise TypeError(f"reward {name!r}: " + "; ".join(wrong))

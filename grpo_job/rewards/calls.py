@@ -262,6 +262,11 @@ def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str =
         base, arguments = _underlying(func)
         check = R.ROW_CHECKS.get(base)
         bad = check(rows, **arguments) if check is not None else []
+        if not bad and (note := R.ROW_NOTES.get(base)) is not None and (off := note(rows, **arguments)):
+            i, what = off[0]
+            log.warning("reward %r: on %d of %d rows of %s no completion can earn the whole score: e.g. %s, in row %s; "
+                        "fix those rows or the reward's arguments", name, len(off), len(rows), where, what,
+                        data.excerpt(rows[i], ("prompt",)))
         if bad and len(bad) == len(rows) and (absent := _absent_column(name, base, arguments, rows, where)):
             found.append(absent)  # a setting to fix, not the rows (trial: `tests_column: unit_test`)
         elif bad:
@@ -280,7 +285,7 @@ def _absent_column(name: str, func: Any, arguments: dict[str, Any], rows: list[d
     import inspect
 
     arg = R.ROW_COLUMNS.get(func)
-    if arg is None:
+    if arg is None or arguments.get(R.ROW_COLUMN_STAND_INS.get(func, "")) is not None:
         return None
     column = arguments.get(arg, inspect.signature(func).parameters[arg].default)
     if any(column in r for r in rows):

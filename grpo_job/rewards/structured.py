@@ -2,8 +2,8 @@
 
 The completion's JSON is read from its answer block when it has one, else from its last ```json block,
 else from its last ```-fenced block of any tag, else from the whole text (from its first `{` or `[`). It must parse and validate against the
-schema (the `json_schema` argument, else the row's `schema` column, or the one `schema_column` names;
-JSON text or an object), checked
+schema (the `json_schema` argument: JSON text, an object, or the path of a .json, .yaml or .yml file; else the
+row's `schema` column, or the one `schema_column` names: JSON text or an object), checked
 with the `jsonschema` library; otherwise it scores 0. A valid object then earns the share of the
 reference object's fields (the answer column: JSON text, or a Python literal as a dict column arrives)
 it matches: with `strict_types` a field matches when it is the same JSON value of the same type (`1`
@@ -18,7 +18,11 @@ import ast
 import functools
 import json
 import math
-from typing import Any
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
 
 from grpo_job.rewards._extract import answer_or_fenced
 from grpo_job.rewards.builtin import completion_text
@@ -67,8 +71,44 @@ def _validator(schema_json: str) -> Any:
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
-        raise ValueError(f"the JSON Schema is not valid ({e.message}): {schema_json[:200]}") from None
+        raise ValueError(f"the JSON Schema is not valid ({e.message}, at {e.json_path}): {schema_json[:200]}") from None
     return cls(schema)
+
+
+def schema_argument(value: Any) -> Any:
+    """The `json_schema` argument as a schema object: an object as it is; text as JSON, else as the path of a
+    JSON or YAML file (trial: users keep their schema in a file). Raises ValueError saying what it is not, or
+    why the schema is no valid JSON Schema (checked against its own meta-schema)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except ValueError:
+            path = Path(text.removeprefix("file://")).expanduser()
+            if not path.is_file():
+                raise ValueError(f"{text[:200]!r} is neither JSON nor the path of a file (working directory "
+                                 f"{os.getcwd()}); give the schema as JSON or an object, or the path of a .json, .yaml "
+                                 "or .yml file (a column of schemas is named by the schema_column argument)") from None
+            value = _read_schema_file(path)
+    _validator(json.dumps(value, sort_keys=True))
+    return value
+
+
+def _read_schema_file(path: Path) -> Any:
+    import yaml
+
+    text = path.read_text()
+    try:
+        return yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"the schema file {str(path)!r} does not parse as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
+                         f"({str(e).splitlines()[0]})") from None
+
+
+# the argument's type: `rewards.build` checks and converts it once, before any row or model is read
+JsonSchemaArgument = Annotated[Any, pydantic.BeforeValidator(schema_argument)]
 
 
 def unreadable_rows(rows: list[dict[str, Any]], json_schema: Any = None, schema_column: str = "schema",
@@ -88,6 +128,25 @@ def unreadable_rows(rows: list[dict[str, Any]], json_schema: Any = None, schema_
         except ValueError as e:
             bad.append((i, str(e)))
     return bad
+
+
+def off_schema_references(rows: list[dict[str, Any]], json_schema: Any = None, schema_column: str = "schema",
+                          **_: Any) -> list[tuple[int, str]]:
+    """(row index, the first validation error) for every readable row whose reference answer does not validate
+    against its own schema: no completion can earn the whole score there (the reference's fields fail the
+    schema), which the dry call's few rows do not show (trial: `"priority": "urgent"` outside an enum)."""
+    out = []
+    for i, row in enumerate(rows):
+        schema = json_schema if json_schema is not None else row.get(schema_column)
+        try:
+            validator = _validator(json.dumps(_load(schema, "JSON Schema"), sort_keys=True))
+            reference = _load(row.get("answer"), "reference answer")
+        except (ValueError, TypeError):  # unreadable: unreadable_rows names those
+            continue
+        error = next(iter(validator.iter_errors(reference)), None)
+        if error is not None:
+            out.append((i, f"the reference answer fails its JSON Schema ({error.message} at {error.json_path})"))
+    return out
 
 
 def _normal(value: Any) -> Any:
@@ -125,12 +184,14 @@ def same(got: Any, want: Any, strict_types: bool) -> bool:
 
 
 def json_schema_reward(
-    completions: list[Any], answer: list[Any] | None = None, json_schema: Any = None,
+    completions: list[Any], answer: list[Any] | None = None, json_schema: JsonSchemaArgument = None,
     strict_types: bool = False, schema_column: str = "schema", **kwargs: Any,
 ) -> list[float]:
     """Per completion: 0 when its JSON does not parse or fails the schema, else the share of the reference
     object's fields it matches (see the module docstring). `json_schema`: one schema for every row (else
     the `schema_column` column, `schema` by default); `strict_types`: compare values with their JSON types."""
+    if isinstance(json_schema, str):  # called as it is, not built from settings (which convert it once)
+        json_schema = schema_argument(json_schema)
     schemas = [json_schema] * len(completions) if json_schema is not None else kwargs.get(schema_column)
     if schemas is None:
         raise ValueError(f"the json_schema reward needs a JSON Schema: a {schema_column!r} column in the data (another "
