@@ -310,7 +310,8 @@ def test_a_0d_torch_tensor_is_a_score_as_in_trl():
 # ---------------------------------------------------------------- 8: warm-up leaves a step that learns
 @pytest.mark.parametrize("max_steps, warmup, scheduler", [
     (1, 0.05, "cosine"), (1, 0.9, "linear"), (1, 3, "constant_with_warmup"), (2, 0.5, "cosine"),
-    (2, 10, "linear"), (3, 0.99, "cosine"), (5, 0.0, "linear"),
+    (2, 10, "linear"), (3, 0.99, "cosine"), (5, 0.0, "linear"), (3, 0.05, "cosine"), (20, 0.05, "linear"),
+    (21, 0.05, "cosine"), (4, 1, "linear"),
 ])
 def test_some_step_trains_at_a_non_zero_learning_rate(tmp_path, max_steps, warmup, scheduler):
     import torch
@@ -332,6 +333,8 @@ def test_some_step_trains_at_a_non_zero_learning_rate(tmp_path, max_steps, warmu
         optimizer.step()
         sched.step()
     assert any(r > 0 for r in rates), rates
+    # a share that rounds to one step is no warm-up: every step learns (trial: step 1 of 3 at rate 0)
+    assert all(r > 0 for r in rates) is (max_steps == 1 or (warmup < 1 and math.ceil(max_steps * warmup) <= 1)), rates
     said = [w for w in rules.warnings(s) if "warm-up" in w]
     assert bool(said) is (max_steps == 1 and warmup > 0)
 

@@ -22,8 +22,9 @@ class TrainSettings(Section):
     """Learning-rate schedule after warm-up."""
 
     warmup_steps: Share = Field(0.05, ge=0.0)
-    """Linear warm-up: a float in [0, 1) (or a percentage, `5%`) is a share of `max_steps`, a whole number is a
-    step count."""
+    """Linear warm-up: a float in [0, 1) (or a percentage, `5%`) is a share of `max_steps`, rounded up, a whole
+    number is a step count. Warm-up trains its first step at learning rate 0, so a share that rounds to one step
+    (5% of up to 20 steps) trains without warm-up, as does a 1-step run."""
 
     optim: str = "adamw_8bit"
     """Optimizer name as transformers knows it; `adamw_8bit` needs a CUDA GPU (bitsandbytes)."""

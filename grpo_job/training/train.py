@@ -22,6 +22,7 @@ from grpo_job.artifacts import report
 from grpo_job.errors import JobError, SettingsError, StoppedEarly
 from grpo_job.rewards import limits
 from grpo_job.settings import JobSettings, environment
+from grpo_job.settings.rules import warmup_steps_of
 from grpo_job.store import checkpoints
 from grpo_job.training import engines, health
 
@@ -48,8 +49,10 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
         disable_tqdm=quiet_progress,
         log_completions=False,
     )
-    if s.train.max_steps == 1 and kwargs.get("warmup_steps"):
-        # linear warm-up trains step 0 at learning rate 0: a 1-step run would learn nothing (rules.warnings says so)
+    if kwargs.get("warmup_steps") and (s.train.max_steps == 1 or (s.train.warmup_steps < 1 and warmup_steps_of(s) == 1)):
+        # linear warm-up trains step 0 at learning rate 0: a 1-step run would learn nothing (rules.warnings says so),
+        # and a share that rounds to one step (5% of up to 20) is no warm-up, only a first step that learns nothing
+        # (trial: step 1 of 3 at learning rate 0)
         kwargs["warmup_steps"] = 0
     return kwargs
 
