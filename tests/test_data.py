@@ -49,7 +49,10 @@ def test_a_list_or_object_answer_is_its_json_text_with_a_warning(caplog):
     rows = data.map_rows([{"q": "Is 5 prime?", "ans": ["yes"]}, {"q": "x", "ans": {"v": "yes"}}, {"q": "y", "ans": "no"}],
                          s, "f")
     assert [r["answer"] for r in rows] == ['["yes"]', '{"v": "yes"}', "no"]  # not Python's ['yes']
-    assert "2 of 3 reference answers in column 'ans' of f are lists or objects" in caplog.text
+    assert "1 of 3 reference answers in column 'ans' of f are lists;" in caplog.text  # accepted answers, maybe
+    caplog.clear()  # an object is a json_schema reference: nothing to say (trial: a warning on every run)
+    data.map_rows([{"q": "x", "ans": {"v": "yes"}}], s, "f")
+    assert "reference answers" not in caplog.text
 
 
 def test_gsm8k_answers_without_the_marker_are_warned(caplog):

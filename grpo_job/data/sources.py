@@ -192,7 +192,8 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
                 stringified.add(k)
         value = field_of(row, answer_col)
         if isinstance(value, (list, dict)):
-            structured += 1
+            # an object is the json_schema reward's reference; a list may be accepted answers, which no reward reads
+            structured += isinstance(value, list)
             value = json.dumps(value, ensure_ascii=False, default=str)  # JSON text, not Python's ['yes']
         reference = task.answer(str(value))
         unmarked += settings.task == "gsm8k" and not as_written and "####" not in str(value)
@@ -211,10 +212,10 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
                     "the answer with `#### `, or set GRPO_DATA__TASK=plain when the column holds the answer alone",
                     unmarked, len(raw), answer_col, where)
     if structured:
-        log.warning("data: %d of %d reference answers in column %r of %s are lists or objects; the reference is their "
-                    "JSON text (right for the json_schema reward). The correctness reward and the evaluation compare "
-                    "one answer: for a list of accepted answers, keep one per row as text, or score with a reward "
-                    "of your own", structured, len(raw), answer_col, where)
+        log.warning("data: %d of %d reference answers in column %r of %s are lists; the reference is their JSON text "
+                    "(right for the json_schema reward). The correctness reward and the evaluation compare one answer: "
+                    "for a list of accepted answers, keep one per row as text, or score with a reward of your own",
+                    structured, len(raw), answer_col, where)
     check_answer_not_in_prompt(out, settings, where)
     return out
 
