@@ -8,7 +8,8 @@ it, so the tests are on no disk the program can read; then, before any of the pr
 - where the kernel allows: a new user + network + PID namespace (no network; every process the program
   starts dies with it) and Landlock (files may be written under the working directory only);
 - mode `asserts`: the program runs once, then each test in its own copy of the program's globals under
-  a per-test timer. For each test that ends without an exception the harness writes `<nonce> <index>` to
+  a per-test timer; the test functions a test defines (pytest's `test*`, `Test*` classes, unittest's TestCase)
+  are then called. For each test that ends without an exception the harness writes `<nonce> <index>` to
   VERDICT_FD: a program that exits early (sys.exit, os._exit), prints "PASS", rebinds `AssertionError`
   (the `assert` statement raises the real one) or deletes files has no line for the tests it skipped.
 - mode `io`: the program runs as `__main__` with stdin and stdout as the job gave them; the job compares
@@ -132,7 +133,9 @@ def _run_asserts(spec: dict, write) -> None:
         passed = False
         try:
             signal.setitimer(signal.ITIMER_REAL, seconds)
-            exec(compile(test, f"test_{index}.py", "exec"), dict(namespace))
+            scope = dict(namespace)
+            exec(compile(test, f"test_{index}.py", "exec"), scope)
+            _call_defined_tests(namespace, scope)
             passed = True
         except BaseException as e:  # a failed assert, an error, the timer, a SystemExit: not passed
             print(f"test {index}: {type(e).__name__}: {e}"[:2000], file=sys.stderr)
@@ -140,6 +143,31 @@ def _run_asserts(spec: dict, write) -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if passed:
             write(f"{nonce} {index}\n")
+
+
+def _call_defined_tests(before: dict, after: dict) -> None:
+    """pytest's convention, for test code that defines its tests instead of running them: the functions named
+    `test*` it defines are called, and so are the `test*` methods of the classes named `Test*` it defines
+    (unittest's TestCase run by unittest), in the order defined; any failure raises. Without this, a test
+    `def test_0(): assert f(3) == 6` passed every program, an empty one too (trial). Test code of plain asserts
+    defines none of these: nothing more runs."""
+    for name, obj in list(after.items()):
+        if before.get(name) is obj or name.startswith("__"):
+            continue  # the program's own names, and what the test code did not define
+        if isinstance(obj, type) and name.startswith("Test"):
+            unittest = sys.modules.get("unittest")  # a TestCase subclass imported it
+            if unittest is not None and issubclass(obj, unittest.TestCase):
+                result = unittest.TestResult()
+                unittest.defaultTestLoader.loadTestsFromTestCase(obj).run(result)
+                if result.testsRun == 0 or not result.wasSuccessful():
+                    raise AssertionError(f"{name}: {len(result.failures)} failed and {len(result.errors)} errors of "
+                                         f"{result.testsRun} tests")
+                continue
+            instance = obj()
+            for method in [m for m in vars(obj) if m.startswith("test") and callable(getattr(instance, m))]:
+                getattr(instance, method)()
+        elif name.startswith("test") and callable(obj) and not isinstance(obj, type):
+            obj()
 
 
 def _run_io(spec: dict) -> int:

@@ -128,6 +128,34 @@ def test_test_column_forms(completion, tests, kwargs, want):
     assert rewards.code_reward([completion], tests=[tests], **kwargs) == [pytest.approx(want)]
 
 
+PYTEST_STYLE = "def test_one():\n    assert f(3) == 6\n\ndef test_two():\n    assert f(0) == 0"
+UNITTEST_STYLE = ("import unittest\n\nclass TestF(unittest.TestCase):\n    def test_one(self):\n"
+                  "        self.assertEqual(f(3), 6)\n    def test_two(self):\n        self.assertEqual(f(0), 0)\n\n"
+                  "if __name__ == '__main__':\n    unittest.main()")
+PLAIN_CLASS = "class TestF:\n    def test_one(self):\n        assert f(3) == 6\n    def helper(self):\n        raise RuntimeError"
+
+
+@pytest.mark.parametrize("program, tests, want", [
+    # test code that defines its tests: they were never called, so every program passed, an empty one too (trial)
+    ("x = 1", [PYTEST_STYLE], 0.0),
+    ("def f(x):\n    return x + x", [PYTEST_STYLE], 1.0),
+    ("def f(x):\n    return 6", [PYTEST_STYLE], 0.0),  # test_two fails
+    ("def f(x):\n    return 6", [PYTEST_STYLE, "assert f(3) == 6"], 0.5),
+    ("x = 1", [UNITTEST_STYLE], 0.0),
+    ("def f(x):\n    return 2 * x", [UNITTEST_STYLE], 1.0),
+    ("def f(x):\n    return 6", [UNITTEST_STYLE], 0.0),
+    ("x = 1", [PLAIN_CLASS], 0.0),
+    ("def f(x):\n    return 2 * x", [PLAIN_CLASS], 1.0),  # only test* methods run: not `helper`
+    # the program's own test_* names are not the tests': not called (one that fails would fail every test)
+    ("def f(x):\n    return 2 * x\ndef test_sabotage():\n    raise SystemExit", ["assert f(1) == 2"], 1.0),
+    # a test that needs a pytest fixture cannot run here: it fails, and check's dry call shows the reference failing
+    ("def f(x):\n    return 2 * x", ["def test_tmp(tmp_path):\n    assert f(1) == 2"], 0.0),
+], ids=["pytest-empty", "pytest-right", "pytest-half-right", "pytest-and-assert", "unittest-empty", "unittest-right",
+        "unittest-wrong", "class-empty", "class-right", "program-test-names", "fixture"])
+def test_test_functions_the_tests_define_are_called(program, tests, want):
+    assert rewards.code_reward([fenced(program)], tests=[tests]) == [pytest.approx(want)]
+
+
 def test_a_row_without_tests_is_skipped_and_a_missing_column_is_named():
     assert rewards.code_reward([fenced("pass")], tests=[None]) == [None]
     with pytest.raises(ValueError, match="column 'unit_tests'"):
@@ -272,6 +300,24 @@ def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path,
     caplog.clear()
     _check_data(tmp_path, [right] * 4, '{"code": 1.0}')
     assert "scored 0 on the reference answer" not in caplog.text
+
+
+@pytest.mark.parametrize("tests, warned", [
+    ("def check(candidate):\n    assert candidate(1, 2) == 3", True),  # HumanEval's checker, never called
+    ("def helper():\n    assert add(1, 2) == 3", True),  # defines a function nothing calls
+    ("def check(candidate):\n    assert candidate(1, 2) == 3\ncheck(add)", False),
+    ("def test_add():\n    assert add(1, 2) == 3", False),  # pytest's convention: called
+    ("assert add(1, 2) == 3", False),
+], ids=["humaneval-check", "uncalled-helper", "check-called", "pytest", "assert"])
+def test_tests_that_an_empty_program_passes_are_warned_about(tmp_path, caplog, tests, warned):
+    """Tests that call nothing pass every program with a code block; check's dry call tries `pass` on them."""
+    row = {"prompt": "Write add.", "answer": "def add(a, b):\n    return a + b\n", "tests": tests}
+    _check_data(tmp_path, [row] * 4, '{"code": 1.0}')
+    said = [r.getMessage() for r in caplog.records if "does nothing" in r.getMessage()]
+    assert bool(said) is warned, said
+    if warned:
+        assert "'code' gave a program that does nothing (`pass`) 1.00 on 3 of 3 rows tried" in said[0]
+        assert "check(f)" in said[0]
 
 
 def test_a_code_task_without_reference_solutions_needs_no_parsable_answers(tmp_path):

@@ -239,7 +239,23 @@ def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
                             "rows tried, e.g. %s: a model that answers as the reference does earns nothing there; check "
                             "that those rows' reference answers pass their own tests or schema", name, len(zero),
                             len(picked), data.excerpt(zero[0], ("prompt",)))
+        if _underlying(rewards[name])[0] is R.code_reward:
+            _warn_if_tests_pass_an_empty_program(name, rewards[name], picked)
     return scores
+
+
+def _warn_if_tests_pass_an_empty_program(name: str, reward: Any, rows: list[dict]) -> None:
+    """Tests that a program doing nothing passes score every completion with a code block (trial: pytest-style
+    tests were never called): the code reward run on `pass` for the dry call's rows, warned of when it earns."""
+    columns = {k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r)}
+    got = reward(["```python\npass\n```"] * len(rows), **columns)
+    earned = [(row, score) for row, score in zip(rows, got, strict=True) if score]
+    if earned:
+        log.warning("rewards: %r gave a program that does nothing (`pass`) %.2f on %d of %d rows tried, e.g. %s: those "
+                    "tests pass without the program, so every completion with a code block earns there. Tests must "
+                    "call what they test: test code that only defines a checker (HumanEval's `def check(candidate)`) "
+                    "needs the call too (`check(f)`)", name, earned[0][1], len(earned), len(rows),
+                    data.excerpt(earned[0][0], ("prompt",)))
 
 
 _REFERENCE_REWARDS = (R.code_reward, R.json_schema_reward)  # correctness: check_references reads every row

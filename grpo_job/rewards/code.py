@@ -5,7 +5,9 @@ last ```python (or ```py) block, else the last ```-fenced block of any tag; a co
 these scores 0. The tests come from a dataset column (`tests`
 unless `tests_column` names another), whose value is one of:
 
-- a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0;
+- a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0; the
+  test functions it defines are then called as pytest would (`def test_*()`, the `test*` methods of `Test*`
+  classes, unittest's TestCase), and must pass too;
 - a list of such strings: the fraction that pass;
 - a list of `{"input": ..., "output": ...}` cases (APPS / Codeforces style; also APPS' `{"inputs": [...],
   "outputs": [...]}`): the program reads stdin, its stdout is compared whitespace-normalised; the
