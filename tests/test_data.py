@@ -63,6 +63,20 @@ def test_gsm8k_answers_without_the_marker_are_warned(caplog):
     assert "1 of 2 answers in column 'answer' of f have no `####`" in caplog.text and "GRPO_DATA__TASK=plain" in caplog.text
 
 
+def test_math_solutions_without_a_box_are_warned_and_the_column_hint_says_what_the_task_reads(caplog):
+    """A code task's `problem`/`solution` columns were told they "fit GRPO_DATA__TASK=math"; following it gave every
+    row an empty reference and no warning (trial)."""
+    rows = data.map_rows([{"problem": "Write add.", "solution": "def add(a, b):\n    return a + b"},
+                          {"problem": "p", "solution": "so $\\boxed{2}$"}], DataSettings(task="math"), "f")
+    assert [r["answer"] for r in rows] == ["", "2"]
+    assert "1 of 2 answers in column 'solution' of f have no `\\boxed{}`" in caplog.text
+    assert "GRPO_DATA__TASK=plain" in caplog.text and "reference solution too" in caplog.text
+    with pytest.raises(SettingsError) as e:
+        data.check_columns(["problem", "solution", "tests"], DataSettings(), "f")
+    assert "these columns fit GRPO_DATA__TASK=math (its reference answer: the answer in the last \\boxed{} of " \
+           "'solution')" in str(e.value)
+
+
 def test_a_bad_row_is_named_by_its_content_not_a_shuffled_position():
     """Rows are shuffled and held out before mapping, so `row 2` was no line of the file (new-user trial)."""
     s = DataSettings(task="plain", prompt_column="q", answer_column="ans")

@@ -123,6 +123,9 @@ def test_cross_field_rules_mirror_trl():
         ("--data.eval_fraction=ten%", "valid number"),
         # a number that is not one: YAML's .inf, a float's 1e400, nan (trial: epsilon_high 1e400 ran as inf)
         ("--train.warmup_steps=inf", "train.warmup_steps.*finite number"),
+        # a code or structured-output task is task plain with its reward (trial: GRPO_DATA__TASK=code)
+        ("--data.task=code", "a code task is task plain scored by the 'code' reward \\(rewards.code"),
+        ("--data.task=JSON", "a structured-output task is task plain scored by the 'json_schema' reward"),
         # a boolean is no weight: YAML's `format: yes` became 1 where the environment's `on` was refused (trial)
         ('--rewards={"format": true}', "rewards.format.*its weight \\(a number\\).*\\(got True\\)"),
         ('--rewards={"format": {"weight": false}}', "rewards.format.*a weight is a number, not a boolean"),

@@ -48,7 +48,7 @@ def close_columns(missing: list[str], found: list[str]) -> str:
 def _suggestion(found: list[str]) -> str:
     for task, t in TASKS.items():
         if t.prompt_column in found and t.answer_column in found:
-            return f"; these columns fit GRPO_DATA__TASK={task}"
+            return f"; these columns fit GRPO_DATA__TASK={task} (its reference answer: {t.about} of {t.answer_column!r})"
     return ""
 
 

@@ -196,7 +196,7 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
             structured += isinstance(value, list)
             value = json.dumps(value, ensure_ascii=False, default=str)  # JSON text, not Python's ['yes']
         reference = task.answer(str(value))
-        unmarked += settings.task == "gsm8k" and not as_written and "####" not in str(value)
+        unmarked += not as_written and settings.task in _MARKERS and _MARKERS[settings.task] not in str(value)
         kept.update(prompt=prompt, answer=(reference or str(value).strip()) if as_written else reference)
         out.append(kept)
     if given_system and "system_prompt" not in settings.model_fields_set:
@@ -206,11 +206,16 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
                     given_system, len(raw), where)
     if stringified:
         log.warning("data: column(s) %s hold values JSON cannot store; the rewards get them as text", sorted(stringified))
-    if unmarked:
+    if unmarked and settings.task == "gsm8k":
         log.warning("data: %d of %d answers in column %r of %s have no `####` (task gsm8k reads the answer after it), "
                     "so their whole text is the reference; a worked solution then never equals a model's answer: mark "
                     "the answer with `#### `, or set GRPO_DATA__TASK=plain when the column holds the answer alone",
                     unmarked, len(raw), answer_col, where)
+    elif unmarked:  # math (trial: a code task's `problem`/`solution` columns, told they fit task math)
+        log.warning("data: %d of %d answers in column %r of %s have no `\\boxed{}` (task math reads the answer in the "
+                    "last one), so their reference answer is empty and no reward can compare with it: box the final "
+                    "answer, or set GRPO_DATA__TASK=plain when the column holds the answer alone (a code task's "
+                    "reference solution too)", unmarked, len(raw), answer_col, where)
     if structured:
         log.warning("data: %d of %d reference answers in column %r of %s are lists; the reference is their JSON text "
                     "(right for the json_schema reward). The correctness reward and the evaluation compare one answer: "
@@ -219,6 +224,10 @@ def map_rows(raw: list[Row], settings: DataSettings, where: str) -> list[Row]:
     check_answer_not_in_prompt(out, settings, where)
     return out
 
+
+
+# what marks the answer in a reference solution, for the tasks that read one out of it (grpo_job.data.tasks)
+_MARKERS = {"gsm8k": "####", "math": "\\boxed"}
 
 
 def keep_shapes_as_text(rows: list[Row], where: str) -> list[str]:

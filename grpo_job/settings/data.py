@@ -146,6 +146,18 @@ class DataSettings(Section):
                              "by a mapping")
         return v
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_is_how_the_answer_is_read(cls, v: object) -> object:
+        # a code or structured-output task is no task value of its own (trial: GRPO_DATA__TASK=code)
+        kind = {"code": "code", "coding": "code", "python": "code", "json": "json_schema", "json_schema": "json_schema",
+                "extraction": "json_schema", "structured": "json_schema"}.get(str(v).strip().lower())
+        if kind is not None:
+            raise ValueError(f"task {v!r} is no task: data.task says how the reference answer is read (gsm8k, math or "
+                             f"plain); a {'code' if kind == 'code' else 'structured-output'} task is task plain scored "
+                             f"by the {kind!r} reward (rewards.{kind}, e.g. GRPO_REWARDS='{{\"{kind}\": 1.0}}')")
+        return v
+
     @field_validator("system_prompt")
     @classmethod
     def _blank_is_none(cls, v: str | None) -> str | None:
