@@ -163,6 +163,14 @@ def test_a_row_without_tests_is_skipped_and_a_missing_column_is_named():
     assert rewards.code_reward([fenced("x = 1")], tests_column="unit_tests", unit_tests=[["assert x == 1"]]) == [1.0]
     with pytest.raises(ValueError, match="a tests value must be"):
         code_mod.read_tests([1, 2])
+    # a shape that fits no form is named by its keys (trial: `{"stdin", "stdout"}` cases)
+    for value, said in [([{"stdin": "1", "stdout": "2"}], "a list whose case has keys ['stdin', 'stdout'], not 'input'"),
+                        ({"asserts": ["x"]}, "an object with keys ['asserts']"),
+                        ([["1", "2"]], "a list of lists (a case is an object with 'input' and 'output')"),
+                        ([], "an empty list")]:
+        with pytest.raises(ValueError) as e:
+            code_mod.read_tests(value)
+        assert said in str(e.value) and "APPS' {\"inputs\"" in str(e.value), str(e.value)
 
 
 def test_built_by_name_with_arguments_checked():
@@ -251,10 +259,10 @@ def test_every_row_s_tests_and_schema_are_read_before_any_model_loads(tmp_path):
     (new-user trial). Every row is read now."""
     good = {"prompt": "Write f.", "answer": "def f():\n    return 1\n", "tests": "assert f() == 1"}
     rows = [good] * 3 + [{**good, "prompt": f"Write g{i}.", "tests": {"case": i}} for i in range(9)]
-    with pytest.raises(SettingsError, match=r"reward 'code' cannot read 9 of 12 rows .*got dict .*'case'"):
+    with pytest.raises(SettingsError, match=r"reward 'code' cannot read 9 of 12 rows .*got an object with keys \['case'\]"):
         _check_data(tmp_path, rows, '{"code": 1.0}')
     one = [good] * 11 + [{**good, "prompt": "Write h.", "tests": [1, 2]}]
-    with pytest.raises(SettingsError, match=r"cannot read 1 of 12 rows .*got list '\[1, 2\]'"):
+    with pytest.raises(SettingsError, match=r"cannot read 1 of 12 rows .*got a list with an item of type int among its cases: \[1, 2\]"):
         _check_data(tmp_path, one, '{"code": 1.0}')
     # test code that does not compile, APPS cases of unequal lengths (a bare zip() error before): second trial
     typo = [good] * 5 + [{**good, "prompt": "Write k.", "tests": "assert f(1) == == 1"}]

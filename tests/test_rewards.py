@@ -136,6 +136,11 @@ def test_resolve_registry_and_user_functions(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="cannot import module 'no_such_module'.*PYTHONPATH") as missing:
         rewards.resolve("no_such_module:f")
     assert "no_such_module.py in a folder on it" in str(missing.value)
+    # the file's name where the module's goes (trial: `my_rewards.py:brevity`)
+    for written, meant in [("my_rewards.py:length", "my_rewards:length"), ("pkg/mod.py:f", "pkg.mod:f")]:
+        with pytest.raises(ImportError) as e:
+            rewards.resolve(written)
+        assert str(e.value).endswith(f"; name the module without .py: {meant}"), str(e.value)
     # a module that is there but imports one that is not: that one is named, no PYTHONPATH advice
     (tmp_path / "needs_dep.py").write_text("import no_such_dependency\n")
     with pytest.raises(ImportError, match="No module named 'no_such_dependency'") as dep:

@@ -335,6 +335,18 @@ def test_dict_settings_replace_across_sources(tmp_path, monkeypatch):
     assert load_settings(cfg).lora.target_modules == ["q_proj"]
 
 
+@pytest.mark.parametrize("name, value, said", [
+    # an env-only user is answered with variables (trial: `did you mean 'data.prompt_column'`)
+    ("GRPO_DATA__PROMPT_COLUMNS", "x", "no such setting; did you mean 'GRPO_DATA__PROMPT_COLUMN'?"),
+    ("GRPO_EXPORT__QUANTIZATIONS", "", "a list is JSON: '[]' for none"),  # an empty variable (trial)
+])
+def test_a_variable_s_problem_is_said_in_variables(monkeypatch, name, value, said):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert f"[{name}]: " in str(e.value) and said in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("name, value, where", [
     ("GRPO_REWARDS", '{"correctness": 2', "line 1 column 18"),
     ("GRPO_TRAIN__EXTRA", '{"top_p":', "line 1 column 10"),  # nested: the variable, not its section

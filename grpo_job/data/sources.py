@@ -257,10 +257,11 @@ def keep_shapes_as_text(rows: list[Row], where: str) -> list[str]:
                 r[col] = json.dumps(r[col], ensure_ascii=False, default=str)
         changed.append(col)
     if changed:
-        log.warning("data: column(s) %s of %s hold lists or objects of different shapes across rows, which the "
-                    "trainer's Arrow table would fill with nulls or refuse; each list or object there is kept as its "
-                    "JSON text (the code and json_schema rewards decode it; a reward of your own gets the text: "
-                    "json.loads it)", changed, where)
+        # a warning for rewards of one's own, which get text where the file has lists; the job's read it as JSON
+        log.warning("data: column(s) %s of %s mix lists or objects of different shapes across rows, which is fine: "
+                    "each is kept as its JSON text, as the trainer's Arrow table holds one type per column. The code "
+                    "and json_schema rewards read that text as JSON; a reward of your own gets the text (json.loads "
+                    "it)", changed, where)
     return changed
 
 

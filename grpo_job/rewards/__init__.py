@@ -98,7 +98,9 @@ def resolve(name: str) -> RewardFunc:
         module = importlib.import_module(module_name)
     except Exception as e:  # an ImportError, or any error raised while the user's module runs
         where = ""
-        if isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
+        if module_name.endswith(".py") and isinstance(e, ModuleNotFoundError):  # a file name where a module's goes
+            where = f"; name the module without .py: {module_name.removesuffix('.py').replace('/', '.')}:{attr}"
+        elif isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
             # the module itself is not found (not one it imports): where Python looks is what to fix
             where = (f"; Python finds modules on PYTHONPATH: put {module_name.replace('.', '/')}.py in a folder on it "
                      "(e.g. PYTHONPATH=. beside the file, or mount it in the container and set PYTHONPATH there)")

@@ -64,8 +64,23 @@ def read_tests(value: Any) -> tuple[str, list[Any]] | None:
         return "asserts", list(value)
     if isinstance(value, list) and value and all(isinstance(t, dict) and "input" in t and "output" in t for t in value):
         return "io", [(_text(t["input"]), _text(t["output"])) for t in value]
-    raise ValueError(f"a tests value must be Python test code (a string), a list of such strings, or a list of "
-                     f'{{"input", "output"}} cases; got {type(value).__name__} {str(value)[:200]!r}')
+    raise ValueError(f"a tests value must be Python test code (a string), a list of such strings, a list of "
+                     f'{{"input", "output"}} cases, or APPS\' {{"inputs": [...], "outputs": [...]}}; got '
+                     f"{_shape(value)}: {str(value)[:200]}")
+
+
+def _shape(value: Any) -> str:
+    """What a tests value that fits no form is, by its keys (trial: `{"stdin", "stdout"}` cases were "a list")."""
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))}"
+    if isinstance(value, list) and value:
+        odd = next((t for t in value if not (isinstance(t, dict) and "input" in t and "output" in t)), None)
+        if isinstance(odd, dict):
+            return f"a list whose case has keys {sorted(map(str, odd))}, not 'input' and 'output'"
+        if isinstance(odd, list):
+            return "a list of lists (a case is an object with 'input' and 'output')"
+        return f"a list with an item of type {type(odd).__name__} among its cases"
+    return "an empty list" if value == [] else type(value).__name__
 
 
 def unreadable_rows(rows: list[dict[str, Any]], tests_column: str = "tests", **_: Any) -> list[tuple[int, str]]:

@@ -156,13 +156,19 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
             owner = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
             msg = (f"no such field: an item of {owner} has {' and '.join(fields)}"
                    f"{_ITEM_SYNONYMS.get(str(loc[-1]).lower(), ('', ''))[0]}")
-        elif e["type"] == "extra_forbidden":
+        label = source_label(loc, **sources) if sources is not None else env_var_name(loc)
+        if e["type"] == "extra_forbidden":
             choices = [*JobSettings.model_fields, *setting_paths()] if len(loc) == 1 else setting_paths()
-            msg = "no such setting" + did_you_mean(where, choices)
+            if label.startswith(ENV_PREFIX):  # named as the user wrote it: a variable (trial: env-only deployments)
+                where_written, choices = label, [env_var_name(tuple(c.split("."))) for c in choices]
+            else:
+                where_written = where
+            msg = "no such setting" + did_you_mean(where_written, choices)
         elif e["type"] == "string_type" and isinstance(e.get("input"), (bool, int, float)):  # `run_id: 010` (trial)
             msg += "; YAML and JSON read an unquoted number, yes or no as one: quote the text (\"010\")"
+        elif e["type"] == "list_type" and isinstance(e.get("input"), str):  # an empty variable (trial)
+            msg += "; a list is JSON: '[]' for none, '[\"a\", \"b\"]' for two"
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"
-        label = source_label(loc, **sources) if sources is not None else env_var_name(loc)
         lines.append(f"  - {where} [{label}]: {msg}{shown}")
     return "\n".join(lines)
 
