@@ -151,22 +151,24 @@ def _call_defined_tests(before: dict, after: dict) -> None:
     (unittest's TestCase run by unittest), in the order defined; any failure raises. Without this, a test
     `def test_0(): assert f(3) == 6` passed every program, an empty one too (trial). Test code of plain asserts
     defines none of these: nothing more runs."""
+    import types
+
     for name, obj in list(after.items()):
-        if before.get(name) is obj or name.startswith("__"):
-            continue  # the program's own names, and what the test code did not define
+        if before.get(name) is obj or getattr(obj, "__module__", None) != after.get("__name__"):
+            continue  # the program's own names, and what the test code imported (`from unittest import TestCase`)
         if isinstance(obj, type) and name.startswith("Test"):
             unittest = sys.modules.get("unittest")  # a TestCase subclass imported it
             if unittest is not None and issubclass(obj, unittest.TestCase):
                 result = unittest.TestResult()
                 unittest.defaultTestLoader.loadTestsFromTestCase(obj).run(result)
-                if result.testsRun == 0 or not result.wasSuccessful():
+                if not result.wasSuccessful():
                     raise AssertionError(f"{name}: {len(result.failures)} failed and {len(result.errors)} errors of "
                                          f"{result.testsRun} tests")
-                continue
-            instance = obj()
-            for method in [m for m in vars(obj) if m.startswith("test") and callable(getattr(instance, m))]:
-                getattr(instance, method)()
-        elif name.startswith("test") and callable(obj) and not isinstance(obj, type):
+            elif "__init__" not in vars(obj):  # as pytest, a class with its own __init__ is no test class
+                instance = obj()
+                for method in [m for m in vars(obj) if m.startswith("test") and callable(getattr(instance, m))]:
+                    getattr(instance, method)()
+        elif name.startswith("test") and isinstance(obj, types.FunctionType):
             obj()
 
 

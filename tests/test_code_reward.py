@@ -132,6 +132,8 @@ PYTEST_STYLE = "def test_one():\n    assert f(3) == 6\n\ndef test_two():\n    as
 UNITTEST_STYLE = ("import unittest\n\nclass TestF(unittest.TestCase):\n    def test_one(self):\n"
                   "        self.assertEqual(f(3), 6)\n    def test_two(self):\n        self.assertEqual(f(0), 0)\n\n"
                   "if __name__ == '__main__':\n    unittest.main()")
+UNITTEST_IMPORTED = ("from unittest import TestCase\n\nclass TestBase(TestCase):\n    def helper(self):\n"
+                     "        return 1\n\nclass TestF(TestBase):\n    def test_one(self):\n        self.assertEqual(f(3), 6)")
 PLAIN_CLASS = "class TestF:\n    def test_one(self):\n        assert f(3) == 6\n    def helper(self):\n        raise RuntimeError"
 
 
@@ -150,8 +152,12 @@ PLAIN_CLASS = "class TestF:\n    def test_one(self):\n        assert f(3) == 6\n
     ("def f(x):\n    return 2 * x\ndef test_sabotage():\n    raise SystemExit", ["assert f(1) == 2"], 1.0),
     # a test that needs a pytest fixture cannot run here: it fails, and check's dry call shows the reference failing
     ("def f(x):\n    return 2 * x", ["def test_tmp(tmp_path):\n    assert f(1) == 2"], 0.0),
+    # what the test code imports is no test of its own: `TestCase` itself ran 0 tests and failed every program
+    ("def f(x):\n    return 2 * x", [UNITTEST_IMPORTED], 1.0),
+    ("x = 1", [UNITTEST_IMPORTED], 0.0),
 ], ids=["pytest-empty", "pytest-right", "pytest-half-right", "pytest-and-assert", "unittest-empty", "unittest-right",
-        "unittest-wrong", "class-empty", "class-right", "program-test-names", "fixture"])
+        "unittest-wrong", "class-empty", "class-right", "program-test-names", "fixture", "testcase-imported-right",
+        "testcase-imported-empty"])
 def test_test_functions_the_tests_define_are_called(program, tests, want):
     assert rewards.code_reward([fenced(program)], tests=[tests]) == [pytest.approx(want)]
 
