@@ -376,7 +376,7 @@ def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
     monkeypatch.setenv("GRPO_DATA__ANSWER_COLUM", "x")
     with pytest.raises(SettingsError) as e:
         load_settings()
-    assert "(1 problem)" in str(e.value) and "did you mean 'data.answer_column'" in str(e.value)
+    assert "(1 problem)" in str(e.value) and "did you mean 'GRPO_DATA__ANSWER_COLUMN'" in str(e.value)
     monkeypatch.delenv("GRPO_DATA__ANSWER_COLUM")
     # keys inside dict settings and the variables the job reads itself are fine
     monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.95")

@@ -2,9 +2,8 @@
 sources (`settings.sources`) for one call, reads the YAML file, and words errors for the user: the
 GRPO_* variable or `--name` behind each bad value, unknown names with the closest real one.
 
-Sources, highest precedence first: CLI overrides (`--train.max_steps=5`), environment (`GRPO_`
-prefix, `__` for nesting: `GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`),
-then the defaults.
+Sources, highest precedence first: CLI overrides (`--train.max_steps=5`), environment (`GRPO_` prefix, `__` for
+nesting: `GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`), then the defaults.
 """
 
 from __future__ import annotations
@@ -151,19 +150,17 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
                 lines.append(f"    {notes}")
             continue
         where = ".".join(str(p) for p in loc)
+        label = source_label(loc, **sources) if sources is not None else env_var_name(loc)
         if e["type"] == "extra_forbidden" and (fields := _item_fields(loc[:-1])) is not None:
             # a key inside an item (a few_shot example): its model's own fields, not every setting's path
             owner = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
             msg = (f"no such field: an item of {owner} has {' and '.join(fields)}"
                    f"{_ITEM_SYNONYMS.get(str(loc[-1]).lower(), ('', ''))[0]}")
-        label = source_label(loc, **sources) if sources is not None else env_var_name(loc)
-        if e["type"] == "extra_forbidden":
+        elif e["type"] == "extra_forbidden":
             choices = [*JobSettings.model_fields, *setting_paths()] if len(loc) == 1 else setting_paths()
-            if label.startswith(ENV_PREFIX):  # named as the user wrote it: a variable (trial: env-only deployments)
-                where_written, choices = label, [env_var_name(tuple(c.split("."))) for c in choices]
-            else:
-                where_written = where
-            msg = "no such setting" + did_you_mean(where_written, choices)
+            variable = label.startswith(ENV_PREFIX)  # named as the user wrote it (trial: env-only deployments)
+            names = [env_var_name(tuple(c.split("."))) for c in choices] if variable else choices
+            msg = "no such setting" + did_you_mean(label if variable else where, names)
         elif e["type"] == "string_type" and isinstance(e.get("input"), (bool, int, float)):  # `run_id: 010` (trial)
             msg += "; YAML and JSON read an unquoted number, yes or no as one: quote the text (\"010\")"
         elif e["type"] == "list_type" and isinstance(e.get("input"), str):  # an empty variable (trial)
