@@ -8,7 +8,7 @@ it, so the tests are on no disk the program can read; then, before any of the pr
 - where the kernel allows: a new user + network + PID namespace (no network; every process the program
   starts dies with it) and Landlock (files may be written under the working directory only);
 - mode `asserts`: the program runs once, then each test in its own copy of the program's globals under
-  a per-test timer; the test functions a test defines (pytest's `test*`, `Test*` classes, unittest's TestCase)
+  a per-test timer; the test functions a test defines (pytest's `test*`, `Test*` classes, unittest's TestCases)
   are then called. For each test that ends without an exception the harness writes `<nonce> <index>` to
   VERDICT_FD: a program that exits early (sys.exit, os._exit), prints "PASS", rebinds `AssertionError`
   (the `assert` statement raises the real one) or deletes files has no line for the tests it skipped.
@@ -146,28 +146,33 @@ def _run_asserts(spec: dict, write) -> None:
 
 
 def _call_defined_tests(before: dict, after: dict) -> None:
-    """pytest's convention, for test code that defines its tests instead of running them: the functions named
-    `test*` it defines are called, and so are the `test*` methods of the classes named `Test*` it defines
-    (unittest's TestCase run by unittest), in the order defined; any failure raises. Without this, a test
-    `def test_0(): assert f(3) == 6` passed every program, an empty one too (trial). Test code of plain asserts
-    defines none of these: nothing more runs."""
+    """pytest's and unittest's conventions, for test code that defines its tests instead of running them: the
+    functions named `test*` it defines are called; so are the `test*` methods of the classes named `Test*` (with
+    pytest's `setup_method`/`teardown_method`); its unittest TestCase subclasses, of any name, run under
+    unittest. In the order defined; any failure raises. Without this, `def test_0(): assert f(3) == 6` passed
+    every program, an empty one too (trials). Test code of plain asserts defines none of these."""
     import types
 
+    unittest = sys.modules.get("unittest")  # imported by test code that subclasses TestCase
     for name, obj in list(after.items()):
         if before.get(name) is obj or getattr(obj, "__module__", None) != after.get("__name__"):
             continue  # the program's own names, and what the test code imported (`from unittest import TestCase`)
-        if isinstance(obj, type) and name.startswith("Test"):
-            unittest = sys.modules.get("unittest")  # a TestCase subclass imported it
-            if unittest is not None and issubclass(obj, unittest.TestCase):
-                result = unittest.TestResult()
-                unittest.defaultTestLoader.loadTestsFromTestCase(obj).run(result)
-                if not result.wasSuccessful():
-                    raise AssertionError(f"{name}: {len(result.failures)} failed and {len(result.errors)} errors of "
-                                         f"{result.testsRun} tests")
-            elif "__init__" not in vars(obj):  # as pytest, a class with its own __init__ is no test class
+        if isinstance(obj, type) and unittest is not None and issubclass(obj, unittest.TestCase):
+            result = unittest.TestResult()
+            unittest.defaultTestLoader.loadTestsFromTestCase(obj).run(result)
+            if not result.wasSuccessful():
+                raise AssertionError(f"{name}: {len(result.failures)} failed and {len(result.errors)} errors of "
+                                     f"{result.testsRun} tests")
+        elif isinstance(obj, type) and name.startswith("Test") and "__init__" not in vars(obj):  # pytest's rule
+            for method in [m for m in vars(obj) if m.startswith("test") and callable(getattr(obj, m))]:
                 instance = obj()
-                for method in [m for m in vars(obj) if m.startswith("test") and callable(getattr(instance, m))]:
+                if hasattr(instance, "setup_method"):
+                    instance.setup_method(getattr(instance, method))
+                try:
                     getattr(instance, method)()
+                finally:
+                    if hasattr(instance, "teardown_method"):
+                        instance.teardown_method(getattr(instance, method))
         elif name.startswith("test") and isinstance(obj, types.FunctionType):
             obj()
 

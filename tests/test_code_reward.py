@@ -132,6 +132,10 @@ PYTEST_STYLE = "def test_one():\n    assert f(3) == 6\n\ndef test_two():\n    as
 UNITTEST_STYLE = ("import unittest\n\nclass TestF(unittest.TestCase):\n    def test_one(self):\n"
                   "        self.assertEqual(f(3), 6)\n    def test_two(self):\n        self.assertEqual(f(0), 0)\n\n"
                   "if __name__ == '__main__':\n    unittest.main()")
+UNITTEST_ANY_NAME = ("import unittest\n\nclass RomanTests(unittest.TestCase):\n    def test_one(self):\n"
+                     "        self.assertEqual(f(3), 6)")
+SETUP_METHOD = ("class TestStack:\n    def setup_method(self, method):\n        self.s = [3]\n"
+                "    def test_top(self):\n        assert f(self.s[-1]) == 6")
 UNITTEST_IMPORTED = ("from unittest import TestCase\n\nclass TestBase(TestCase):\n    def helper(self):\n"
                      "        return 1\n\nclass TestF(TestBase):\n    def test_one(self):\n        self.assertEqual(f(3), 6)")
 PLAIN_CLASS = "class TestF:\n    def test_one(self):\n        assert f(3) == 6\n    def helper(self):\n        raise RuntimeError"
@@ -155,11 +159,35 @@ PLAIN_CLASS = "class TestF:\n    def test_one(self):\n        assert f(3) == 6\n
     # what the test code imports is no test of its own: `TestCase` itself ran 0 tests and failed every program
     ("def f(x):\n    return 2 * x", [UNITTEST_IMPORTED], 1.0),
     ("x = 1", [UNITTEST_IMPORTED], 0.0),
+    # a TestCase of any name runs (trial: `RomanTests` never ran, so an empty program earned 1.0)
+    ("x = 1", [UNITTEST_ANY_NAME], 0.0),
+    ("def f(x):\n    return 2 * x", [UNITTEST_ANY_NAME], 1.0),
+    # pytest's setup_method runs before each test method (trial: a right solution scored 0)
+    ("def f(x):\n    return 2 * x", [SETUP_METHOD], 1.0),
+    ("x = 1", [SETUP_METHOD], 0.0),
 ], ids=["pytest-empty", "pytest-right", "pytest-half-right", "pytest-and-assert", "unittest-empty", "unittest-right",
         "unittest-wrong", "class-empty", "class-right", "program-test-names", "fixture", "testcase-imported-right",
-        "testcase-imported-empty"])
+        "testcase-imported-empty", "unittest-any-name-empty", "unittest-any-name-right", "setup-method-right",
+        "setup-method-empty"])
 def test_test_functions_the_tests_define_are_called(program, tests, want):
     assert rewards.code_reward([fenced(program)], tests=[tests]) == [pytest.approx(want)]
+
+
+HUMANEVAL = "METADATA = {}\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(0, 0) == 0\n"
+
+
+@pytest.mark.parametrize("program, tests, entry_point, want", [
+    # HumanEval's harness appends check(<entry_point>); without it every program passed (trial)
+    ("def add(a, b):\n    return a + b", HUMANEVAL, "add", 1.0),
+    ("pass", HUMANEVAL, "add", 0.0),
+    ("def add(a, b):\n    return a * b", HUMANEVAL, "add", 0.0),
+    ("def add(a, b):\n    return a + b", HUMANEVAL + "\ncheck(add)\n", "add", 1.0),  # called already: once
+    ("pass", HUMANEVAL + "\ncheck(add)\n", "add", 0.0),
+    ("pass", "assert True", "add", 1.0),  # no check() defined: nothing appended
+], ids=["right", "empty", "wrong", "called-right", "called-empty", "no-check"])
+def test_humaneval_tests_call_check_on_the_entry_point(program, tests, entry_point, want):
+    assert rewards.code_reward([fenced(program)], tests=[tests], entry_point=[entry_point]) == [want]
+    assert code_mod.humaneval_call(tests, "not an identifier()") == tests
 
 
 def test_a_row_without_tests_is_skipped_and_a_missing_column_is_named():

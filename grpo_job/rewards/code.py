@@ -13,7 +13,9 @@ unless `tests_column` names another), whose value is one of:
   "outputs": [...]}`): the program reads stdin, its stdout is compared whitespace-normalised; the
   fraction of cases passed.
 
-A string that holds JSON (as Hub datasets often store a list) is read as that JSON. A row whose tests
+HumanEval's form, test code that defines `check(candidate)` beside an `entry_point` column naming the function,
+gets `check(<entry_point>)` appended, as HumanEval's harness does. A string that holds JSON (as Hub datasets
+often store a list) is read as that JSON. A row whose tests
 are None is skipped (None). With `all_or_nothing` a completion scores 1 only when every test passes.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Annotated, Any
 
 import pydantic
@@ -83,6 +86,15 @@ def _shape(value: Any) -> str:
     return "an empty list" if value == [] else type(value).__name__
 
 
+def humaneval_call(code: str, entry_point: str) -> str:
+    """HumanEval's harness for a row with an `entry_point` column: test code that defines `check(candidate)` and
+    never calls it gets `check(<entry_point>)` appended, as HumanEval's own evaluation does. Without it every
+    program passed, an empty one too (trial)."""
+    defines = re.search(r"^def check\(", code, re.MULTILINE)
+    calls = re.search(r"^check\(", code, re.MULTILINE)
+    return f"{code}\n\ncheck({entry_point})\n" if defines and not calls and entry_point.isidentifier() else code
+
+
 def unreadable_rows(rows: list[dict[str, Any]], tests_column: str = "tests", **_: Any) -> list[tuple[int, str]]:
     """(row index, what is wrong) for every row whose tests value `read_tests` cannot read, or whose test code does
     not compile: the check of every row before any model is loaded (`rewards.calls.check_reward_rows`); the reward itself would raise on it at
@@ -129,6 +141,7 @@ def code_reward(
     owners: list[int] = []  # completion index of each call
     out: list[float | None] = [0.0] * len(completions)
     spec: list[tuple[str, int] | None] = []
+    entry_points = kwargs.get("entry_point") or [None] * len(completions)
     for i, (completion, value) in enumerate(zip(completions, kwargs[tests_column], strict=True)):
         tests = read_tests(value)
         if tests is None:
@@ -136,6 +149,8 @@ def code_reward(
             spec.append(None)
             continue
         kind, cases = tests
+        if kind == "asserts" and entry_points[i]:
+            cases = [humaneval_call(code, str(entry_points[i])) for code in cases]
         spec.append((kind, len(cases)))
         source = program_of(completion)
         if source is None:
