@@ -103,6 +103,7 @@ def test_the_schema_argument_may_be_a_file_and_is_checked_once_when_built(tmp_pa
     """Users keep their schema in a file; a path, a missing file and an invalid schema each got "reads column
     'schema', which no row of the data has" (trial: the argument was read only row by row)."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
     (tmp_path / "s.json").write_text(json.dumps(SCHEMA))
     (tmp_path / "s.yaml").write_text("type: object\nrequired: [name, age]\n")
     answer = [json.dumps(REF)]
@@ -111,7 +112,12 @@ def test_the_schema_argument_may_be_a_file_and_is_checked_once_when_built(tmp_pa
         assert reward(['{"name": "Ava", "age": 34}'], answer=answer) == [0.5], path
     assert rewards.json_schema_reward(['{"name": "Ava"}'], answer=answer, json_schema="s.yaml") == [0.0]  # no age
     for value, said in [
-        ("./schemas/nope.json", f"'./schemas/nope.json' is neither JSON nor the path of a file (working directory {tmp_path})"),
+        ("./schemas/nope.json", f"no schema file './schemas/nope.json' (relative to the working directory {tmp_path})"),
+        ("empty.yaml", "the schema file 'empty.yaml' holds no JSON Schema object (it reads as nothing)"),  # trial
+        ("[1]", "a JSON Schema is an object, and this is list"),
+        # JSON Schema ignores a keyword it does not know: a misspelt one checked nothing (trial)
+        ({"type": "object", "requird": ["a"]}, "'requird' at $ (did you mean 'required'?)"),
+        ({"type": "object", "properties": {"a": {"tpye": "string"}}}, "'tpye' at $.properties.a (did you mean 'type'?)"),
         ("spec", "a column of schemas is named by the schema_column argument"),
         ({"type": "obejct"}, "the JSON Schema is not valid ('obejct' is not valid under any of the given schemas, at $.type)"),
         ('{"required": "name"}', "at $.required"),
@@ -163,3 +169,17 @@ def test_references_that_fail_their_schema_are_warned_of(reference, said, caplog
     else:
         assert len(warned) == 1 and "on 1 of 2 rows of the data" in warned[0] and said in warned[0]
         assert 'in row {"answer": ' + json.dumps(json.dumps(reference))[:40] in warned[0]  # the row, to find it
+
+
+@pytest.mark.parametrize("got, want, same", [
+    ('{"zip": "2139"}', {"zip": "02139"}, False),  # two strings: text (trial: ZIP codes matched by value)
+    ('{"zip": 2139}', {"zip": "2139"}, True),  # a number against a string: by value
+    ('{"id": "1,000"}', {"id": "1000"}, False),
+    ('{"name": " ava  lovelace"}', {"name": "Ava Lovelace"}, True),  # case and whitespace
+    ('{"tags": ["A", "b"]}', {"tags": ["a", "B"]}, True),
+    ('{"n": 42.0}', {"n": 42}, True),
+    ('{"ok": 1}', {"ok": True}, False),  # a boolean is no number
+], ids=["zip", "number-vs-string", "thousands", "case", "list", "float-int", "bool"])
+def test_loose_comparison_of_fields(got, want, same):
+    schema = {"type": "object"}
+    assert rewards.json_schema_reward([got], answer=[json.dumps(want)], json_schema=schema) == [1.0 if same else 0.0]

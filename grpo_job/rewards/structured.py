@@ -8,13 +8,15 @@ with the `jsonschema` library; otherwise it scores 0. A valid object then earns 
 reference object's fields (the answer column: JSON text, or a Python literal as a dict column arrives)
 it matches: with `strict_types` a field matches when it is the same JSON value of the same type (`1`
 is not `1.0` nor `"1"`, `true` is not `1`); without (the default) strings match case- and
-whitespace-insensitively and numbers by value (`"42"` = `42` = `42.0`), inside lists and objects too.
+whitespace-insensitively, numbers by value, and a string a number by value (`"42"` = `42` = `42.0`; two strings
+compare as text: `"02139"` is not `"2139"`), inside lists and objects too.
 A reference that is not an object (a list, a number) earns 1 on an equal value.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import json
 import math
@@ -67,12 +69,33 @@ def _validator(schema_json: str) -> Any:
     import jsonschema
 
     schema = json.loads(schema_json)
+    if not isinstance(schema, (dict, bool)):
+        raise ValueError(f"a JSON Schema is an object, and this is {type(schema).__name__}: {schema_json[:200]}")
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise ValueError(f"the JSON Schema is not valid ({e.message}, at {e.json_path}): {schema_json[:200]}") from None
+    if misspelt := _misspelt_keyword(schema, sorted(cls.VALIDATORS), "$"):
+        raise ValueError(f"the JSON Schema has {misspelt}: JSON Schema ignores keywords it does not know, so it would "
+                         f"check nothing there: {schema_json[:200]}")
     return cls(schema)
+
+
+def _misspelt_keyword(schema: Any, keywords: list[str], at: str) -> str | None:
+    """`'requird' at $ (did you mean 'required'?)` for the first key of `schema`, or of a subschema under
+    properties/items/$defs, that is close to a keyword but none; None when none is (trial: a misspelt `required`
+    and `properties` made every object valid)."""
+    if not isinstance(schema, dict):
+        return None
+    for key in schema:
+        close = difflib.get_close_matches(key, keywords, n=1, cutoff=0.75) if key not in keywords else []
+        if close and key not in ("title", "description", "default", "examples", "definitions", "deprecated"):
+            return f"{key!r} at {at} (did you mean {close[0]!r}?)"
+    subschemas = [(f"{at}.properties.{k}", v) for k, v in (schema.get("properties") or {}).items()]
+    subschemas += [(f"{at}.$defs.{k}", v) for k, v in (schema.get("$defs") or {}).items()]
+    subschemas += [(f"{at}.items", schema["items"])] if isinstance(schema.get("items"), dict) else []
+    return next((found for where, sub in subschemas if (found := _misspelt_keyword(sub, keywords, where))), None)
 
 
 def schema_argument(value: Any) -> Any:
@@ -87,6 +110,8 @@ def schema_argument(value: Any) -> Any:
             value = json.loads(text)
         except ValueError:
             path = Path(text.removeprefix("file://")).expanduser()
+            if not path.is_file() and (path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in text):
+                raise ValueError(f"no schema file {text!r} (relative to the working directory {os.getcwd()})") from None
             if not path.is_file():
                 raise ValueError(f"{text[:200]!r} is neither JSON nor the path of a file (working directory "
                                  f"{os.getcwd()}); give the schema as JSON or an object, or the path of a .json, .yaml "
@@ -99,12 +124,15 @@ def schema_argument(value: Any) -> Any:
 def _read_schema_file(path: Path) -> Any:
     import yaml
 
-    text = path.read_text()
+    text, kind = path.read_text(), "YAML" if path.suffix.lower() in (".yaml", ".yml") else "JSON"
     try:
-        return yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+        value = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"the schema file {str(path)!r} does not parse as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                         f"({str(e).splitlines()[0]})") from None
+        raise ValueError(f"the schema file {str(path)!r} does not parse as {kind} ({' '.join(str(e).split())[:300]})") from None
+    if not isinstance(value, (dict, bool)):
+        raise ValueError(f"the schema file {str(path)!r} holds no JSON Schema object (it reads as "
+                         f"{'nothing' if value is None else type(value).__name__})")
+    return value
 
 
 # the argument's type: `rewards.build` checks and converts it once, before any row or model is read
@@ -180,7 +208,20 @@ def _strict(value: Any) -> Any:
 
 
 def same(got: Any, want: Any, strict_types: bool) -> bool:
-    return _strict(got) == _strict(want) if strict_types else _normal(got) == _normal(want)
+    return _strict(got) == _strict(want) if strict_types else _loose(got, want)
+
+
+def _loose(got: Any, want: Any) -> bool:
+    # two strings compare as text, so `"02139"` is not `"2139"` (trial: ZIP codes, ids); a string against a number
+    # by value (`"42"` = `42`), through _normal
+    if isinstance(got, str) and isinstance(want, str):
+        return " ".join(got.split()).casefold() == " ".join(want.split()).casefold()
+    if isinstance(got, list) and isinstance(want, list):
+        return len(got) == len(want) and all(_loose(g, w) for g, w in zip(got, want, strict=True))
+    if isinstance(got, dict) and isinstance(want, dict):
+        got, want = {str(k): v for k, v in got.items()}, {str(k): v for k, v in want.items()}
+        return got.keys() == want.keys() and all(_loose(got[k], want[k]) for k in want)
+    return _normal(got) == _normal(want)
 
 
 def json_schema_reward(
