@@ -354,11 +354,12 @@ def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path,
 def test_tests_that_an_empty_program_passes_are_warned_about(tmp_path, caplog, tests, warned):
     """Tests that call nothing pass every program with a code block; check's dry call tries `pass` on them."""
     row = {"prompt": "Write add.", "answer": "def add(a, b):\n    return a + b\n", "tests": tests}
-    _check_data(tmp_path, [row] * 4, '{"code": 1.0}')
+    _check_data(tmp_path, [{**row, "prompt": f"Write add {i}."} for i in range(12)], '{"code": 1.0}')
     said = [r.getMessage() for r in caplog.records if "does nothing" in r.getMessage()]
     assert bool(said) is warned, said
-    if warned:
-        assert "'code' gave a program that does nothing (`pass`) 1.00 on 3 of 3 rows tried" in said[0]
+    if warned:  # every row it tried, more than the dry call's 3
+        tried = re.search(r"'code' gave a program that does nothing \(`pass`\) 1.00 on (\d+) of (\d+) rows tried", said[0])
+        assert tried and tried[1] == tried[2] and int(tried[1]) > 3, said[0]
         assert "check(f)" in said[0]
 
 
