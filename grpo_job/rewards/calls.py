@@ -235,10 +235,13 @@ def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
             zero = [picked[i // 2] for i in range(0, len(got), 2)
                     if got[i] == 0 and str(picked[i // 2].get(data.ANSWER, "")).strip()]  # none given: none to try
             if zero:
+                base, arguments = _underlying(rewards[name])
+                error = R.code.first_error(texts[picked.index(zero[0]) * 2], zero[0], **arguments) \
+                    if base is R.code_reward else None
                 log.warning("rewards: %r scored 0 on the reference answer itself (written as a completion) in %d of %d "
-                            "rows tried, e.g. %s: a model that answers as the reference does earns nothing there; check "
+                            "rows tried, e.g. %s%s: a model that answers as the reference does earns nothing there; check "
                             "that those rows' reference answers pass their own tests or schema", name, len(zero),
-                            len(picked), data.excerpt(zero[0], ("prompt",)))
+                            len(picked), data.excerpt(zero[0], ("prompt",)), f" ({error})" if error else "")
         if _underlying(rewards[name])[0] is R.code_reward:  # rows spread over the data, not only the first
             _warn_if_tests_pass_an_empty_program(name, rewards[name], rows[::max(1, -(-len(rows) // PROBE_ROWS))])
     return scores

@@ -95,6 +95,20 @@ def humaneval_call(code: str, entry_point: str) -> str:
     return f"{code}\n\ncheck({entry_point})\n" if defines and not calls and entry_point.isidentifier() else code
 
 
+def first_error(completion: str, row: dict[str, Any], tests_column: str = "tests", seconds_per_case: float = 5.0,
+                memory_mb: int = 512, **_: Any) -> str | None:
+    """The first error line (`test 0: ModuleNotFoundError: ...`) of `completion`'s program against `row`'s asserts, as
+    the reward runs them; None for stdin/stdout tests, no program, or no error. For check's note on a reference that
+    scores 0 (trial: `import pytest` in the tests, which the sandbox's standard library lacks, was said as a 0)."""
+    tests, program = read_tests(row.get(tests_column)), program_of(completion)
+    if tests is None or tests[0] != "asserts" or program is None:
+        return None
+    cases = [humaneval_call(c, str(row["entry_point"])) if row.get("entry_point") else c for c in tests[1]]
+    result = sandbox.run_asserts(sandbox.Program(program), cases, sandbox.Limits(seconds=seconds_per_case,
+                                                                                 memory_mb=memory_mb))
+    return next((line for line in result.stderr.splitlines() if line.strip()), None)
+
+
 def unreadable_rows(rows: list[dict[str, Any]], tests_column: str = "tests", **_: Any) -> list[tuple[int, str]]:
     """(row index, what is wrong) for every row whose tests value `read_tests` cannot read, or whose test code does
     not compile: the check of every row before any model is loaded (`rewards.calls.check_reward_rows`); the reward itself would raise on it at
