@@ -119,6 +119,9 @@ def _run_asserts(spec: dict, write) -> None:
         raise _CaseTimeout()
 
     namespace = {"__name__": "solution", "__builtins__": builtins}
+    # unittest's machinery as it is before the program runs: a program that patches it (TestResult.wasSuccessful,
+    # TestCase.assertEqual) would pass every TestCase, so the tests that use it check it is unchanged
+    unittest_as_imported = _unittest_state() if any("TestCase" in t for t in spec["tests"]) else None
     signal.signal(signal.SIGALRM, on_timer)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -135,7 +138,7 @@ def _run_asserts(spec: dict, write) -> None:
             signal.setitimer(signal.ITIMER_REAL, seconds)
             scope = dict(namespace)
             exec(compile(test, f"test_{index}.py", "exec"), scope)
-            _call_defined_tests(namespace, scope)
+            _call_defined_tests(namespace, scope, unittest_as_imported)
             passed = True
         except BaseException as e:  # a failed assert, an error, the timer, a SystemExit: not passed
             print(f"test {index}: {type(e).__name__}: {e}"[:2000], file=sys.stderr)
@@ -145,7 +148,15 @@ def _run_asserts(spec: dict, write) -> None:
             write(f"{nonce} {index}\n")
 
 
-def _call_defined_tests(before: dict, after: dict) -> None:
+def _unittest_state() -> dict:
+    import unittest
+
+    classes = (unittest.TestCase, unittest.TestResult, unittest.TestSuite, unittest.TestLoader)
+    state = {(c.__name__, k): v for c in classes for k, v in vars(c).items()}
+    return {**state, ("unittest", "defaultTestLoader"): unittest.defaultTestLoader}
+
+
+def _call_defined_tests(before: dict, after: dict, unittest_as_imported: dict | None = None) -> None:
     """pytest's and unittest's conventions, for test code that defines its tests instead of running them: the
     functions named `test*` it defines are called; so are the `test*` methods of the classes named `Test*` (with
     pytest's `setup_method`/`teardown_method`); its unittest TestCase subclasses, of any name, run under
@@ -158,6 +169,8 @@ def _call_defined_tests(before: dict, after: dict) -> None:
         if before.get(name) is obj or getattr(obj, "__module__", None) != after.get("__name__"):
             continue  # the program's own names, and what the test code imported (`from unittest import TestCase`)
         if isinstance(obj, type) and unittest is not None and issubclass(obj, unittest.TestCase):
+            if unittest_as_imported is None or _unittest_state() != unittest_as_imported:
+                raise AssertionError("unittest is not as the harness imported it: the program changed it")
             result = unittest.TestResult()
             unittest.defaultTestLoader.loadTestsFromTestCase(obj).run(result)
             if not result.wasSuccessful():

@@ -162,12 +162,18 @@ PLAIN_CLASS = "class TestF:\n    def test_one(self):\n        assert f(3) == 6\n
     # a TestCase of any name runs (trial: `RomanTests` never ran, so an empty program earned 1.0)
     ("x = 1", [UNITTEST_ANY_NAME], 0.0),
     ("def f(x):\n    return 2 * x", [UNITTEST_ANY_NAME], 1.0),
+    # a program that patches unittest to pass every TestCase earns nothing from it
+    ("import unittest\nunittest.TestResult.wasSuccessful = lambda self: True\ndef f(x):\n    return 0",
+     [UNITTEST_ANY_NAME], 0.0),
+    ("import unittest\nunittest.TestCase.assertEqual = lambda *a, **k: None\ndef f(x):\n    return 0",
+     [UNITTEST_ANY_NAME], 0.0),
     # pytest's setup_method runs before each test method (trial: a right solution scored 0)
     ("def f(x):\n    return 2 * x", [SETUP_METHOD], 1.0),
     ("x = 1", [SETUP_METHOD], 0.0),
 ], ids=["pytest-empty", "pytest-right", "pytest-half-right", "pytest-and-assert", "unittest-empty", "unittest-right",
         "unittest-wrong", "class-empty", "class-right", "program-test-names", "fixture", "testcase-imported-right",
-        "testcase-imported-empty", "unittest-any-name-empty", "unittest-any-name-right", "setup-method-right",
+        "testcase-imported-empty", "unittest-any-name-empty", "unittest-any-name-right", "patches-wassuccessful",
+        "patches-assertequal", "setup-method-right",
         "setup-method-empty"])
 def test_test_functions_the_tests_define_are_called(program, tests, want):
     assert rewards.code_reward([fenced(program)], tests=[tests]) == [pytest.approx(want)]
