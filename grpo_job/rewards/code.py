@@ -95,17 +95,25 @@ def humaneval_call(code: str, entry_point: str) -> str:
     return f"{code}\n\ncheck({entry_point})\n" if defines and not calls and entry_point.isidentifier() else code
 
 
+def row_tests(value: Any, entry_point: Any = None) -> tuple[str, list[Any]] | None:
+    """`read_tests(value)`, with HumanEval's call appended to its test code when the row names an `entry_point`:
+    the tests as the reward runs them."""
+    tests = read_tests(value)
+    if tests is not None and tests[0] == "asserts" and entry_point:
+        return "asserts", [humaneval_call(code, str(entry_point)) for code in tests[1]]
+    return tests
+
+
 def first_error(completion: str, row: dict[str, Any], tests_column: str = "tests", seconds_per_case: float = 5.0,
                 memory_mb: int = 512, **_: Any) -> str | None:
     """The first error line (`test 0: ModuleNotFoundError: ...`) of `completion`'s program against `row`'s asserts, as
     the reward runs them; None for stdin/stdout tests, no program, or no error. For check's note on a reference that
     scores 0 (trial: `import pytest` in the tests, which the sandbox's standard library lacks, was said as a 0)."""
-    tests, program = read_tests(row.get(tests_column)), program_of(completion)
+    tests, program = row_tests(row.get(tests_column), row.get("entry_point")), program_of(completion)
     if tests is None or tests[0] != "asserts" or program is None:
         return None
-    cases = [humaneval_call(c, str(row["entry_point"])) if row.get("entry_point") else c for c in tests[1]]
-    result = sandbox.run_asserts(sandbox.Program(program), cases, sandbox.Limits(seconds=seconds_per_case,
-                                                                                 memory_mb=memory_mb))
+    result = sandbox.run_asserts(sandbox.Program(program), tests[1], sandbox.Limits(seconds=seconds_per_case,
+                                                                                    memory_mb=memory_mb))
     return next((line for line in result.stderr.splitlines() if line.strip()), None)
 
 
@@ -157,14 +165,12 @@ def code_reward(
     spec: list[tuple[str, int] | None] = []
     entry_points = kwargs.get("entry_point") or [None] * len(completions)
     for i, (completion, value) in enumerate(zip(completions, kwargs[tests_column], strict=True)):
-        tests = read_tests(value)
+        tests = row_tests(value, entry_points[i])
         if tests is None:
             out[i] = None
             spec.append(None)
             continue
         kind, cases = tests
-        if kind == "asserts" and entry_points[i]:
-            cases = [humaneval_call(code, str(entry_points[i])) for code in cases]
         spec.append((kind, len(cases)))
         source = program_of(completion)
         if source is None:

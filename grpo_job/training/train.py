@@ -320,7 +320,7 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         "resumed_from": int(resume.name.split("-")[1]) if resume else None,
         "final_reward": last.get("reward"),
         "final_metrics": {k: v for k, v in last.items() if k.startswith("rewards/")},
-        "reward_metrics": reward_metrics(ctx.reward_log_names),
+        "reward_metrics": metrics,
         "steps_per_generation": args.steps_per_generation,
         "generation_batch_size": args.generation_batch_size,
         "generation_plan": generation,
