@@ -118,6 +118,12 @@ def test_the_schema_argument_may_be_a_file_and_is_checked_once_when_built(tmp_pa
         # JSON Schema ignores a keyword it does not know: a misspelt one checked nothing (trial)
         ({"type": "object", "requird": ["a"]}, "'requird' at $ (did you mean 'required'?)"),
         ({"type": "object", "properties": {"a": {"tpye": "string"}}}, "'tpye' at $.properties.a (did you mean 'type'?)"),
+        # ... wherever JSON Schema keeps subschemas (trial: a typo under anyOf went unseen)
+        ({"anyOf": [{"type": "object"}, {"type": "array", "minItem": 1}]}, "'minItem' at $.anyOf[1] (did you mean 'minItems'?)"),
+        ({"type": "object", "additionalProperties": {"tpye": "number"}}, "'tpye' at $.additionalProperties"),
+        ({"type": "array", "prefixItems": [{"enmu": [1]}]}, "'enmu' at $.prefixItems[0] (did you mean 'enum'?)"),
+        ({"not": {"requird": ["a"]}}, "'requird' at $.not"),
+        ({"$defs": {"p": {"patternProperties": {"^x": {"maxLenght": 3}}}}}, "'maxLenght' at $.$defs.p.patternProperties.^x"),
         ("spec", "a column of schemas is named by the schema_column argument"),
         ({"type": "obejct"}, "the JSON Schema is not valid ('obejct' is not valid under any of the given schemas, at $.type)"),
         ('{"required": "name"}', "at $.required"),

@@ -82,19 +82,28 @@ def _validator(schema_json: str) -> Any:
     return cls(schema)
 
 
+# where JSON Schema (draft 2020-12 and draft 7) keeps subschemas: one schema, a list of them, or a name -> schema map
+_ONE_SCHEMA = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+               "additionalItems", "unevaluatedItems", "unevaluatedProperties")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
 def _misspelt_keyword(schema: Any, keywords: list[str], at: str) -> str | None:
-    """`'requird' at $ (did you mean 'required'?)` for the first key of `schema`, or of a subschema under
-    properties/items/$defs, that is close to a keyword but none; None when none is (trial: a misspelt `required`
-    and `properties` made every object valid)."""
+    """`'requird' at $ (did you mean 'required'?)` for the first key of `schema`, or of any subschema (under
+    properties, items, allOf, not, $defs...), that is close to a keyword but none; None when none is (trial: a
+    misspelt `required` and `properties` made every object valid)."""
     if not isinstance(schema, dict):
         return None
     for key in schema:
         close = difflib.get_close_matches(key, keywords, n=1, cutoff=0.75) if key not in keywords else []
         if close and key not in ("title", "description", "default", "examples", "definitions", "deprecated"):
             return f"{key!r} at {at} (did you mean {close[0]!r}?)"
-    subschemas = [(f"{at}.properties.{k}", v) for k, v in (schema.get("properties") or {}).items()]
-    subschemas += [(f"{at}.$defs.{k}", v) for k, v in (schema.get("$defs") or {}).items()]
-    subschemas += [(f"{at}.items", schema["items"])] if isinstance(schema.get("items"), dict) else []
+    subschemas = [(f"{at}.{k}", schema[k]) for k in _ONE_SCHEMA if isinstance(schema.get(k), dict)]
+    subschemas += [(f"{at}.{k}[{i}]", v) for k in _SCHEMA_LISTS if isinstance(schema.get(k), list)
+                   for i, v in enumerate(schema[k])]
+    subschemas += [(f"{at}.{k}.{name}", v) for k in _SCHEMA_MAPS if isinstance(schema.get(k), dict)
+                   for name, v in schema[k].items()]
     return next((found for where, sub in subschemas if (found := _misspelt_keyword(sub, keywords, where))), None)
 
 
