@@ -27,7 +27,7 @@ from grpo_job import errors, machine, rewards
 from grpo_job.context import StoreKeys, open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
-from grpo_job.settings.loading import where_set
+from grpo_job.settings.provenance import where_set
 
 log = logging.getLogger("job")
 

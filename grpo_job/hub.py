@@ -56,7 +56,7 @@ def read_problem(repo_id: str, repo_type: str, revision: str | None, token: str 
         RevisionNotFoundError,
     )
 
-    from grpo_job.settings.loading import env_var_name
+    from grpo_job.settings.provenance import env_var_name
 
     env = env_var_name(tuple(setting.split(".")))
     if repo_type == "model" and _cached_model(repo_id, revision):

@@ -11,7 +11,7 @@ import pytest
 
 from grpo_job.errors import EXIT_INVALID, SettingsError
 from grpo_job.settings import JobSettings, environment, load_settings
-from grpo_job.settings.loading import where_set
+from grpo_job.settings.provenance import where_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -838,6 +838,25 @@ def test_a_dict_setting_a_higher_source_replaces_says_which_file_keys_are_droppe
                                "so the file's format is not used"), notes[0]
     monkeypatch.delenv("GRPO_TRAIN__EXTRA__TOP_P")
     assert not any("replaces" in w for w in load_settings(config).warnings())
+
+
+@pytest.mark.parametrize("env", [{"GRPO_REWARDS__FORMAT": "0.5", "GRPO_REWARDS__CORRECTNESS": "2"},
+                                 {"GRPO_REWARDS": '{"format": 0.5, "correctness": 2.0}'}], ids=["keys", "whole"])
+def test_a_command_line_dict_that_replaces_the_environments_says_which_keys_are_dropped(monkeypatch, env):
+    """A Job's GRPO_REWARDS__FORMAT with `--rewards` on the command line: the format reward was dropped in silence
+    (documented: a dict setting is taken whole from the highest source)."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings(overrides=['--rewards={"correctness": 3.0}'])
+    assert s.rewards == {"correctness": 3.0}
+    notes = [w for w in s.warnings() if "replaces the environment's" in w]
+    assert len(notes) == 1 and notes[0].startswith(
+        "rewards set by --rewards on the command line replaces the environment's rewards whole, so format from "
+        f"{', '.join(sorted(env))} is not used"), s.warnings()
+    assert not any("replaces" in w for w in load_settings(overrides=['--rewards={"format": 1, "correctness": 3}'])
+                   .warnings())  # every key kept
 
 
 def test_a_dict_setting_from_a_whole_variable_and_its_keys_at_once_is_refused(monkeypatch):

@@ -23,7 +23,7 @@ from grpo_job.context import open_run
 from grpo_job.errors import SettingsError
 from grpo_job.rewards import calls as reward_calls
 from grpo_job.settings import DataSettings, load_settings, rules
-from grpo_job.settings.loading import source_label
+from grpo_job.settings.provenance import source_label
 from grpo_job.settings.sources import read_yaml
 from grpo_job.training import health
 

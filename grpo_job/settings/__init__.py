@@ -7,6 +7,8 @@
 - `rules`: cross-field rules mirroring TRL's invariants, and warnings for legal but risky values.
 - `sources`: the sources the root reads (CLI, environment, YAML, defaults) and how they are layered.
 - `loading`: `load_settings`, the YAML file, and errors worded for the user.
+- `provenance`: where each value came from (its GRPO_* variable, the source that set it, dict keys a higher
+  source dropped), for those errors and warnings.
 - `environment`: checks against the machine the job runs on (files, modules, GRPOConfig names).
 
 The section models are pure: validating them reads the values alone (no files, packages, network or
@@ -19,15 +21,10 @@ the library arguments they feed (GRPOConfig, LoraConfig, `datasets.load_dataset`
 from grpo_job.settings.base import check_s3_uri
 from grpo_job.settings.data import DEFAULT_SYSTEM_PROMPT, DataSettings
 from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings, ReportSettings
-from grpo_job.settings.loading import (
-    CONFIG_ENV,
-    env_var_name,
-    format_validation_error,
-    load_settings,
-    unknown_env_names,
-)
+from grpo_job.settings.loading import CONFIG_ENV, format_validation_error, load_settings, unknown_env_names
 from grpo_job.settings.model import LoraSettings, ModelSettings
 from grpo_job.settings.outputs import ExportSettings, HubSettings, StopSettings, StoreSettings
+from grpo_job.settings.provenance import env_var_name
 from grpo_job.settings.root import JobSettings
 from grpo_job.settings.rules import deferred_world_checks
 from grpo_job.settings.sources import ENV_PREFIX, read_yaml

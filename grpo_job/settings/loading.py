@@ -13,7 +13,7 @@ import json
 import os
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,64 +21,21 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError as SourceError
 
 from grpo_job.errors import SettingsError
+from grpo_job.settings.provenance import (
+    env_var_name,
+    is_section_name,
+    replaced_dicts,
+    setting_paths,
+    source_label,
+    where_notes,
+)
 from grpo_job.settings.root import JobSettings
-from grpo_job.settings.sources import CONFIG_ENV, ENV_PREFIX, current_cli_args, current_yaml, is_section, read_config
+from grpo_job.settings.sources import CONFIG_ENV, ENV_PREFIX, current_cli_args, current_yaml, read_config
 
 # GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests (which pass
 # their environment on to the job).
 RESERVED_ENV = frozenset({CONFIG_ENV, "GRPO_EXIT_CODE_DIR", "GRPO_GPU_TEST_MODEL", "GRPO_GPU_QWEN_MODEL", "GRPO_GPU_RUNS",
                           "GRPO_GPU_GSM8K"})
-
-
-def _is_section(name: str) -> bool:
-    return is_section(JobSettings, name)
-
-
-def env_var_name(loc: tuple[Any, ...]) -> str:
-    """('train', 'max_steps') -> GRPO_TRAIN__MAX_STEPS, the variable a user would set."""
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    return "HF_TOKEN" if parts == ["hf_token"] else ENV_PREFIX + "__".join(p.upper() for p in parts)
-
-
-def setting_paths() -> list[str]:
-    """Every settable name as a dotted path (`train.max_steps`), for suggestions."""
-    return [path for name, field in JobSettings.model_fields.items()
-            for path in ([f"{name}.{sub}" for sub in field.annotation.model_fields] if _is_section(name) else [name])]
-
-
-_VARIABLE = re.compile(r"(?<![A-Za-z0-9_])GRPO_[A-Z0-9_]*[A-Z0-9]")
-
-
-def where_set(message: str, config: str | Path | None, overrides: list[str]) -> str:
-    """`message` (an error found after loading: a file, a package, the data) with a last line naming, for
-    each GRPO_* variable it names whose setting this run took from the config file or the command line,
-    where: the job's messages name settings by their variables, which a run configured by a file never set."""
-    try:
-        path, yaml_values = read_config(config)
-    except SettingsError:
-        path, yaml_values = None, {}
-    notes = _where_notes(message, {"cli_args": tuple(overrides), "yaml_values": yaml_values, "yaml_path": path})
-    return f"{message}\n{notes}" if notes else message
-
-
-def _where_notes(message: str, sources: dict[str, Any]) -> str:
-    """`(where: GRPO_DATA__PATH is data.path, which this run sets by <source>; ...)` for the variables `message` names that the
-    command line or the config file set (`sources`: `source_label`'s keyword arguments); "" for none."""
-    by_variable = {env_var_name(tuple(p.split("."))): tuple(p.split(".")) for p in setting_paths()}
-    notes = []
-    for variable in dict.fromkeys(_VARIABLE.findall(message)):
-        if (loc := by_variable.get(variable)) is None:
-            continue
-        label = source_label(loc, **sources)
-        if label.upper().startswith(variable + "__"):
-            # a dict setting set key by key: every key's variable, not one of them as if it were the culprit
-            keys = sorted(k for k in os.environ if k.upper().startswith(variable + "__"))
-            notes.append(f"{variable} is {'.'.join(loc)}, which this run sets key by key: {', '.join(keys)}")
-        elif label.upper() != variable:  # the command line or the config file set it
-            notes.append(f"{variable} is {'.'.join(loc)}, which this run sets by {label}")
-        elif (sources.get("yaml_path") or sources.get("cli_args")) and variable not in map(str.upper, os.environ):
-            notes.append(f"{variable} is {'.'.join(loc)}")  # a run set up by a file or flags (trial: YAML users)
-    return f"(where: {'; '.join(notes)})" if notes else ""
 
 
 def did_you_mean(wrong: str, choices: list[str]) -> str:
@@ -91,43 +48,6 @@ def did_you_mean(wrong: str, choices: list[str]) -> str:
     if secret in _SECRETS:  # a setting that only its variable may set: name the variable
         return f"; a token comes from the {_SECRETS[secret]} environment variable only"
     return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def source_label(loc: tuple[Any, ...], cli_args: tuple[str, ...] = (), yaml_values: dict[str, Any] | None = None,
-                 yaml_path: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """Where the value at `loc` came from, named as the user wrote it: `--train.max_steps on the command
-    line`, the GRPO_* variable, or `config file 'c.yaml'`; the variable's name when no source set it (a
-    default). Sources are asked in their precedence (CLI > environment > YAML); a section-level value
-    (`--train='{...}'`) counts for every field in it. (A whole section in one environment variable is
-    no setting: `unknown_env_names` refuses it first.)"""
-    environ = os.environ if environ is None else environ
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    if not parts:
-        return ENV_PREFIX.rstrip("_")
-    field = parts[:2] if len(parts) > 1 and _is_section(parts[0]) else parts[:1]
-    candidates = [field, field[:1]] if len(field) > 1 else [field]
-    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in cli_args if a.startswith("--")}
-    for names in candidates:
-        if ".".join(names) in given:
-            return f"--{'.'.join(names)} on the command line"
-    upper = {k.upper(): k for k in environ}
-    if env_var_name(loc) in upper:  # the variable of this very value (a key of a dict setting included)
-        return upper[env_var_name(loc)]
-    for names in candidates:
-        var = env_var_name(tuple(names))
-        # a dict setting's keys (`GRPO_REWARDS__FORMAT`) set the field; another field's variable of the same
-        # section (`GRPO_TRAIN__MAX_STEPS` for train.learning_rate) says nothing about this one (second trial)
-        found = [k for u, k in upper.items() if u == var or (names == field and u.startswith(var + "__"))]
-        if found:
-            return upper.get(var, found[0])
-    node: Any = yaml_values or {}
-    for name in field:
-        if not isinstance(node, dict) or name not in node:
-            break
-        node = node[name]
-    else:
-        return f"config file {yaml_path!r}" if yaml_path else "the config file"
-    return env_var_name(loc)
 
 
 def format_validation_error(err: ValidationError, sources: dict[str, Any] | None = None) -> str:
@@ -146,7 +66,7 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
         msg = e["msg"].removeprefix("Value error, ")
         if not loc:  # cross-field rules: one line per rule, and where the variables they name were set
             lines.extend(f"  - {m}" for m in msg.split("\n"))
-            if sources is not None and (notes := _where_notes(msg, sources)):
+            if sources is not None and (notes := where_notes(msg, sources)):
                 lines.append(f"    {notes}")
             continue
         where = ".".join(str(p) for p in loc)
@@ -199,7 +119,7 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
 def _is_dict_setting(env_name: str) -> bool:
     parts = env_name[len(ENV_PREFIX):].lower().split("__")
     field = JobSettings.model_fields.get(parts[0])
-    if field is not None and len(parts) == 2 and _is_section(parts[0]):
+    if field is not None and len(parts) == 2 and is_section_name(parts[0]):
         field = field.annotation.model_fields.get(parts[1])
     return field is not None and getattr(field.annotation, "__origin__", None) is dict
 
@@ -273,43 +193,13 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
         yaml_values, overrides = _without_secrets(yaml_values, overrides or [])
     settings, found = _validate(yaml_values, list(overrides or []), path)
     if settings is not None:
-        settings._source_notes = _replaced_dicts(yaml_values, settings, overrides or [], path)
+        settings._source_notes = replaced_dicts(yaml_values, settings, overrides or [], path)
     # a misspelt section field in the environment (data.answer_colum) is also a field pydantic refused: say it once
     problems = found + [p for p in problems if f"[{p.split()[3]}]" not in "\n".join(found)]
     if problems:
         n = sum(line.startswith("  - ") for line in problems)
         raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))
     return settings
-
-
-def _replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides: list[str], path: str | None) -> list[str]:
-    """The config file's keys of `rewards` and `train.extra` that a higher source dropped: a dict setting is taken
-    whole from the highest source that sets it, so one `GRPO_TRAIN__EXTRA__TOP_P` drops the file's other keys."""
-    notes = []
-    for loc in (("rewards",), ("train", "extra")):
-        given, value = yaml_values, settings
-        for part in loc:
-            given, value = given.get(part) if isinstance(given, dict) else None, getattr(value, part)
-        if not isinstance(given, dict) or given == value:
-            continue
-        label = source_label(loc, tuple(overrides), yaml_values, path)
-        # and a key's own dict (train.extra.generation_kwargs): GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED
-        # replaced the file's whole generation_kwargs too (new-user trial)
-        places = [(".".join(loc), given, value, label)] + [
-            (f"{'.'.join(loc)}.{k}", given[k], value[k], _variables(loc + (k,)) or label)
-            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and isinstance(value[k], dict)]
-        for name, was, now, label in places:
-            if dropped := sorted(set(was) - set(now)):
-                notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
-                             f"{', '.join(map(str, dropped))} {'is' if len(dropped) == 1 else 'are'} not used (a dict "
-                             "setting is taken whole from the highest source that sets it; set them there too)")
-    return notes
-
-
-def _variables(loc: tuple[str, ...]) -> str:
-    """The environment variables that set keys under `loc` (GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED), by name."""
-    prefix = env_var_name(loc) + "__"
-    return ", ".join(sorted(n for n in os.environ if n.upper().startswith(prefix)))
 
 
 def _validate(yaml_values: dict[str, Any], overrides: list[str], path: str | None) -> tuple[JobSettings | None, list[str]]:
