@@ -21,7 +21,10 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import importlib.util
 import inspect
+import os
+import pkgutil
 import re
 import typing
 from collections.abc import Mapping
@@ -91,7 +94,7 @@ def resolve(name: str) -> RewardFunc:
     if trl_name in TRL_REWARDS:
         return getattr(importlib.import_module("trl.rewards"), trl_name)
     if ":" not in name:
-        raise LookupError(f"unknown reward {name!r}: use one of {sorted(REGISTRY)}, a TRL reward "
+        raise LookupError(f"unknown reward {name!r}{_meant(name)}: use one of {sorted(REGISTRY)}, a TRL reward "
                           f"{sorted(TRL_REWARDS)} (or {sorted(ALIASES)}), or module:function")
     module_name, _, attr = name.partition(":")
     try:
@@ -102,7 +105,9 @@ def resolve(name: str) -> RewardFunc:
             where = f"; name the module without .py: {module_name.removesuffix('.py').replace('/', '.')}:{attr}"
         elif isinstance(e, ModuleNotFoundError) and e.name == module_name.split(".")[0]:
             # the module itself is not found (not one it imports): where Python looks is what to fix
-            where = (f"; Python finds modules on PYTHONPATH: put {module_name.replace('.', '/')}.py in a folder on it "
+            close = difflib.get_close_matches(module_name, _own_modules(), n=1, cutoff=0.8)
+            where = (f"; did you mean {close[0]}:{attr}?" if close else
+                     f"; Python finds modules on PYTHONPATH: put {module_name.replace('.', '/')}.py in a folder on it "
                      "(e.g. PYTHONPATH=. beside the file, or mount it in the container and set PYTHONPATH there)")
         raise ImportError(f"reward {name!r}: cannot import module {module_name!r} ({type(e).__name__}: {e}){where}") from e
     func = getattr(module, attr, None)
@@ -113,6 +118,26 @@ def resolve(name: str) -> RewardFunc:
             f"; its functions: {', '.join(sorted(there)[:12])}" if there else "")
         raise ImportError(f"reward {name!r}: module {module_name!r} has no function {attr!r}{hint}")
     return func
+
+
+def _meant(name: str) -> str:
+    """`; did you mean 'x'?` for an unknown reward name without `:`: `module.function` for `module:function` when
+    that module is there (trial), else the closest built-in or TRL name; "" for none."""
+    module, _, attr = name.rpartition(".")
+    try:
+        if module and attr and importlib.util.find_spec(module) is not None:
+            return f"; did you mean {module}:{attr}? (a function of a module is named module:function)"
+    except (ImportError, ValueError):  # a parent package that does not import
+        pass
+    close = difflib.get_close_matches(name, [*REGISTRY, *TRL_REWARDS, *ALIASES], n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _own_modules() -> list[str]:
+    """The top-level modules in the working directory and on PYTHONPATH: the user's own, for a close name to a
+    misspelt reward module (trial: `mcq_rewards` for `mcq_reward`), not every installed package's."""
+    paths = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return sorted({m.name for m in pkgutil.iter_modules(paths)})
 
 
 def is_factory(func: Any) -> bool:
