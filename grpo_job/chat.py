@@ -297,6 +297,20 @@ def answer_format_readers(s: Any) -> list[str]:
     return [name for name, entry in s.rewards.items() if reward_name(name, entry) in ANSWER_FORMAT_REWARDS]
 
 
+def own_system_messages(s: Any, rows: list[dict[str, Any]]) -> int:
+    """How many prepared `rows` bring a system message of their own, which replaces data.system_prompt."""
+    return sum(bool(r["prompt"]) and r["prompt"][0]["role"] == "system"
+               and r["prompt"][0]["content"] != s.data.system_prompt for r in rows)
+
+
+def instruction_place(s: Any, rows: list[dict[str, Any]]) -> str:
+    """Where the instruction the model gets is set, for advice that says to change it: the rows' own system
+    messages when they bring them (trial: advice to set GRPO_DATA__SYSTEM_PROMPT, which those rows replace)."""
+    if own_system_messages(s, rows):
+        return "the rows' own system messages (they replace GRPO_DATA__SYSTEM_PROMPT)"
+    return "GRPO_DATA__SYSTEM_PROMPT"
+
+
 def check_format_asked(s: Any, rows: list[dict[str, Any]]) -> None:
     """Stop (SettingsError) when a configured reward reads the `<answer>` format but no training prompt (its
     system message, few-shot turns or text, `rows`: prepared rows) mentions `<answer>`: the model is never
@@ -305,8 +319,7 @@ def check_format_asked(s: Any, rows: list[dict[str, Any]]) -> None:
     readers = answer_format_readers(s)
     if not readers or not rows or any("<answer>" in m["content"] for r in rows for m in r["prompt"]):
         return
-    own = sum(r["prompt"][0]["role"] == "system" and r["prompt"][0]["content"] != s.data.system_prompt for r in rows)
-    if own:
+    if own := own_system_messages(s, rows):
         why = (f"{own} of {len(rows)} rows bring their own system message, which replaces data.system_prompt (the "
                "instruction that asks for the format)")
         ask = "in the rows' system messages (or drop those, so that data.system_prompt is sent)"

@@ -175,6 +175,25 @@ def test_preflight_advice_names_the_setting_to_change():
     assert "MAX_COMPLETION_LENGTH" not in short and "add a partial-credit reward (partial_format)" in short
 
 
+def test_advice_points_at_the_rows_own_system_messages_when_they_replace_the_setting():
+    """Rows in TRL's conversational format with their own system message: the advice said to ask for the format
+    in GRPO_DATA__SYSTEM_PROMPT, which those rows replace (trial T)."""
+    from grpo_job import chat
+
+    s = load_settings(SMOKE)
+    own = [{"prompt": [{"role": "system", "content": "Answer with one letter."}, {"role": "user", "content": "Q?"}]}]
+    sent = [{"prompt": [{"role": "system", "content": s.data.system_prompt}, {"role": "user", "content": "Q?"}]},
+            {"prompt": [{"role": "user", "content": "Q?"}]}]
+    assert chat.instruction_place(s, sent) == "GRPO_DATA__SYSTEM_PROMPT"
+    place = chat.instruction_place(s, own + sent)
+    assert place == "the rows' own system messages (they replace GRPO_DATA__SYSTEM_PROMPT)"
+    flat = {"correctness": {"scored": 1.0, "mean": 0.0, "std": 0.0, "varies": False}}
+    said = health.advice(s, flat, clipped=0.75, instruction=place)
+    assert "ask for a shorter answer in the rows' own system messages" in said
+    assert "check that the rows' own system messages (they replace GRPO_DATA__SYSTEM_PROMPT) ask for the format" in said
+    assert "check that GRPO_DATA__SYSTEM_PROMPT asks for the format" in health.advice(s, flat, clipped=0.0)
+
+
 def test_advice_for_a_task_in_another_format_never_asks_for_partial_format():
     """partial_format needs prompts asking for <answer>, which `check` then demands (trial: a code task was told to
     add it, and `check` refused the result); a user reward giving one score to all is named."""

@@ -64,15 +64,17 @@ def partial_credit(s: JobSettings) -> str | None:
     return None if "partial_format" in s.rewards else "a partial-credit reward (partial_format)"
 
 
-def advice(s: JobSettings, report: dict[str, dict[str, float | bool | None]], clipped: float) -> str:
+def advice(s: JobSettings, report: dict[str, dict[str, float | bool | None]], clipped: float,
+           instruction: str = "GRPO_DATA__SYSTEM_PROMPT") -> str:
     """What to change when no reward varies over the sampled completions (`clipped`: share of them cut
-    off at `train.max_completion_length`)."""
+    off at `train.max_completion_length`; `instruction`: where the prompts' instruction is set,
+    `chat.instruction_place`)."""
     tips = []
     if clipped >= 0.5:
         tips.append(f"{clipped:.0%} of the completions were cut off at train.max_completion_length="
                     f"{s.train.max_completion_length} tokens before they finished, so no answer is seen: raise "
                     "GRPO_TRAIN__MAX_COMPLETION_LENGTH (and GRPO_MODEL__MAX_SEQ_LENGTH with it), or ask for a shorter "
-                    "answer in GRPO_DATA__SYSTEM_PROMPT")
+                    f"answer in {instruction}")
     if tip := partial_credit(s):
         tips.append(f"add {tip} to GRPO_REWARDS")
     # a user's reward that gives every completion one nonzero score does not read the completion (trial)
@@ -84,7 +86,8 @@ def advice(s: JobSettings, report: dict[str, dict[str, float | bool | None]], cl
     skipped = [name for name, r in report.items() if r["scored"] == 0]
     if skipped:
         tips.append(f"{skipped} returned None for every completion (nothing scored): check the dataset columns they read")
-    tips.append("check that GRPO_DATA__SYSTEM_PROMPT asks for the format the rewards check, or use a larger model")
+    tips.append(f"check that {instruction} ask{'s' if instruction.startswith('GRPO_') else ''} for the format the "
+                "rewards check, or use a larger model")
     return "; ".join(tips)
 
 
@@ -109,6 +112,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         finally:
             evaluate.free(model)
     texts = [g[0] for g in gens]
+    instruction = chat.instruction_place(s, rows)
     # the rewards get the prompts as TRL passes them (text for plain prompts, messages for chat ones)
     rows = evaluate.prompt_renderer(s, ctx).for_trainer(rows)
     scores = calls.check_rewards(ctx.rewards, rows, texts, [g[1] for g in gens],
@@ -128,19 +132,20 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         log.warning(
             "REWARD PREFLIGHT: every weighted reward (%s) %s all %d sampled completions of the base model. With no "
             "reward variance GRPO has no learning signal; %s. To change: %s. Examples:\n%s",
-            ", ".join(verdict["trained"]) or "none", what, len(texts), guard_outlook(s), advice(s, report, clipped),
+            ", ".join(verdict["trained"]) or "none", what, len(texts), guard_outlook(s), advice(s, report, clipped, instruction),
             examples,
         )
     if texts and (note := masked_share_note(s, clipped)):
         log.warning("REWARD PREFLIGHT: %s", note)
-    if texts and (note := bare_answer_note(s, rows, texts)):
+    if texts and (note := bare_answer_note(s, rows, texts, instruction)):
         log.warning("REWARD PREFLIGHT: %s", note)
     return {"samples": len(texts), "reward_means": {k: r["mean"] for k, r in report.items()}, "rewards": report,
             "clipped_rate": clipped, "all_zero": all_zero, "no_variance": no_variance,
             "example": texts[0] if texts else None}
 
 
-def bare_answer_note(s: JobSettings, rows: list[dict], texts: list[str]) -> str | None:
+def bare_answer_note(s: JobSettings, rows: list[dict], texts: list[str],
+                     instruction: str = "GRPO_DATA__SYSTEM_PROMPT") -> str | None:
     """When the correctness reward is set and sampled completions are the reference answer itself, without the
     `<answer>` block it reads: what scores them 0, and what to change (trial: a sentiment task answered
     `neutral` for `neutral` and scored 0 before and after training, with nothing said)."""
@@ -152,10 +157,11 @@ def bare_answer_note(s: JobSettings, rows: list[dict], texts: list[str]) -> str 
             and answers.verify(t.strip(), str(r.get(data.ANSWER, "")), s.data.answer_type)]
     if not bare:
         return None
+    where = ("data.system_prompt [GRPO_DATA__SYSTEM_PROMPT] (the default asks for it)"
+             if instruction.startswith("GRPO_") else instruction)
     return (f"{len(bare)} of {len(texts)} sampled completions are the reference answer without an <answer> block "
             f"(e.g. {calls.shown(bare[0])}), and the correctness reward reads only <answer> blocks, so it scores them 0; "
-            "ask for the format in data.system_prompt [GRPO_DATA__SYSTEM_PROMPT] (the default asks for it), or score "
-            "bare answers with a reward of your own")
+            f"ask for the format in {where}, or score bare answers with a reward of your own")
 
 
 def masked_share_note(s: JobSettings, clipped: float) -> str | None:
