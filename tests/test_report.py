@@ -47,6 +47,16 @@ def test_plots_and_markdown_from_synthetic_metrics(tmp_path):
     assert "![rewards per step](report/rewards.png)" in md and "| max_steps | 40 |" in md
 
 
+def test_the_plots_of_a_short_run_mark_whole_steps_only(tmp_path, monkeypatch):
+    """A 4-step run's plots read 1.5, 2.5 on the step axis (trial T)."""
+    import matplotlib.pyplot as plt
+
+    ticks, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (ticks.append(fig.axes[0].get_xticks()), close(fig)))
+    report.plot(_records(4), tmp_path)
+    assert len(ticks) == 2 and all(len(t) and all(float(v).is_integer() for v in t) for t in ticks), ticks
+
+
 @pytest.mark.parametrize(("base", "trained", "want", "absent"), [
     # the rewards first (their weighted total, then each), then the <answer> numbers where measured
     ({"n": 4, "reward": 0.5, "rewards": {"code": 0.25}, "accuracy": 0.1, "mean_length": 50.0},
