@@ -53,7 +53,7 @@ def test_colocated_vllm_gets_lean_outputs_under_the_users_kwargs(monkeypatch):
     # and train.py's merge keeps them: the engine's dict replaces the settings' own
     from grpo_job.training.train import grpo_config_kwargs
 
-    kwargs = grpo_config_kwargs(s, Path("/tmp/unused"), True)
+    kwargs = grpo_config_kwargs(s, Path("/tmp/unused"))
     assert kwargs["generation_kwargs"] == {"ignore_eos": True} and kwargs["top_k"] == 20
     kwargs.update(args)
     assert kwargs["generation_kwargs"]["detokenize"] is False and kwargs["top_k"] == 20
@@ -163,3 +163,13 @@ def test_kv_cache_bytes_per_token_from_a_config():
     nested = SimpleNamespace(text_config=SimpleNamespace(num_attention_heads=8, hidden_size=512, head_dim=128,
                                                          num_hidden_layers=2))
     assert engines.kv_cache_bytes_per_token(nested) == 2 * 2 * 8 * 128 * 2  # no GQA: every head has KV
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_trainer_progress_bar_is_off_in_both_log_formats(log_format):
+    """The job's step line (step/total, rewards, ETA) is the progress: in text mode the trainer's bar printed each
+    step's metrics a second time and tangled with the log lines (trial T)."""
+    from grpo_job.training.train import grpo_config_kwargs
+
+    s = load_settings(Path(__file__).resolve().parents[1] / "examples" / "smoke.yaml", [f"--log_format={log_format}"])
+    assert grpo_config_kwargs(s, Path("/tmp/unused"))["disable_tqdm"] is True

@@ -176,7 +176,7 @@ def test_save_minutes_is_ours_not_a_grpoconfig_argument(tmp_path):
     from grpo_job.training import engines, train
 
     s = settings_for(tmp_path, "--train.save_minutes=10", "--train.optim=adamw_torch", "--model.engine=trl")
-    kwargs = train.grpo_config_kwargs(s, tmp_path / "out", quiet_progress=True)
+    kwargs = train.grpo_config_kwargs(s, tmp_path / "out")
     assert "save_minutes" not in kwargs
     assert GRPOConfig(**kwargs, **engines.get("trl").grpo_args(s)).save_steps == s.train.save_steps
 

@@ -501,7 +501,7 @@ def test_extra_reaches_grpo_config(tmp_path):
 
     s = load_settings(ROOT / "examples" / "smoke.yaml",
                       ['--train.extra={"epsilon_high": 0.28, "top_p": 0.9, "scale_rewards": "batch"}'])
-    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path), use_cpu=True)
     assert (args.epsilon_high, args.top_p, args.scale_rewards) == (0.28, 0.9, "batch")
 
 
@@ -651,7 +651,7 @@ def test_generation_kwargs_of_vllm_alone_pass_to_grpo_config(tmp_path):
 
     s = load_settings(ROOT / "examples" / "smoke.yaml",
                       ['--train.extra={"generation_kwargs": {"detokenize": false, "logprobs": 0}}'])
-    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path), use_cpu=True)
     assert args.generation_kwargs == {"detokenize": False, "logprobs": 0}
 
 
@@ -684,12 +684,12 @@ def test_extra_values_reach_grpo_config_as_their_type(monkeypatch, tmp_path):
     assert environment.grpo_config_extra(s.train.extra) == {"epsilon_high": 0.3, "generation_kwargs": {"min_tokens": 4},
                              "chat_template_kwargs": {"enable_thinking": False}}
     assert environment.problems(s) == []
-    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path), use_cpu=True)
     assert args.epsilon_high == 0.3 and args.chat_template_kwargs == {"enable_thinking": False}
     # a JSON document's text value (no environment variable involved): converted to the argument's type
     monkeypatch.delenv("GRPO_TRAIN__EXTRA__EPSILON_HIGH")
     s = load_settings(ROOT / "examples" / "smoke.yaml", ['--train.extra={"mask_truncated_completions": "false"}'])
-    assert GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True).mask_truncated_completions is False
+    assert GRPOConfig(**grpo_config_kwargs(s, tmp_path), use_cpu=True).mask_truncated_completions is False
 
 
 def test_an_argument_s_own_no_takes_its_type_and_a_variable_s_text_stays_text(monkeypatch, tmp_path):
@@ -722,7 +722,7 @@ def test_an_argument_s_own_no_takes_its_type_and_a_variable_s_text_stays_text(mo
                              "generation_kwargs": {"skip_special_tokens": False, "stop": "###", "min_tokens": 4},
                              "chat_template_kwargs": {"enable_thinking": False}}
     assert environment.problems(s) == []
-    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path, True), use_cpu=True)
+    args = GRPOConfig(**grpo_config_kwargs(s, tmp_path), use_cpu=True)
     assert (args.run_name, args.mask_truncated_completions, args.hub_model_id) == ("no", False, "2024")
     clear()
     config = tmp_path / "job.yaml"

@@ -321,7 +321,7 @@ def test_some_step_trains_at_a_non_zero_learning_rate(tmp_path, max_steps, warmu
 
     s = load_settings(SMOKE, [f"--train.max_steps={max_steps}", f"--train.warmup_steps={warmup}",
                               f"--train.lr_scheduler_type={scheduler}", "--train.save_steps=1"])
-    kwargs = grpo_config_kwargs(s, tmp_path, True)
+    kwargs = grpo_config_kwargs(s, tmp_path)
     args = TrainingArguments(output_dir=str(tmp_path), warmup_steps=kwargs["warmup_steps"], max_steps=max_steps,
                              report_to="none")
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=s.train.learning_rate)

@@ -100,7 +100,7 @@ def generation_batch_holds_groups(s: Settings) -> list[str]:
 # GRPOConfig arguments the job sets itself, and the setting that controls each.
 JOB_SETS = {
     "output_dir": "work_dir", "reward_weights": "rewards", "save_strategy": "train.save_steps",
-    "save_total_limit": "store.keep_last", "report_to": "report.report_to", "disable_tqdm": "log_format",
+    "save_total_limit": "store.keep_last", "report_to": "report.report_to", "disable_tqdm": None,
     "log_completions": None, "resume_from_checkpoint": "run_id (a run resumes by itself)",
     "use_vllm": "model.engine", "vllm_mode": "distributed.vllm_mode",
     "vllm_gpu_memory_utilization": "model.gpu_memory_utilization", "vllm_max_model_length": "model.max_seq_length",

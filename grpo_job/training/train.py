@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _NOT_GRPO_ARGS = {"max_prompt_length", "world_size", "save_minutes", "steps_per_generation"}
 
 
-def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -> dict[str, Any]:
+def grpo_config_kwargs(s: JobSettings, output_dir: Path) -> dict[str, Any]:
     """GRPOConfig arguments from the settings; the field names are GRPOConfig's own."""
     kwargs = s.train.model_dump(exclude=_NOT_GRPO_ARGS | {"extra"})
     # any other GRPOConfig argument, converted to its type (names and values checked by settings.environment)
@@ -46,7 +46,9 @@ def grpo_config_kwargs(s: JobSettings, output_dir: Path, quiet_progress: bool) -
         save_strategy="steps",
         save_total_limit=1,  # the store keeps the history; locally only the newest is needed
         report_to=s.report.report_to or "none",
-        disable_tqdm=quiet_progress,
+        # the job's own line per step (step/total, rewards, ETA) is the progress in both log formats: the trainer's bar
+        # beside it printed each step's metrics a second time and tangled with the log lines (trial T)
+        disable_tqdm=True,
         log_completions=False,
     )
     if kwargs.get("warmup_steps") and (s.train.max_steps == 1 or (s.train.warmup_steps < 1 and warmup_steps_of(s) == 1)):
@@ -222,14 +224,12 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig
 
-    from grpo_job import logs
     from grpo_job.training import logprobs
 
     output_dir = ctx.work_dir / "trainer"
-    quiet = logs.resolve_format(s.log_format) == "json"
     # Built before the model: it starts the process group of a multi-process launch (accelerate),
     # and ZeRO-3 must be configured before the model is loaded.
-    kwargs = grpo_config_kwargs(s, output_dir, quiet)
+    kwargs = grpo_config_kwargs(s, output_dir)
     kwargs.update(engine.grpo_args(s))  # the engine's generation_kwargs already hold the user's on top
     args = GRPOConfig(**kwargs)
     if launch.multi and args.device.type == "cpu":
@@ -274,10 +274,9 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
             peft_config=peft_config,
             callbacks=_callbacks(ctx, metrics_path, publisher, stop, resume),
         )
-        if quiet:
-            from transformers import PrinterCallback
+        from transformers import PrinterCallback
 
-            trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout; StepLog logs them
+        trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout; StepLog logs them
         try:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except stopping.StepInterrupted:
