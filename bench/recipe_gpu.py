@@ -22,6 +22,9 @@ Variants (the same optimizer batch: 64 completions, 8 prompts x 8; everything el
   (its KV cache needs under 2 GiB here; the activations of 64 full sequences need the room).
 - `job-spg8`: one vLLM batch of 512 feeds 8 optimizer steps (`train.steps_per_generation: 8`).
 - `job-noflat-spg8`: `job-noflat` and `job-spg8` together.
+- `job-gcfreeze` (with `--profile`): the defaults with Python's garbage collector told to skip every object alive
+  when training starts (`gc.freeze()`; bench/profiled_job.py `PROFILE_GC_FREEZE`): whether the collector's passes
+  over the trainer's heap slow vLLM's per-sequence work in the same thread (`--profile` logs their seconds per block).
 - `job-v1runner`: the defaults on vLLM's V1 model runner (`VLLM_USE_V2_MODEL_RUNNER=0`; vLLM 0.26 picks its V2
   runner for dense models such as Qwen2): which runner decodes 256 sequences faster inside the trainer.
 
@@ -59,6 +62,7 @@ VARIANTS = {  # GRPO_* settings (and vLLM environment variables) of each variant
     "job-spg8": {"GRPO_TRAIN__STEPS_PER_GENERATION": "8"},
     "job-noflat-spg8": {"GRPO_TRAIN__STEPS_PER_GENERATION": "8"},
     "job-v1runner": {"VLLM_USE_V2_MODEL_RUNNER": "0"},
+    "job-gcfreeze": {"PROFILE_GC_FREEZE": "1"},
 }
 # vLLM SamplingParams a variant adds (TRL merges `generation_kwargs` over its own, the job's over TRL's)
 VLLM_OWN_OUTPUTS = {"detokenize": True, "flat_logprobs": False}
@@ -93,6 +97,8 @@ def run(variant: str, model: str, gsm8k: Path, out: Path, preflight: bool, fixed
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader",
                             "-lms", "500"], stdout=open(base / "gpu-memory.csv", "w"))
     cmd = [sys.executable, str(ROOT / "entrypoint.py"), "run"]
+    if variant == "job-gcfreeze" and not profile:
+        raise SystemExit("job-gcfreeze freezes the heap through bench/profiled_job.py: add --profile")
     if profile:  # TRL's own block timings, one line per block (bench/profiled_job.py)
         cmd = [sys.executable, str(ROOT / "bench" / "profiled_job.py")]
         env["PROFILE_JSONL"] = str(base / "profile.jsonl")
