@@ -47,6 +47,17 @@ def test_plots_and_markdown_from_synthetic_metrics(tmp_path):
     assert "![rewards per step](report/rewards.png)" in md and "| max_steps | 40 |" in md
 
 
+def test_a_short_run_s_training_table_shows_every_logged_step(tmp_path):
+    """A 3-step run's table gave the first and the last step only: the middle one was hidden (trial)."""
+    store = LocalStore(tmp_path / "run")
+    store.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in _records(3)))
+    md = report.report_markdown(store)
+    assert "| metric | step 1 | step 2 | step 3 |" in md and "|---|---|---|---|" in md
+    assert "| reward | 0.1000 | 0.2000 | 0.3000 |" in md and "first 1" not in md
+    store.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in _records(report.SHORT_RUN_STEPS + 1)))
+    assert "| metric | first 1 | last 1 |" in report.report_markdown(store)
+
+
 def test_the_plots_of_a_short_run_mark_whole_steps_only(tmp_path, monkeypatch):
     """A 4-step run's plots read 1.5, 2.5 on the step axis (trial T)."""
     import matplotlib.pyplot as plt

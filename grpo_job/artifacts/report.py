@@ -129,6 +129,9 @@ def plot(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- markdown
+SHORT_RUN_STEPS = 6  # up to this many logged steps, the training table shows each one
+
+
 def _window_means(records: list[dict[str, Any]], keys: list[str], n: int) -> tuple[dict, dict]:
     def mean(rows: list[dict], k: str) -> float:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
@@ -215,15 +218,21 @@ def report_markdown(store: RunStore, image_prefix: str = "", ended: str | None =
         keys = ["reward", *reward_keys(records), "completions/mean_length", "loss", "kl", "grad_norm",
                 "frac_reward_zero_std", "step_time", "tokens_per_s"]
         keys = [k for k in keys if any(k in r for r in records)]
-        window = max(1, min(10, len(records) // 4 or 1))
-        first, last = _window_means(records, keys, window)
-        # rewards are logged once per generation, which feeds train.steps_per_generation optimizer steps
-        lines += [f"Rewards logged at {len(records)} steps (one per generation; the last at step {records[-1]['step']}). "
-                  f"Means over the first and the last {window} of them:", "",
-                  f"| metric | first {window} | last {window} |", "|---|---|---|"]
         named = {k: f"{k} ({settings_names[k.split('/')[1]]})" for k in keys
                  if k.startswith("rewards/") and k.split("/")[1] in (settings_names or {})}
-        lines += [f"| {named.get(k, k)} | {_f(first[k], 4)} | {_f(last[k], 4)} |" for k in keys]
+        # rewards are logged once per generation, which feeds train.steps_per_generation optimizer steps
+        logged = f"Rewards logged at {len(records)} steps (one per generation; the last at step {records[-1]['step']})"
+        if len(records) <= SHORT_RUN_STEPS:  # every logged step: first and last windows would hide the middle (trial)
+            columns = [_window_means([r], keys, 1)[0] for r in records]
+            lines += [f"{logged}:", "", "| metric | " + " | ".join(f"step {r['step']}" for r in records) + " |",
+                      "|---|" + "---|" * len(records)]
+            lines += [f"| {named.get(k, k)} | " + " | ".join(_f(c[k], 4) for c in columns) + " |" for k in keys]
+        else:
+            window = max(1, min(10, len(records) // 4))
+            first, last = _window_means(records, keys, window)
+            lines += [f"{logged}. Means over the first and the last {window} of them:", "",
+                      f"| metric | first {window} | last {window} |", "|---|---|---|"]
+            lines += [f"| {named.get(k, k)} | {_f(first[k], 4)} | {_f(last[k], 4)} |" for k in keys]
         lines += ["", f"![rewards per step]({image_prefix}{PLOTS[0]})", "",
                   f"![completion length per step]({image_prefix}{PLOTS[1]})", ""]
     else:
