@@ -159,13 +159,13 @@ def test_resolve_registry_and_user_functions(tmp_path, monkeypatch):
     ("my_reward:length", "cannot import module 'my_reward' (ModuleNotFoundError: No module named 'my_reward'); "
                          "did you mean my_rewards:length?"),
     ("my_rewards.length", "unknown reward 'my_rewards.length'; did you mean my_rewards:length? (a function of a "
-                          "module is named module:function)"),
+                          "module of your own is named module:function)"),
     ("corectness", "unknown reward 'corectness'; did you mean 'correctness'?"),
     ("elsewhere:f", "Python finds modules on PYTHONPATH"),  # nothing close: where Python looks
 ])
 def test_a_misnamed_reward_module_gets_the_name_meant(tmp_path, monkeypatch, written, said):
     """Trial: `mcq_rewards:f` for the module `mcq_reward` was told only "No module named", and `mcq_reward.f` only
-    the list of built-in rewards."""
+    the list of built-in rewards (the settings say the same: test_settings.py)."""
     (tmp_path / "my_rewards.py").write_text("def length(completions, **kw):\n    return [1.0 for c in completions]\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -956,3 +956,21 @@ class SamplingParams(PydanticMsgspecMixin, msgspec.Struct, omit_defaults=True):
 '''
     assert environment.sampling_params_fields(source) == {"n", "stop", "min_tokens"}
     assert environment.sampling_params_fields("x = 1\n") == set()
+
+
+@pytest.mark.parametrize("rewards_yaml, said", [
+    # a section indented under rewards: read as a reward named like it (trial U)
+    ("  format: 0.5\n  evaluation:\n    enabled: false\n",
+     "unknown reward 'evaluation': 'evaluation' is a section of the settings, not a reward: in a YAML file, is it "
+     "indented under rewards?"),
+    # module.function for module:function (trial T)
+    ("  mcq_reward.letter_reward: 1.0\n", "unknown reward 'mcq_reward.letter_reward': did you mean "
+                                          "mcq_reward:letter_reward?"),
+    ("  corectness: 2.0\n", "unknown reward 'corectness': did you mean 'correctness'?"),
+])
+def test_an_unknown_reward_name_says_what_it_likely_meant(tmp_path, rewards_yaml, said):
+    config = tmp_path / "c.yaml"
+    config.write_text("rewards:\n" + rewards_yaml)
+    with pytest.raises(SettingsError) as e:
+        load_settings(config)
+    assert said in str(e.value), str(e.value)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
-import importlib.util
 import inspect
 import os
 import pkgutil
@@ -121,16 +120,11 @@ def resolve(name: str) -> RewardFunc:
 
 
 def _meant(name: str) -> str:
-    """`; did you mean 'x'?` for an unknown reward name without `:`: `module.function` for `module:function` when
-    that module is there (trial), else the closest built-in or TRL name; "" for none."""
-    module, _, attr = name.rpartition(".")
-    try:
-        if module and attr and importlib.util.find_spec(module) is not None:
-            return f"; did you mean {module}:{attr}? (a function of a module is named module:function)"
-    except (ImportError, ValueError):  # a parent package that does not import
-        pass
-    close = difflib.get_close_matches(name, [*REGISTRY, *TRL_REWARDS, *ALIASES], n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    """`; did you mean ...?` for an unknown reward name without `:` (settings.rewards.unknown_reward_hint)."""
+    from grpo_job.settings.rewards import unknown_reward_hint
+
+    hint = unknown_reward_hint(name, ("rewards",)).rstrip()
+    return f"; {hint}" if hint else ""
 
 
 def _own_modules() -> list[str]:

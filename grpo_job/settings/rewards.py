@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -17,6 +18,20 @@ BUILTIN_REWARDS = (
     "get_cosine_scaled_reward", "get_repetition_penalty_reward", "get_soft_overlong_punishment",
     "soft_overlong", "repetition_penalty", "cosine_scaled",  # short names of TRL's parameterised ones
 )
+
+
+def unknown_reward_hint(name: str, sections: tuple[str, ...] = ()) -> str:
+    """What an unknown reward name (no `:`) was likely meant to be, as `did you mean ...? ` ("" for nothing close),
+    from the name alone: `module.function` for `module:function` (trial), a settings section (`sections`) indented
+    under `rewards` in a YAML file (trial), or the closest built-in reward."""
+    module, _, function = name.rpartition(".")
+    if module and function.isidentifier() and all(p.isidentifier() for p in module.split(".")):
+        return f"did you mean {module}:{function}? (a function of a module of your own is named module:function) "
+    if name in sections:
+        return (f"{name!r} is a section of the settings, not a reward: in a YAML file, is it indented under "
+                "rewards? (sections start at the line's beginning) ")
+    close = difflib.get_close_matches(name, BUILTIN_REWARDS, n=1, cutoff=0.75)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _not_bool(value: Any) -> Any:

@@ -14,7 +14,6 @@ read here at all: boto3's own credential chain finds them.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -29,7 +28,7 @@ from grpo_job.settings.data import DataSettings
 from grpo_job.settings.evaluation import EvaluationSettings, HealthSettings, ReportSettings
 from grpo_job.settings.model import LoraSettings, ModelSettings
 from grpo_job.settings.outputs import ExportSettings, HubSettings, StopSettings, StoreSettings
-from grpo_job.settings.rewards import BUILTIN_REWARDS, RewardEntry, RewardValue
+from grpo_job.settings.rewards import BUILTIN_REWARDS, RewardEntry, RewardValue, unknown_reward_hint
 from grpo_job.settings.sources import ENV_PREFIX, NONE_STR, layered_source
 from grpo_job.settings.training import DistributedSettings, TrainSettings
 
@@ -114,8 +113,7 @@ class JobSettings(BaseSettings):
             if not math.isfinite(weight):
                 problems.append(f"reward {name!r} has a non-finite weight {weight}")
             if name not in BUILTIN_REWARDS and ":" not in name:
-                close = difflib.get_close_matches(name, BUILTIN_REWARDS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = unknown_reward_hint(name, tuple(cls.model_fields))
                 problems.append(f"unknown reward {name!r}: {hint}use one of {sorted(BUILTIN_REWARDS)} or module:function")
         if problems:
             raise ValueError("; ".join(problems))
