@@ -547,3 +547,17 @@ def test_trl_rewards_that_cannot_work_with_these_settings_are_named():
     assert any("think_format_reward scores the <think>" in w for w in _settings('{"think_format_reward": 1.0}').warnings())
     asks = _settings('{"think_format_reward": 1.0}', "--data.system_prompt=Think in <think></think>, then answer.")
     assert not any("think_format_reward" in w for w in asks.warnings())
+
+
+def test_the_readme_s_own_strings_example_prints_what_it_says():
+    """README shows how to try the checker and a reward on your own strings (trial U found no way): each command
+    prints what its comment says."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("To see how the checker and a reward read your own strings", 1)[1].split("```bash\n", 1)[1]
+    block = block.split("```", 1)[0]
+    commands = re.findall(r"\.venv/bin/python -c '(.*?)'\s+# (\S+)", block, re.DOTALL)
+    assert len(commands) == 2, block
+    for code, said in commands:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert out.stdout.strip() == said, (code, out.stdout, out.stderr[-1000:])
