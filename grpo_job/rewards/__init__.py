@@ -123,7 +123,7 @@ def _meant(name: str) -> str:
     """`; did you mean ...?` for an unknown reward name without `:` (settings.rewards.unknown_reward_hint)."""
     from grpo_job.settings.rewards import unknown_reward_hint
 
-    hint = unknown_reward_hint(name, ("rewards",)).rstrip()
+    hint = unknown_reward_hint(name).rstrip()
     return f"; {hint}" if hint else ""
 
 
