@@ -138,28 +138,37 @@ def _reexec() -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def closing_line(code: int, settings: JobSettings) -> None:
+def closing_line(code: int, settings: JobSettings, ask_store: bool = True) -> None:
     """The last log line of a `run`: run id, exit code and meaning, and the store paths of the report,
-    adapter, merged model and GGUF files that exist."""
+    adapter, merged model and GGUF files that exist (not looked up with `ask_store` False: the watchdog's
+    exit, where the store may be what does not answer)."""
 
     run_id = settings.resolved_run_id()
     where: dict[str, object] = {}
-    try:
-        store = open_run(settings).store
-        wanted = {"report": StoreKeys.REPORT_MD, "adapter": f"{StoreKeys.ADAPTER}/adapter_config.json",
-                  "merged_model": f"{StoreKeys.MERGED}/config.json"}
-        for name, key in wanted.items():
-            if store.exists(key):
-                where[name] = f"{store.uri.rstrip('/')}/{key.rsplit('/', 1)[0] if name != 'report' else key}"
-        ggufs = [f"{store.uri.rstrip('/')}/{k}" for k in store.list(f"{StoreKeys.GGUF}/") if k.endswith(".gguf")]
-        if ggufs:
-            where["gguf"] = ggufs
-    except Exception as e:  # the closing line must still be written: say why the paths are missing
-        where["store_error"] = f"{type(e).__name__}: {e}"
+    if not ask_store:
+        where["store"] = "not asked (the grace budget ran out)"
+    else:
+        try:
+            where.update(_artifacts(open_run(settings).store))
+        except Exception as e:  # the closing line must still be written: say why the paths are missing
+            where["store_error"] = f"{type(e).__name__}: {e}"
     fields = _exit_fields(code)
     text = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in where.items()) or "no artifacts"
     log.log(logging.INFO if code == errors.EXIT_OK else logging.WARNING, "run %s ended: exit %d (%s); %s",
             run_id, code, fields["meaning"], text, extra={"run_id": run_id, **fields, "artifacts": where})
+
+
+def _artifacts(store) -> dict[str, object]:
+    """The store paths of the run's report, adapter, merged model and GGUF files that exist."""
+    where: dict[str, object] = {}
+    wanted = {"report": StoreKeys.REPORT_MD, "adapter": f"{StoreKeys.ADAPTER}/adapter_config.json",
+              "merged_model": f"{StoreKeys.MERGED}/config.json"}
+    for name, key in wanted.items():
+        if store.exists(key):
+            where[name] = f"{store.uri.rstrip('/')}/{key.rsplit('/', 1)[0] if name != 'report' else key}"
+    if ggufs := [f"{store.uri.rstrip('/')}/{k}" for k in store.list(f"{StoreKeys.GGUF}/") if k.endswith(".gguf")]:
+        where["gguf"] = ggufs
+    return where
 
 
 def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
@@ -196,7 +205,7 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
         from grpo_job import stopping
 
         stop = stopping.install_for_run(settings.stop)  # SIGTERM and the deadline, for every stage
-        stop.on_hard_exit = lambda code: closing_line(code, settings)
+        stop.on_hard_exit = lambda code: closing_line(code, settings, ask_store=False)
         try:
             code = _guarded(lambda: _run(settings, restart), explain)
         finally:

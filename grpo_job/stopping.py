@@ -37,6 +37,7 @@ from pathlib import Path
 from grpo_job.errors import EXIT_RETRY
 
 log = logging.getLogger(__name__)
+LAST_WORDS_SECONDS = 3.0  # what the watchdog waits for the closing line before it ends the process
 
 
 class StepInterrupted(BaseException):
@@ -59,6 +60,8 @@ class StopControl:
         self.interruptible = False  # inside a step, before its optimizer update (set by the train stage)
         self.interrupted = False
         self.on_hard_exit: Callable[[int], None] | None = None  # last words before the watchdog's exit
+        # the checkpoint steps saved here but not yet in the store (set by the train stage: its upload queue)
+        self.unsaved_steps: Callable[[], list[int]] | None = None
         self.stage: str | None = None  # the pipeline stage running now (set by the pipeline), named when cut short
         self._previous = None
         self._watchdog: threading.Thread | None = None
@@ -158,7 +161,11 @@ class StopControl:
             if limit is not None and time.monotonic() >= limit:
                 log.error("%s", self.hard_exit_message())
                 if self.on_hard_exit is not None:
-                    self.on_hard_exit(EXIT_RETRY)
+                    # last words may ask the store, which may be what hangs (trial: a frozen S3 endpoint held the
+                    # process 90 s past its budget, past Kubernetes' SIGKILL): they get LAST_WORDS_SECONDS at most
+                    last = threading.Thread(target=self.on_hard_exit, args=(EXIT_RETRY,), daemon=True)
+                    last.start()
+                    last.join(LAST_WORDS_SECONDS)
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -177,9 +184,13 @@ class StopControl:
             return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out during stage "
                     f"{self.stage!r}, which was cut short: its marker is not written, so it runs again from its start "
                     f"when the job restarts (the finished stages and the trained model in the store are kept). {advice}")
+        unsaved = self.unsaved_steps() if self.unsaved_steps is not None else []
+        lost = (f" Checkpoints {', '.join(map(str, unsaved))} were saved here but their uploads did not finish (is the "
+                "store answering?): they are lost, and the steps after the store's newest complete checkpoint run "
+                "again." if unsaved else "")
         return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out before a checkpoint could be "
                 "saved and uploaded; the current step is abandoned. The store's newest complete checkpoint is kept; "
-                f"a restart resumes there. {advice}")
+                f"a restart resumes there.{lost} {advice}")
 
 
 def process_start_time() -> float:

@@ -205,3 +205,21 @@ def test_check_says_when_the_store_is_unreachable_and_exits_2(s3, tmp_path):
     r = _check(tmp_path, s3.env, f"--store.uri=s3://{s3.bucket}/runs")
     assert r.returncode == 0, r.stderr
     assert f"s3://{s3.bucket}/runs/smoke" in r.stdout
+
+
+def test_an_upload_that_hangs_is_warned_of_once_and_named_as_unsaved(s3, tmp_path, caplog):
+    """Trial: a frozen S3 endpoint; training ran on 6 minutes with checkpoints queued and nothing said."""
+    s3.proxy.add("delay", seconds=0.3)
+    store = S3Store(f"s3://{s3.bucket}/runs/r9")
+    publisher = checkpoints.BackgroundPublisher(store, keep_last=2, staging_dir=tmp_path / "staging", stall_seconds=0.2)
+    publisher.submit(fake_checkpoint(tmp_path / "out", 5, big_mib=1), 5)
+    assert publisher.unsaved() == [5]
+    publisher.raise_if_failed()  # too early to say anything
+    time.sleep(0.3)
+    with caplog.at_level("WARNING", logger="grpo_job.store.checkpoints"):
+        publisher.raise_if_failed()
+        publisher.raise_if_failed()  # once per stalled checkpoint, not once per step
+    said = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("checkpoint-5 has waited") and store.uri in said[0], said
+    assert "a stop or a lost pod resumes from an older checkpoint" in said[0]
+    assert publisher.close(timeout=120) and publisher.unsaved() == []

@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +379,30 @@ def test_a_stage_after_train_cut_short_by_the_grace_budget_says_so(tmp_path):
     assert done.returncode == 75, done.stderr[-2000:]
     assert "stage 'evaluate_trained', which was cut short" in done.stderr and "runs again" in done.stderr
     assert not (tmp_path / "runs" / "late" / "stages" / "evaluate_trained.json").exists()
+
+
+def test_the_watchdog_exits_on_time_when_its_last_words_hang_and_names_unsaved_checkpoints(tmp_path):
+    """Trial: a frozen S3 endpoint; after SIGTERM the grace budget ran out, but the closing line asked the store for
+    the run's artifacts and held the process 90 s past its budget (Kubernetes would SIGKILL it at 30-60 s), and the
+    exit said nothing of the checkpoints whose uploads never ended."""
+    code = textwrap.dedent("""
+        import logging, os, signal, sys, time
+        from grpo_job import stopping
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+        control = stopping.StopControl(1.0)
+        control.stage = "train"
+        control.on_hard_exit = lambda code: time.sleep(60)  # the store does not answer
+        control.unsaved_steps = lambda: [4, 6]
+        control.install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # the main thread waits on the hung upload
+    """)
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
+    assert done.returncode == 75, done.stderr[-2000:]
+    assert time.monotonic() - t0 < 1.0 + stopping.LAST_WORDS_SECONDS + 10, "the hung last words held the exit"
+    assert "Checkpoints 4, 6 were saved here but their uploads did not finish" in done.stderr, done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- 11: TRL's own dataset format

@@ -56,6 +56,11 @@ def checkpoint_prefix(step: int) -> str:
     return f"{PREFIX}/checkpoint-{step}"
 
 
+# A checkpoint of a small LoRA uploads in seconds (docs/benchmarks.md: 113 MiB in 0.2-1.5 s); one that waits this
+# long means the store is not answering
+UPLOAD_STALL_SECONDS = 180.0
+
+
 class UploadFailed(RuntimeError):
     """A checkpoint could not be uploaded even after retrying: the job must fail, not pretend."""
 
@@ -113,16 +118,21 @@ class BackgroundPublisher:
       at each step) and `wait` raise `UploadFailed` in the caller's thread, and later
       checkpoints are not uploaded (their steps would sit on top of a lost one).
     - The worker is not a daemon thread: the interpreter cannot exit while an upload is running.
+    - A checkpoint still waiting for its upload after `stall_seconds` is warned of, once (`raise_if_failed` looks):
+      a store that hangs without failing otherwise went unseen while training ran on (trial: 6 minutes).
     """
 
-    def __init__(self, store: RunStore, keep_last: int, staging_dir: Path, attempts: int = 2):
-        self.store, self.keep_last, self.attempts = store, keep_last, attempts
+    def __init__(self, store: RunStore, keep_last: int, staging_dir: Path, attempts: int = 2,
+                 stall_seconds: float = UPLOAD_STALL_SECONDS):
+        self.store, self.keep_last, self.attempts, self.stall_seconds = store, keep_last, attempts, stall_seconds
         self.staging_dir = Path(staging_dir)
         self.published: list[int] = []
         self.upload_seconds: list[float] = []
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._failure: BaseException | None = None
         self._pending = 0
+        self._queued_at: dict[int, float] = {}  # step -> when submitted, until its upload ends
+        self._stall_warned: set[int] = set()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="checkpoint-publisher", daemon=False)
         self._thread.start()
@@ -139,6 +149,7 @@ class BackgroundPublisher:
                 shutil.copyfile(path, copies[key])
         with self._cond:
             self._pending += 1
+            self._queued_at[step] = time.monotonic()
         self._queue.put(_Job(step, folder, copies))
         log.info("checkpoint-%d queued for upload", step,
                  extra={"step": step, "snapshot_seconds": round(time.monotonic() - t0, 4)})
@@ -148,9 +159,24 @@ class BackgroundPublisher:
         with self._cond:
             return self._pending
 
+    def unsaved(self) -> list[int]:
+        """The steps submitted whose upload has not ended: saved here, not (yet) in the store."""
+        with self._cond:
+            return sorted(self._queued_at)
+
     def raise_if_failed(self) -> None:
+        """Raise UploadFailed if a checkpoint could not be published; warn of one waiting `stall_seconds`."""
         if self._failure is not None:
             raise UploadFailed(str(self._failure)) from self._failure
+        with self._cond:
+            waiting = {step: time.monotonic() - t for step, t in self._queued_at.items()}
+        stalled = [step for step, seconds in waiting.items() if seconds >= self.stall_seconds]
+        if stalled and (oldest := min(stalled)) not in self._stall_warned:
+            self._stall_warned.add(oldest)
+            log.warning("checkpoint-%d has waited %.0f s for its upload to %s (%d checkpoint(s) waiting: %s): the store "
+                        "is slow or not answering. Training goes on; until these uploads end, a stop or a lost pod "
+                        "resumes from an older checkpoint", oldest, waiting[oldest], self.store.uri, len(waiting),
+                        ", ".join(map(str, sorted(waiting))), extra={"step": oldest})
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every submitted checkpoint is published (True) or `timeout` passes (False).
@@ -190,6 +216,7 @@ class BackgroundPublisher:
                 path.unlink(missing_ok=True)
             with self._cond:
                 self._pending -= 1
+                self._queued_at.pop(job.step, None)
                 self._cond.notify_all()
 
     def _publish(self, job: _Job) -> None:

@@ -263,6 +263,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
 
     publisher = (checkpoints.BackgroundPublisher(ctx.store, s.store.keep_last, ctx.work_dir / "upload-staging")
                  if launch.is_main else None)
+    if publisher is not None:  # the watchdog's last words name checkpoints saved here but not in the store
+        stop.unsaved_steps = publisher.unsaved
     try:
         trainer = logprobs.trainer_class(args.device.type)(  # TRL's GRPOTrainer; off-GPU, log-probs in torch
             model=model,
@@ -285,7 +287,8 @@ def _train(ctx: RunContext, stop: stopping.StopControl) -> dict[str, Any]:
         # Never leave with an upload pending: even after a crash, checkpoints saved before it go to
         # the store. Raises UploadFailed if one could not be uploaded.
         if publisher is not None and not publisher.close(timeout=stop.seconds_left()):
-            log.error("uploads still pending when the stop budget ran out")
+            log.error("the uploads of checkpoint(s) %s were still pending when the stop budget ran out",
+                      ", ".join(map(str, publisher.unsaved())))
     step = trainer.state.global_step
     if step == 0 and not stop.reason:
         # never mark a stage done (nor save an untrained adapter) when no optimizer step ran
