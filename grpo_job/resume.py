@@ -10,7 +10,7 @@ new settings are compared with those, setting by setting:
 | `data.*` (the prompts were prepared from them), `rewards` | may not change: exit 2 |
 | `train.max_steps` | up: training continues from the newest checkpoint, the stages after it run again; down, not below the steps already trained: training ends there (logged); below them: exit 2 |
 | `train.learning_rate`, `lr_scheduler_type`, `warmup_steps` | applied from the resumed step on, and logged |
-| anything else (logging, store, stop, export, hub, evaluation, report, health, other train fields) | applied, and logged |
+| anything else (logging, store, stop, export, hub, evaluation, report, health, other train fields) | applied, and logged; "no effect" when every stage that reads it already ran and none runs again (`READ_BY`) |
 
 Before training began, every setting may change: the stages finished so far (data preparation,
 preflight, base evaluation) are done again with the new settings. To start over after training
@@ -20,6 +20,7 @@ began, use a new run id (`GRPO_RUN_ID`) or delete the run's folder in the store.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,10 @@ FROZEN = (
 )
 # Changed on resume: the trainer applies them from the resumed step (train stage, see apply_learning_rate).
 SCHEDULE = ("train.learning_rate", "train.lr_scheduler_type", "train.warmup_steps")
+# The stages that read a section's settings: a change there has no effect once they all ran and none runs again.
+READ_BY = {"train.": ("train",), "evaluation.": ("evaluate_base", "evaluate_trained"),
+           "health.": ("reward_preflight", "train"), "report.": ("report",),
+           "export.": ("merge", "export_gguf", "verify_gguf"), "hub.": ("publish",)}
 # Where a run lives, how it logs: never part of a comparison (the fingerprint leaves them out too).
 IGNORED = ("run_id", "log_format", "work_dir", "cache_dir", "store", "stop", "hf_token")
 
@@ -133,7 +138,8 @@ def plan(saved: dict[str, Any], new: dict[str, Any], *, stage_names: list[str], 
             later = stage_names[stage_names.index("train"):]
             result.redo += [n for n in later if n in done and n not in result.redo]
             result.notes.append(f"train.max_steps raised to {new_max}: training continues from step {trained}; "
-                                f"{', '.join(n for n in later if n in done)} run again")
+                                f"{', '.join(n for n in later if n in done)} run again"
+                                f"{_stretched_schedule(new.get('train') or {}, trained, new_max)}")
         else:
             old_max = result.changes["train.max_steps"][0]
             result.notes.append(f"train.max_steps changed on restart: {old_max!r} -> {new_max!r} (training ends at step "
@@ -141,9 +147,32 @@ def plan(saved: dict[str, Any], new: dict[str, Any], *, stage_names: list[str], 
     for path, (a, b) in result.changes.items():
         if _covered(path, FROZEN) or path == "train.max_steps":
             continue
-        how = "applied from the resumed step" if _covered(path, SCHEDULE) and began else "applied"
+        readers = next((names for prefix, names in READ_BY.items() if path.startswith(prefix)), ())
+        if readers and all(n in done and n not in result.redo for n in readers):
+            # trial: a finished run's new learning rate was said "applied", and no stage ran
+            again = ("raise train.max_steps to train on, or set a new GRPO_RUN_ID to train with it from the start"
+                     if "train" in readers else f"set a new GRPO_RUN_ID to run {'them' if len(readers) > 1 else 'it'} "
+                     "with it")
+            how = f"no effect: {', '.join(readers)} already ran and {'do' if len(readers) > 1 else 'does'} not run again; {again}"
+        else:
+            how = "applied from the resumed step" if _covered(path, SCHEDULE) and began else "applied"
         result.notes.append(f"{path} changed on restart: {_show(a)} -> {_show(b)} ({how})")
     return result
+
+
+def _stretched_schedule(train: dict[str, Any], trained: int, total: int) -> str:
+    """`; ...` saying at what share of train.learning_rate the steps after `trained` run, when a decaying schedule
+    (cosine, linear) now spans `total` steps: it ends at 0 (trial: 2 steps added to a finished 6-step run trained at
+    learning rate 0 and 4e-6, with nothing said); "" for a constant schedule."""
+    kind, warmup = train.get("lr_scheduler_type"), train.get("warmup_steps") or 0
+    if kind not in ("cosine", "linear"):
+        return ""
+    warm = int(warmup) if warmup >= 1 else math.ceil(total * warmup)
+    progress = max(0.0, (trained - warm) / max(1, total - warm))
+    share = 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1 - progress
+    return (f"; the {kind} learning-rate schedule now spans {total} steps, so the new steps train at "
+            f"{share:.0%} of train.learning_rate and less, down to 0 at step {total} (for more training at a useful "
+            "rate, raise train.max_steps further or set train.lr_scheduler_type=constant)")
 
 
 def _show(v: Any) -> str:

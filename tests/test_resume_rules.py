@@ -54,16 +54,44 @@ def test_raising_max_steps_continues_a_finished_run():
     assert any("training continues from step 4" in n for n in p.notes)
 
 
+MID_TRAINING = {"prepare_data": {}, "evaluate_base": {}}  # checkpoint-2 stored, train not done
+
+
 @pytest.mark.parametrize("change, note", [
     (["--train.learning_rate=1e-5"], "train.learning_rate changed on restart: 0.0001 -> 1e-05 (applied from the resumed step)"),
     (["--train.lr_scheduler_type=constant"], "lr_scheduler_type"),
-    (["--train.logging_steps=2", "--evaluation.cpu_samples=2"], "evaluation.cpu_samples"),
+    (["--train.logging_steps=2", "--evaluation.cpu_samples=2"], "evaluation.cpu_samples changed on restart: 8 -> 2 (applied)"),
     (["--train.temperature=0.8"], "train.temperature changed on restart: 1.0 -> 0.8 (applied)"),
 ])
 def test_other_changes_are_applied_and_logged(change, note):
-    p = plan_for(change, TRAINED, [2, 4])
+    p = plan_for(change, MID_TRAINING, [2])
     assert p.refused == [] and p.redo == []
     assert any(note in n for n in p.notes), p.notes
+
+
+@pytest.mark.parametrize("change, note", [
+    (["--train.learning_rate=5e-5"], "train.learning_rate changed on restart: 0.0001 -> 5e-05 (no effect: train already "
+                                     "ran and does not run again; raise train.max_steps to train on"),
+    (["--evaluation.cpu_samples=2"], "evaluation.cpu_samples changed on restart: 8 -> 2 (no effect: evaluate_base, "
+                                     "evaluate_trained already ran and do not run again; set a new GRPO_RUN_ID"),
+])
+def test_a_change_that_only_finished_stages_read_says_it_has_no_effect(change, note):
+    """Trial: a finished run restarted with a new learning rate logged it as applied, then skipped every stage."""
+    p = plan_for(change, TRAINED, [2, 4])
+    assert p.refused == [] and p.redo == [] and any(note in n for n in p.notes), p.notes
+    # with max_steps raised, training runs again: the rate is applied from the resumed step
+    again = plan_for([*change, "--train.max_steps=6"], TRAINED, [2, 4])
+    assert not any("no effect" in n for n in again.notes) or "evaluation" in change[0], again.notes
+
+
+def test_raising_a_finished_run_s_max_steps_says_what_rate_the_new_steps_get():
+    """Trial: 6 -> 8 steps on a finished cosine run trained steps 7-8 at learning rates 0 and 4e-6, with nothing said."""
+    p = plan_for(["--train.max_steps=8"], TRAINED, [2, 4])
+    note = next(n for n in p.notes if "training continues from step 4" in n)
+    assert "the cosine learning-rate schedule now spans 8 steps, so the new steps train at 61% of train.learning_rate" \
+        in note, note
+    constant = plan_for(["--train.max_steps=8", "--train.lr_scheduler_type=constant"], TRAINED, [2, 4])
+    assert not any("schedule now spans" in n for n in constant.notes), constant.notes
 
 
 @pytest.mark.parametrize("change, done, checkpoints, note", [
