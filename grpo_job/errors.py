@@ -6,8 +6,8 @@ workflow, a shell loop). Keep these numbers stable: k8s/ and .github/ refer to t
 | code | meaning                                                      | retry? |
 |------|--------------------------------------------------------------|--------|
 | 0    | every stage finished                                         | no     |
-| 1    | any other failure (a bug, a crash, a lost store, the run held by another process) | yes, within the backoff budget |
-| 2    | invalid settings or input: fix the configuration             | never  |
+| 1    | any other failure (a bug, a crash, a lost store or one that does not answer, the run held by another process) | yes, within the backoff budget |
+| 2    | invalid settings or input (S3 answered no: no bucket, no access, no credentials): fix the configuration | never  |
 | 3    | training stopped by a health guard (no learning signal, NaN; a checkpoint was saved), or the adapter never changed (stopped before merge/publish) | no: change the recipe |
 | 4    | out of memory after training made progress (a later step or stage); checkpoints and markers are kept | yes, within the backoff budget: a fresh process may succeed |
 | 75   | stopped early after saving a checkpoint (SIGTERM, deadline)  | yes, it resumes where it stopped |

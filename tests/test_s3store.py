@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_job.errors import EXIT_INVALID, SettingsError
+from grpo_job.errors import EXIT_FAILURE, EXIT_INVALID, SettingsError
 from grpo_job.store import checkpoints, open_store
 from grpo_job.store.s3 import S3Store, download_object, object_size
 from tests.job_env import job_env
@@ -188,12 +188,14 @@ def _check(tmp_path, env_extra, *args):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
 
 
-def test_check_says_when_the_store_is_unreachable_and_exits_2(s3, tmp_path):
+def test_check_says_when_the_store_is_unreachable_or_refuses(s3, tmp_path):
+    """Unreachable: exit 1, which the Job retries (trial: exit 2 failed a Job for good on a store outage while its
+    replacement pod started); a store that answers no (no such bucket): exit 2."""
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     env = {**s3.env, "AWS_ENDPOINT_URL_S3": endpoint}
     t0 = time.monotonic()
     r = _check(tmp_path, env, f"--store.uri=s3://{s3.bucket}/runs")
-    assert r.returncode == EXIT_INVALID, r.stderr
+    assert r.returncode == EXIT_FAILURE and "a retry may find it answering" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert "cannot reach the S3 endpoint" in r.stderr and endpoint in r.stderr and s3.bucket in r.stderr
     assert "AWS_ENDPOINT_URL_S3" in r.stderr

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from grpo_job.errors import SettingsError
+from grpo_job.errors import JobError, SettingsError
 from grpo_job.store.base import RunStore, Tagged
 
 MiB = 1 << 20
@@ -72,7 +72,7 @@ def _error_code(err: Exception) -> str:
 
 
 def describe_error(err: Exception, uri: str, endpoint: str | None) -> str:
-    """What went wrong reaching `uri`, and what to set: for messages that end in exit code 2."""
+    """What went wrong reaching `uri`, and what to set (`answer_error` picks the exit code)."""
     from botocore.exceptions import (
         ClientError,
         EndpointConnectionError,
@@ -100,8 +100,27 @@ def describe_error(err: Exception, uri: str, endpoint: str | None) -> str:
     return f"cannot use {where}: {type(err).__name__}: {err}; check AWS_ENDPOINT_URL_S3 and the network"
 
 
+def answer_error(err: Exception, uri: str, endpoint: str | None, prefix: str = "") -> JobError:
+    """The job's error for `err` reaching `uri`: a SettingsError (exit 2: fix it) when S3 answered no (no bucket, no
+    object, no access, no credentials); a JobError (exit 1: a Kubernetes Job retries) when it did not answer, since an
+    outage and a wrong endpoint look alike from here (trial: exit 2 failed a Job for good on a store outage while its
+    replacement pod started)."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    said = prefix + describe_error(err, uri, endpoint)
+    if isinstance(err, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError):
+        return JobError(f"{said} (exit 1: a retry may find it answering; a wrong endpoint fails the same way each time)")
+    return SettingsError(said)
+
+
 def object_size(uri: str) -> int:
-    """Size of the object at `uri`; SettingsError (exit 2) when it is missing or unreachable."""
+    """Size of the object at `uri`; SettingsError (exit 2) when it is missing, JobError (exit 1) when S3 does not
+    answer (`answer_error`)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_uri(uri)
@@ -114,16 +133,16 @@ def object_size(uri: str) -> int:
             try:
                 client.head_bucket(Bucket=bucket)
             except (ClientError, BotoCoreError) as e2:
-                raise SettingsError(describe_error(e2, f"s3://{bucket}", client.meta.endpoint_url)) from None
+                raise answer_error(e2, f"s3://{bucket}", client.meta.endpoint_url) from None
             raise SettingsError(f"data object {uri} does not exist (endpoint {client.meta.endpoint_url}); "
                                 "fix GRPO_DATA__PATH") from None
         raise SettingsError(describe_error(e, uri, client.meta.endpoint_url)) from None
     except BotoCoreError as e:
-        raise SettingsError(describe_error(e, uri, client.meta.endpoint_url)) from None
+        raise answer_error(e, uri, client.meta.endpoint_url) from None
 
 
 def download_object(uri: str, dest: Path) -> None:
-    """Download one object (a dataset file) to `dest`, atomically; SettingsError when it cannot."""
+    """Download one object (a dataset file) to `dest`, atomically; the error `answer_error` gives when it cannot."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     object_size(uri)  # a clear message for a missing object / bucket / endpoint first
@@ -136,7 +155,7 @@ def download_object(uri: str, dest: Path) -> None:
         client.download_file(bucket, key, str(tmp), Config=transfer_config())
     except (ClientError, BotoCoreError) as e:
         tmp.unlink(missing_ok=True)
-        raise SettingsError(describe_error(e, uri, client.meta.endpoint_url)) from None
+        raise answer_error(e, uri, client.meta.endpoint_url) from None
     os.replace(tmp, dest)
 
 
@@ -268,14 +287,15 @@ class S3Store(RunStore):
         return resp["ETag"]
 
     def check_reachable(self) -> None:
-        """HeadBucket with few retries, so `check` answers within seconds; SettingsError says what to set."""
+        """HeadBucket with few retries, so `check` answers within seconds; the error says what to set, and whether a
+        retry may help (`answer_error`)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         client = make_client(max_attempts=2, connect_timeout=5, read_timeout=20)
         try:
             client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as e:
-            raise SettingsError(f"store: {describe_error(e, f's3://{self.bucket}', client.meta.endpoint_url)}") from None
+            raise answer_error(e, f"s3://{self.bucket}", client.meta.endpoint_url, "store: ") from None
 
 
 def _server_age(resp: dict[str, Any]) -> float | None:
