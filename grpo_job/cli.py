@@ -22,12 +22,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from grpo_job import errors, machine, rewards
 from grpo_job.context import StoreKeys, open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
 from grpo_job.settings.provenance import where_set
+
+CLOSING_STORE_SECONDS = 15.0  # what the closing line waits for the store to list the run's artifacts
 
 log = logging.getLogger("job")
 
@@ -140,19 +143,32 @@ def _reexec() -> None:
 
 def closing_line(code: int, settings: JobSettings, ask_store: bool = True) -> None:
     """The last log line of a `run`: run id, exit code and meaning, and the store paths of the report,
-    adapter, merged model and GGUF files that exist (not looked up with `ask_store` False: the watchdog's
-    exit, where the store may be what does not answer)."""
+    adapter, merged model and GGUF files that exist. The store gets CLOSING_STORE_SECONDS to answer (trial: a frozen
+    store held the process after its error, with no closing line); with `ask_store` False (the watchdog's exit, when
+    the store may be what does not answer) it is not asked."""
 
     run_id = settings.resolved_run_id()
     where: dict[str, object] = {}
     if not ask_store:
         where["store"] = "not asked (the grace budget ran out)"
     else:
-        try:
-            where.update(_artifacts(open_run(settings).store))
-        except Exception as e:  # the closing line must still be written: say why the paths are missing
-            where["store_error"] = f"{type(e).__name__}: {e}"
+        found: dict[str, object] = {}
+
+        def ask() -> None:
+            try:
+                found.update(_artifacts(open_run(settings).store))
+            except Exception as e:  # the closing line must still be written: say why the paths are missing
+                found["store_error"] = f"{type(e).__name__}: {e}"
+
+        asking = threading.Thread(target=ask, name="closing-line", daemon=True)
+        asking.start()
+        asking.join(CLOSING_STORE_SECONDS)
+        where = dict(found) if not asking.is_alive() else {
+            "store_error": f"the store did not answer within {CLOSING_STORE_SECONDS:g} s"}
     fields = _exit_fields(code)
+    if not ask_store and code == errors.EXIT_RETRY:  # the watchdog: not everything finished may be saved
+        fields["meaning"] = ("stopped early when the grace budget ran out; the store's complete checkpoints and "
+                             "finished stages are kept: run again to resume")
     text = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in where.items()) or "no artifacts"
     log.log(logging.INFO if code == errors.EXIT_OK else logging.WARNING, "run %s ended: exit %d (%s); %s",
             run_id, code, fields["meaning"], text, extra={"run_id": run_id, **fields, "artifacts": where})

@@ -180,15 +180,20 @@ def _show(v: Any) -> str:
 
 
 def apply_learning_rate(optimizer: Any, lr_scheduler: Any, learning_rate: float) -> tuple[float, float] | None:
-    """After a resume the optimizer and scheduler come from the checkpoint, with its peak learning
-    rate; put `learning_rate` in its place (the schedule's shape comes from the new arguments already).
-    Returns (saved peak, new peak) when it changed, else None."""
+    """After a resume the optimizer and scheduler come from the checkpoint, with its peak learning rate and the rate
+    its own schedule had reached: put `learning_rate` in the peak's place, and give every group the rate of the new
+    schedule (its shape comes from the new arguments already) at the resumed step. Without the second, a raised
+    `max_steps` trained its first new step at the old schedule's last rate, 0 for cosine (trial). Returns (saved peak,
+    new peak) when the peak changed, else None."""
     base = list(getattr(lr_scheduler, "base_lrs", []))
-    if not base or all(abs(b - learning_rate) <= 1e-12 * max(1.0, learning_rate) for b in base):
+    if not base:
         return None
-    lr_scheduler.base_lrs = [learning_rate] * len(base)
+    changed = not all(abs(b - learning_rate) <= 1e-12 * max(1.0, learning_rate) for b in base)
+    if changed:
+        lr_scheduler.base_lrs = [learning_rate] * len(base)
     lambdas = getattr(lr_scheduler, "lr_lambdas", None) or [lambda _: 1.0] * len(base)
-    for group, lmbda in zip(optimizer.param_groups, lambdas, strict=False):
-        group["initial_lr"] = learning_rate
-        group["lr"] = learning_rate * lmbda(lr_scheduler.last_epoch)
-    return base[0], learning_rate
+    for group, lmbda, peak in zip(optimizer.param_groups, lambdas, lr_scheduler.base_lrs, strict=False):
+        group["initial_lr"] = peak
+        group["lr"] = peak * lmbda(lr_scheduler.last_epoch)
+    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what the trainer logs for the step
+    return (base[0], learning_rate) if changed else None

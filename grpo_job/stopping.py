@@ -185,12 +185,14 @@ class StopControl:
                     f"{self.stage!r}, which was cut short: its marker is not written, so it runs again from its start "
                     f"when the job restarts (the finished stages and the trained model in the store are kept). {advice}")
         unsaved = self.unsaved_steps() if self.unsaved_steps is not None else []
-        lost = (f" Checkpoints {', '.join(map(str, unsaved))} were saved here but their uploads did not finish (is the "
-                "store answering?): they are lost, and the steps after the store's newest complete checkpoint run "
-                "again." if unsaved else "")
+        if unsaved:  # trial: "the current step is abandoned" after training had ended, the lost uploads unnamed
+            return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out while checkpoint(s) "
+                    f"{', '.join(map(str, unsaved))} were uploading (is the store answering?): they are not in the "
+                    "store and are lost. A restart resumes from the store's newest complete checkpoint and trains the "
+                    f"steps after it again. {advice}")
         return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out before a checkpoint could be "
                 "saved and uploaded; the current step is abandoned. The store's newest complete checkpoint is kept; "
-                f"a restart resumes there.{lost} {advice}")
+                f"a restart resumes there. {advice}")
 
 
 def process_start_time() -> float:

@@ -270,6 +270,28 @@ def test_closing_line_names_the_exit_and_the_artifacts(tmp_path, capsys):
     assert line["artifacts"] == {"adapter": f"{ctx.store.uri}/adapter", "gguf": [f"{ctx.store.uri}/gguf/model-q8_0.gguf"]}
 
 
+def test_the_closing_line_is_written_when_the_store_does_not_answer(tmp_path, capsys, monkeypatch):
+    """Trial: a frozen S3 store; after the run's error the closing line asked the store for the artifacts and the
+    process hung (300 s and counting), with no closing line. At the watchdog's exit it does not ask at all."""
+    import time
+
+    from grpo_job import cli, logs
+
+    s = settings_for(tmp_path, "--log_format=json")
+    monkeypatch.setattr(cli, "CLOSING_STORE_SECONDS", 0.3)
+    monkeypatch.setattr(cli, "_artifacts", lambda store: time.sleep(30))
+    logs.setup("json")
+    t0 = time.monotonic()
+    cli.closing_line(errors.EXIT_FAILURE, s)
+    assert time.monotonic() - t0 < 5
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["exit_code"] == 1 and line["artifacts"] == {"store_error": "the store did not answer within 0.3 s"}
+    cli.closing_line(errors.EXIT_RETRY, s, ask_store=False)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["artifacts"] == {"store": "not asked (the grace budget ran out)"}
+    assert "everything finished is saved" not in line["meaning"] and "grace budget ran out" in line["meaning"]
+
+
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_a_run_that_cannot_start_says_its_exit_code_on_the_error_record(tmp_path, command):
     # settings that load, input that does not exist: the preflight's error, not the loader's. `check`

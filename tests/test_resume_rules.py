@@ -129,6 +129,28 @@ def test_apply_learning_rate_rescales_the_restored_schedule():
     assert sched.get_last_lr()[0] == pytest.approx(1e-5 * sched.lr_lambdas[0](5))
 
 
+def test_a_raised_max_steps_trains_its_first_new_step_at_the_new_schedule_s_rate():
+    """Trial: 10 -> 12 steps on a finished cosine run; step 11 trained at learning rate 0 (the optimizer kept the old
+    schedule's last rate), step 12 at 1.7% of the peak."""
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([param], lr=1e-4)
+    old = get_cosine_schedule_with_warmup(opt, num_warmup_steps=1, num_training_steps=10)
+    for _ in range(10):
+        opt.step()
+        old.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    new = get_cosine_schedule_with_warmup(opt, num_warmup_steps=1, num_training_steps=12)
+    new.load_state_dict(old.state_dict())  # as the trainer resumes: the checkpoint's state, the new arguments' shape
+    assert resume.apply_learning_rate(opt, new, 1e-4) is None  # the peak is the same
+    want = 1e-4 * new.lr_lambdas[0](10)
+    assert want > 0 and opt.param_groups[0]["lr"] == pytest.approx(want) and new.get_last_lr()[0] == pytest.approx(want)
+    # ... as the run's own note says (resume.plan: "train at 8% of train.learning_rate")
+    assert want / 1e-4 == pytest.approx(0.08, abs=0.005)
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     import os

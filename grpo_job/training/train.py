@@ -123,10 +123,15 @@ def _callbacks(ctx: RunContext, metrics_path: Path, publisher: checkpoints.Backg
                     "step and scheduler equal the saved ones; the sharded LoRA and optimizer state were loaded by "
                     "accelerate")
             log.info("resumed from %s (%s): %s", resume.name, ctx.launch, what, extra={"resume": facts})
-            # a learning rate changed since the checkpoint is applied (the checkpoint's scheduler holds the old one)
+            # a learning rate changed since the checkpoint is applied (the checkpoint's scheduler holds the old one),
+            # and the new schedule's rate at this step replaces the old schedule's (a changed max_steps)
+            restored = optimizer.param_groups[0]["lr"]
             if (lr := resume_rules.apply_learning_rate(optimizer, lr_scheduler, args.learning_rate)) is not None:
                 log.warning("train.learning_rate changed on resume: peak %g -> %g, applied from step %d", *lr,
                             state.global_step, extra={"step": state.global_step})
+            elif abs(optimizer.param_groups[0]["lr"] - restored) > 1e-12:
+                log.info("learning rate from step %d: %.3g (the schedule over train.max_steps=%d; the checkpoint's "
+                         "was at %.3g)", state.global_step + 1, optimizer.param_groups[0]["lr"], args.max_steps, restored)
 
     class StepLog(TrainerCallback):
         """One record per logged step (with step time, tokens/s, ETA): in the job log and in metrics.jsonl."""
