@@ -224,4 +224,8 @@ def test_an_upload_that_hangs_is_warned_of_once_and_named_as_unsaved(s3, tmp_pat
     said = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("checkpoint-5 has waited") and store.uri in said[0], said
     assert "a stop or a lost pod resumes from an older checkpoint" in said[0]
-    assert publisher.close(timeout=120) and publisher.unsaved() == []
+    publisher.submit(fake_checkpoint(tmp_path / "out", 6, big_mib=1), 6)
+    with caplog.at_level("INFO", logger="grpo_job.store.checkpoints"):  # the end of training waits, and says so
+        assert publisher.close(timeout=120) and publisher.unsaved() == []
+    assert any(r.getMessage().startswith("waiting for the upload of checkpoint(s)") and "6 to s3://" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]

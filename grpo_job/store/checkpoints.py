@@ -168,6 +168,9 @@ class BackgroundPublisher:
         """Raise UploadFailed if a checkpoint could not be published; warn of one waiting `stall_seconds`."""
         if self._failure is not None:
             raise UploadFailed(str(self._failure)) from self._failure
+        self._warn_if_stalled()
+
+    def _warn_if_stalled(self) -> None:
         with self._cond:
             waiting = {step: time.monotonic() - t for step, t in self._queued_at.items()}
         stalled = [step for step, seconds in waiting.items() if seconds >= self.stall_seconds]
@@ -182,12 +185,17 @@ class BackgroundPublisher:
         """Block until every submitted checkpoint is published (True) or `timeout` passes (False).
         Raises UploadFailed if one could not be published."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending and self._failure is None:
+        if waiting := self.unsaved():  # trial: minutes of silence here while a frozen store held the uploads
+            log.info("waiting for the upload of checkpoint(s) %s to %s", ", ".join(map(str, waiting)), self.store.uri)
+        while True:
+            with self._cond:
+                if not self._pending or self._failure is not None:
+                    break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._cond.wait(left)
+                self._cond.wait(10.0 if left is None else min(left, 10.0))
+            self._warn_if_stalled()
         self.raise_if_failed()
         return True
 
