@@ -110,16 +110,21 @@ def test_where_and_how_it_logs_never_count():
     assert p.changes == {} and p.notes == []
 
 
-def test_apply_learning_rate_rescales_the_restored_schedule():
+def _trained_cosine(lr: float, warmup: int, total: int, steps: int):
+    """An optimizer and its cosine schedule (transformers') after `steps` steps."""
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    param = torch.nn.Parameter(torch.zeros(2))
-    opt = torch.optim.AdamW([param], lr=5e-6)
-    sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=10)
-    for _ in range(4):
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+    sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=total)
+    for _ in range(steps):
         opt.step()
         sched.step()
+    return opt, sched
+
+
+def test_apply_learning_rate_rescales_the_restored_schedule():
+    opt, sched = _trained_cosine(5e-6, warmup=2, total=10, steps=4)
     factor = opt.param_groups[0]["lr"] / 5e-6
     assert resume.apply_learning_rate(opt, sched, 5e-6) is None  # unchanged: untouched
     assert resume.apply_learning_rate(opt, sched, 1e-5) == (5e-6, 1e-5)
@@ -132,15 +137,9 @@ def test_apply_learning_rate_rescales_the_restored_schedule():
 def test_a_raised_max_steps_trains_its_first_new_step_at_the_new_schedule_s_rate():
     """Trial: 10 -> 12 steps on a finished cosine run; step 11 trained at learning rate 0 (the optimizer kept the old
     schedule's last rate), step 12 at 1.7% of the peak."""
-    import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    param = torch.nn.Parameter(torch.zeros(2))
-    opt = torch.optim.AdamW([param], lr=1e-4)
-    old = get_cosine_schedule_with_warmup(opt, num_warmup_steps=1, num_training_steps=10)
-    for _ in range(10):
-        opt.step()
-        old.step()
+    opt, old = _trained_cosine(1e-4, warmup=1, total=10, steps=10)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     new = get_cosine_schedule_with_warmup(opt, num_warmup_steps=1, num_training_steps=12)
     new.load_state_dict(old.state_dict())  # as the trainer resumes: the checkpoint's state, the new arguments' shape
