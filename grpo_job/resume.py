@@ -189,9 +189,12 @@ def apply_learning_rate(optimizer: Any, lr_scheduler: Any, learning_rate: float)
     if not base:
         return None
     changed = not all(abs(b - learning_rate) <= 1e-12 * max(1.0, learning_rate) for b in base)
+    lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+    if not changed and not lambdas:  # not a LambdaLR (transformers' schedules are): its rates are its own to keep
+        return None
     if changed:
         lr_scheduler.base_lrs = [learning_rate] * len(base)
-    lambdas = getattr(lr_scheduler, "lr_lambdas", None) or [lambda _: 1.0] * len(base)
+    lambdas = lambdas or [lambda _: 1.0] * len(base)
     for group, lmbda, peak in zip(optimizer.param_groups, lambdas, lr_scheduler.base_lrs, strict=False):
         group["initial_lr"] = peak
         group["lr"] = peak * lmbda(lr_scheduler.last_epoch)
