@@ -166,9 +166,6 @@ def closing_line(code: int, settings: JobSettings, ask_store: bool = True) -> No
         where = dict(found) if not asking.is_alive() else {
             "store_error": f"the store did not answer within {CLOSING_STORE_SECONDS:g} s"}
     fields = _exit_fields(code)
-    if not ask_store and code == errors.EXIT_RETRY:  # the watchdog: not everything finished may be saved
-        fields["meaning"] = ("stopped early when the grace budget ran out; the store's complete checkpoints and "
-                             "finished stages are kept: run again to resume")
     text = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in where.items()) or "no artifacts"
     log.log(logging.INFO if code == errors.EXIT_OK else logging.WARNING, "run %s ended: exit %d (%s); %s",
             run_id, code, fields["meaning"], text, extra={"run_id": run_id, **fields, "artifacts": where})

@@ -28,7 +28,7 @@ MEANING = {
     EXIT_INVALID: "invalid settings or input: fix the configuration",
     EXIT_UNHEALTHY: "stopped by a health guard or an unchanged adapter: change the recipe",
     EXIT_OOM_LATER: "out of memory after training made progress: a fresh process may succeed",
-    EXIT_RETRY: "stopped early, everything finished is saved: run again to resume",
+    EXIT_RETRY: "stopped early; the store keeps the finished stages and complete checkpoints: run again to resume",
 }
 
 
