@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from grpo_job.settings.rules import warmup_steps_for
+
 # Settings (dotted paths; a section name covers every field in it) that define what a checkpoint is:
 # the base model, the adapter's shape, the prompts and the rewards it was trained with.
 FROZEN = (
@@ -167,7 +169,7 @@ def _stretched_schedule(train: dict[str, Any], trained: int, total: int) -> str:
     kind, warmup = train.get("lr_scheduler_type"), train.get("warmup_steps") or 0
     if kind not in ("cosine", "linear"):
         return ""
-    warm = int(warmup) if warmup >= 1 else math.ceil(total * warmup)
+    warm = warmup_steps_for(warmup, total)
     progress = max(0.0, (trained - warm) / max(1, total - warm))
     share = 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1 - progress
     return (f"; the {kind} learning-rate schedule now spans {total} steps, so the new steps train at "

@@ -293,8 +293,12 @@ def warmup_steps_of(s: Settings) -> int:
     """The warm-up steps transformers makes of `train.warmup_steps` (a float below 1 is a share of
     `max_steps`, rounded up; `get_warmup_steps`). Linear warm-up trains step 0 at learning rate 0, so with
     `max_steps`=1 any warm-up leaves no step at a non-zero rate."""
-    t = s.train
-    return int(t.warmup_steps) if t.warmup_steps >= 1 else math.ceil(t.max_steps * t.warmup_steps)
+    return warmup_steps_for(s.train.warmup_steps, s.train.max_steps)
+
+
+def warmup_steps_for(warmup_steps: float, max_steps: int) -> int:
+    """`warmup_steps_of` on plain values (a saved run's settings, read without building Settings)."""
+    return int(warmup_steps) if warmup_steps >= 1 else math.ceil(max_steps * warmup_steps)
 
 
 RULES: tuple[Callable[[Settings], list[str]], ...] = (
