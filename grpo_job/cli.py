@@ -22,9 +22,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 
-from grpo_job import errors, machine, rewards
+from grpo_job import errors, machine, rewards, stopping
 from grpo_job.context import StoreKeys, open_run
 from grpo_job.errors import JobError, SettingsError
 from grpo_job.settings import JobSettings, load_settings
@@ -160,10 +159,7 @@ def closing_line(code: int, settings: JobSettings, ask_store: bool = True) -> No
             except Exception as e:  # the closing line must still be written: say why the paths are missing
                 found["store_error"] = f"{type(e).__name__}: {e}"
 
-        asking = threading.Thread(target=ask, name="closing-line", daemon=True)
-        asking.start()
-        asking.join(CLOSING_STORE_SECONDS)
-        where = dict(found) if not asking.is_alive() else {
+        where = dict(found) if stopping.finishes_within(CLOSING_STORE_SECONDS, ask, name="closing-line") else {
             "store_error": f"the store did not answer within {CLOSING_STORE_SECONDS:g} s"}
     fields = _exit_fields(code)
     text = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in where.items()) or "no artifacts"
@@ -215,8 +211,6 @@ def _main(args: argparse.Namespace, overrides: list[str], restart=None) -> int:
             log.warning("settings: %s", w)
         if args.command == "check":
             return _guarded(lambda: _check(args, settings, fmt), explain)
-        from grpo_job import stopping
-
         stop = stopping.install_for_run(settings.stop)  # SIGTERM and the deadline, for every stage
         stop.on_hard_exit = lambda code: closing_line(code, settings, ask_store=False)
         try:

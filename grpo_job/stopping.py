@@ -163,9 +163,7 @@ class StopControl:
                 if self.on_hard_exit is not None:
                     # last words may ask the store, which may be what hangs (trial: a frozen S3 endpoint held the
                     # process 90 s past its budget, past Kubernetes' SIGKILL): they get LAST_WORDS_SECONDS at most
-                    last = threading.Thread(target=self.on_hard_exit, args=(EXIT_RETRY,), daemon=True)
-                    last.start()
-                    last.join(LAST_WORDS_SECONDS)
+                    finishes_within(LAST_WORDS_SECONDS, self.on_hard_exit, EXIT_RETRY, name="last-words")
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -193,6 +191,16 @@ class StopControl:
         return (f"stop: the grace budget ({self.grace_seconds:.0f} s) after {why} ran out before a checkpoint could be "
                 "saved and uploaded; the current step is abandoned. The store's newest complete checkpoint is kept; "
                 f"a restart resumes there. {advice}")
+
+
+def finishes_within(seconds: float, target: Callable[..., object], *args: object, name: str) -> bool:
+    """Call `target(*args)` in a daemon thread and wait `seconds` at most: True when it returned (or raised) in
+    time. For calls that may ask a frozen store while the process is ending: a daemon thread left waiting does
+    not hold the process at its exit."""
+    worker = threading.Thread(target=target, args=args, name=name, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return not worker.is_alive()
 
 
 def process_start_time() -> float:

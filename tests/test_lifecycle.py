@@ -294,6 +294,15 @@ def test_the_closing_line_is_written_when_the_store_does_not_answer(tmp_path, ca
     assert line["meaning"] == errors.MEANING[75] and "complete checkpoints" in line["meaning"]
 
 
+def test_finishes_within_waits_its_seconds_at_most_and_says_whether_the_call_returned():
+    from grpo_job import stopping
+
+    assert stopping.finishes_within(5, lambda: None, name="quick")
+    t0 = time.monotonic()
+    assert not stopping.finishes_within(0.2, time.sleep, 30, name="frozen")  # a daemon: left behind, it holds nothing
+    assert time.monotonic() - t0 < 5
+
+
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_a_run_that_cannot_start_says_its_exit_code_on_the_error_record(tmp_path, command):
     # settings that load, input that does not exist: the preflight's error, not the loader's. `check`
