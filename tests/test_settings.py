@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -967,6 +968,9 @@ class SamplingParams(PydanticMsgspecMixin, msgspec.Struct, omit_defaults=True):
     ("  mcq_reward.letter_reward: 1.0\n", "unknown reward 'mcq_reward.letter_reward': did you mean "
                                           "mcq_reward:letter_reward?"),
     ("  corectness: 2.0\n", "unknown reward 'corectness': did you mean 'correctness'?"),
+    # a built-in reward's key written into its name (trial X)
+    ('  "json_schema.weight": 2\n', "unknown reward 'json_schema.weight': did you mean json_schema: {weight: ...}? "
+                                    "(a reward's weight and arguments are keys of its own entry"),
 ])
 def test_an_unknown_reward_name_says_what_it_likely_meant(tmp_path, rewards_yaml, said):
     config = tmp_path / "c.yaml"
@@ -974,3 +978,30 @@ def test_an_unknown_reward_name_says_what_it_likely_meant(tmp_path, rewards_yaml
     with pytest.raises(SettingsError) as e:
         load_settings(config)
     assert said in str(e.value), str(e.value)
+
+
+def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_arguments(monkeypatch, tmp_path):
+    """Trial X: `--rewards.json_schema.weight=2` was told to use `--rewards='{"json_schema.weight": 2}'` (an unknown
+    reward) or GRPO_REWARDS__JSON_SCHEMA__WEIGHT, which dropped the file's schema argument with nothing said; the run
+    then failed on a column it had never named."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "c.yaml"
+    config.write_text("rewards:\n  json_schema: {weight: 1.0, json_schema: ./person.schema.json}\n  format: 0.5\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(config, ["--rewards.json_schema.weight=2"])
+    hint = """--rewards='{"json_schema": {"weight": 2, "json_schema": "./person.schema.json"}, "format": 0.5}'"""
+    assert hint in str(e.value) and "keeps the config file's rewards" in str(e.value), str(e.value)
+    # the suggested flag is one the command line takes, and it gives what was asked for
+    s = load_settings(config, [hint.replace("'", "")])
+    assert s.rewards["json_schema"].weight == 2 and s.rewards["json_schema"].kwargs == {
+        "json_schema": "./person.schema.json"}
+    assert not any("replaces" in w for w in s.warnings())
+    # without a file the key stands alone, and its variable is the other way
+    with pytest.raises(SettingsError, match=re.escape("""--rewards='{"format": {"weight": 2}}' (or the variable """
+                                                      "GRPO_REWARDS__FORMAT__WEIGHT)")):
+        load_settings(overrides=["--rewards.format.weight=2"])
+    monkeypatch.setenv("GRPO_REWARDS__JSON_SCHEMA__WEIGHT", "2")
+    notes = [w for w in load_settings(config).warnings() if "replaces the config file's" in w]
+    assert any(n.startswith("rewards.json_schema set by GRPO_REWARDS__JSON_SCHEMA__WEIGHT replaces the config file's "
+                            "rewards.json_schema whole, so the file's json_schema is not used") for n in notes), notes

@@ -8,6 +8,7 @@ nesting: `GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`), 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -213,7 +214,7 @@ def _validate(yaml_values: dict[str, Any], overrides: list[str], path: str | Non
         sources = {"cli_args": tuple(overrides), "yaml_values": yaml_values, "yaml_path": path}
         return None, format_validation_error(e, sources).splitlines()[1:]
     except SourceError as e:
-        first = f"  - {_env_error(e) or _cli_error(str(e), overrides)}"
+        first = f"  - {_env_error(e) or _cli_error(str(e), overrides, yaml_values)}"
         known = _without_unknown(overrides, str(e))
         return None, [first, *(_validate(yaml_values, known, path)[1] if known is not None else [])]
     finally:
@@ -255,15 +256,16 @@ def _env_error(error: SourceError) -> str | None:
     return f"environment variable {' or '.join(names) or stem} cannot be read{why}"
 
 
-def _cli_error(message: str, args: Sequence[str] = ()) -> str:
+def _cli_error(message: str, args: Sequence[str] = (), file_values: dict[str, Any] | None = None) -> str:
     """pydantic-settings' CLI error, with the closest setting for an unknown `--name`. `args`: the command line,
-    whose whole arguments replace the error's words (it joins them with spaces: a JSON value was cut at one)."""
+    whose whole arguments replace the error's words (it joins them with spaces: a JSON value was cut at one);
+    `file_values`: the config file's, which a suggested whole dict keeps."""
     message = message.removeprefix("error parsing CLI: ")
     if "unrecognized arguments:" in message:
         unknown = message.split("unrecognized arguments:", 1)[1].split()
         unknown = [next((a for a in args if a.startswith(u)), u) if u.startswith("--") else u for u in unknown]
         choices = [f"--{p}" for p in setting_paths()] + ["--config", "--print-settings"]  # the CLI's own options
-        hints = [_unknown_flag(u, choices) for u in unknown if u.startswith("--")]
+        hints = [_unknown_flag(u, choices, file_values or {}) for u in unknown if u.startswith("--")]
         return "invalid command line: " + ("; ".join(hints) or message)
     field = re.match(r"Parsing error encountered for ([\w.]+): ", message)
     if field and _is_dict_setting(env_var_name(tuple(field[1].split(".")))):
@@ -278,13 +280,37 @@ def _cli_error(message: str, args: Sequence[str] = ()) -> str:
     return f"invalid command line: {message}"
 
 
-def _unknown_flag(arg: str, choices: list[str]) -> str:
-    """`--train.extra.top_p=0.9` is a key of a dict setting, which the CLI takes only whole, as JSON."""
+def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> str:
+    """`--train.extra.top_p=0.9` is a key of a dict setting, which the CLI takes only whole, as JSON: the JSON to
+    give, with the config file's own keys kept in it (trial: `--rewards.json_schema.weight=2` was told to use
+    `--rewards='{"json_schema.weight": 2}'`, an unknown reward, or its variable, which drops the file's arguments)."""
     flag, _, value = arg.partition("=")
     whole = next((c for c in choices if flag.startswith(c + ".") and _is_dict_setting(env_var_name(
         tuple(c[2:].split("."))))), None)
-    if whole is not None:
-        key = flag[len(whole) + 1:]
-        return (f"{flag} names a key of the dict setting {whole[2:]}, which the command line takes whole, as JSON: "
-                f"{whole}='{{\"{key}\": {value or '...'}}}' (or the variable {env_var_name(tuple(flag[2:].split('.')))})")
-    return f"{flag} names no setting{did_you_mean(flag, choices)}"
+    if whole is None:
+        return f"{flag} names no setting{did_you_mean(flag, choices)}"
+    name = whole[2:]
+    in_file: Any = file_values
+    for part in name.split("."):
+        in_file = in_file.get(part) if isinstance(in_file, dict) else None
+    merged = copy.deepcopy(in_file) if isinstance(in_file, dict) and in_file else {}
+    *outer, last = flag[len(whole) + 1:].split(".")
+    place = merged
+    for key in outer:
+        inner = place.get(key)
+        # a reward the file gives as its weight alone (`json_schema: 1.0`) keeps it as its entry's weight
+        place[key] = inner if isinstance(inner, dict) else {"weight": inner} if _is_number(inner) else {}
+        place = place[key]
+    try:
+        place[last] = json.loads(value) if value else "..."
+    except ValueError:
+        place[last] = value
+    variable = env_var_name(tuple(flag[2:].split(".")))
+    kept = (f"; this keeps the config file's {name}, which {whole} (or {variable}) replaces whole" if in_file
+            else f" (or the variable {variable})")
+    return (f"{flag} names a key of the dict setting {name}, which the command line takes whole, as JSON: "
+            f"{whole}='{json.dumps(merged)}'{kept}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

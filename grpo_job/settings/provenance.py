@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from grpo_job.errors import SettingsError
 from grpo_job.settings.root import JobSettings
 from grpo_job.settings.sources import ENV_PREFIX, is_section, read_config
@@ -118,9 +120,11 @@ def replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides
         label = source_label(loc, tuple(overrides), yaml_values, path)
         # and a key's own dict (train.extra.generation_kwargs): GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED
         # replaced the file's whole generation_kwargs too (new-user trial)
+        # and a reward's arguments: GRPO_REWARDS__JSON_SCHEMA__WEIGHT replaced the file's json_schema entry, its
+        # schema argument with it, and the run failed on a column nothing named (trial X)
         places = [] if not isinstance(given, dict) or given == value else [(".".join(loc), given, value, label)] + [
-            (f"{'.'.join(loc)}.{k}", given[k], value[k], _variables(loc + (k,)) or label)
-            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and isinstance(value[k], dict)]
+            (f"{'.'.join(loc)}.{k}", given[k], _keys_of(value[k]), _variables(loc + (k,)) or label)
+            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and _keys_of(value[k]) is not None]
         for name, was, now, label in places:
             if dropped := sorted(set(was) - set(now)):
                 notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
@@ -132,6 +136,16 @@ def replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides
                          f"{', '.join(dropped)} from {_variables(loc) or env_var_name(loc)} {'is' if len(dropped) == 1 else 'are'} "
                          "not used (a dict setting is taken whole from the highest source that sets it; set them there too)")
     return notes
+
+
+def _keys_of(value: Any) -> dict[str, Any] | None:
+    """A dict setting's value as a dict: itself, a model's fields and extras (a reward's entry), a number as the
+    reward weight it is; None for anything else."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    return {"weight": value} if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _environment_keys(loc: tuple[str, ...]) -> set[str]:

@@ -25,6 +25,9 @@ def unknown_reward_hint(name: str, sections: tuple[str, ...] = ()) -> str:
     from the name alone: `module.function` for `module:function` (trial), a settings section (`sections`) indented
     under `rewards` in a YAML file (trial), or the closest built-in reward."""
     module, _, function = name.rpartition(".")
+    if module in BUILTIN_REWARDS and function:  # `json_schema.weight` (trial X): a key of the reward's own entry
+        return (f"did you mean {module}: {{{function}: ...}}? (a reward's weight and arguments are keys of its own "
+                f'entry: {{"{module}": {{"{function}": ...}}}}) ')
     if module and function.isidentifier() and all(p.isidentifier() for p in module.split(".")):
         return f"did you mean {module}:{function}? (a function of a module of your own is named module:function) "
     if name in sections:
