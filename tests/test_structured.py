@@ -177,6 +177,23 @@ def test_references_that_fail_their_schema_are_warned_of(reference, said, caplog
         assert 'in row {"answer": ' + json.dumps(json.dumps(reference))[:40] in warned[0]  # the row, to find it
 
 
+def test_a_schema_no_reference_passes_is_an_error_before_training():
+    """Trial X: a schema typing `age` as a string against integer references: `check` warned of 30 rows of 30 and
+    exited 0; training would have taught the schema against every reference."""
+    from grpo_job.errors import SettingsError
+    from grpo_job.rewards import calls
+
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "age": {"type": "string"}}}
+    rows = [{"prompt": f"p{i}", "answer": json.dumps({"name": "Ava", "age": 30 + i})} for i in range(3)]
+    reward = rewards.build("json_schema", {"json_schema": schema})
+    with pytest.raises(SettingsError) as e:
+        calls.check_reward_rows({"json_schema": reward}, rows)
+    assert ("reward 'json_schema': on every one of the 3 rows of the data no completion can earn the whole score: e.g. "
+            "the reference answer fails its JSON Schema (30 is not of type 'string' at $.age)") in str(e.value)
+    assert "fix the schema or the answer column" in str(e.value)
+    calls.check_reward_rows({"json_schema": rewards.build("json_schema", {"json_schema": SCHEMA})}, rows)  # passes
+
+
 @pytest.mark.parametrize("got, want, same", [
     ('{"zip": "2139"}', {"zip": "02139"}, False),  # two strings: text (trial: ZIP codes matched by value)
     ('{"zip": 2139}', {"zip": "2139"}, True),  # a number against a string: by value

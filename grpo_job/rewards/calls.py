@@ -284,7 +284,15 @@ def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str =
         base, arguments = _underlying(func)
         check = R.ROW_CHECKS.get(base)
         bad = check(rows, **arguments) if check is not None else []
-        if not bad and (note := R.ROW_NOTES.get(base)) is not None and (off := note(rows, **arguments)):
+        off = R.ROW_NOTES[base](rows, **arguments) if not bad and base in R.ROW_NOTES else []
+        if off and len(off) == len(rows):
+            # trial X: a schema typing `age` as a string against integer references passed `check` with a warning, and
+            # training would have taught the schema against every reference
+            i, what = off[0]
+            found.append(f"reward {name!r}: on every one of the {len(rows)} rows of {where} no completion can earn the "
+                         f"whole score: e.g. {what}, in row {data.excerpt(rows[i], ('prompt',))}. The reward's "
+                         "arguments and the answers disagree: fix the schema or the answer column")
+        elif off:
             i, what = off[0]
             log.warning("reward %r: on %d of %d rows of %s no completion can earn the whole score: e.g. %s, in row %s; "
                         "fix those rows or the reward's arguments", name, len(off), len(rows), where, what,
