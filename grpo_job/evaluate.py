@@ -352,6 +352,10 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
                                                                      by_reward["rewards"].items()) + ")")
     log.info("evaluate %s on %d examples: %s, mean length %.1f tokens", which, len(rows), ", ".join(said),
              metrics["mean_length"], extra={"evaluation": summary})
+    from grpo_job.training.health import evaluation_notes
+
+    for note in evaluation_notes(s, which, metrics["clipped_rate"], max_new, scores):
+        log.warning("evaluate %s: %s", which, note)
     return summary
 
 
