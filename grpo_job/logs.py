@@ -54,11 +54,14 @@ class NoteWarnings(logging.Filter):
     def __init__(self, note: Callable[[str], str]) -> None:
         super().__init__()
         self.note = note
+        self.given: set[str] = set()  # each `(where: ...)` once (trial X: one under each of two warnings)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.WARNING and "GRPO_" in (message := record.getMessage()):
             noted = self.note(message)
-            if noted != message:
+            added = noted[len(message):] if noted.startswith(message) else noted
+            if noted != message and added not in self.given:
+                self.given.add(added)
                 record.msg, record.args = noted, ()
         return True
 

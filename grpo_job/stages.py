@@ -96,7 +96,7 @@ def stages() -> list[Stage]:
         Stage("reward_preflight", reward_preflight, enabled=lambda s: s.health.preflight_samples > 0,
               about="sample from the base model and run every reward: fail early on a broken one"),
         Stage("evaluate_base", evaluate_base, enabled=lambda s: s.evaluation.enabled,
-              about="every reward's mean over the base model's greedy answers to held-out prompts (accuracy too, in the <answer> format)"),
+              about="every reward's mean over the base model's greedy answers to held-out prompts (and their accuracy when a reward reads the <answer> format)"),
         Stage("train", train, every_process=True, fresh_process_after=True,
               about="GRPO with LoRA; checkpoints every save_steps; resumes from the newest"),
         Stage("evaluate_trained", evaluate_trained, enabled=lambda s: s.evaluation.enabled,

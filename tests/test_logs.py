@@ -121,3 +121,25 @@ def test_text_mode_passes_a_child_through():
         sys.exit(logs.run_logged([sys.executable, "-c", "print('plain child line')"]))
     """)
     assert r.returncode == 0 and "plain child line" in r.stderr and "{" not in r.stderr
+
+
+def test_a_where_note_is_given_once_per_run():
+    """Trial X: two warnings naming GRPO_DATA__TASK each carried the same `(where: ...)` line."""
+    import logging
+
+    from grpo_job import logs
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("test-where-once")
+    logger.addHandler(handler)
+    handler.addFilter(logs.NoteWarnings(lambda m: f"{m}\n(where: {m.split()[-1]} is data.task)" if "GRPO_" in m else m))
+    try:
+        for message in ("a: set GRPO_DATA__TASK", "b: set GRPO_DATA__TASK", "c: set GRPO_DATA__PATH"):
+            logger.warning(message)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [
+        "a: set GRPO_DATA__TASK\n(where: GRPO_DATA__TASK is data.task)", "b: set GRPO_DATA__TASK",
+        "c: set GRPO_DATA__PATH\n(where: GRPO_DATA__PATH is data.task)"]
