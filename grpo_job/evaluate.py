@@ -352,11 +352,33 @@ def run(ctx: RunContext, which: str) -> dict[str, Any]:
                                                                      by_reward["rewards"].items()) + ")")
     log.info("evaluate %s on %d examples: %s, mean length %.1f tokens", which, len(rows), ", ".join(said),
              metrics["mean_length"], extra={"evaluation": summary})
-    from grpo_job.training.health import evaluation_notes
-
-    for note in evaluation_notes(s, which, metrics["clipped_rate"], max_new, scores):
+    for note in recipe_notes(s, which, metrics["clipped_rate"], max_new, scores):
         log.warning("evaluate %s: %s", which, note)
     return summary
+
+
+def recipe_notes(s: JobSettings, which: str, clipped: float, max_new_tokens: int,
+                 scores: dict[str, list[float]]) -> list[str]:
+    """What an evaluation's numbers say is wrong with the recipe (trial X: the base model scored 1.000 with every
+    completion cut off, and nothing was said): half or more of the completions cut off at `max_new_tokens`
+    (`clipped`, a share); on `base`, every weighted reward in [0, 1] at 0.95 of its full score or more, so GRPO's
+    group differences have little left to teach. `scores`: each reward's scores (NaN: not scored)."""
+    out = []
+    if clipped >= 0.5:
+        setting = ("evaluation.max_new_tokens [GRPO_EVALUATION__MAX_NEW_TOKENS]" if s.evaluation.max_new_tokens else
+                   "train.max_completion_length [GRPO_TRAIN__MAX_COMPLETION_LENGTH] (and model.max_seq_length with it)")
+        out.append(f"{clipped:.0%} of the completions were cut off at {max_new_tokens} new tokens before they finished: "
+                   f"an answer may be cut, or followed by text the rewards read too; raise {setting}, or ask for a "
+                   "shorter answer")
+    scored = {name: got for name, entry in s.rewards.items()
+              if R.weight(entry) != 0 and (got := [x for x in scores.get(name, []) if not math.isnan(x)])}
+    means = {name: sum(got) / len(got) for name, got in scored.items() if all(0 <= x <= 1 for x in got)}  # full: 1
+    if which == "base" and means and len(means) == len(scored) and min(means.values()) >= 0.95:
+        out.append(f"the base model already scores {', '.join(f'{k} {v:.3f}' for k, v in means.items())} on the "
+                   f"{max(map(len, scored.values()))} evaluation rows, at or near each reward's full score: GRPO "
+                   "learns from score differences within a group, so training has little to teach here; check that "
+                   "the task is not solved already (a stricter reward, harder prompts, more evaluation rows)")
+    return out
 
 
 def _rounded(v: float | None) -> float | None:

@@ -257,3 +257,23 @@ def test_merge_adapter_writes_base_plus_the_lora_update(tmp_path):
     assert not hasattr(merged, "peft_config") and (tmp_path / "merged" / "model.safetensors").is_file()
     assert torch.allclose(got, expected, atol=2e-2) and not torch.allclose(got, layer.base_layer.weight.float(), atol=2e-2)
     assert torch.equal(merged.model.layers[1].self_attn.k_proj.weight, untouched)
+
+
+@pytest.mark.parametrize("which, clipped, scores, says", [
+    # trial X: the base model scored 1.000 on the evaluation rows, every completion cut off, and nothing was said
+    ("base", 1.0, {"format": [1.0, 1.0], "correctness": [1.0, 0.9]},
+     ["100% of the completions were cut off at 48 new tokens", "the base model already scores format 1.000, "
+      "correctness 0.950 on the 2 evaluation rows"]),
+    ("base", 0.25, {"format": [1.0, 0.0], "correctness": [1.0, 1.0]}, []),  # one reward has room to grow
+    ("trained", 0.0, {"format": [1.0, 1.0], "correctness": [1.0, 1.0]}, []),  # training's aim, not a fault
+    ("trained", 0.5, {"format": [1.0, 1.0], "correctness": [1.0, 1.0]}, ["50% of the completions were cut off"]),
+    ("base", 0.0, {"format": [1.0, float("nan")], "correctness": [2.0, 2.0]}, []),  # a score outside [0, 1]
+], ids=["cut-and-solved", "room", "trained", "trained-cut", "unbounded"])
+def test_an_evaluation_says_when_completions_are_cut_or_the_base_model_has_solved_the_task(which, clipped, scores, says):
+    s = load_settings(SMOKE, ["--train.max_completion_length=48"])
+    notes = evaluate.recipe_notes(s, which, clipped, 48, scores)
+    assert len(notes) == len(says) and all(n.startswith(w) for n, w in zip(notes, says, strict=True)), notes
+    if clipped >= 0.5:
+        assert "raise train.max_completion_length [GRPO_TRAIN__MAX_COMPLETION_LENGTH]" in notes[0]
+        s = load_settings(SMOKE, ["--evaluation.max_new_tokens=48"])
+        assert "raise evaluation.max_new_tokens" in evaluate.recipe_notes(s, which, clipped, 48, scores)[0]

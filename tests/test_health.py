@@ -175,26 +175,6 @@ def test_preflight_advice_names_the_setting_to_change():
     assert "MAX_COMPLETION_LENGTH" not in short and "add a partial-credit reward (partial_format)" in short
 
 
-@pytest.mark.parametrize("which, clipped, scores, says", [
-    # trial X: the base model scored 1.000 on the evaluation rows, every completion cut off, and nothing was said
-    ("base", 1.0, {"format": [1.0, 1.0], "correctness": [1.0, 0.9]},
-     ["100% of the completions were cut off at 48 new tokens", "the base model already scores format 1.000, "
-      "correctness 0.950 on the 2 evaluation rows"]),
-    ("base", 0.25, {"format": [1.0, 0.0], "correctness": [1.0, 1.0]}, []),  # one reward has room to grow
-    ("trained", 0.0, {"format": [1.0, 1.0], "correctness": [1.0, 1.0]}, []),  # training's aim, not a fault
-    ("trained", 0.5, {"format": [1.0, 1.0], "correctness": [1.0, 1.0]}, ["50% of the completions were cut off"]),
-    ("base", 0.0, {"format": [1.0, float("nan")], "correctness": [2.0, 2.0]}, []),  # a score outside [0, 1]
-], ids=["cut-and-solved", "room", "trained", "trained-cut", "unbounded"])
-def test_an_evaluation_says_when_completions_are_cut_or_the_base_model_has_solved_the_task(which, clipped, scores, says):
-    s = load_settings(SMOKE, ["--train.max_completion_length=48"])
-    notes = health.evaluation_notes(s, which, clipped, 48, scores)
-    assert len(notes) == len(says) and all(n.startswith(w) for n, w in zip(notes, says, strict=True)), notes
-    if clipped >= 0.5:
-        assert "raise train.max_completion_length [GRPO_TRAIN__MAX_COMPLETION_LENGTH]" in notes[0]
-        s = load_settings(SMOKE, ["--evaluation.max_new_tokens=48"])
-        assert "raise evaluation.max_new_tokens" in health.evaluation_notes(s, which, clipped, 48, scores)[0]
-
-
 def test_advice_points_at_the_rows_own_system_messages_when_they_replace_the_setting():
     """Rows in TRL's conversational format with their own system message: the advice said to ask for the format
     in GRPO_DATA__SYSTEM_PROMPT, which those rows replace (trial T)."""

@@ -179,30 +179,6 @@ def masked_share_note(s: JobSettings, clipped: float) -> str | None:
             "until the model writes shorter answers")
 
 
-def evaluation_notes(s: JobSettings, which: str, clipped: float, max_new_tokens: int,
-                     scores: Mapping[str, list[float]]) -> list[str]:
-    """What an evaluation's numbers say is wrong with the recipe (trial X: the base model scored 1.000 with every
-    completion cut off, and nothing was said): half or more of the completions cut off at `max_new_tokens`
-    (`clipped`, a share); on `base`, every weighted reward in [0, 1] at 0.95 of its full score or more, so GRPO's
-    group differences have little left to teach. `scores`: each reward's scores (NaN: not scored)."""
-    notes = []
-    if clipped >= 0.5:
-        setting = ("evaluation.max_new_tokens [GRPO_EVALUATION__MAX_NEW_TOKENS]" if s.evaluation.max_new_tokens else
-                   "train.max_completion_length [GRPO_TRAIN__MAX_COMPLETION_LENGTH] (and model.max_seq_length with it)")
-        notes.append(f"{clipped:.0%} of the completions were cut off at {max_new_tokens} new tokens "
-                     "before they finished: an answer may be cut, or followed by text the rewards read too; raise "
-                     f"{setting}, or ask for a shorter answer")
-    scored = {name: got for name in weighted(s.rewards) if (got := [x for x in scores.get(name, []) if not math.isnan(x)])}
-    ranged = {name: got for name, got in scored.items() if all(0 <= x <= 1 for x in got)}  # a full score of 1
-    if which == "base" and ranged and len(ranged) == len(scored) and all(sum(got) / len(got) >= 0.95 for got in ranged.values()):
-        means = ", ".join(f"{name} {sum(got) / len(got):.3f}" for name, got in ranged.items())
-        notes.append(f"the base model already scores {means} on the {max(map(len, ranged.values()))} evaluation rows, "
-                     "at or near each reward's full score: GRPO learns from score differences within a group, so "
-                     "training has little to teach here; check that the task is not solved already (a stricter "
-                     "reward, harder prompts, more evaluation rows)")
-    return notes
-
-
 def guard_outlook(s: JobSettings) -> str:
     """What the zero-variance guard will do about a run whose rewards never vary, in these settings."""
     n, steps = s.health.zero_std_steps, s.train.max_steps
