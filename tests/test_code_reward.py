@@ -363,15 +363,20 @@ def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path,
     ("assert add(1, 2) == 3", False),
 ], ids=["humaneval-check", "uncalled-helper", "check-called", "pytest", "assert"])
 def test_tests_that_an_empty_program_passes_are_warned_about(tmp_path, caplog, tests, warned):
-    """Tests that call nothing pass every program with a code block; check's dry call tries `pass` on them."""
+    """Tests that call nothing pass every program with a code block; check's dry call tries `pass` on them: a warning
+    for some rows, exit 2 when every row tried is such (trial Y: the run trained on them and exited 0)."""
     row = {"prompt": "Write add.", "answer": "def add(a, b):\n    return a + b\n", "tests": tests}
-    _check_data(tmp_path, [{**row, "prompt": f"Write add {i}."} for i in range(12)], '{"code": 1.0}')
+    good = {**row, "tests": "assert add(1, 2) == 3"}
+    _check_data(tmp_path, [{**(row if i % 2 else good), "prompt": f"Write add {i}."} for i in range(12)],
+                '{"code": 1.0}')
     said = [r.getMessage() for r in caplog.records if "does nothing" in r.getMessage()]
     assert bool(said) is warned, said
     if warned:  # every row it tried, more than the dry call's 3
         tried = re.search(r"'code' gave a program that does nothing \(`pass`\) 1.00 on (\d+) of (\d+) rows tried", said[0])
-        assert tried and tried[1] == tried[2] and int(tried[1]) > 3, said[0]
+        assert tried and 3 < int(tried[1]) < int(tried[2]), said[0]  # the bad half, more rows than the dry call's 3
         assert "check(f)" in said[0]
+        with pytest.raises(SettingsError, match=r"on 11 of 11 rows tried.*training learns nothing from this reward"):
+            _check_data(tmp_path, [{**row, "prompt": f"Write add {i}."} for i in range(12)], '{"code": 1.0}')
 
 
 def test_a_code_task_without_reference_solutions_needs_no_parsable_answers(tmp_path):
@@ -400,3 +405,13 @@ def test_check_says_what_confines_the_code_reward_in_both_log_formats(fmt, tmp_p
     line = json.loads(r.stdout)["sandbox"] if fmt == "json" else \
         next(x for x in r.stdout.splitlines() if x.startswith("sandbox: "))
     assert line.removeprefix("sandbox: ").startswith("network ") and sandbox.describe() in line
+
+
+@pytest.mark.parametrize("tests, where", [("while True:\n    pass", "test 0"),
+                                          ("assert add(1, 2) == 3", "the program raised")])
+def test_a_test_or_program_that_runs_past_its_time_limit_says_so(tests, where):
+    """Trial Y: a hanging test was said as `_CaseTimeout: ` with nothing after it."""
+    answer = "def add(a, b):\n    return a + b\n" + ("" if where == "test 0" else "while True:\n    pass\n")
+    error = code_mod.first_error(f"```python\n{answer}```", {"tests": tests}, seconds_per_case=0.5)
+    assert error is not None and error.startswith(where), error
+    assert "ran past its time limit of 0.5 s (the code reward's seconds_per_case)" in error, error

@@ -256,12 +256,16 @@ def _warn_if_tests_pass_an_empty_program(name: str, reward: Any, rows: list[dict
     columns = {k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r)}
     got = reward(["```python\npass\n```"] * len(rows), **columns)
     earned = [(row, score) for row, score in zip(rows, got, strict=True) if score]
-    if earned:
-        log.warning("rewards: %r gave a program that does nothing (`pass`) %.2f on %d of %d rows tried, e.g. %s: those "
-                    "tests pass without the program, so every completion with a code block earns there. Tests must "
-                    "call what they test: test code that only defines a checker (HumanEval's `def check(candidate)`) "
-                    "needs the call too (`check(f)`)", name, earned[0][1], len(earned), len(rows),
-                    data.excerpt(earned[0][0], ("prompt",)))
+    if not earned:
+        return
+    said = (f"{name!r} gave a program that does nothing (`pass`) {earned[0][1]:.2f} on {len(earned)} of {len(rows)} "
+            f"rows tried, e.g. {data.excerpt(earned[0][0], ('prompt',))}: those tests pass without the program, so "
+            "every completion with a code block earns there. Tests must call what they test: test code that only "
+            "defines a checker (HumanEval's `def check(candidate)`) needs the call too (`check(f)`)")
+    if len(earned) == len(rows):  # trial Y: every row's tests, and the run trained on them to exit 0
+        raise SettingsError(f"reward {said}; with no row that tells a right program from none, training learns nothing "
+                            "from this reward: fix the tests column")
+    log.warning("rewards: %s", said)
 
 
 _REFERENCE_REWARDS = (R.code_reward, R.json_schema_reward)  # correctness: check_references reads every row
