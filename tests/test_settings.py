@@ -363,6 +363,21 @@ def test_invalid_json_in_an_environment_variable_names_the_variable(monkeypatch,
     assert "command line" not in msg and "EnvSettingsSource" not in msg
 
 
+@pytest.mark.parametrize("wrong, meant", [
+    ("GRPO_DATA_PATH", "GRPO_DATA__PATH"),  # trial Y: told GRPO_EVALUATION__DATA_PATH, the same leaf name
+    ("GRPO_REWARD__CODE", "GRPO_REWARDS__CODE"),  # trial Y: told GRPO_REWARDS, the key dropped
+    ("GRPO_REWARDS_CODE", "GRPO_REWARDS__CODE"),
+    ("GRPO_TRAIN__EXTRA_TOP_P", "GRPO_TRAIN__EXTRA__TOP_P"),
+    ("GRPO_TRAIN__EXTRAS__TOP_P", "GRPO_TRAIN__EXTRA__TOP_P"),
+    ("GRPO_TRAIN__MAX_STEP", "GRPO_TRAIN__MAX_STEPS"),  # no dict setting's key when a field is close
+    ("GRPO_RUNID", "GRPO_RUN_ID"),
+])
+def test_an_unknown_variable_is_told_the_name_it_was_meant_as(wrong, meant):
+    from grpo_job.settings.loading import unknown_env_names
+
+    assert unknown_env_names({wrong: "1"}) == [f"environment variable {wrong} names no setting; did you mean {meant!r}?"]
+
+
 def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
     monkeypatch.setenv("GRPO_TRIAN__MAX_STEPS", "5")
     monkeypatch.setenv("GRPO_MAX_STEPS", "5")

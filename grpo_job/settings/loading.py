@@ -43,8 +43,11 @@ def did_you_mean(wrong: str, choices: list[str]) -> str:
     """`; did you mean 'x'?`: the one setting of that name in a section (trial: `save_steps` at the top of the
     YAML, meant as `train.save_steps`), else the closest name."""
     leaf = lambda name: re.split(r"\.|__", name.lstrip("-").removeprefix("GRPO_").lower())[-1]  # noqa: E731
+    # the same name but for its separators first (trial Y: GRPO_DATA_PATH was told GRPO_EVALUATION__DATA_PATH)
+    squash = lambda name: re.sub(r"[-_.]", "", name.lower())  # noqa: E731
+    same = [c for c in choices if squash(c) == squash(wrong) and c.lower() != wrong.lower()]
     moved = [c for c in choices if leaf(c) == leaf(wrong) and c.lower() != wrong.lower()]
-    close = moved if len(moved) == 1 else difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
+    close = same[:1] or (moved if len(moved) == 1 else difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6))
     secret = close[0].lstrip("-").lower() if close else ""
     if secret in _SECRETS:  # a setting that only its variable may set: name the variable
         return f"; a token comes from the {_SECRETS[secret]} environment variable only"
@@ -96,6 +99,7 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
     ignored without a word), each with the closest real name."""
     environ = os.environ if environ is None else environ
     valid = {env_var_name(tuple(p.split("."))) for p in setting_paths()}
+    dicts = {v for v in valid if _is_dict_setting(v)}
     problems = []
     for name in sorted(environ):
         upper = name.upper()
@@ -105,8 +109,11 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
         # keys inside a dict setting: GRPO_REWARDS__CORRECTNESS=1, GRPO_TRAIN__EXTRA__TOP_P=0.9
         if len(parts) > 1 and any(upper.startswith(v + "__") and _is_dict_setting(v) for v in valid):
             continue
-        problems.append(f"environment variable {name} names no setting{did_you_mean(upper, sorted(valid))}")
-    dicts = {v for v in valid if _is_dict_setting(v)}
+        # a key of a misspelt dict setting is that setting's key (trial Y: GRPO_REWARD__CODE was told GRPO_REWARDS)
+        keyed = {f"{d}__{'__'.join(parts[k:])}" for d in dicts if len(parts) > (k := d.count("__") + 1)
+                 and difflib.SequenceMatcher(None, ENV_PREFIX + "__".join(parts[:k]), d).ratio() >= 0.8} | {
+            f"{d}__{upper[len(d) + 1:]}" for d in dicts if upper.startswith(d + "_") and upper[len(d) + 1:2 + len(d)] != "_"}
+        problems.append(f"environment variable {name} names no setting{did_you_mean(upper, sorted(valid | keyed))}")
     # a dict setting, or a key of one holding a dict of its own (GRPO_TRAIN__EXTRA__GENERATION_KWARGS: trial)
     wholes = {n.upper() for n in environ if n.upper() in dicts or any(n.upper().startswith(d + "__") for d in dicts)}
     for var in sorted(wholes):
