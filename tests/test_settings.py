@@ -983,6 +983,13 @@ class SamplingParams(PydanticMsgspecMixin, msgspec.Struct, omit_defaults=True):
     ("  mcq_reward.letter_reward: 1.0\n", "unknown reward 'mcq_reward.letter_reward': did you mean "
                                           "mcq_reward:letter_reward?"),
     ("  corectness: 2.0\n", "unknown reward 'corectness': did you mean 'correctness'?"),
+    # a reward's argument one level too high (trial Y)
+    ("  code: 1.0\n  seconds_per_case: 2\n", "unknown reward 'seconds_per_case': 'seconds_per_case' is an argument of "
+                                             'the code reward, not a reward: it goes in that reward\'s entry, {"code": '
+                                             '{"weight": 1.0, "seconds_per_case": 2.0}}'),
+    ("  code: 1.0\n  tests_column: checks\n", "'tests_column' is an argument of the code reward, not a reward: it goes "
+                                              'in that reward\'s entry, {"code": {"weight": 1.0, "tests_column": '
+                                              '"checks"}}'),
     # a built-in reward's key written into its name (trial X)
     ('  "json_schema.weight": 2\n', "unknown reward 'json_schema.weight': did you mean json_schema: {weight: ...}? "
                                     "(a reward's weight and arguments are keys of its own entry"),

@@ -22,6 +22,7 @@ import difflib
 import functools
 import importlib
 import inspect
+import json
 import os
 import pkgutil
 import re
@@ -125,6 +126,18 @@ def _meant(name: str) -> str:
 
     hint = unknown_reward_hint(name).rstrip()
     return f"; {hint}" if hint else ""
+
+
+def argument_hint(name: str, value: Any) -> str:
+    """`; 'x' is an argument of the code reward, not a reward: ...` when a `rewards` key `name` is a keyword argument
+    of built-in rewards (trial Y: `{"code": 1.0, "tests_column": "checks"}`, one level too high); "" otherwise."""
+    owners = [reward for reward, func in REGISTRY.items()
+              if name not in ("completions", "prompts", "kwargs") and name in inspect.signature(func).parameters]
+    if not owners:
+        return ""
+    entry = json.dumps({owners[0]: {"weight": 1.0, name: value}}, default=str)
+    return (f"; {name!r} is an argument of the {' or '.join(owners)} reward, not a reward: it goes in that reward's "
+            f"entry, {entry}")
 
 
 def _own_modules() -> list[str]:

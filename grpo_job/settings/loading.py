@@ -87,6 +87,10 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
             msg = "no such setting" + did_you_mean(label if variable else where, names)
         elif e["type"] == "string_type" and isinstance(e.get("input"), (bool, int, float)):  # `run_id: 010` (trial)
             msg += "; YAML and JSON read an unquoted number, yes or no as one: quote the text (\"010\")"
+        elif e["type"] == "reward_weight" and len(loc) == 2:  # trial Y: `{"code": 1.0, "tests_column": "checks"}`
+            from grpo_job.rewards import argument_hint
+
+            msg += argument_hint(str(loc[1]), e.get("input"))
         elif e["type"] == "list_type" and isinstance(e.get("input"), str):  # an empty variable (trial)
             msg += "; a list is JSON: '[]' for none, '[\"a\", \"b\"]' for two"
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"

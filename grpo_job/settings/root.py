@@ -115,6 +115,10 @@ class JobSettings(BaseSettings):
                 problems.append(f"reward {name!r} has a non-finite weight {weight}")
             if name not in BUILTIN_REWARDS and ":" not in name:
                 hint = unknown_reward_hint(name, tuple(cls.model_fields))
+                if not hint and isinstance(entry, float):  # `"seconds_per_case": 2` beside its reward (trial Y)
+                    from grpo_job.rewards import argument_hint
+
+                    hint = f"{said.removeprefix('; ')}; " if (said := argument_hint(name, entry)) else ""
                 problems.append(f"unknown reward {name!r}: {hint}use one of {sorted(BUILTIN_REWARDS)} or module:function")
         if problems:
             raise ValueError("; ".join(problems))
