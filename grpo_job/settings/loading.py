@@ -43,7 +43,8 @@ def did_you_mean(wrong: str, choices: list[str]) -> str:
     """`; did you mean 'x'?`: the one setting of that name in a section (trial: `save_steps` at the top of the
     YAML, meant as `train.save_steps`), else the closest name."""
     leaf = lambda name: re.split(r"\.|__", name.lstrip("-").removeprefix("GRPO_").lower())[-1]  # noqa: E731
-    # the same name but for its separators first (trial Y: GRPO_DATA_PATH was told GRPO_EVALUATION__DATA_PATH)
+    # the same name but for its separators first (trial Y: a single `_` for `__` in data.path's variable was told
+    # evaluation.data_path's, the same leaf name)
     squash = lambda name: re.sub(r"[-_.]", "", name.lower())  # noqa: E731
     same = [c for c in choices if squash(c) == squash(wrong) and c.lower() != wrong.lower()]
     moved = [c for c in choices if leaf(c) == leaf(wrong) and c.lower() != wrong.lower()]
@@ -113,7 +114,8 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
         # keys inside a dict setting: GRPO_REWARDS__CORRECTNESS=1, GRPO_TRAIN__EXTRA__TOP_P=0.9
         if len(parts) > 1 and any(upper.startswith(v + "__") and _is_dict_setting(v) for v in valid):
             continue
-        # a key of a misspelt dict setting is that setting's key (trial Y: GRPO_REWARD__CODE was told GRPO_REWARDS)
+        # a key of a misspelt dict setting is that setting's key (trial Y: rewards.code's variable without the S was
+        # told GRPO_REWARDS, the key dropped)
         keyed = {f"{d}__{'__'.join(parts[k:])}" for d in dicts if len(parts) > (k := d.count("__") + 1)
                  and difflib.SequenceMatcher(None, ENV_PREFIX + "__".join(parts[:k]), d).ratio() >= 0.8} | {
             f"{d}__{upper[len(d) + 1:]}" for d in dicts if upper.startswith(d + "_") and upper[len(d) + 1:2 + len(d)] != "_"}
