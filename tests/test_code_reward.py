@@ -336,6 +336,9 @@ def test_a_column_argument_no_row_has_is_a_setting_to_fix(tmp_path, key, rewards
     text = str(e.value)
     assert message in text and (hint in text if hint else "did you mean" not in text), text
     assert "set rewards." in text and "GRPO_DATA__PATH" not in text, text
+    arg = "tests_column" if key != "schema" else "schema_column"  # and its variable (trial Y: env-only deployments)
+    reward = "code" if key != "schema" else "json_schema"
+    assert f"set rewards.{reward}.{arg} [GRPO_REWARDS__{reward.upper()}__{arg.upper()}] to the column" in text, text
 
 
 def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path, caplog):

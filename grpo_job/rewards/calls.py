@@ -326,7 +326,9 @@ def _absent_column(name: str, func: Any, arguments: dict[str, Any], rows: list[d
         return None
     columns = list(dict.fromkeys(k for r in rows for k in r))
     return (f"reward {name!r} reads column {column!r} ({arg}), which no row of {where} has; it has {columns}"
-            f"{data.close_columns([column], columns)}: set rewards.{name}.{arg} to the column that holds it")
+            f"{data.close_columns([column], columns)}: set rewards.{name}.{arg}"
+            # its variable too, for a deployment set by variables alone (trial Y)
+            f"{f' [GRPO_REWARDS__{name.upper()}__{arg.upper()}]' if name.isidentifier() else ''} to the column that holds it")
 
 
 def _built_by_name(name: str) -> Any:
