@@ -118,6 +118,14 @@ def test_adversarial_programs_score_what_they_earned(tmp_path, monkeypatch):
     ("```python\ndef f(x):\n    return x\n```\nBetter:\n```Python\ndef f(x):\n    return x + 1\n```",
      ["assert f(1) == 2"], {}, 1.0),
     ("```\ndef f(x):\n    return x\n```\nBetter:\n```\ndef f(x):\n    return x + 1\n```", ["assert f(1) == 2"], {}, 1.0),
+    # ```python blocks run in order, as a notebook's cells: a right function, then a block of usage that calls it
+    # (trial Y: the usage alone was the program, NameError, 0)
+    ("```python\ndef f(x):\n    return x + 1\n```\nUsage:\n```python\nprint(f(1))\n```", ["assert f(1) == 2"], {}, 1.0),
+    # a block that is no Python on its own (sample output tagged python; one cut off at the length limit) is left out
+    ("```python\ndef f(x):\n    return x + 1\n```\n```python\nOutput: 2 (as expected)\n```", ["assert f(1) == 2"], {}, 1.0),
+    ("```python\ndef f(x):\n    return x + 1\n```\n```python\ndef g(y):\n    return (y", ["assert f(1) == 2"], {}, 1.0),
+    # usage that raises fails the program, as running the answer would
+    ("```python\ndef f(x):\n    return x + 1\n```\n```python\nf()\n```", ["assert f(1) == 2"], {}, 0.0),
     # a program that exits non-zero after the right output fails the case
     (fenced("print(3)\nraise SystemExit(1)"), [{"input": "", "output": "3"}], {}, 0.0),
     # the tests go through the program's time limit per case

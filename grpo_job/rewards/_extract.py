@@ -23,6 +23,11 @@ def last_fenced(text: str, languages: tuple[str, ...] = ()) -> str | None:
     return found[-1][1] if found else None
 
 
+def tagged_blocks(text: str, languages: tuple[str, ...]) -> list[str]:
+    """The contents of every ```-fenced block tagged with one of `languages` (lower case), in order."""
+    return [body for tag, body in _FENCE.findall(text) if tag.lower() in languages]
+
+
 def unfence(text: str, languages: tuple[str, ...] = ()) -> str:
     """`text` without a fence around it (an answer block that holds a fenced block), by `last_fenced`'s rule."""
     inner = last_fenced(text, languages)

@@ -1,8 +1,9 @@
 """The `code` reward: the model's program run against the row's tests in the sandbox (grpo_job.sandbox).
 
-The program is the answer block when the completion has one (a fence inside it is removed), else the
-last ```python (or ```py) block, else the last ```-fenced block of any tag; a completion with none of
-these scores 0. The tests come from a dataset column (`tests`
+The program is the answer block when the completion has one (a fence inside it is removed), else its
+```python (or ```py) blocks, joined in order like a notebook's cells (blocks that are not Python on their own,
+such as sample output tagged python or a block cut off at the length limit, are left out), else the last
+```-fenced block of any tag; a completion with none of these scores 0. The tests come from a dataset column (`tests`
 unless `tests_column` names another), whose value is one of:
 
 - a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0; the
@@ -29,8 +30,8 @@ from typing import Annotated, Any
 import pydantic
 
 from grpo_job import sandbox
-from grpo_job.rewards._extract import answer_or_fenced
-from grpo_job.rewards.builtin import completion_text
+from grpo_job.rewards._extract import answer_or_fenced, tagged_blocks
+from grpo_job.rewards.builtin import completion_text, extract_answer
 
 # fence tags that mark a Python program (an untagged block after it, e.g. sample output, is not the program)
 PYTHON_TAGS = ("python", "py", "python3")
@@ -40,10 +41,24 @@ _TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_e
 
 
 def program_of(completion: Any) -> str | None:
-    """The program in a completion: its answer block, else its last ```python block, else its last fenced
-    block; None when it has none of these."""
-    text = answer_or_fenced(completion_text(completion), PYTHON_TAGS)
-    return text if text and text.strip() else None
+    """The program in a completion: its answer block; else its ```python blocks that are Python, joined in order (a
+    notebook's cells: trial Y's base model wrote a right function, then a block of usage that calls it, and the
+    usage alone scored 0), or its last ```python block when none is; else its last fenced block; None when it has
+    none of these."""
+    text = completion_text(completion)
+    if extract_answer(text) is None and len(blocks := tagged_blocks(text, PYTHON_TAGS)) > 1:
+        if runnable := [b for b in blocks if _is_python(b)]:
+            return "\n\n".join(b.strip("\n") for b in runnable) + "\n"
+    program = answer_or_fenced(text, PYTHON_TAGS)
+    return program if program and program.strip() else None
+
+
+def _is_python(source: str) -> bool:
+    try:
+        compile(source, "<block>", "exec")
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte
+        return False
+    return True
 
 
 def read_tests(value: Any) -> tuple[str, list[Any]] | None:
