@@ -124,8 +124,16 @@ def test_adversarial_programs_score_what_they_earned(tmp_path, monkeypatch):
     # a block that is no Python on its own (sample output tagged python; one cut off at the length limit) is left out
     ("```python\ndef f(x):\n    return x + 1\n```\n```python\nOutput: 2 (as expected)\n```", ["assert f(1) == 2"], {}, 1.0),
     ("```python\ndef f(x):\n    return x + 1\n```\n```python\ndef g(y):\n    return (y", ["assert f(1) == 2"], {}, 1.0),
-    # usage that raises fails the program, as running the answer would
+    # usage that raises: the last block alone is the program then, and it defines nothing
     ("```python\ndef f(x):\n    return x + 1\n```\n```python\nf()\n```", ["assert f(1) == 2"], {}, 0.0),
+    # the same inside an answer block (trial Z: its last block alone ran)
+    ("<answer>\n```python\ndef f(x):\n    return x + 1\n```\n```python\nprint(f(1))\n```\n</answer>",
+     ["assert f(1) == 2"], {}, 1.0),
+    # a first attempt whose own asserts fail, then a right one (trial Z: the joined program raised at the first)
+    ("```python\ndef f(x):\n    return x\nassert f(1) == 2\n```\nFixed:\n```python\ndef f(x):\n    return x + 1\n```",
+     ["assert f(1) == 2"], {}, 1.0),
+    # the better program counts, also for stdin/stdout cases
+    ("```python\nimport sys\n```\n```python\nprint(int(input()) + 1)\n```", [{"input": "1", "output": "2"}], {}, 1.0),
     # a program that exits non-zero after the right output fails the case
     (fenced("print(3)\nraise SystemExit(1)"), [{"input": "", "output": "3"}], {}, 0.0),
     # the tests go through the program's time limit per case
@@ -425,4 +433,4 @@ def test_a_test_or_program_that_runs_past_its_time_limit_says_so(tests, where):
     answer = "def add(a, b):\n    return a + b\n" + ("" if where == "test 0" else "while True:\n    pass\n")
     error = code_mod.first_error(f"```python\n{answer}```", {"tests": tests}, seconds_per_case=0.5)
     assert error is not None and error.startswith(where), error
-    assert "ran past its time limit of 0.5 s (the code reward's seconds_per_case)" in error, error
+    assert "TimeLimitExceeded: ran past its time limit of 0.5 s (the code reward's seconds_per_case)" in error, error

@@ -1,9 +1,11 @@
 """The `code` reward: the model's program run against the row's tests in the sandbox (grpo_job.sandbox).
 
-The program is the answer block when the completion has one (a fence inside it is removed), else its
-```python (or ```py) blocks, joined in order like a notebook's cells (blocks that are not Python on their own,
-such as sample output tagged python or a block cut off at the length limit, are left out), else the last
-```-fenced block of any tag; a completion with none of these scores 0. The tests come from a dataset column (`tests`
+The program is the answer block when the completion has one (a fence inside it is removed), else the
+last ```python (or ```py) block, else the last ```-fenced block of any tag; a completion with none of these
+scores 0. When the answer block (or, without one, the completion) holds several ```python blocks, they are also
+run joined in order, like a notebook's cells (blocks that are not Python on their own, such as sample output
+tagged python or a block cut off at the length limit, left out), and the better of the two programs counts: a
+function and then a block that calls it, or a failed first attempt and then a right one, both score. The tests come from a dataset column (`tests`
 unless `tests_column` names another), whose value is one of:
 
 - a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0; the
@@ -41,16 +43,25 @@ _TRL_ARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_e
 
 
 def program_of(completion: Any) -> str | None:
-    """The program in a completion: its answer block; else its ```python blocks that are Python, joined in order (a
-    notebook's cells: trial Y's base model wrote a right function, then a block of usage that calls it, and the
-    usage alone scored 0), or its last ```python block when none is; else its last fenced block; None when it has
-    none of these."""
+    """The program in a completion, the first of `programs_of`; None when it has none."""
+    return next(iter(programs_of(completion)), None)
+
+
+def programs_of(completion: Any) -> list[str]:
+    """The programs a completion is scored by, the best one counting: the ```python blocks of its answer block (or of
+    the whole text when it has none) that are Python, joined in order as a notebook's cells are run (trial Y: a right
+    function, then a block of usage that calls it, scored 0 on the usage alone), then the last block alone (trial Z:
+    a first attempt whose own asserts fail, then a right second one); with one block or none, the answer block
+    (unfenced), else the last ```python block, else the last fenced block. [] when it has none of these."""
     text = completion_text(completion)
-    if extract_answer(text) is None and len(blocks := tagged_blocks(text, PYTHON_TAGS)) > 1:
-        if runnable := [b for b in blocks if _is_python(b)]:
-            return "\n\n".join(b.strip("\n") for b in runnable) + "\n"
-    program = answer_or_fenced(text, PYTHON_TAGS)
-    return program if program and program.strip() else None
+    answer = extract_answer(text)
+    single = answer_or_fenced(text, PYTHON_TAGS)
+    out = [single] if single and single.strip() else []
+    blocks = tagged_blocks(answer if answer is not None else text, PYTHON_TAGS)
+    if len(blocks) > 1 and (runnable := [b for b in blocks if _is_python(b)]):
+        joined = "\n\n".join(b.strip("\n") for b in runnable) + "\n"
+        out = [joined] + [s for s in out if s.strip() != joined.strip()]
+    return out
 
 
 def _is_python(source: str) -> bool:
@@ -187,21 +198,20 @@ def code_reward(
             continue
         kind, cases = tests
         spec.append((kind, len(cases)))
-        source = program_of(completion)
-        if source is None:
-            continue
-        program = sandbox.Program(source)
-        if kind == "asserts":
-            calls.append(functools.partial(sandbox.run_asserts, program, cases, limits))
-            owners.append(i)
-        else:
-            for stdin, expected in cases:
-                calls.append(functools.partial(sandbox.run_io, program, stdin, expected, limits))
-                owners.append(i)
-    passed: dict[int, list[bool]] = {}
+        for k, source in enumerate(programs_of(completion)):
+            program = sandbox.Program(source)
+            if kind == "asserts":
+                calls.append(functools.partial(sandbox.run_asserts, program, cases, limits))
+                owners.append((i, k))
+            else:
+                for stdin, expected in cases:
+                    calls.append(functools.partial(sandbox.run_io, program, stdin, expected, limits))
+                    owners.append((i, k))
+    passed: dict[tuple[int, int], list[bool]] = {}
     for owner, result in zip(owners, sandbox.run_batch(calls), strict=True):
         passed.setdefault(owner, []).extend(result.passed)
-    for i, got in passed.items():
+    for (i, _), got in passed.items():
         total = spec[i][1]
-        out[i] = float(sum(got) == total) if all_or_nothing else sum(got) / total
+        score = float(sum(got) == total) if all_or_nothing else sum(got) / total
+        out[i] = max(out[i] or 0.0, score)  # the best of the completion's programs
     return out
