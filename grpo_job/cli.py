@@ -229,7 +229,7 @@ def _asked_log_format(config: str | None, overrides: list[str]) -> str:
     `--log_format`, then GRPO_LOG_FORMAT, then the YAML file's `log_format` key. `text` or `json`
     (any case, spaces stripped), else `auto`: an invalid value (`jsn`, empty, `null`) may be what
     failed to load, and off a terminal the error line is then JSON like every other line of the job."""
-    from grpo_job.settings.sources import CONFIG_ENV, read_yaml
+    from grpo_job.settings.sources import config_variable, read_yaml
 
     asked = None
     for i, arg in enumerate(overrides):
@@ -239,7 +239,7 @@ def _asked_log_format(config: str | None, overrides: list[str]) -> str:
             asked = overrides[i + 1]
     if asked is None:
         asked = os.environ.get("GRPO_LOG_FORMAT")
-    path = config or os.environ.get(CONFIG_ENV)
+    path = config or config_variable()
     if asked is None and path:
         try:
             asked = read_yaml(path).get("log_format")

@@ -338,14 +338,15 @@ def test_dict_settings_replace_across_sources(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name, value, said", [
     # an env-only user is answered with variables (trial: `did you mean 'data.prompt_column'`)
-    ("GRPO_DATA__PROMPT_COLUMNS", "x", "no such setting; did you mean 'GRPO_DATA__PROMPT_COLUMN'?"),
+    ("GRPO_DATA__PROMPT_COLUMNS", "x", "environment variable GRPO_DATA__PROMPT_COLUMNS names no setting; did you mean "
+                                       "'GRPO_DATA__PROMPT_COLUMN'?"),
     ("GRPO_EXPORT__QUANTIZATIONS", "", "a list is JSON: '[]' for none"),  # an empty variable (trial)
 ])
 def test_a_variable_s_problem_is_said_in_variables(monkeypatch, name, value, said):
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as e:
         load_settings()
-    assert f"[{name}]: " in str(e.value) and said in str(e.value), str(e.value)
+    assert said in str(e.value) and (f"[{name}]: " in str(e.value) or said.startswith(f"environment variable {name}"))
 
 
 @pytest.mark.parametrize("name, value, where", [
@@ -371,11 +372,31 @@ def test_invalid_json_in_an_environment_variable_names_the_variable(monkeypatch,
     ("GRPO_TRAIN__EXTRAS__TOP_P", "GRPO_TRAIN__EXTRA__TOP_P"),
     ("GRPO_TRAIN__MAX_STEP", "GRPO_TRAIN__MAX_STEPS"),  # no dict setting's key when a field is close
     ("GRPO_RUNID", "GRPO_RUN_ID"),
+    ("GRPO_CONFIGS", "GRPO_CONFIG"),  # trial Z: told GRPO_RUN_ID
 ])
-def test_an_unknown_variable_is_told_the_name_it_was_meant_as(wrong, meant):
+def test_an_unknown_variable_is_told_the_name_it_was_meant_as(wrong, meant, monkeypatch):
     from grpo_job.settings.loading import unknown_env_names
 
     assert unknown_env_names({wrong: "1"}) == [f"environment variable {wrong} names no setting; did you mean {meant!r}?"]
+    # and that is the message a load gives, not pydantic's (trial Z: GRPO_TRAIN__EXTRA_TOP_P was told
+    # GRPO_TRAIN__EXTRA, the train section's field)
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv(wrong, "1")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert str(e.value) == f"invalid settings (1 problem):\n  - environment variable {wrong} names no setting; did " \
+                           f"you mean {meant!r}?"
+
+
+def test_the_config_variable_is_read_in_any_case_as_every_grpo_name(monkeypatch, tmp_path):
+    """Trial Z: `GRPO_Config=code.yaml` was ignored without a word, where `GRPO_Train__Max_Steps` is read."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  max_steps: 7\n")
+    monkeypatch.setenv("GRPO_Config", str(config))
+    assert load_settings().train.max_steps == 7
 
 
 def test_unknown_env_names_are_errors_with_a_suggestion(monkeypatch):
@@ -1019,6 +1040,10 @@ def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_
     assert s.rewards["json_schema"].weight == 2 and s.rewards["json_schema"].kwargs == {
         "json_schema": "./person.schema.json"}
     assert not any("replaces" in w for w in s.warnings())
+    # a dict for a reward's whole entry merges into the file's (trial Z: the file's arguments were lost)
+    with pytest.raises(SettingsError) as e:
+        load_settings(config, ['--rewards.json_schema={"weight": 2}'])
+    assert hint in str(e.value), str(e.value)
     # without a file the key stands alone, and its variable is the other way
     with pytest.raises(SettingsError, match=re.escape("""--rewards='{"format": {"weight": 2}}' (or the variable """
                                                       "GRPO_REWARDS__FORMAT__WEIGHT)")):

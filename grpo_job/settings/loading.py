@@ -119,7 +119,8 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
         keyed = {f"{d}__{'__'.join(parts[k:])}" for d in dicts if len(parts) > (k := d.count("__") + 1)
                  and difflib.SequenceMatcher(None, ENV_PREFIX + "__".join(parts[:k]), d).ratio() >= 0.8} | {
             f"{d}__{upper[len(d) + 1:]}" for d in dicts if upper.startswith(d + "_") and upper[len(d) + 1:2 + len(d)] != "_"}
-        problems.append(f"environment variable {name} names no setting{did_you_mean(upper, sorted(valid | keyed))}")
+        choices = sorted(valid | keyed | {CONFIG_ENV})  # (trial Z: GRPO_CONFIGS was told GRPO_RUN_ID)
+        problems.append(f"environment variable {name} names no setting{did_you_mean(upper, choices)}")
     # a dict setting, or a key of one holding a dict of its own (GRPO_TRAIN__EXTRA__GENERATION_KWARGS: trial)
     wholes = {n.upper() for n in environ if n.upper() in dicts or any(n.upper().startswith(d + "__") for d in dicts)}
     for var in sorted(wholes):
@@ -209,7 +210,10 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
     if settings is not None:
         settings._source_notes = replaced_dicts(yaml_values, settings, overrides or [], path)
     # a misspelt section field in the environment (data.answer_colum) is also a field pydantic refused: say it once
-    problems = found + [p for p in problems if f"[{p.split()[3]}]" not in "\n".join(found)]
+    # ours names the variable meant, where pydantic's knows only the section's fields (trial Z: a key of
+    # train.extra with one `_` was told GRPO_TRAIN__EXTRA)
+    named = [p.split()[3] for p in problems if p.startswith("  - environment variable ")]
+    problems = [f for f in found if not any(f"[{n}]" in f for n in named)] + problems
     if problems:
         n = sum(line.startswith("  - ") for line in problems)
         raise SettingsError(f"invalid settings ({n} problem{'s' if n > 1 else ''}):\n" + "\n".join(problems))
@@ -315,9 +319,14 @@ def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> 
         place[key] = inner if isinstance(inner, dict) else {"weight": inner} if _is_number(inner) else {}
         place = place[key]
     try:
-        place[last] = json.loads(value) if value else "..."
+        given = json.loads(value) if value else "..."
     except ValueError:
-        place[last] = value
+        given = value
+    # a dict given for a key that holds one merges into it (trial Z: `--rewards.code='{"weight": 2.0}'` was told to
+    # give the code entry with its tests_column lost)
+    held = place.get(last)
+    place[last] = {**held, **given} if isinstance(held, dict) and isinstance(given, dict) else \
+        {**{"weight": held}, **given} if _is_number(held) and isinstance(given, dict) else given
     variable = env_var_name(tuple(flag[2:].split(".")))
     kept = (f"; this keeps the config file's {name}, which {whole} (or {variable}) replaces whole" if in_file
             else f" (or the variable {variable})")

@@ -177,11 +177,16 @@ def _yaml_1_2_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 _UniqueKeyLoader.add_constructor(_INT, _yaml_1_2_int)
 
 
+def config_variable() -> str | None:
+    """GRPO_CONFIG's value, its name in any case as every GRPO_* name (trial Z: `GRPO_Config` was ignored)."""
+    return next((v for k, v in sorted(os.environ.items()) if k.upper() == CONFIG_ENV), None)
+
+
 def read_config(config: str | Path | None) -> tuple[str | None, dict[str, Any]]:
     """The settings file `--config` names, else `GRPO_CONFIG`, and its values (`read_yaml`); (None, {}) when neither
     is given. SettingsError for a blank one: an empty variable (a manifest's unfilled template) ran on every default
     without a word (trial)."""
-    given, where = (str(config), "--config") if config is not None else (os.environ.get(CONFIG_ENV), CONFIG_ENV)
+    given, where = (str(config), "--config") if config is not None else (config_variable(), CONFIG_ENV)
     if given is not None and not given.strip():
         raise SettingsError(f"{where} is set but empty: name a settings file, or "
                             f"{'leave it out' if where == '--config' else 'unset it'} to configure the job by GRPO_* "
