@@ -355,6 +355,8 @@ def test_a_column_argument_no_row_has_is_a_setting_to_fix(tmp_path, key, rewards
     arg = "tests_column" if key != "schema" else "schema_column"  # and its variable (trial Y: env-only deployments)
     reward = "code" if key != "schema" else "json_schema"
     assert f"set rewards.{reward}.{arg} [GRPO_REWARDS__{reward.upper()}__{arg.upper()}] to the column" in text, text
+    # the json_schema reward's schema argument stands in for the column (trial Z: only the column was named)
+    assert ("or give the reward's json_schema argument (one for every row)" in text) is (reward == "json_schema"), text
 
 
 def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path, caplog):

@@ -1004,6 +1004,9 @@ class SamplingParams(PydanticMsgspecMixin, msgspec.Struct, omit_defaults=True):
     ("  mcq_reward.letter_reward: 1.0\n", "unknown reward 'mcq_reward.letter_reward': did you mean "
                                           "mcq_reward:letter_reward?"),
     ("  corectness: 2.0\n", "unknown reward 'corectness': did you mean 'correctness'?"),
+    # one `_` where the entry's key or the name's own `_` was meant (trial Z: variables with `_` for `__` and back)
+    ("  code_weight: 2\n", "unknown reward 'code_weight': did you mean code: {weight: ...}?"),
+    ("  partial: {format: 1}\n", "unknown reward 'partial': did you mean 'partial_format'?"),
     # a reward's argument one level too high (trial Y)
     ("  code: 1.0\n  seconds_per_case: 2\n", "unknown reward 'seconds_per_case': 'seconds_per_case' is an argument of "
                                              'the code reward, not a reward: it goes in that reward\'s entry, {"code": '

@@ -328,7 +328,11 @@ def _absent_column(name: str, func: Any, arguments: dict[str, Any], rows: list[d
     return (f"reward {name!r} reads column {column!r} ({arg}), which no row of {where} has; it has {columns}"
             f"{data.close_columns([column], columns)}: set rewards.{name}.{arg}"
             # its variable too, for a deployment set by variables alone (trial Y)
-            f"{f' [GRPO_REWARDS__{name.upper()}__{arg.upper()}]' if name.isidentifier() else ''} to the column that holds it")
+            f"{f' [GRPO_REWARDS__{name.upper()}__{arg.upper()}]' if name.isidentifier() else ''} to the column that holds it"
+            # trial Z: a variable that replaced the file's entry had dropped its schema argument, and this named only
+            # the column
+            + (f", or give the reward's {stand_in} argument (one for every row)"
+               if (stand_in := R.ROW_COLUMN_STAND_INS.get(func)) else ""))
 
 
 def _built_by_name(name: str) -> Any:

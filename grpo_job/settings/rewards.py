@@ -28,6 +28,14 @@ def unknown_reward_hint(name: str, sections: tuple[str, ...] = ()) -> str:
     if module in BUILTIN_REWARDS and function:  # `json_schema.weight` (trial X): a key of the reward's own entry
         return (f"did you mean {module}: {{{function}: ...}}? (a reward's weight and arguments are keys of its own "
                 f'entry: {{"{module}": {{"{function}": ...}}}}) ')
+    # `code_weight`, one `_` where the entry's key was meant (trial Z: a variable GRPO_REWARDS__CODE_WEIGHT)
+    owner = next((b for b in BUILTIN_REWARDS if name == f"{b}_weight"), None)
+    if owner is not None:
+        return (f"did you mean {owner}: {{weight: ...}}? (a reward's weight and arguments are keys of its own "
+                f'entry: {{"{owner}": {{"weight": ...}}}}) ')
+    longer = [b for b in BUILTIN_REWARDS if b.startswith(name + "_")]  # `partial`: the variable's `__` split it
+    if len(longer) == 1:
+        return f"did you mean {longer[0]!r}? "
     if module and function.isidentifier() and all(p.isidentifier() for p in module.split(".")):
         return f"did you mean {module}:{function}? (a function of a module of your own is named module:function) "
     if name in sections:
