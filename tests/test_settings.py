@@ -1055,3 +1055,18 @@ def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_
     notes = [w for w in load_settings(config).warnings() if "replaces the config file's" in w]
     assert any(n.startswith("rewards.json_schema set by GRPO_REWARDS__JSON_SCHEMA__WEIGHT replaces the config file's "
                             "rewards.json_schema whole, so the file's json_schema is not used") for n in notes), notes
+
+
+@pytest.mark.parametrize("rewards_json, entry", [
+    ('{"code": 2.0, "tests_column": "checks"}', '{"code": {"weight": 2.0, "tests_column": "checks"}}'),
+    ('{"code": {"weight": 3, "all_or_nothing": true}, "seconds_per_case": 2}',
+     '{"code": {"weight": 3.0, "all_or_nothing": true, "seconds_per_case": 2.0}}'),
+])
+def test_a_misplaced_reward_argument_is_answered_with_the_entry_it_keeps(monkeypatch, rewards_json, entry):
+    """Trial Z: the suggested entry said `"weight": 1.0` whatever the reward's weight was, and dropped its arguments."""
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_REWARDS", rewards_json)
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert f"not a reward: it goes in that reward's entry, {entry}" in str(e.value), str(e.value)

@@ -128,16 +128,21 @@ def _meant(name: str) -> str:
     return f"; {hint}" if hint else ""
 
 
-def argument_hint(name: str, value: Any) -> str:
+def argument_hint(name: str, value: Any, entries: Mapping[str, Any] | None = None) -> str:
     """`; 'x' is an argument of the code reward, not a reward: ...` when a `rewards` key `name` is a keyword argument
-    of built-in rewards (trial Y: `{"code": 1.0, "tests_column": "checks"}`, one level too high); "" otherwise."""
+    of built-in rewards (trial Y: `{"code": 1.0, "tests_column": "checks"}`, one level too high); "" otherwise.
+    `entries`: the rewards given beside it, whose entry for the reward keeps its weight and arguments (trial Z)."""
     owners = [reward for reward, func in REGISTRY.items()
               if name not in ("completions", "prompts", "kwargs") and name in inspect.signature(func).parameters]
     if not owners:
         return ""
-    entry = json.dumps({owners[0]: {"weight": 1.0, name: value}}, default=str)
+    owner = next((o for o in owners if o in (entries or {})), owners[0])
+    given = (entries or {}).get(owner)
+    kept = given.model_dump() if isinstance(given, pydantic.BaseModel) else dict(given) if isinstance(given, Mapping) \
+        else {"weight": given} if isinstance(given, int | float) and not isinstance(given, bool) else None
+    entry = json.dumps({owner: {**(kept or {}), name: value}}, default=str)
     return (f"; {name!r} is an argument of the {' or '.join(owners)} reward, not a reward: it goes in that reward's "
-            f"entry, {entry}")
+            f"entry, {entry}{'' if kept is not None else ' (beside its weight and other arguments)'}")
 
 
 def _own_modules() -> list[str]:

@@ -8,6 +8,7 @@ nesting: `GRPO_TRAIN__MAX_STEPS=5`), a YAML file (`--config` or `GRPO_CONFIG`), 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import json
@@ -91,7 +92,11 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
         elif e["type"] == "reward_weight" and len(loc) == 2:  # trial Y: `{"code": 1.0, "tests_column": "checks"}`
             from grpo_job.rewards import argument_hint
 
-            msg += argument_hint(str(loc[1]), e.get("input"))
+            beside = ((sources or {}).get("yaml_values") or {}).get("rewards") if "config file" in label else None
+            if label == "GRPO_REWARDS":  # the variable's JSON holds the entries beside it
+                with contextlib.suppress(ValueError):
+                    beside = json.loads(os.environ.get(label) or "null")
+            msg += argument_hint(str(loc[1]), e.get("input"), beside if isinstance(beside, dict) else None)
         elif e["type"] == "list_type" and isinstance(e.get("input"), str):  # an empty variable (trial)
             msg += "; a list is JSON: '[]' for none, '[\"a\", \"b\"]' for two"
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"

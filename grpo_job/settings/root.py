@@ -118,7 +118,7 @@ class JobSettings(BaseSettings):
                 if not hint and isinstance(entry, float):  # `"seconds_per_case": 2` beside its reward (trial Y)
                     from grpo_job.rewards import argument_hint
 
-                    hint = f"{said.removeprefix('; ')}; " if (said := argument_hint(name, entry)) else ""
+                    hint = f"{said.removeprefix('; ')}; " if (said := argument_hint(name, entry, v)) else ""
                 problems.append(f"unknown reward {name!r}: {hint}use one of {sorted(BUILTIN_REWARDS)} or module:function")
         if problems:
             raise ValueError("; ".join(problems))
