@@ -367,10 +367,12 @@ def test_a_reference_solution_that_fails_its_own_tests_is_warned_about(tmp_path,
     _check_data(tmp_path, [wrong, right, right, right], '{"code": 1.0}')
     assert "'code' scored 0 on the reference answer itself" in caplog.text and "add(1, 2) == 4" in caplog.text
     assert "(test 0: AssertionError" in caplog.text  # why, as the sandbox said it
-    caplog.clear()  # tests the sandbox cannot run: the cause is named (trial: `import pytest`, said as a bare 0)
+    caplog.clear()  # tests the sandbox cannot run: the cause is named (trial: `import pytest`, said as a bare 0); on
+    # every row it is exit 2 (trial Z: a warning, and `check` exited 0)
     needs = {**right, "tests": "import pytest\n\ndef test_add():\n    assert add(1, 2) == 3"}
-    _check_data(tmp_path, [needs] * 4, '{"code": 1.0}')
-    assert "(test 0: ModuleNotFoundError: No module named 'pytest')" in caplog.text
+    with pytest.raises(SettingsError, match=r"on every one of the 3 rows tried.*\(test 0: ModuleNotFoundError: No "
+                                            r"module named 'pytest'\): no completion can earn it"):
+        _check_data(tmp_path, [needs] * 4, '{"code": 1.0}')
     caplog.clear()
     _check_data(tmp_path, [right] * 4, '{"code": 1.0}')
     assert "scored 0 on the reference answer" not in caplog.text

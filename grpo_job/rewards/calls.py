@@ -247,14 +247,27 @@ def dry_call(rewards: Mapping[str, Any], rows: list[dict], chat: Any = None,
     return scores
 
 
-PROBE_ROWS = 32  # rows whose tests a program that does nothing is run against (about 1 s on 2 cores)
+PROBE_ROWS = 32  # rows whose tests a program that does nothing, and the reference, are run against (~2 s, 2 cores)
 
 
 def _warn_if_tests_pass_an_empty_program(name: str, reward: Any, rows: list[dict]) -> None:
     """Tests that a program doing nothing passes score every completion with a code block (trial: pytest-style
-    tests were never called): the code reward run on `pass` for the dry call's rows, warned of when it earns."""
-    columns = {k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r)}
-    got = reward(["```python\npass\n```"] * len(rows), **columns)
+    tests were never called): the code reward run on `pass` for these rows, warned of when it earns, a SettingsError
+    when it earns on every row; and on the rows' reference answers, a SettingsError when every one scores 0."""
+    columns = {k: [r.get(k) for r in rows] * 2 for k in dict.fromkeys(k for r in rows for k in r)}
+    references = [f"<answer>\n{r.get(data.ANSWER, '')}\n</answer>" for r in rows]
+    both = reward(["```python\npass\n```"] * len(rows) + references, **columns)
+    got, solved = both[:len(rows)], both[len(rows):]
+    given = [(row, score) for row, score in zip(rows, solved, strict=True) if str(row.get(data.ANSWER, "")).strip()]
+    if given and not any(score for _, score in given):
+        # trial Z: every reference failing its tests was a warning on the dry call's 3 rows, and `check` exited 0
+        base, arguments = _underlying(reward)
+        error = R.code.first_error(references[rows.index(given[0][0])], given[0][0], **arguments)
+        raise SettingsError(f"reward {name!r} scored 0 on the reference answer itself (written as a completion) on "
+                            f"every one of the {len(given)} rows tried, e.g. {data.excerpt(given[0][0], ('prompt',))}"
+                            f"{f' ({error})' if error else ''}: no completion can earn it; check that the answer column "
+                            "holds the reference solutions and that they pass their own tests in the sandbox (the "
+                            "standard library only)")
     earned = [(row, score) for row, score in zip(rows, got, strict=True) if score]
     if not earned:
         return
