@@ -507,7 +507,7 @@ def test_train_render_for_a_sample_input(tmp_path):
 def test_train_render_rejects_bad_input_before_the_cluster(tmp_path):
     r = render_run(tmp_path, "GRPO_TRAIN__MAX_STEP=100", "GRPO_TRAIN__NUM_GENERATIONS=1")
     assert r.returncode == errors.EXIT_INVALID
-    assert "GRPO_TRAIN__MAX_STEP]" in r.stderr and "GRPO_TRAIN__NUM_GENERATIONS" in r.stderr
+    assert "variable GRPO_TRAIN__MAX_STEP names no setting" in r.stderr and "GRPO_TRAIN__NUM_GENERATIONS" in r.stderr
     r = render_run(tmp_path, "HF_TOKEN=hf_secret")
     assert r.returncode == errors.EXIT_INVALID and "hf_secret" not in r.stderr + r.stdout
     r = render_run(tmp_path, job_name="Bad_Name")

@@ -864,17 +864,25 @@ def test_a_dict_setting_a_higher_source_replaces_says_which_file_keys_are_droppe
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  extra:\n    epsilon_high: 0.28\n    num_iterations: 2\n"
                       "rewards:\n  format: 0.5\n  correctness: 2.0\n")
-    monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.9")
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA", '{"top_p": 0.9}')
     s = load_settings(config, ['--rewards={"correctness": 2.0}'])
     assert environment.grpo_config_extra(s.train.extra) == {"top_p": 0.9}
     notes = [w for w in s.warnings() if "replaces the config file's" in w]
     assert len(notes) == 2, s.warnings()
-    assert notes[1].startswith("train.extra set by GRPO_TRAIN__EXTRA__TOP_P replaces the config file's train.extra "
+    assert notes[1].startswith("train.extra set by GRPO_TRAIN__EXTRA replaces the config file's train.extra "
                                "whole, so the file's epsilon_high, num_iterations are not used"), notes[1]
     assert notes[0].startswith("rewards set by --rewards on the command line replaces the config file's rewards whole, "
                                "so the file's format is not used"), notes[0]
-    monkeypatch.delenv("GRPO_TRAIN__EXTRA__TOP_P")
+    monkeypatch.delenv("GRPO_TRAIN__EXTRA")
     assert not any("replaces" in w for w in load_settings(config).warnings())
+    # keys given one by one change the file's dict key by key (trials X and Z: one weight's variable dropped every
+    # other reward and argument of the file)
+    monkeypatch.setenv("GRPO_TRAIN__EXTRA__TOP_P", "0.9")
+    monkeypatch.setenv("GRPO_REWARDS__CORRECTNESS", "3")
+    s = load_settings(config)
+    assert environment.grpo_config_extra(s.train.extra) == {"epsilon_high": 0.28, "num_iterations": 2, "top_p": 0.9}
+    assert s.rewards == {"format": 0.5, "correctness": 3.0}
+    assert not any("replaces" in w for w in s.warnings()), s.warnings()
 
 
 @pytest.mark.parametrize("env", [{"GRPO_REWARDS__FORMAT": "0.5", "GRPO_REWARDS__CORRECTNESS": "2"},
@@ -1038,6 +1046,8 @@ def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_
         load_settings(config, ["--rewards.json_schema.weight=2"])
     hint = """--rewards='{"json_schema": {"weight": 2, "json_schema": "./person.schema.json"}, "format": 0.5}'"""
     assert hint in str(e.value) and "keeps the config file's rewards" in str(e.value), str(e.value)
+    assert "or the variable GRPO_REWARDS__JSON_SCHEMA__WEIGHT=2, which changes that key of the file's rewards alone" \
+        in str(e.value)
     # the suggested flag is one the command line takes, and it gives what was asked for
     s = load_settings(config, [hint.replace("'", "")])
     assert s.rewards["json_schema"].weight == 2 and s.rewards["json_schema"].kwargs == {
@@ -1051,10 +1061,18 @@ def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_
     with pytest.raises(SettingsError, match=re.escape("""--rewards='{"format": {"weight": 2}}' (or the variable """
                                                       "GRPO_REWARDS__FORMAT__WEIGHT)")):
         load_settings(overrides=["--rewards.format.weight=2"])
+    # the variable changes that key alone (trial Z: it replaced the file's rewards whole)
     monkeypatch.setenv("GRPO_REWARDS__JSON_SCHEMA__WEIGHT", "2")
+    s = load_settings(config)
+    assert s.rewards["json_schema"].weight == 2 and s.rewards["json_schema"].kwargs == {
+        "json_schema": "./person.schema.json"} and s.rewards["format"] == 0.5
+    assert not any("replaces" in w for w in s.warnings()), s.warnings()
+    # a whole variable still replaces, and says what of the file it drops
+    monkeypatch.delenv("GRPO_REWARDS__JSON_SCHEMA__WEIGHT")
+    monkeypatch.setenv("GRPO_REWARDS", '{"json_schema": {"weight": 2}, "format": 0.5}')
     notes = [w for w in load_settings(config).warnings() if "replaces the config file's" in w]
-    assert any(n.startswith("rewards.json_schema set by GRPO_REWARDS__JSON_SCHEMA__WEIGHT replaces the config file's "
-                            "rewards.json_schema whole, so the file's json_schema is not used") for n in notes), notes
+    assert any(n.startswith("rewards.json_schema set by GRPO_REWARDS replaces the config file's rewards.json_schema "
+                            "whole, so the file's json_schema is not used") for n in notes), notes
 
 
 @pytest.mark.parametrize("rewards_json, entry", [

@@ -258,18 +258,15 @@ def _warn_if_tests_pass_an_empty_program(name: str, reward: Any, rows: list[dict
     references = [f"<answer>\n{r.get(data.ANSWER, '')}\n</answer>" for r in rows]
     both = reward(["```python\npass\n```"] * len(rows) + references, **columns)
     got, solved = both[:len(rows)], both[len(rows):]
-    given = [(row, score) for row, score in zip(rows, solved, strict=True) if str(row.get(data.ANSWER, "")).strip()]
-    if given and not any(score for _, score in given):
-        # trial Z: every reference failing its tests was a warning on the dry call's 3 rows, and `check` exited 0
-        base, arguments = _underlying(reward)
-        error = R.code.first_error(references[rows.index(given[0][0])], given[0][0], **arguments)
+    given = [i for i, row in enumerate(rows) if str(row.get(data.ANSWER, "")).strip()]
+    if given and not any(solved[i] for i in given):  # trial Z: a warning on the dry call's 3 rows, and exit 0
+        error = R.code.first_error(references[given[0]], rows[given[0]], **_underlying(reward)[1])
         raise SettingsError(f"reward {name!r} scored 0 on the reference answer itself (written as a completion) on "
-                            f"every one of the {len(given)} rows tried, e.g. {data.excerpt(given[0][0], ('prompt',))}"
+                            f"every one of the {len(given)} rows tried, e.g. {data.excerpt(rows[given[0]], ('prompt',))}"
                             f"{f' ({error})' if error else ''}: no completion can earn it; check that the answer column "
                             "holds the reference solutions and that they pass their own tests in the sandbox (the "
                             "standard library only)")
-    earned = [(row, score) for row, score in zip(rows, got, strict=True) if score]
-    if not earned:
+    if not (earned := [(row, score) for row, score in zip(rows, got, strict=True) if score]):
         return
     said = (f"{name!r} gave a program that does nothing (`pass`) {earned[0][1]:.2f} on {len(earned)} of {len(rows)} "
             f"rows tried, e.g. {data.excerpt(earned[0][0], ('prompt',))}: those tests pass without the program, so "
@@ -302,15 +299,12 @@ def check_reward_rows(rewards: Mapping[str, Any], rows: list[dict], where: str =
         check = R.ROW_CHECKS.get(base)
         bad = check(rows, **arguments) if check is not None else []
         off = R.ROW_NOTES[base](rows, **arguments) if not bad and base in R.ROW_NOTES else []
-        if off and len(off) == len(rows):
-            # trial X: a schema typing `age` as a string against integer references passed `check` with a warning, and
-            # training would have taught the schema against every reference
-            i, what = off[0]
+        i, what = off[0] if off else (0, "")
+        if off and len(off) == len(rows):  # trial X: a warning, and training would have taught against every reference
             found.append(f"reward {name!r}: on every one of the {len(rows)} rows of {where} no completion can earn the "
                          f"whole score: e.g. {what}, in row {data.excerpt(rows[i], ('prompt',))}. The reward's "
                          "arguments and the answers disagree: fix the schema or the answer column")
         elif off:
-            i, what = off[0]
             log.warning("reward %r: on %d of %d rows of %s no completion can earn the whole score: e.g. %s, in row %s; "
                         "fix those rows or the reward's arguments", name, len(off), len(rows), where, what,
                         data.excerpt(rows[i], ("prompt",)))

@@ -124,7 +124,7 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
         keyed = {f"{d}__{'__'.join(parts[k:])}" for d in dicts if len(parts) > (k := d.count("__") + 1)
                  and difflib.SequenceMatcher(None, ENV_PREFIX + "__".join(parts[:k]), d).ratio() >= 0.8} | {
             f"{d}__{upper[len(d) + 1:]}" for d in dicts if upper.startswith(d + "_") and upper[len(d) + 1:2 + len(d)] != "_"}
-        choices = sorted(valid | keyed | {CONFIG_ENV})  # (trial Z: GRPO_CONFIGS was told GRPO_RUN_ID)
+        choices = sorted(valid | keyed | {CONFIG_ENV})  # (trial Z: a plural of it was told GRPO_RUN_ID)
         problems.append(f"environment variable {name} names no setting{did_you_mean(upper, choices)}")
     # a dict setting, or a key of one holding a dict of its own (GRPO_TRAIN__EXTRA__GENERATION_KWARGS: trial)
     wholes = {n.upper() for n in environ if n.upper() in dicts or any(n.upper().startswith(d + "__") for d in dicts)}
@@ -333,7 +333,8 @@ def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> 
     place[last] = {**held, **given} if isinstance(held, dict) and isinstance(given, dict) else \
         {**{"weight": held}, **given} if _is_number(held) and isinstance(given, dict) else given
     variable = env_var_name(tuple(flag[2:].split(".")))
-    kept = (f"; this keeps the config file's {name}, which {whole} (or {variable}) replaces whole" if in_file
+    kept = (f" (this keeps the config file's {name}, which {whole} replaces whole); or the variable "
+            f"{variable}={value or '...'}, which changes that key of the file's {name} alone" if in_file
             else f" (or the variable {variable})")
     return (f"{flag} names a key of the dict setting {name}, which the command line takes whole, as JSON: "
             f"{whole}='{json.dumps(merged)}'{kept}")

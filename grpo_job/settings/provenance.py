@@ -110,18 +110,17 @@ def source_label(loc: tuple[Any, ...], cli_args: tuple[str, ...] = (), yaml_valu
 
 def replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides: list[str], path: str | None) -> list[str]:
     """The keys of `rewards` and `train.extra` that the config file or the environment gave and a higher source
-    dropped: a dict setting is taken whole from the highest source that sets it, so one `GRPO_TRAIN__EXTRA__TOP_P`
-    drops the file's other keys, and `--rewards` the environment's."""
+    dropped: a dict setting is taken whole from the highest source that sets it, so `GRPO_TRAIN__EXTRA='{...}'` drops
+    the file's other keys, and `--rewards` the environment's (keys the environment gives one by one change the file's
+    dict key by key instead: `sources.LayeredSource`)."""
     notes = []
     for loc in (("rewards",), ("train", "extra")):
         given, value = yaml_values, settings
         for part in loc:
             given, value = given.get(part) if isinstance(given, dict) else None, getattr(value, part)
         label = source_label(loc, tuple(overrides), yaml_values, path)
-        # and a key's own dict (train.extra.generation_kwargs): GRPO_TRAIN__EXTRA__GENERATION_KWARGS__SEED
-        # replaced the file's whole generation_kwargs too (new-user trial)
-        # and a reward's arguments: GRPO_REWARDS__JSON_SCHEMA__WEIGHT replaced the file's json_schema entry, its
-        # schema argument with it, and the run failed on a column nothing named (trial X)
+        # and a key's own dict (train.extra.generation_kwargs), and a reward's arguments (trial X: a whole
+        # GRPO_REWARDS replaced the file's json_schema entry, its schema argument with it)
         places = [] if not isinstance(given, dict) or given == value else [(".".join(loc), given, value, label)] + [
             (f"{'.'.join(loc)}.{k}", given[k], _keys_of(value[k]), _variables(loc + (k,)) or label)
             for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and _keys_of(value[k]) is not None]

@@ -36,13 +36,38 @@ def is_section(model: type[BaseModel], name: str) -> bool:
     return field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 
 
+def dict_settings(model: type[BaseModel]) -> list[tuple[str, ...]]:
+    """Where `model` (the root settings) has dict settings: `("rewards",)`, `("train", "extra")`."""
+    out = []
+    for name, field in model.model_fields.items():
+        if is_section(model, name):
+            out += [(name, sub) for sub, f in field.annotation.model_fields.items()
+                    if getattr(f.annotation, "__origin__", None) is dict]
+        elif getattr(field.annotation, "__origin__", None) is dict:
+            out.append((name,))
+    return out
+
+
+def _merged(lower: Any, upper: Any, weighted: bool = False) -> Any:
+    """`upper`'s keys over `lower`'s, dicts within merged the same way; `weighted` (the entries of `rewards`): a
+    weight alone below an entry given as keys is that entry's weight."""
+    if weighted and isinstance(lower, int | float) and not isinstance(lower, bool) and isinstance(upper, dict):
+        lower = {"weight": lower}
+    if not (isinstance(lower, dict) and isinstance(upper, dict)):
+        return upper
+    return {**lower, **{k: _merged(lower.get(k), v, weighted=False) if k in lower else v for k, v in upper.items()}}
+
+
 class LayeredSource(PydanticBaseSettingsSource):
     """CLI > environment > YAML, merged section by section.
 
     pydantic-settings deep-merges its sources, so a dict setting could only grow: `--rewards=...` on a
     config that lists three rewards kept all three. Here a section (`train`, `data`, ...) is merged
     field by field, but every field is taken whole from the highest source that sets it: a dict
-    (`rewards`, `train.extra`) or list setting replaces, never merges.
+    (`rewards`, `train.extra`) or list setting replaces, never merges. Except a dict setting the environment
+    gives key by key (`GRPO_REWARDS__CODE__WEIGHT=2`, `GRPO_TRAIN__EXTRA__TOP_P=0.9`): those keys change the
+    config file's dict, key by key (trials X and Z: one weight's variable dropped every other reward and argument
+    of the file). Its whole variable (`GRPO_REWARDS='{...}'`) still replaces.
     """
 
     def __init__(self, settings_cls: type[BaseSettings], layers: list[PydanticBaseSettingsSource]):
@@ -55,12 +80,41 @@ class LayeredSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         merged: dict[str, Any] = {}
         for layer in reversed(self.layers):
-            for key, value in layer().items():
+            values = layer()
+            if isinstance(layer, _KeyByKeyText):
+                for loc in key_by_key_dicts(self.settings_cls):
+                    _merge_at(values, merged, loc)
+            for key, value in values.items():
                 if is_section(self.settings_cls, key) and isinstance(value, dict) and isinstance(merged.get(key), dict):
                     merged[key] = {**merged[key], **value}
                 else:
                     merged[key] = value
         return merged
+
+
+def key_by_key_dicts(model: type[BaseModel], environ: Any = None) -> list[tuple[str, ...]]:
+    """The dict settings the environment gives key by key only (`GRPO_REWARDS__CODE__WEIGHT`, no `GRPO_REWARDS`)."""
+    names = {k.upper() for k in (os.environ if environ is None else environ)}
+    out = []
+    for loc in dict_settings(model):
+        var = ENV_PREFIX + "__".join(loc).upper()
+        if var not in names and any(n.startswith(var + "__") for n in names):
+            out.append(loc)
+    return out
+
+
+def _merge_at(values: dict[str, Any], lower: dict[str, Any], loc: tuple[str, ...]) -> None:
+    """`values`' dict at `loc` merged over `lower`'s (`_merged`), in place."""
+    *outer, last = loc
+    here, below = values, lower
+    for part in outer:
+        here, below = here.get(part), below.get(part) if isinstance(below, dict) else None
+        if not isinstance(here, dict):
+            return
+    if isinstance(below, dict) and isinstance(below.get(last), dict) and isinstance(here.get(last), dict):
+        base, given = below[last], here[last]  # the file's order, its keys changed, then the environment's new ones
+        here[last] = {**{k: _merged(v, given[k], weighted=loc == ("rewards",)) if k in given else v
+                         for k, v in base.items()}, **{k: v for k, v in given.items() if k not in base}}
 
 
 def layered_source(settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
