@@ -1088,3 +1088,13 @@ def test_a_misplaced_reward_argument_is_answered_with_the_entry_it_keeps(monkeyp
     with pytest.raises(SettingsError) as e:
         load_settings()
     assert f"not a reward: it goes in that reward's entry, {entry}" in str(e.value), str(e.value)
+
+
+def test_a_misplaced_reward_argument_from_a_variable_of_its_own_is_told_the_variable_to_set(monkeypatch):
+    for k in [k for k in os.environ if k.startswith("GRPO_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GRPO_REWARDS__CODE", "2")
+    monkeypatch.setenv("GRPO_REWARDS__TESTS_COLUMN", "checks")
+    with pytest.raises(SettingsError, match="'tests_column' is an argument of the code reward, not a reward: set "
+                                            "GRPO_REWARDS__CODE__TESTS_COLUMN instead"):
+        load_settings()

@@ -128,15 +128,19 @@ def _meant(name: str) -> str:
     return f"; {hint}" if hint else ""
 
 
-def argument_hint(name: str, value: Any, entries: Mapping[str, Any] | None = None) -> str:
+def argument_hint(name: str, value: Any, entries: Mapping[str, Any] | None = None, by_variable: bool = False) -> str:
     """`; 'x' is an argument of the code reward, not a reward: ...` when a `rewards` key `name` is a keyword argument
     of built-in rewards (trial Y: `{"code": 1.0, "tests_column": "checks"}`, one level too high); "" otherwise.
-    `entries`: the rewards given beside it, whose entry for the reward keeps its weight and arguments (trial Z)."""
+    `entries`: the rewards given beside it, whose entry for the reward keeps its weight and arguments (trial Z);
+    `by_variable`: it came as a variable of its own, so the variable to set is the answer (trial Z)."""
     owners = [reward for reward, func in REGISTRY.items()
               if name not in ("completions", "prompts", "kwargs") and name in inspect.signature(func).parameters]
     if not owners:
         return ""
     owner = next((o for o in owners if o in (entries or {})), owners[0])
+    if by_variable:
+        return (f"; {name!r} is an argument of the {' or '.join(owners)} reward, not a reward: set "
+                f"GRPO_REWARDS__{owner.upper()}__{name.upper()} instead")
     given = (entries or {}).get(owner)
     kept = given.model_dump() if isinstance(given, pydantic.BaseModel) else dict(given) if isinstance(given, Mapping) \
         else {"weight": given} if isinstance(given, int | float) and not isinstance(given, bool) else None

@@ -96,7 +96,8 @@ def format_validation_error(err: ValidationError, sources: dict[str, Any] | None
             if label == "GRPO_REWARDS":  # the variable's JSON holds the entries beside it
                 with contextlib.suppress(ValueError):
                     beside = json.loads(os.environ.get(label) or "null")
-            msg += argument_hint(str(loc[1]), e.get("input"), beside if isinstance(beside, dict) else None)
+            msg += argument_hint(str(loc[1]), e.get("input"), beside if isinstance(beside, dict) else None,
+                                 by_variable=label.upper() == f"GRPO_REWARDS__{str(loc[1]).upper()}")
         elif e["type"] == "list_type" and isinstance(e.get("input"), str):  # an empty variable (trial)
             msg += "; a list is JSON: '[]' for none, '[\"a\", \"b\"]' for two"
         shown = "" if e["type"] in ("missing", "extra_forbidden") or loc == ("hf_token",) else f" (got {e.get('input')!r})"
