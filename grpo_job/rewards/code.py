@@ -5,8 +5,8 @@ last ```python (or ```py) block, else the last ```-fenced block of any tag; a co
 scores 0. When the answer block (or, without one, the completion) holds several ```python blocks, they are also
 run joined in order, like a notebook's cells (blocks that are not Python on their own, such as sample output
 tagged python or a block cut off at the length limit, left out), and the better of the two programs counts: a
-function and then a block that calls it, or a failed first attempt and then a right one, both score. The tests come from a dataset column (`tests`
-unless `tests_column` names another), whose value is one of:
+function and then a block that calls it, or a failed first attempt and then a right one, both score. The
+tests come from a dataset column (`tests` unless `tests_column` names another), whose value is one of:
 
 - a string of Python test code (asserts), run after the program: 1 when it runs to its end, else 0; the
   test functions it defines are then called as pytest would (`def test_*()`, the `test*` methods of `Test*`
