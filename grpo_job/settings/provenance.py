@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from grpo_job.errors import SettingsError
 from grpo_job.settings.root import JobSettings
-from grpo_job.settings.sources import ENV_PREFIX, is_section, read_config
+from grpo_job.settings.sources import ENV_PREFIX, is_section, key_by_key_dicts, read_config
 
 
 def is_section_name(name: str) -> bool:
@@ -119,21 +119,31 @@ def replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides
         for part in loc:
             given, value = given.get(part) if isinstance(given, dict) else None, getattr(value, part)
         label = source_label(loc, tuple(overrides), yaml_values, path)
+        cli = label.startswith("--")
+        # the environment's keys one by one change the file's dict, each variable its own key (a `null` one removes
+        # it, as asked): only a key's own whole variable replaces what the file has under it (trial AA)
+        keyed = not cli and loc in key_by_key_dicts(JobSettings)
+        wholes = {n.upper() for n in os.environ}
         # and a key's own dict (train.extra.generation_kwargs), and a reward's arguments (trial X: a whole
         # GRPO_REWARDS replaced the file's json_schema entry, its schema argument with it)
-        places = [] if not isinstance(given, dict) or given == value else [(".".join(loc), given, value, label)] + [
-            (f"{'.'.join(loc)}.{k}", given[k], _keys_of(value[k]), _variables(loc + (k,)) or label)
-            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and _keys_of(value[k]) is not None]
+        places = [] if not isinstance(given, dict) or given == value else [(".".join(loc), given, value, label)] * (
+            not keyed) + [
+            (f"{'.'.join(loc)}.{k}", given[k], _keys_of(value[k]), label if cli else env_var_name(loc + (k,))
+             if env_var_name(loc + (k,)) in wholes else _variables(loc + (k,)) or label)
+            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and _keys_of(value[k]) is not None
+            and (not keyed or env_var_name(loc + (k,)) in wholes)]
         for name, was, now, label in places:
             if dropped := sorted(set(was) - set(now)):
                 notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
                              f"{', '.join(map(str, dropped))} {'is' if len(dropped) == 1 else 'are'} not used (a dict "
                              "setting is taken whole from the highest source that sets it; set them there too)")
-        if label.startswith("--") and (dropped := sorted(_environment_keys(loc) - set(value))):
-            # the environment below the command line (trial: a Job's GRPO_REWARDS__FORMAT lost to --rewards)
-            notes.append(f"{'.'.join(loc)} set by {label} replaces the environment's {'.'.join(loc)} whole, so "
-                         f"{', '.join(dropped)} from {_variables(loc) or env_var_name(loc)} {'is' if len(dropped) == 1 else 'are'} "
-                         "not used (a dict setting is taken whole from the highest source that sets it; set them there too)")
+        if cli and _environment_keys(loc):
+            # the environment below the command line (trial: a Job's GRPO_REWARDS__FORMAT lost to --rewards; trial
+            # AA: a weight's variable for a reward the flag lists too, lost without a word)
+            lost = _variables(loc) or env_var_name(loc)
+            notes.append(f"{'.'.join(loc)} set by {label} replaces the environment's {'.'.join(loc)} whole, so {lost} "
+                         f"{'is' if ',' not in lost else 'are'} not used (a dict setting is taken whole from the highest "
+                         "source that sets it; set them there too)")
     return notes
 
 

@@ -10,6 +10,7 @@ imports the other for them. `read_yaml` reads the YAML file (a repeated key is a
 from __future__ import annotations
 
 import contextvars
+import copy
 import os
 import re
 from pathlib import Path
@@ -46,16 +47,6 @@ def dict_settings(model: type[BaseModel]) -> list[tuple[str, ...]]:
         elif getattr(field.annotation, "__origin__", None) is dict:
             out.append((name,))
     return out
-
-
-def _merged(lower: Any, upper: Any, weighted: bool = False) -> Any:
-    """`upper`'s keys over `lower`'s, dicts within merged the same way; `weighted` (the entries of `rewards`): a
-    weight alone below an entry given as keys is that entry's weight."""
-    if weighted and isinstance(lower, int | float) and not isinstance(lower, bool) and isinstance(upper, dict):
-        lower = {"weight": lower}
-    if not (isinstance(lower, dict) and isinstance(upper, dict)):
-        return upper
-    return {**lower, **{k: _merged(lower.get(k), v, weighted=False) if k in lower else v for k, v in upper.items()}}
 
 
 class LayeredSource(PydanticBaseSettingsSource):
@@ -104,17 +95,48 @@ def key_by_key_dicts(model: type[BaseModel], environ: Any = None) -> list[tuple[
 
 
 def _merge_at(values: dict[str, Any], lower: dict[str, Any], loc: tuple[str, ...]) -> None:
-    """`values`' dict at `loc` merged over `lower`'s (`_merged`), in place."""
+    """The environment's dict at `loc` in `values` (given key by key) put over `lower`'s, in place: each variable
+    replaces its own key path and nothing else (`GRPO_TRAIN__EXTRA__GENERATION_KWARGS='{...}'` replaces the file's
+    generation_kwargs; `..._GENERATION_KWARGS__MIN_TOKENS=3` changes that key of it); `null` removes the key (TRL's
+    or the reward's default again); a number for a reward the file gives with arguments is its weight (trial AA)."""
     *outer, last = loc
     here, below = values, lower
     for part in outer:
         here, below = here.get(part), below.get(part) if isinstance(below, dict) else None
         if not isinstance(here, dict):
             return
-    if isinstance(below, dict) and isinstance(below.get(last), dict) and isinstance(here.get(last), dict):
-        base, given = below[last], here[last]  # the file's order, its keys changed, then the environment's new ones
-        here[last] = {**{k: _merged(v, given[k], weighted=loc == ("rewards",)) if k in given else v
-                         for k, v in base.items()}, **{k: v for k, v in given.items() if k not in base}}
+    if not (isinstance(here.get(last), dict) and isinstance(below, dict) and isinstance(below.get(last), dict)):
+        return  # nothing below to change: the environment's dict stands
+    var = ENV_PREFIX + "__".join(loc).upper()
+    paths = sorted({tuple(n.upper()[len(var) + 2:].lower().split("__")) for n in os.environ
+                    if n.upper().startswith(var + "__")}, key=len)
+    merged = copy.deepcopy(below[last])
+    for path in paths:
+        value: Any = here[last]
+        for part in path:
+            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is not _MISSING:
+            _put(merged, path, value, weighted=loc == ("rewards",))
+    here[last] = merged
+
+
+_MISSING = object()
+
+
+def _put(target: dict[str, Any], path: tuple[str, ...], value: Any, weighted: bool) -> None:
+    *parents, key = path
+    place = target
+    for depth, part in enumerate(parents):
+        inner = place.get(part)
+        if weighted and depth == 0 and inner is not None and not isinstance(inner, dict):
+            inner = {"weight": inner}  # a reward the file gives as its weight alone, now given arguments
+        place[part] = place = inner if isinstance(inner, dict) else {}
+    if value is None or value == NONE_STR:
+        place.pop(key, None)
+    elif weighted and not parents and not isinstance(value, dict) and isinstance(place.get(key), dict):
+        place[key] = {**place[key], "weight": value}
+    else:
+        place[key] = value
 
 
 def layered_source(settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
