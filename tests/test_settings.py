@@ -1044,9 +1044,8 @@ def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_
     with pytest.raises(SettingsError) as e:
         load_settings(config, ["--rewards.json_schema.weight=2"])
     hint = """--rewards='{"json_schema": {"weight": 2, "json_schema": "./person.schema.json"}, "format": 0.5}'"""
-    assert hint in str(e.value) and "keeps the config file's rewards" in str(e.value), str(e.value)
-    assert "or the variable GRPO_REWARDS__JSON_SCHEMA__WEIGHT=2, which changes that key of the file's rewards alone" \
-        in str(e.value)
+    assert hint in str(e.value) and "keeps the rewards of the config file and the environment" in str(e.value)
+    assert "or the variable GRPO_REWARDS__JSON_SCHEMA__WEIGHT=2, which changes that key alone" in str(e.value)
     # the suggested flag is one the command line takes, and it gives what was asked for
     s = load_settings(config, [hint.replace("'", "")])
     assert s.rewards["json_schema"].weight == 2 and s.rewards["json_schema"].kwargs == {
@@ -1060,6 +1059,13 @@ def test_a_key_of_a_rewards_entry_from_a_higher_source_keeps_or_names_the_files_
     with pytest.raises(SettingsError, match=re.escape("""--rewards='{"format": {"weight": 2}}' (or the variable """
                                                       "GRPO_REWARDS__FORMAT__WEIGHT)")):
         load_settings(overrides=["--rewards.format.weight=2"])
+    # the environment's keys are in the JSON too, which replaces them as well (trial AA: a weight's variable was lost)
+    monkeypatch.setenv("GRPO_REWARDS__CODE__WEIGHT", "5")
+    with pytest.raises(SettingsError) as e:
+        load_settings(config, ["--rewards.format.weight=2"])
+    assert ("""--rewards='{"json_schema": {"weight": 1.0, "json_schema": "./person.schema.json"}, "format": {"weight": """
+            """2}, "code": {"weight": 5}}'""") in str(e.value), str(e.value)
+    monkeypatch.delenv("GRPO_REWARDS__CODE__WEIGHT")
     # the variable changes that key alone (trial Z: it replaced the file's rewards whole)
     monkeypatch.setenv("GRPO_REWARDS__JSON_SCHEMA__WEIGHT", "2")
     s = load_settings(config)

@@ -32,7 +32,15 @@ from grpo_job.settings.provenance import (
     where_notes,
 )
 from grpo_job.settings.root import JobSettings
-from grpo_job.settings.sources import CONFIG_ENV, ENV_PREFIX, current_cli_args, current_yaml, read_config
+from grpo_job.settings.sources import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    current_cli_args,
+    current_yaml,
+    put_key,
+    read_config,
+    read_env_text,
+)
 
 # GRPO_* variables that are not settings: read by the CLI, the launcher and the GPU tests (which pass
 # their environment on to the job).
@@ -317,6 +325,16 @@ def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> 
     for part in name.split("."):
         in_file = in_file.get(part) if isinstance(in_file, dict) else None
     merged = copy.deepcopy(in_file) if isinstance(in_file, dict) and in_file else {}
+    # and the environment's, which the flag replaces too (trial AA: a weight's variable was left out of the JSON)
+    variables = {k.upper(): v for k, v in os.environ.items()}
+    stem = env_var_name(tuple(name.split(".")))
+    with contextlib.suppress(ValueError):
+        if isinstance(from_env := json.loads(variables.get(stem, "null")), dict):
+            merged = from_env
+    for var in sorted((v for v in variables if v.startswith(stem + "__")), key=lambda v: v.count("__")):
+        put_key(merged, tuple(var[len(stem) + 2:].lower().split("__")), read_env_text(variables[var], typed=False),
+                weighted=name == "rewards")
+    kept_any = bool(merged)  # the file's or the environment's keys, before the flag's goes in
     *outer, last = flag[len(whole) + 1:].split(".")
     place = merged
     for key in outer:
@@ -334,8 +352,8 @@ def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> 
     place[last] = {**held, **given} if isinstance(held, dict) and isinstance(given, dict) else \
         {**{"weight": held}, **given} if _is_number(held) and isinstance(given, dict) else given
     variable = env_var_name(tuple(flag[2:].split(".")))
-    kept = (f" (this keeps the config file's {name}, which {whole} replaces whole); or the variable "
-            f"{variable}={value or '...'}, which changes that key of the file's {name} alone" if in_file
+    kept = (f" (this keeps the {name} of the config file and the environment, which {whole} replaces whole); or the "
+            f"variable {variable}={value or '...'}, which changes that key alone" if kept_any
             else f" (or the variable {variable})")
     return (f"{flag} names a key of the dict setting {name}, which the command line takes whole, as JSON: "
             f"{whole}='{json.dumps(merged)}'{kept}")

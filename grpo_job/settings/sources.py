@@ -116,14 +116,16 @@ def _merge_at(values: dict[str, Any], lower: dict[str, Any], loc: tuple[str, ...
         for part in path:
             value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
         if value is not _MISSING:
-            _put(merged, path, value, weighted=loc == ("rewards",))
+            put_key(merged, path, value, weighted=loc == ("rewards",))
     here[last] = merged
 
 
 _MISSING = object()
 
 
-def _put(target: dict[str, Any], path: tuple[str, ...], value: Any, weighted: bool) -> None:
+def put_key(target: dict[str, Any], path: tuple[str, ...], value: Any, weighted: bool) -> None:
+    """`value` at the key path `path` of `target` (a dict setting's value), as one variable of it gives it: `null`
+    removes the key; `weighted` (`rewards`): a number for an entry with arguments is its weight."""
     *parents, key = path
     place = target
     for depth, part in enumerate(parents):
