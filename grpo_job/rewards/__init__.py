@@ -141,9 +141,9 @@ def argument_hint(name: str, value: Any, entries: Mapping[str, Any] | None = Non
     if by_variable:
         return (f"; {name!r} is an argument of the {' or '.join(owners)} reward, not a reward: set "
                 f"GRPO_REWARDS__{owner.upper()}__{name.upper()} instead")
-    given = (entries or {}).get(owner)
-    kept = given.model_dump() if isinstance(given, pydantic.BaseModel) else dict(given) if isinstance(given, Mapping) \
-        else {"weight": given} if isinstance(given, int | float) and not isinstance(given, bool) else None
+    from grpo_job.settings.rewards import entry_keys
+
+    kept = entry_keys((entries or {}).get(owner))
     entry = json.dumps({owner: {**(kept or {}), name: value}}, default=str)
     return (f"; {name!r} is an argument of the {' or '.join(owners)} reward, not a reward: it goes in that reward's "
             f"entry, {entry}{'' if kept is not None else ' (beside its weight and other arguments)'}")

@@ -25,18 +25,20 @@ from pydantic_settings import SettingsError as SourceError
 from grpo_job.errors import SettingsError
 from grpo_job.settings.provenance import (
     env_var_name,
-    is_section_name,
     replaced_dicts,
     setting_paths,
     source_label,
     where_notes,
 )
+from grpo_job.settings.rewards import entry_keys
 from grpo_job.settings.root import JobSettings
 from grpo_job.settings.sources import (
     CONFIG_ENV,
     ENV_PREFIX,
     current_cli_args,
     current_yaml,
+    dict_settings,
+    key_variables,
     put_key,
     read_config,
     read_env_text,
@@ -146,11 +148,7 @@ def unknown_env_names(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def _is_dict_setting(env_name: str) -> bool:
-    parts = env_name[len(ENV_PREFIX):].lower().split("__")
-    field = JobSettings.model_fields.get(parts[0])
-    if field is not None and len(parts) == 2 and is_section_name(parts[0]):
-        field = field.annotation.model_fields.get(parts[1])
-    return field is not None and getattr(field.annotation, "__origin__", None) is dict
+    return env_name in {ENV_PREFIX + "__".join(loc).upper() for loc in dict_settings(JobSettings)}
 
 
 # Settings that hold a secret, and the only variable each comes from.
@@ -326,21 +324,19 @@ def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> 
         in_file = in_file.get(part) if isinstance(in_file, dict) else None
     merged = copy.deepcopy(in_file) if isinstance(in_file, dict) and in_file else {}
     # and the environment's, which the flag replaces too (trial AA: a weight's variable was left out of the JSON)
-    variables = {k.upper(): v for k, v in os.environ.items()}
-    stem = env_var_name(tuple(name.split(".")))
+    loc = tuple(name.split("."))
     with contextlib.suppress(ValueError):
-        if isinstance(from_env := json.loads(variables.get(stem, "null")), dict):
+        if isinstance(from_env := json.loads(os.environ.get(env_var_name(loc), "null")), dict):
             merged = from_env
-    for var in sorted((v for v in variables if v.startswith(stem + "__")), key=lambda v: v.count("__")):
-        put_key(merged, tuple(var[len(stem) + 2:].lower().split("__")), read_env_text(variables[var], typed=False),
-                weighted=name == "rewards")
+    for path, var in key_variables(loc):
+        put_key(merged, path, read_env_text(os.environ[var], typed=False), weighted=loc == ("rewards",))
     kept_any = bool(merged)  # the file's or the environment's keys, before the flag's goes in
     *outer, last = flag[len(whole) + 1:].split(".")
     place = merged
     for key in outer:
         inner = place.get(key)
         # a reward the file gives as its weight alone (`json_schema: 1.0`) keeps it as its entry's weight
-        place[key] = inner if isinstance(inner, dict) else {"weight": inner} if _is_number(inner) else {}
+        place[key] = entry_keys(inner) or {}
         place = place[key]
     try:
         given = json.loads(value) if value else "..."
@@ -349,15 +345,10 @@ def _unknown_flag(arg: str, choices: list[str], file_values: dict[str, Any]) -> 
     # a dict given for a key that holds one merges into it (trial Z: `--rewards.code='{"weight": 2.0}'` was told to
     # give the code entry with its tests_column lost)
     held = place.get(last)
-    place[last] = {**held, **given} if isinstance(held, dict) and isinstance(given, dict) else \
-        {**{"weight": held}, **given} if _is_number(held) and isinstance(given, dict) else given
+    place[last] = {**(entry_keys(held) or {}), **given} if isinstance(given, dict) else given
     variable = env_var_name(tuple(flag[2:].split(".")))
     kept = (f" (this keeps the {name} of the config file and the environment, which {whole} replaces whole); or the "
             f"variable {variable}={value or '...'}, which changes that key alone" if kept_any
             else f" (or the variable {variable})")
     return (f"{flag} names a key of the dict setting {name}, which the command line takes whole, as JSON: "
             f"{whole}='{json.dumps(merged)}'{kept}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

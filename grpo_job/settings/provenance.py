@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from grpo_job.errors import SettingsError
+from grpo_job.settings.rewards import entry_keys
 from grpo_job.settings.root import JobSettings
 from grpo_job.settings.sources import ENV_PREFIX, is_section, key_by_key_dicts, read_config
 
@@ -123,15 +122,15 @@ def replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides
         # the environment's keys one by one change the file's dict, each variable its own key (a `null` one removes
         # it, as asked): only a key's own whole variable replaces what the file has under it (trial AA)
         keyed = not cli and loc in key_by_key_dicts(JobSettings)
-        wholes = {n.upper() for n in os.environ}
+        env_names = {n.upper() for n in os.environ}
         # and a key's own dict (train.extra.generation_kwargs), and a reward's arguments (trial X: a whole
         # GRPO_REWARDS replaced the file's json_schema entry, its schema argument with it)
         places = [] if not isinstance(given, dict) or given == value else [(".".join(loc), given, value, label)] * (
             not keyed) + [
-            (f"{'.'.join(loc)}.{k}", given[k], _keys_of(value[k]), label if cli else env_var_name(loc + (k,))
-             if env_var_name(loc + (k,)) in wholes else _variables(loc + (k,)) or label)
-            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and _keys_of(value[k]) is not None
-            and (not keyed or env_var_name(loc + (k,)) in wholes)]
+            (f"{'.'.join(loc)}.{k}", given[k], entry_keys(value[k]), label if cli else env_var_name(loc + (k,))
+             if env_var_name(loc + (k,)) in env_names else _variables(loc + (k,)) or label)
+            for k in sorted(set(given) & set(value)) if isinstance(given[k], dict) and entry_keys(value[k]) is not None
+            and (not keyed or env_var_name(loc + (k,)) in env_names)]
         for name, was, now, label in places:
             if dropped := sorted(set(was) - set(now)):
                 notes.append(f"{name} set by {label} replaces the config file's {name} whole, so the file's "
@@ -145,16 +144,6 @@ def replaced_dicts(yaml_values: dict[str, Any], settings: JobSettings, overrides
                          f"{'is' if ',' not in lost else 'are'} not used (a dict setting is taken whole from the highest "
                          "source that sets it; set them there too)")
     return notes
-
-
-def _keys_of(value: Any) -> dict[str, Any] | None:
-    """A dict setting's value as a dict: itself, a model's fields and extras (a reward's entry), a number as the
-    reward weight it is; None for anything else."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump()
-    return {"weight": value} if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _environment_keys(loc: tuple[str, ...]) -> set[str]:

@@ -20,6 +20,16 @@ BUILTIN_REWARDS = (
 )
 
 
+def entry_keys(value: Any) -> dict[str, Any] | None:
+    """A `rewards` value (or any dict setting's value) as a dict: a dict as it is, a model's fields and extras (a
+    RewardEntry), a number as the weight it is; None for anything else."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    return {"weight": value} if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def unknown_reward_hint(name: str, sections: tuple[str, ...] = ()) -> str:
     """What an unknown reward name (no `:`) was likely meant to be, as `did you mean ...? ` ("" for nothing close),
     from the name alone: `module.function` for `module:function` (trial), a settings section (`sections`) indented

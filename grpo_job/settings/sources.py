@@ -83,9 +83,9 @@ class LayeredSource(PydanticBaseSettingsSource):
         return merged
 
 
-def key_by_key_dicts(model: type[BaseModel], environ: Any = None) -> list[tuple[str, ...]]:
+def key_by_key_dicts(model: type[BaseModel]) -> list[tuple[str, ...]]:
     """The dict settings the environment gives key by key only (`GRPO_REWARDS__CODE__WEIGHT`, no `GRPO_REWARDS`)."""
-    names = {k.upper() for k in (os.environ if environ is None else environ)}
+    names = {k.upper() for k in os.environ}
     out = []
     for loc in dict_settings(model):
         var = ENV_PREFIX + "__".join(loc).upper()
@@ -107,11 +107,8 @@ def _merge_at(values: dict[str, Any], lower: dict[str, Any], loc: tuple[str, ...
             return
     if not (isinstance(here.get(last), dict) and isinstance(below, dict) and isinstance(below.get(last), dict)):
         return  # nothing below to change: the environment's dict stands
-    var = ENV_PREFIX + "__".join(loc).upper()
-    paths = sorted({tuple(n.upper()[len(var) + 2:].lower().split("__")) for n in os.environ
-                    if n.upper().startswith(var + "__")}, key=len)
     merged = copy.deepcopy(below[last])
-    for path in paths:
+    for path, _ in key_variables(loc):
         value: Any = here[last]
         for part in path:
             value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
@@ -121,6 +118,15 @@ def _merge_at(values: dict[str, Any], lower: dict[str, Any], loc: tuple[str, ...
 
 
 _MISSING = object()
+
+
+def key_variables(loc: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, variable) of each environment variable that sets a key under the dict setting at `loc`
+    (`GRPO_TRAIN__EXTRA__GENERATION_KWARGS__MIN_TOKENS` -> `("generation_kwargs", "min_tokens")`), shortest first:
+    the order a key's own JSON and then its keys' variables are put in."""
+    var = ENV_PREFIX + "__".join(loc).upper()
+    found = {tuple(n.upper()[len(var) + 2:].lower().split("__")): n for n in os.environ if n.upper().startswith(var + "__")}
+    return sorted(found.items(), key=lambda item: len(item[0]))
 
 
 def put_key(target: dict[str, Any], path: tuple[str, ...], value: Any, weighted: bool) -> None:
